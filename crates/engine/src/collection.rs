@@ -1,0 +1,918 @@
+//! A collection: points in an HNSW index, payloads in memory, every change
+//! in the write-ahead log before it is acknowledged.
+//!
+//! Locks, always taken in this order: `writer` (one writer at a time, owns
+//! the log and slot allocation), then `state` (the point table and the
+//! index). Searches take only `state` for reading. A write adds its vectors
+//! to the index under the *read* lock, under keys no reader can resolve yet,
+//! and then publishes the whole batch under a short write lock: a search
+//! never waits for a batch's graph insertion, and never sees half a batch.
+
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::{CollectionConfig, Limits, MAX_EF, Metric};
+use crate::distance::{Scorer, better};
+use crate::error::{EngineError, Result};
+use crate::filter::Filter;
+use crate::fsutil::{sync_dir, write_atomic};
+use crate::id::PointId;
+use crate::index::VectorIndex;
+use crate::snapshot;
+use crate::wal::{Point, Wal, WalOp};
+
+const META_FILE: &str = "collection.json";
+const WAL_FILE: &str = "wal.log";
+const META_VERSION: u32 = 1;
+
+/// Collections at most this large are always searched exactly.
+const EXACT_BELOW: usize = 256;
+/// Points sampled to estimate a filter's selectivity.
+const SAMPLE: usize = 512;
+/// Batches at least this large are inserted into the graph on several threads.
+const PARALLEL_ADD_MIN: usize = 64;
+
+/// Tuning shared by the collections of one database.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Concurrent index calls per collection (usearch thread slots).
+    pub index_threads: usize,
+    /// Threads inserting one large batch into the graph.
+    pub insert_threads: usize,
+    /// A snapshot is taken once the log exceeds this many bytes and half the
+    /// size of the previous snapshot (bounding both replay time on open and
+    /// write amplification).
+    pub min_snapshot_log_bytes: u64,
+    pub limits: Limits,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineOptions {
+            index_threads: (cores * 4).clamp(8, 256),
+            insert_threads: cores,
+            min_snapshot_log_bytes: 32 << 20,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What is persisted in `collection.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    version: u32,
+    name: String,
+    config: CollectionConfig,
+    created_at_ms: u64,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// A collection's description and exact figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub config: CollectionConfig,
+    pub created_at_ms: u64,
+    /// Opaque strings owned by the layers above (owner, external ids).
+    pub metadata: BTreeMap<String, String>,
+    pub points: u64,
+    /// Bytes of the collection's files on disk.
+    pub disk_bytes: u64,
+    /// Bytes held in memory: the index's own figure, payload text, and the
+    /// per-point bookkeeping.
+    pub memory_bytes: u64,
+}
+
+/// A point as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub id: PointId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+}
+
+/// A search hit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoredPoint {
+    pub id: PointId,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    pub filter: Option<Filter>,
+    pub ef: Option<usize>,
+    /// Cosine and dot: keep scores >= threshold; euclidean: distances <=.
+    pub score_threshold: Option<f32>,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+/// What to return with each point.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct With {
+    pub payload: bool,
+    pub vector: bool,
+}
+
+struct Entry {
+    id: PointId,
+    payload: Option<Map<String, Value>>,
+}
+
+struct State {
+    index: VectorIndex,
+    /// Index key -> point; `None` for free or not yet published keys.
+    slots: Vec<Option<Entry>>,
+    ids: BTreeMap<PointId, u32>,
+    payload_bytes: u64,
+}
+
+struct Writer {
+    wal: Wal,
+    next_seq: u64,
+    free: Vec<u32>,
+    /// Keys below this have been handed out at some point.
+    next_key: u32,
+    snapshot_bytes: u64,
+    /// Set after a failure that left memory behind the log; writes are then
+    /// refused until the collection is reopened (which replays the log).
+    failed: bool,
+}
+
+pub struct Collection {
+    name: String,
+    dir: PathBuf,
+    config: CollectionConfig,
+    meta: RwLock<Meta>,
+    options: EngineOptions,
+    writer: Mutex<Writer>,
+    state: RwLock<State>,
+    /// Bytes of the files other than the log (metadata and snapshot).
+    fixed_disk_bytes: AtomicU64,
+    log_bytes: AtomicU64,
+    dropped: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn payload_len(p: Option<&Map<String, Value>>) -> u64 {
+    p.map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len() as u64))
+}
+
+impl Collection {
+    /// Writes a new collection's files into `dir` (which must not exist).
+    pub(crate) fn init_dir(
+        dir: &Path,
+        name: &str,
+        config: &CollectionConfig,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<()> {
+        fs::create_dir(dir).map_err(EngineError::io("creating a collection directory"))?;
+        let meta = Meta {
+            version: META_VERSION,
+            name: name.to_owned(),
+            config: config.clone(),
+            created_at_ms: now_ms(),
+            metadata,
+        };
+        write_atomic(
+            &dir.join(META_FILE),
+            &serde_json::to_vec_pretty(&meta).expect("serializable"),
+        )?;
+        Wal::open(&dir.join(WAL_FILE))?;
+        sync_dir(dir)
+    }
+
+    /// Opens a collection: loads its snapshot and replays newer log records.
+    pub(crate) fn open(dir: &Path, options: EngineOptions) -> Result<Collection> {
+        let meta_raw =
+            fs::read(dir.join(META_FILE)).map_err(EngineError::io("reading collection.json"))?;
+        let meta: Meta = serde_json::from_slice(&meta_raw)
+            .map_err(|e| EngineError::Corrupt(format!("{}/{META_FILE}: {e}", dir.display())))?;
+        if meta.version != META_VERSION {
+            return Err(EngineError::Corrupt(format!(
+                "unsupported collection format {}",
+                meta.version
+            )));
+        }
+        let config = meta.config.clone();
+        let loaded = snapshot::load(dir)?;
+        let (index, snap_seq, snapshot_bytes, slots, ids, payload_bytes) = match loaded {
+            Some(l) => {
+                let path = l.index_path.to_string_lossy().into_owned();
+                let index = VectorIndex::load(&config, options.index_threads, &path)?;
+                let max_key = l
+                    .points
+                    .iter()
+                    .map(|p| p.0)
+                    .max()
+                    .map_or(0, |k| k as usize + 1);
+                let mut slots: Vec<Option<Entry>> = Vec::with_capacity(max_key);
+                slots.resize_with(max_key, || None);
+                let mut ids = BTreeMap::new();
+                let mut bytes = 0;
+                for (key, id, payload) in l.points {
+                    bytes += payload_len(payload.as_ref());
+                    ids.insert(id, key as u32);
+                    slots[key as usize] = Some(Entry { id, payload });
+                }
+                (index, l.seq, l.bytes, slots, ids, bytes)
+            }
+            None => (
+                VectorIndex::new(&config, options.index_threads)?,
+                0,
+                0,
+                Vec::new(),
+                BTreeMap::new(),
+                0,
+            ),
+        };
+        if index.size() != ids.len() {
+            return Err(EngineError::Corrupt(format!(
+                "snapshot of `{}` holds {} vectors for {} points",
+                meta.name,
+                index.size(),
+                ids.len()
+            )));
+        }
+        let (wal, records, recovery) = Wal::open(&dir.join(WAL_FILE))?;
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(collection = %meta.name, bytes = recovery.truncated_bytes, "recovered a torn log tail");
+        }
+        let free = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_none())
+            .map(|(k, _)| k as u32)
+            .rev()
+            .collect();
+        let next_key = slots.len() as u32;
+        let last_seq = records.last().map_or(snap_seq, |r| r.seq.max(snap_seq));
+        let state = State {
+            index,
+            slots,
+            ids,
+            payload_bytes,
+        };
+        let log_len = wal.len();
+        let coll = Collection {
+            name: meta.name.clone(),
+            dir: dir.to_owned(),
+            config,
+            meta: RwLock::new(meta),
+            options,
+            writer: Mutex::new(Writer {
+                wal,
+                next_seq: last_seq + 1,
+                free,
+                next_key,
+                snapshot_bytes,
+                failed: false,
+            }),
+            state: RwLock::new(state),
+            fixed_disk_bytes: AtomicU64::new(
+                meta_raw.len() as u64 + snapshot_bytes + current_len(dir),
+            ),
+            log_bytes: AtomicU64::new(log_len),
+            dropped: AtomicBool::new(false),
+        };
+        {
+            let mut w = lock(&coll.writer);
+            for rec in records.into_iter().filter(|r| r.seq > snap_seq) {
+                coll.apply(&mut w, rec.op)?;
+            }
+        }
+        Ok(coll)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &CollectionConfig {
+        &self.config
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn info(&self) -> CollectionInfo {
+        let meta = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = self.read();
+        CollectionInfo {
+            name: meta.name,
+            config: meta.config,
+            created_at_ms: meta.created_at_ms,
+            metadata: meta.metadata,
+            points: st.ids.len() as u64,
+            disk_bytes: self.disk_bytes(),
+            memory_bytes: Self::memory_bytes(&st),
+        }
+    }
+
+    /// Exact number of points.
+    pub fn len(&self) -> usize {
+        self.read().ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of this collection's files on disk, exactly.
+    pub fn disk_bytes(&self) -> u64 {
+        self.fixed_disk_bytes.load(Ordering::Relaxed) + self.log_bytes.load(Ordering::Relaxed)
+    }
+
+    fn memory_bytes(st: &State) -> u64 {
+        let per_point =
+            std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<(PointId, u32)>() + 16;
+        st.index.memory_usage() as u64 + st.payload_bytes + (st.slots.len() * per_point) as u64
+    }
+
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        self.meta
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .metadata
+            .clone()
+    }
+
+    /// Replaces the metadata map, durably.
+    pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
+        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = meta.clone();
+        next.metadata = metadata;
+        let raw = serde_json::to_vec_pretty(&next).expect("serializable");
+        write_atomic(&self.dir.join(META_FILE), &raw)?;
+        let old = serde_json::to_vec_pretty(&*meta)
+            .expect("serializable")
+            .len() as u64;
+        self.fixed_disk_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        self.fixed_disk_bytes.fetch_sub(old, Ordering::Relaxed);
+        *meta = next;
+        Ok(())
+    }
+
+    pub(crate) fn mark_dropped(&self) {
+        let _w = lock(&self.writer);
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+
+    fn check_vector(&self, v: &[f32]) -> Result<()> {
+        if v.len() != self.config.dimension {
+            return Err(EngineError::DimensionMismatch {
+                expected: self.config.dimension,
+                got: v.len(),
+            });
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(EngineError::InvalidVector(format!(
+                "component {i} is not a finite number"
+            )));
+        }
+        if self.config.metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
+            return Err(EngineError::InvalidVector(
+                "a zero vector has no direction under cosine".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_batch_len(&self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(EngineError::EmptyBatch);
+        }
+        let max = self.options.limits.max_batch;
+        if n > max {
+            return Err(EngineError::BatchTooLarge { got: n, max });
+        }
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let w = lock(&self.writer);
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(EngineError::CollectionNotFound(self.name.clone()));
+        }
+        if w.failed {
+            return Err(EngineError::Index(
+                "collection needs reopening after a failed write".into(),
+            ));
+        }
+        Ok(w)
+    }
+
+    /// Inserts or replaces points. The batch is validated whole first; an
+    /// id may appear only once in a batch. Durable when this returns.
+    pub fn upsert(&self, points: Vec<Point>) -> Result<usize> {
+        self.check_batch_len(points.len())?;
+        let mut seen = HashSet::with_capacity(points.len());
+        for p in &points {
+            self.check_vector(&p.vector)?;
+            if !seen.insert(p.id) {
+                return Err(EngineError::DuplicateId(p.id));
+            }
+            let len = payload_len(p.payload.as_ref()) as usize;
+            if len > self.options.limits.max_payload_bytes {
+                return Err(EngineError::InvalidPayload(format!(
+                    "payload of point {} is {len} bytes, at most {} allowed",
+                    p.id, self.options.limits.max_payload_bytes
+                )));
+            }
+        }
+        let n = points.len();
+        let op = WalOp::Upsert(points);
+        self.log_and_apply(op)?;
+        Ok(n)
+    }
+
+    /// Deletes points by id; returns how many existed.
+    pub fn delete(&self, ids: Vec<PointId>) -> Result<usize> {
+        self.check_batch_len(ids.len())?;
+        let mut w = self.lock_writer()?;
+        let ids: Vec<PointId> = {
+            let st = self.read();
+            let mut seen = HashSet::new();
+            ids.into_iter()
+                .filter(|id| st.ids.contains_key(id) && seen.insert(*id))
+                .collect()
+        };
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let n = ids.len();
+        self.log_locked(&mut w, WalOp::Delete(ids))?;
+        Ok(n)
+    }
+
+    fn log_and_apply(&self, op: WalOp) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        self.log_locked(&mut w, op)
+    }
+
+    fn log_locked(&self, w: &mut Writer, op: WalOp) -> Result<()> {
+        let seq = w.next_seq;
+        w.wal.append(seq, &op)?;
+        w.next_seq += 1;
+        self.log_bytes.store(w.wal.len(), Ordering::Relaxed);
+        if let Err(e) = self.apply(w, op) {
+            // The record is durable, memory is behind it: refuse writes until
+            // a reopen replays the log.
+            w.failed = true;
+            tracing::error!(collection = %self.name, error = %e, "applying a logged write failed");
+            return Err(e);
+        }
+        let threshold = self
+            .options
+            .min_snapshot_log_bytes
+            .max(w.snapshot_bytes / 2);
+        if w.wal.len() > threshold
+            && let Err(e) = self.snapshot_locked(w)
+        {
+            // The write itself is durable in the log; the snapshot is retried later.
+            tracing::warn!(collection = %self.name, error = %e, "snapshot failed");
+        }
+        Ok(())
+    }
+
+    /// Applies a logged operation to memory.
+    fn apply(&self, w: &mut Writer, op: WalOp) -> Result<()> {
+        match op {
+            WalOp::Upsert(points) => self.apply_upsert(w, points),
+            WalOp::Delete(ids) => {
+                let mut st = self.write();
+                for id in ids {
+                    if let Some(key) = st.ids.remove(&id) {
+                        let e = st.slots[key as usize].take();
+                        st.payload_bytes -= payload_len(e.and_then(|e| e.payload).as_ref());
+                        st.index.remove(key as u64)?;
+                        w.free.push(key);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn apply_upsert(&self, w: &mut Writer, points: Vec<Point>) -> Result<()> {
+        let keys: Vec<u32> = points
+            .iter()
+            .map(|_| {
+                w.free.pop().unwrap_or_else(|| {
+                    w.next_key += 1;
+                    w.next_key - 1
+                })
+            })
+            .collect();
+        {
+            let st = self.read();
+            let needed = st.index.size() + points.len();
+            if needed > st.index.capacity() {
+                drop(st);
+                let st = self.write();
+                let cap = needed.max(st.index.capacity() + st.index.capacity() / 2);
+                st.index.reserve(cap)?;
+            }
+        }
+        // Graph insertion, concurrent with searches; the keys are not
+        // published yet, so no reader resolves them.
+        {
+            let st = self.read();
+            let threads = self.options.insert_threads.max(1);
+            if points.len() >= PARALLEL_ADD_MIN && threads > 1 {
+                let chunk = points.len().div_ceil(threads);
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = points
+                        .chunks(chunk)
+                        .zip(keys.chunks(chunk))
+                        .map(|(ps, ks)| {
+                            let index = &st.index;
+                            s.spawn(move || -> Result<()> {
+                                for (p, k) in ps.iter().zip(ks) {
+                                    index.add(*k as u64, &p.vector)?;
+                                }
+                                Ok(())
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .try_for_each(|h| h.join().expect("index insert panicked"))
+                })?;
+            } else {
+                for (p, k) in points.iter().zip(&keys) {
+                    st.index.add(*k as u64, &p.vector)?;
+                }
+            }
+        }
+        // Publication: the whole batch at once.
+        let mut st = self.write();
+        for (p, key) in points.into_iter().zip(keys) {
+            if let Some(old) = st.ids.insert(p.id, key) {
+                let e = st.slots[old as usize].take();
+                st.payload_bytes -= payload_len(e.and_then(|e| e.payload).as_ref());
+                st.index.remove(old as u64)?;
+                w.free.push(old);
+            }
+            let k = key as usize;
+            if st.slots.len() <= k {
+                st.slots.resize_with(k + 1, || None);
+            }
+            st.payload_bytes += payload_len(p.payload.as_ref());
+            st.slots[k] = Some(Entry {
+                id: p.id,
+                payload: p.payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot if the log holds anything, then empties the log.
+    pub fn flush(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        if w.wal.is_empty() || self.dropped.load(Ordering::SeqCst) || w.failed {
+            return Ok(());
+        }
+        self.snapshot_locked(&mut w)
+    }
+
+    fn snapshot_locked(&self, w: &mut Writer) -> Result<()> {
+        let seq = w.next_seq - 1;
+        let bytes = {
+            let st = self.read();
+            let points = st
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(k, e)| e.as_ref().map(|e| (k as u64, &e.id, e.payload.as_ref())));
+            snapshot::write(&self.dir, seq, &st.index, points, st.ids.len())?
+        };
+        let meta_len = fs::metadata(self.dir.join(META_FILE)).map_or(0, |m| m.len());
+        self.fixed_disk_bytes
+            .store(meta_len + bytes + current_len(&self.dir), Ordering::Relaxed);
+        w.snapshot_bytes = bytes;
+        w.wal.reset()?;
+        self.log_bytes.store(w.wal.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn record(&self, st: &State, key: u32, with: With) -> Record {
+        let e = st.slots[key as usize].as_ref().expect("published key");
+        Record {
+            id: e.id,
+            vector: with.vector.then(|| self.vector_of(st, key)),
+            payload: if with.payload {
+                e.payload.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    fn vector_of(&self, st: &State, key: u32) -> Vec<f32> {
+        let mut v = vec![0.0; self.config.dimension];
+        st.index.get(key as u64, &mut v);
+        v
+    }
+
+    /// Points by id, in the order asked; missing ids are left out.
+    pub fn get(&self, ids: &[PointId], with: With) -> Result<Vec<Record>> {
+        self.check_batch_len(ids.len())?;
+        let st = self.read();
+        Ok(ids
+            .iter()
+            .filter_map(|id| st.ids.get(id).map(|k| self.record(&st, *k, with)))
+            .collect())
+    }
+
+    /// Up to `limit` points in id order starting at `from` (inclusive), with
+    /// the id to continue from.
+    pub fn scroll(
+        &self,
+        limit: usize,
+        from: Option<PointId>,
+        filter: Option<&Filter>,
+        with: With,
+    ) -> Result<(Vec<Record>, Option<PointId>)> {
+        self.check_limit(limit)?;
+        let st = self.read();
+        let range = match from {
+            Some(f) => st.ids.range(f..),
+            None => st.ids.range(..),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for (id, key) in range {
+            let e = st.slots[*key as usize].as_ref().expect("published key");
+            if filter.is_some_and(|f| !f.matches(id, e.payload.as_ref())) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, Some(*id)));
+            }
+            out.push(self.record(&st, *key, with));
+        }
+        Ok((out, None))
+    }
+
+    /// Points matching the filter (all points without one).
+    pub fn count(&self, filter: Option<&Filter>) -> usize {
+        let st = self.read();
+        match filter {
+            None => st.ids.len(),
+            Some(f) => st
+                .slots
+                .iter()
+                .flatten()
+                .filter(|e| f.matches(&e.id, e.payload.as_ref()))
+                .count(),
+        }
+    }
+
+    fn check_limit(&self, limit: usize) -> Result<()> {
+        let max = self.options.limits.max_limit;
+        if limit == 0 || limit > max {
+            return Err(EngineError::InvalidRequest(format!(
+                "limit must be between 1 and {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates a search without running it.
+    pub fn check_search(&self, req: &SearchRequest) -> Result<()> {
+        self.check_vector(&req.vector)?;
+        self.check_limit(req.limit)?;
+        if let Some(ef) = req.ef
+            && !(1..=MAX_EF).contains(&ef)
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "ef must be between 1 and {MAX_EF}"
+            )));
+        }
+        if req.score_threshold.is_some_and(|t| !t.is_finite()) {
+            return Err(EngineError::InvalidRequest(
+                "score_threshold must be a finite number".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Top-`limit` points for the query, best first.
+    pub fn search(&self, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
+        self.check_search(req)?;
+        let st = self.read();
+        let hits = self.search_keys(&st, req)?;
+        let metric = self.config.metric;
+        Ok(hits
+            .into_iter()
+            .filter(|(_, s)| match req.score_threshold {
+                None => true,
+                Some(t) if metric.higher_is_better() => *s >= t,
+                Some(t) => *s <= t,
+            })
+            .map(|(key, score)| {
+                let r = self.record(
+                    &st,
+                    key,
+                    With {
+                        payload: req.with_payload,
+                        vector: req.with_vector,
+                    },
+                );
+                ScoredPoint {
+                    id: r.id,
+                    score,
+                    payload: r.payload,
+                    vector: r.vector,
+                }
+            })
+            .collect())
+    }
+
+    /// Several searches against one consistent view of the collection.
+    pub fn search_batch(&self, reqs: &[SearchRequest]) -> Result<Vec<Vec<ScoredPoint>>> {
+        reqs.iter().try_for_each(|r| self.check_search(r))?;
+        reqs.iter().map(|r| self.search(r)).collect()
+    }
+
+    fn search_keys(&self, st: &State, req: &SearchRequest) -> Result<Vec<(u32, f32)>> {
+        let live = st.ids.len();
+        let k = req.limit;
+        if live == 0 {
+            return Ok(Vec::new());
+        }
+        let ef = req.ef.unwrap_or(self.config.hnsw.ef_search).max(k);
+        let filter = req.filter.as_ref().filter(|f| !f.is_empty());
+        let published = |key: u64| st.slots.get(key as usize).is_some_and(Option::is_some);
+        let Some(filter) = filter else {
+            if live <= EXACT_BELOW {
+                return Ok(self.exact(st, &req.vector, k, None));
+            }
+            let mut hits: Vec<(u32, f32)> = st
+                .index
+                .search(&req.vector, ef)?
+                .into_iter()
+                .filter(|(key, _)| published(*key))
+                .map(|(key, s)| (key as u32, s))
+                .collect();
+            if hits.len() < k.min(live) {
+                // Unpublished keys of a batch in flight took some places.
+                hits = st
+                    .index
+                    .filtered_search(&req.vector, ef, published)?
+                    .into_iter()
+                    .map(|(key, s)| (key as u32, s))
+                    .collect();
+            }
+            hits.truncate(k);
+            return Ok(hits);
+        };
+        let estimate = self.estimate_matches(st, filter);
+        // A selective filter makes graph traversal wander; scanning the
+        // matches exactly is then both cheaper and complete.
+        if live <= EXACT_BELOW || estimate <= (ef * 4).max(live / 100) {
+            return Ok(self.exact(st, &req.vector, k, Some(filter)));
+        }
+        let pred = |key: u64| {
+            st.slots
+                .get(key as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|e| filter.matches(&e.id, e.payload.as_ref()))
+        };
+        let mut hits: Vec<(u32, f32)> = st
+            .index
+            .filtered_search(&req.vector, ef, pred)?
+            .into_iter()
+            .map(|(key, s)| (key as u32, s))
+            .collect();
+        if hits.len() < k {
+            // The graph walk came back short; only a scan knows whether k exist.
+            return Ok(self.exact(st, &req.vector, k, Some(filter)));
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Estimated number of points matching `filter`, from a fixed sample.
+    fn estimate_matches(&self, st: &State, filter: &Filter) -> usize {
+        let n = st.slots.len();
+        let live = st.ids.len();
+        if n <= SAMPLE * 2 {
+            return st
+                .slots
+                .iter()
+                .flatten()
+                .filter(|e| filter.matches(&e.id, e.payload.as_ref()))
+                .count();
+        }
+        // Deterministic spread over the key space (Weyl sequence).
+        let (mut seen, mut hit) = (0usize, 0usize);
+        let step = 0x9E37_79B9_7F4A_7C15u64;
+        let mut x = 0u64;
+        for _ in 0..SAMPLE * 2 {
+            x = x.wrapping_add(step);
+            if let Some(e) = &st.slots[(x % n as u64) as usize] {
+                seen += 1;
+                hit += filter.matches(&e.id, e.payload.as_ref()) as usize;
+                if seen == SAMPLE {
+                    break;
+                }
+            }
+        }
+        if seen == 0 {
+            return live;
+        }
+        hit * live / seen
+    }
+
+    /// Exact top-k over the points that match `filter`.
+    fn exact(
+        &self,
+        st: &State,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<(u32, f32)> {
+        let metric = self.config.metric;
+        let scorer = Scorer::new(metric, query);
+        // Max-heap on "worse first", so the root is the one to evict.
+        #[derive(PartialEq)]
+        struct Hit(f32, u32, bool);
+        impl Eq for Hit {}
+        impl PartialOrd for Hit {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl Ord for Hit {
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                let by_score = if self.2 {
+                    o.0.total_cmp(&self.0)
+                } else {
+                    self.0.total_cmp(&o.0)
+                };
+                by_score.then(self.1.cmp(&o.1))
+            }
+        }
+        let hib = metric.higher_is_better();
+        let mut heap = BinaryHeap::with_capacity(k + 1);
+        let mut buf = vec![0.0; self.config.dimension];
+        for (key, e) in st.slots.iter().enumerate() {
+            let Some(e) = e else { continue };
+            if filter.is_some_and(|f| !f.matches(&e.id, e.payload.as_ref())) {
+                continue;
+            }
+            if !st.index.get(key as u64, &mut buf) {
+                continue;
+            }
+            heap.push(Hit(scorer.score(&buf), key as u32, hib));
+            if heap.len() > k {
+                heap.pop();
+            }
+        }
+        let mut out: Vec<(u32, f32)> = heap.into_iter().map(|h| (h.1, h.0)).collect();
+        out.sort_by(|a, b| better(metric, a.1, b.1).then(a.0.cmp(&b.0)));
+        out
+    }
+}
+
+fn current_len(dir: &Path) -> u64 {
+    fs::metadata(dir.join("CURRENT")).map_or(0, |m| m.len())
+}

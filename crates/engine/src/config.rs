@@ -1,0 +1,198 @@
+//! Collection configuration: dimension, metric, HNSW parameters, and the
+//! limits every collection enforces on its input.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+/// The largest dimension a collection accepts.
+pub const MAX_DIMENSION: usize = 65_536;
+/// The longest collection name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// How two vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Cosine similarity; the score is in [-1, 1], higher is closer.
+    Cosine,
+    /// Euclidean (L2) distance; the score is the distance, lower is closer.
+    Euclidean,
+    /// Inner product; the score is the dot product, higher is closer.
+    Dot,
+}
+
+impl Metric {
+    /// True when a larger score means a closer point.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::Euclidean)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Euclidean => "euclidean",
+            Metric::Dot => "dot",
+        }
+    }
+}
+
+/// HNSW graph parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HnswParams {
+    /// Links per node on the upper layers (the base layer keeps twice as many).
+    pub m: usize,
+    /// Beam width while inserting.
+    pub ef_construction: usize,
+    /// Default beam width while searching; a search may override it.
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 128,
+            ef_search: 64,
+        }
+    }
+}
+
+/// The largest `ef` a search or an index build may ask for.
+pub const MAX_EF: usize = 4096;
+
+impl HnswParams {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if !(2..=128).contains(&self.m) {
+            return Err(EngineError::InvalidConfig(
+                "hnsw.m must be between 2 and 128".into(),
+            ));
+        }
+        if !(4..=MAX_EF).contains(&self.ef_construction) {
+            return Err(EngineError::InvalidConfig(format!(
+                "hnsw.ef_construction must be between 4 and {MAX_EF}"
+            )));
+        }
+        if !(1..=MAX_EF).contains(&self.ef_search) {
+            return Err(EngineError::InvalidConfig(format!(
+                "hnsw.ef_search must be between 1 and {MAX_EF}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a collection is created with; fixed for its lifetime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    pub dimension: usize,
+    pub metric: Metric,
+    #[serde(default)]
+    pub hnsw: HnswParams,
+}
+
+impl CollectionConfig {
+    pub fn new(dimension: usize, metric: Metric) -> Self {
+        CollectionConfig {
+            dimension,
+            metric,
+            hnsw: HnswParams::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if !(1..=MAX_DIMENSION).contains(&self.dimension) {
+            return Err(EngineError::InvalidConfig(format!(
+                "dimension must be between 1 and {MAX_DIMENSION}"
+            )));
+        }
+        self.hnsw.validate()
+    }
+}
+
+/// Checks a collection name: 1 to 200 bytes of ASCII letters, digits and
+/// `_ - . :`, not starting with `.` (names become directory names).
+pub fn validate_name(name: &str) -> Result<(), EngineError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(EngineError::InvalidName(format!(
+            "a name must be 1 to {MAX_NAME_LEN} bytes long"
+        )));
+    }
+    if name.starts_with('.') {
+        return Err(EngineError::InvalidName(
+            "a name must not start with `.`".into(),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        return Err(EngineError::InvalidName(format!(
+            "character {c:?} is not allowed; use letters, digits, `_`, `-`, `.`, `:`"
+        )));
+    }
+    Ok(())
+}
+
+/// Limits on a single operation, so that one request cannot exhaust memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most points in one upsert, get or delete batch.
+    pub max_batch: usize,
+    /// Largest `limit` of a search or scroll.
+    pub max_limit: usize,
+    /// Largest serialized payload of one point, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch: 10_000,
+            max_limit: 10_000,
+            max_payload_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("docs").is_ok());
+        assert!(validate_name("user_1:docs-v2.1").is_ok());
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "..",
+            "a\0b",
+            "sp ace",
+            &"x".repeat(201),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_bounds() {
+        assert!(CollectionConfig::new(0, Metric::Cosine).validate().is_err());
+        assert!(
+            CollectionConfig::new(65_537, Metric::Cosine)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CollectionConfig::new(65_536, Metric::Dot)
+                .validate()
+                .is_ok()
+        );
+        let mut c = CollectionConfig::new(4, Metric::Euclidean);
+        c.hnsw.m = 1;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The catalog: a directory of collections, created and dropped atomically.
+//!
+//! Layout under the root: `collections/<name>/` per collection and `trash/`
+//! for directories being built or removed. A collection is built inside
+//! `trash/` and renamed into place, and dropped by renaming it back into
+//! `trash/`; each rename is atomic, so after a crash a collection either
+//! exists whole or not at all. `trash/` is emptied at open.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::collection::{Collection, EngineOptions};
+use crate::config::{CollectionConfig, validate_name};
+use crate::error::{EngineError, Result};
+use crate::fsutil::sync_dir;
+
+pub struct Database {
+    root: PathBuf,
+    options: EngineOptions,
+    collections: RwLock<HashMap<String, Arc<Collection>>>,
+    trash_seq: AtomicU64,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database under `root`.
+    pub fn open(root: impl AsRef<Path>, options: EngineOptions) -> Result<Database> {
+        let root = root.as_ref().to_owned();
+        let colls = root.join("collections");
+        let trash = root.join("trash");
+        for d in [&root, &colls, &trash] {
+            fs::create_dir_all(d).map_err(EngineError::io(format!("creating {}", d.display())))?;
+        }
+        if let Ok(entries) = fs::read_dir(&trash) {
+            for e in entries.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let mut map = HashMap::new();
+        let entries = fs::read_dir(&colls).map_err(EngineError::io("listing collections"))?;
+        for e in entries {
+            let e = e.map_err(EngineError::io("listing collections"))?;
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let c = Collection::open(&e.path(), options.clone())?;
+            map.insert(c.name().to_owned(), Arc::new(c));
+        }
+        tracing::info!(root = %root.display(), collections = map.len(), "database opened");
+        Ok(Database {
+            root,
+            options,
+            collections: RwLock::new(map),
+            trash_seq: AtomicU64::new(0),
+        })
+    }
+
+    fn trash_path(&self) -> PathBuf {
+        let n = self.trash_seq.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.root.join("trash").join(format!("{t}-{n}"))
+    }
+
+    /// Creates a collection; fails if the name is taken.
+    pub fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Arc<Collection>> {
+        validate_name(name)?;
+        config.validate()?;
+        let mut map = self.collections.write().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(name) {
+            return Err(EngineError::CollectionExists(name.to_owned()));
+        }
+        let staging = self.trash_path();
+        let target = self.root.join("collections").join(name);
+        let built = Collection::init_dir(&staging, name, &config, metadata)
+            .and_then(|_| {
+                fs::rename(&staging, &target).map_err(EngineError::io("publishing a collection"))
+            })
+            .and_then(|_| sync_dir(&self.root.join("collections")));
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let c = Arc::new(Collection::open(&target, self.options.clone())?);
+        map.insert(name.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))
+    }
+
+    /// All collections, sorted by name.
+    pub fn collections(&self) -> Vec<Arc<Collection>> {
+        let mut v: Vec<_> = self
+            .collections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
+    }
+
+    /// Drops a collection and its files; atomic across a crash.
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let mut map = self.collections.write().unwrap_or_else(|e| e.into_inner());
+        let c = map
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))?;
+        c.mark_dropped();
+        let grave = self.trash_path();
+        fs::rename(c.dir(), &grave).map_err(EngineError::io("dropping a collection"))?;
+        sync_dir(&self.root.join("collections"))?;
+        map.remove(name);
+        drop(map);
+        if let Err(e) = fs::remove_dir_all(&grave) {
+            tracing::warn!(error = %e, "removing a dropped collection's files failed; retried at next open");
+        }
+        Ok(())
+    }
+
+    /// Snapshots every collection, so that the next open replays nothing.
+    pub fn flush(&self) -> Result<()> {
+        for c in self.collections() {
+            c.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}

@@ -1,0 +1,120 @@
+//! Point ids: a non-negative integer or a UUID, as Qdrant clients send them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::error::EngineError;
+
+/// A point's id. Integers sort before UUIDs; scroll walks this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PointId {
+    Num(u64),
+    Uuid(Uuid),
+}
+
+/// The longest id string accepted before parsing is even tried.
+const MAX_ID_STR: usize = 64;
+
+impl PointId {
+    /// Parses a string id: decimal digits or a UUID in any standard form.
+    pub fn parse_str(s: &str) -> Result<PointId, EngineError> {
+        if s.is_empty() || s.len() > MAX_ID_STR {
+            return Err(EngineError::InvalidId(format!(
+                "an id string must be 1 to {MAX_ID_STR} characters"
+            )));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse::<u64>()
+                .map(PointId::Num)
+                .map_err(|_| EngineError::InvalidId("integer id out of range".into()));
+        }
+        Uuid::from_str(s)
+            .map(PointId::Uuid)
+            .map_err(|_| EngineError::InvalidId("expected a non-negative integer or a UUID".into()))
+    }
+}
+
+impl fmt::Display for PointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PointId::Num(n) => write!(f, "{n}"),
+            PointId::Uuid(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+impl From<u64> for PointId {
+    fn from(n: u64) -> Self {
+        PointId::Num(n)
+    }
+}
+
+impl From<Uuid> for PointId {
+    fn from(u: Uuid) -> Self {
+        PointId::Uuid(u)
+    }
+}
+
+impl Serialize for PointId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PointId::Num(n) => s.serialize_u64(*n),
+            PointId::Uuid(u) => s.collect_str(u),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PointId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = PointId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative integer or a UUID string")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PointId, E> {
+                Ok(PointId::Num(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PointId, E> {
+                u64::try_from(v)
+                    .map(PointId::Num)
+                    .map_err(|_| E::custom("a point id must not be negative"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<PointId, E> {
+                Err(E::custom("a point id must be an integer or a UUID string"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PointId, E> {
+                PointId::parse_str(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_orders() {
+        let a: PointId = serde_json::from_str("7").unwrap();
+        let b: PointId = serde_json::from_str("\"550e8400-e29b-41d4-a716-446655440000\"").unwrap();
+        assert_eq!(a, PointId::Num(7));
+        assert!(a < b);
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            "\"550e8400-e29b-41d4-a716-446655440000\""
+        );
+        assert!(serde_json::from_str::<PointId>("-1").is_err());
+        assert!(serde_json::from_str::<PointId>("1.5").is_err());
+        assert!(serde_json::from_str::<PointId>("\"not-a-uuid\"").is_err());
+        let long = format!("\"{}\"", "1".repeat(100));
+        assert!(serde_json::from_str::<PointId>(&long).is_err());
+        assert_eq!(PointId::parse_str("42").unwrap(), PointId::Num(42));
+    }
+}

@@ -1,0 +1,25 @@
+//! Vectorizer's engine: durable collections of vectors with JSON payloads,
+//! HNSW search with payload filters. It knows nothing of HTTP or tenants:
+//! a collection carries a string metadata map that it stores but does not
+//! interpret.
+
+mod codec;
+pub mod collection;
+pub mod config;
+pub mod database;
+pub mod distance;
+pub mod error;
+pub mod filter;
+mod fsutil;
+pub mod id;
+mod index;
+mod snapshot;
+pub mod wal;
+
+pub use collection::{CollectionInfo, EngineOptions, Record, ScoredPoint, SearchRequest, With};
+pub use config::{CollectionConfig, HnswParams, Limits, Metric};
+pub use database::Database;
+pub use error::EngineError;
+pub use filter::Filter;
+pub use id::PointId;
+pub use wal::Point;

@@ -1,0 +1,8 @@
+//! The engine's integration tests: real files in temporary directories,
+//! real child processes for the crash tests.
+
+mod common;
+mod crash;
+mod filtered;
+mod model;
+mod recall;

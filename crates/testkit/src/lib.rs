@@ -1,0 +1,138 @@
+//! Seeded data for tests and benchmarks: a small PRNG, Gaussian-mixture
+//! vectors, and exact nearest neighbours to measure recall against.
+
+/// SplitMix64: tiny, fast, and the same on every platform.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.unit().max(1e-300);
+        let u2 = self.unit();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+}
+
+/// `n` vectors of `dim` drawn from a mixture of `clusters` Gaussians with
+/// random centres (spread 1.0) and per-cluster spread `sigma`. Returns the
+/// vectors and each one's cluster.
+pub fn gaussian_mixture(
+    n: usize,
+    dim: usize,
+    clusters: usize,
+    sigma: f32,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<usize>) {
+    let mut rng = Rng::new(seed);
+    let centres: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| (0..dim).map(|_| rng.normal()).collect())
+        .collect();
+    let mut labels = Vec::with_capacity(n);
+    let vectors = (0..n)
+        .map(|_| {
+            let c = rng.below(clusters as u64) as usize;
+            labels.push(c);
+            centres[c]
+                .iter()
+                .map(|x| x + sigma * rng.normal())
+                .collect()
+        })
+        .collect();
+    (vectors, labels)
+}
+
+/// Distance kinds for the reference search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Cosine,
+    Euclidean,
+    Dot,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The reference score: higher is closer for cosine and dot; for euclidean
+/// the distance, lower is closer.
+pub fn score(kind: Kind, a: &[f32], b: &[f32]) -> f32 {
+    match kind {
+        Kind::Cosine => dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt()),
+        Kind::Dot => dot(a, b),
+        Kind::Euclidean => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+/// Exact top-k indices into `base` (optionally only those `allowed`).
+pub fn exact_top_k(
+    kind: Kind,
+    base: &[Vec<f32>],
+    q: &[f32],
+    k: usize,
+    allowed: Option<&dyn Fn(usize) -> bool>,
+) -> Vec<usize> {
+    let mut scored: Vec<(f32, usize)> = base
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| allowed.is_none_or(|f| f(*i)))
+        .map(|(i, v)| (score(kind, q, v), i))
+        .collect();
+    if kind == Kind::Euclidean {
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    } else {
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    }
+    scored.truncate(k);
+    scored.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Share of `truth` found in `got`.
+pub fn recall(truth: &[usize], got: &[usize]) -> f64 {
+    if truth.is_empty() {
+        return 1.0;
+    }
+    let hit = truth.iter().filter(|t| got.contains(t)).count();
+    hit as f64 / truth.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic() {
+        let (a, _) = gaussian_mixture(10, 4, 3, 0.1, 7);
+        let (b, _) = gaussian_mixture(10, 4, 3, 0.1, 7);
+        assert_eq!(a, b);
+        let top = exact_top_k(Kind::Euclidean, &a, &a[3], 1, None);
+        assert_eq!(top, vec![3]);
+    }
+}
