@@ -38,12 +38,13 @@ const EXACT_BELOW: usize = 256;
 const SAMPLE: usize = 512;
 /// Batches at least this large are inserted into the graph on several threads.
 const PARALLEL_ADD_MIN: usize = 64;
+/// A snapshot first compacts the graph once deleted nodes exceed this and a
+/// quarter of the live ones.
+const COMPACT_MIN_DELETED: usize = 1024;
 
 /// Tuning shared by the collections of one database.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Concurrent index calls per collection (usearch thread slots).
-    pub index_threads: usize,
     /// Threads inserting one large batch into the graph.
     pub insert_threads: usize,
     /// A snapshot is taken once the log exceeds this many bytes and half the
@@ -57,7 +58,6 @@ impl Default for EngineOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         EngineOptions {
-            index_threads: (cores * 4).clamp(8, 256),
             insert_threads: cores,
             min_snapshot_log_bytes: 32 << 20,
             limits: Limits::default(),
@@ -148,8 +148,7 @@ struct State {
 struct Writer {
     wal: Wal,
     next_seq: u64,
-    free: Vec<u32>,
-    /// Keys below this have been handed out at some point.
+    /// Keys below this have been handed out.
     next_key: u32,
     snapshot_bytes: u64,
     /// Set after a failure that left memory behind the log; writes are then
@@ -225,8 +224,7 @@ impl Collection {
         let loaded = snapshot::load(dir)?;
         let (index, snap_seq, snapshot_bytes, slots, ids, payload_bytes) = match loaded {
             Some(l) => {
-                let path = l.index_path.to_string_lossy().into_owned();
-                let index = VectorIndex::load(&config, options.index_threads, &path)?;
+                let index = VectorIndex::load(&config, &l.index_path)?;
                 let max_key = l
                     .points
                     .iter()
@@ -245,7 +243,7 @@ impl Collection {
                 (index, l.seq, l.bytes, slots, ids, bytes)
             }
             None => (
-                VectorIndex::new(&config, options.index_threads)?,
+                VectorIndex::new(&config),
                 0,
                 0,
                 Vec::new(),
@@ -265,14 +263,9 @@ impl Collection {
         if recovery.truncated_bytes > 0 {
             tracing::warn!(collection = %meta.name, bytes = recovery.truncated_bytes, "recovered a torn log tail");
         }
-        let free = slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_none())
-            .map(|(k, _)| k as u32)
-            .rev()
-            .collect();
-        let next_key = slots.len() as u32;
+        // Keys are never reused (a removed key stays in the graph as a
+        // waypoint), so allocation resumes above every key the graph holds.
+        let next_key = index.high() as u32;
         let last_seq = records.last().map_or(snap_seq, |r| r.seq.max(snap_seq));
         let state = State {
             index,
@@ -290,7 +283,6 @@ impl Collection {
             writer: Mutex::new(Writer {
                 wal,
                 next_seq: last_seq + 1,
-                free,
                 next_key,
                 snapshot_bytes,
                 failed: false,
@@ -522,8 +514,7 @@ impl Collection {
                     if let Some(key) = st.ids.remove(&id) {
                         let e = st.slots[key as usize].take();
                         st.payload_bytes -= payload_len(e.and_then(|e| e.payload).as_ref());
-                        st.index.remove(key as u64)?;
-                        w.free.push(key);
+                        st.index.remove(key);
                     }
                 }
                 Ok(())
@@ -532,55 +523,24 @@ impl Collection {
     }
 
     fn apply_upsert(&self, w: &mut Writer, points: Vec<Point>) -> Result<()> {
-        let keys: Vec<u32> = points
-            .iter()
-            .map(|_| {
-                w.free.pop().unwrap_or_else(|| {
-                    w.next_key += 1;
-                    w.next_key - 1
-                })
-            })
-            .collect();
-        {
-            let st = self.read();
-            let needed = st.index.size() + points.len();
-            if needed > st.index.capacity() {
-                drop(st);
-                let st = self.write();
-                let cap = needed.max(st.index.capacity() + st.index.capacity() / 2);
-                st.index.reserve(cap)?;
-            }
+        let first = w.next_key;
+        let end = u32::try_from(first as usize + points.len())
+            .map_err(|_| EngineError::Index("collection key space exhausted".into()))?;
+        w.next_key = end;
+        let keys: Vec<u32> = (first..end).collect();
+        if end as usize > self.read().index.capacity() {
+            self.write().index.reserve(end as usize);
         }
-        // Graph insertion, concurrent with searches; the keys are not
-        // published yet, so no reader resolves them.
+        // Graph insertion, concurrent with searches; the keys are pending,
+        // so no search returns them yet.
         {
             let st = self.read();
-            let threads = self.options.insert_threads.max(1);
-            if points.len() >= PARALLEL_ADD_MIN && threads > 1 {
-                let chunk = points.len().div_ceil(threads);
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = points
-                        .chunks(chunk)
-                        .zip(keys.chunks(chunk))
-                        .map(|(ps, ks)| {
-                            let index = &st.index;
-                            s.spawn(move || -> Result<()> {
-                                for (p, k) in ps.iter().zip(ks) {
-                                    index.add(*k as u64, &p.vector)?;
-                                }
-                                Ok(())
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .try_for_each(|h| h.join().expect("index insert panicked"))
-                })?;
-            } else {
-                for (p, k) in points.iter().zip(&keys) {
-                    st.index.add(*k as u64, &p.vector)?;
-                }
-            }
+            let work: Vec<(u32, &[f32])> = keys
+                .iter()
+                .zip(&points)
+                .map(|(k, p)| (*k, &p.vector[..]))
+                .collect();
+            add_batch(&st.index, &work, self.options.insert_threads)?;
         }
         // Publication: the whole batch at once.
         let mut st = self.write();
@@ -588,9 +548,9 @@ impl Collection {
             if let Some(old) = st.ids.insert(p.id, key) {
                 let e = st.slots[old as usize].take();
                 st.payload_bytes -= payload_len(e.and_then(|e| e.payload).as_ref());
-                st.index.remove(old as u64)?;
-                w.free.push(old);
+                st.index.remove(old);
             }
+            st.index.publish(key);
             let k = key as usize;
             if st.slots.len() <= k {
                 st.slots.resize_with(k + 1, || None);
@@ -614,6 +574,13 @@ impl Collection {
     }
 
     fn snapshot_locked(&self, w: &mut Writer) -> Result<()> {
+        let (live, deleted) = {
+            let st = self.read();
+            (st.index.size(), st.index.deleted())
+        };
+        if deleted > COMPACT_MIN_DELETED.max(live / 4) {
+            self.compact(w)?;
+        }
         let seq = w.next_seq - 1;
         let bytes = {
             let st = self.read();
@@ -633,6 +600,60 @@ impl Collection {
         Ok(())
     }
 
+    /// Rebuilds the graph from the live points only, dropping the deleted
+    /// nodes that removals and updates leave behind. Searches go on against
+    /// the old graph meanwhile; the swap takes the write lock briefly.
+    /// Writes wait (the caller holds `writer`).
+    fn compact(&self, w: &mut Writer) -> Result<()> {
+        let started = std::time::Instant::now();
+        let (index, order) = {
+            let st = self.read();
+            let order: Vec<u32> = st
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.is_some())
+                .map(|(k, _)| k as u32)
+                .collect();
+            let mut index = VectorIndex::new(&self.config);
+            index.reserve(order.len());
+            let work: Vec<(u32, &[f32])> = order
+                .iter()
+                .enumerate()
+                .map(|(new, old)| {
+                    (
+                        new as u32,
+                        st.index.get(*old).expect("a live point has a vector"),
+                    )
+                })
+                .collect();
+            add_batch(&index, &work, self.options.insert_threads)?;
+            (0..order.len() as u32).for_each(|k| index.publish(k));
+            (index, order)
+        };
+        let mut st = self.write();
+        let mut slots = Vec::with_capacity(order.len());
+        for (new, old) in order.iter().enumerate() {
+            let e = st.slots[*old as usize]
+                .take()
+                .expect("no write ran during compaction");
+            st.ids.insert(e.id, new as u32);
+            slots.push(Some(e));
+        }
+        let dropped = st.index.deleted();
+        st.slots = slots;
+        st.index = index;
+        w.next_key = order.len() as u32;
+        tracing::info!(collection = %self.name, points = order.len(), dropped, ms = started.elapsed().as_millis() as u64, "graph compacted");
+        Ok(())
+    }
+
+    /// Points in the graph and deleted nodes still in it.
+    pub fn graph_nodes(&self) -> (usize, usize) {
+        let st = self.read();
+        (st.index.size(), st.index.deleted())
+    }
+
     fn record(&self, st: &State, key: u32, with: With) -> Record {
         let e = st.slots[key as usize].as_ref().expect("published key");
         Record {
@@ -647,9 +668,7 @@ impl Collection {
     }
 
     fn vector_of(&self, st: &State, key: u32) -> Vec<f32> {
-        let mut v = vec![0.0; self.config.dimension];
-        st.index.get(key as u64, &mut v);
-        v
+        st.index.get(key).map(<[f32]>::to_vec).unwrap_or_default()
     }
 
     /// Points by id, in the order asked; missing ids are left out.
@@ -780,28 +799,15 @@ impl Collection {
         }
         let ef = req.ef.unwrap_or(self.config.hnsw.ef_search).max(k);
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
-        let published = |key: u64| st.slots.get(key as usize).is_some_and(Option::is_some);
         let Some(filter) = filter else {
             if live <= EXACT_BELOW {
                 return Ok(self.exact(st, &req.vector, k, None));
             }
-            let mut hits: Vec<(u32, f32)> = st
-                .index
-                .search(&req.vector, ef)?
-                .into_iter()
-                .filter(|(key, _)| published(*key))
-                .map(|(key, s)| (key as u32, s))
-                .collect();
+            let hits = st.index.search(&req.vector, k, ef, None);
             if hits.len() < k.min(live) {
-                // Unpublished keys of a batch in flight took some places.
-                hits = st
-                    .index
-                    .filtered_search(&req.vector, ef, published)?
-                    .into_iter()
-                    .map(|(key, s)| (key as u32, s))
-                    .collect();
+                // Only a graph cut apart by deletions comes back short.
+                return Ok(self.exact(st, &req.vector, k, None));
             }
-            hits.truncate(k);
             return Ok(hits);
         };
         let estimate = self.estimate_matches(st, filter);
@@ -810,23 +816,17 @@ impl Collection {
         if live <= EXACT_BELOW || estimate <= (ef * 4).max(live / 100) {
             return Ok(self.exact(st, &req.vector, k, Some(filter)));
         }
-        let pred = |key: u64| {
+        let pred = |key: u32| {
             st.slots
                 .get(key as usize)
                 .and_then(Option::as_ref)
                 .is_some_and(|e| filter.matches(&e.id, e.payload.as_ref()))
         };
-        let mut hits: Vec<(u32, f32)> = st
-            .index
-            .filtered_search(&req.vector, ef, pred)?
-            .into_iter()
-            .map(|(key, s)| (key as u32, s))
-            .collect();
+        let hits = st.index.search(&req.vector, k, ef, Some(&pred));
         if hits.len() < k {
             // The graph walk came back short; only a scan knows whether k exist.
             return Ok(self.exact(st, &req.vector, k, Some(filter)));
         }
-        hits.truncate(k);
         Ok(hits)
     }
 
@@ -893,16 +893,15 @@ impl Collection {
         }
         let hib = metric.higher_is_better();
         let mut heap = BinaryHeap::with_capacity(k + 1);
-        let mut buf = vec![0.0; self.config.dimension];
         for (key, e) in st.slots.iter().enumerate() {
             let Some(e) = e else { continue };
             if filter.is_some_and(|f| !f.matches(&e.id, e.payload.as_ref())) {
                 continue;
             }
-            if !st.index.get(key as u64, &mut buf) {
+            let Some(v) = st.index.get(key as u32) else {
                 continue;
-            }
-            heap.push(Hit(scorer.score(&buf), key as u32, hib));
+            };
+            heap.push(Hit(scorer.score(v), key as u32, hib));
             if heap.len() > k {
                 heap.pop();
             }
@@ -915,4 +914,23 @@ impl Collection {
 
 fn current_len(dir: &Path) -> u64 {
     fs::metadata(dir.join("CURRENT")).map_or(0, |m| m.len())
+}
+
+/// Inserts `(key, vector)` pairs into the graph, on several threads when
+/// there are enough of them.
+fn add_batch(index: &VectorIndex, work: &[(u32, &[f32])], threads: usize) -> Result<()> {
+    let threads = threads.max(1);
+    if work.len() < PARALLEL_ADD_MIN || threads == 1 {
+        return work.iter().try_for_each(|(k, v)| index.add(*k, v));
+    }
+    let chunk = work.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().try_for_each(|(k, v)| index.add(*k, v))))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("graph insertion panicked"))
+    })
 }

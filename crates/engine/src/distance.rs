@@ -68,14 +68,6 @@ impl<'a> Scorer<'a> {
     }
 }
 
-/// Converts an HNSW distance (usearch units) into the score the API reports.
-pub fn score_from_distance(metric: Metric, distance: f32) -> f32 {
-    match metric {
-        Metric::Cosine | Metric::Dot => 1.0 - distance,
-        Metric::Euclidean => distance.max(0.0).sqrt(),
-    }
-}
-
 /// Orders scores best first for the metric.
 pub fn better(metric: Metric, a: f32, b: f32) -> std::cmp::Ordering {
     if metric.higher_is_better() {

@@ -13,6 +13,7 @@ pub mod filter;
 mod fsutil;
 pub mod id;
 mod index;
+mod simd;
 mod snapshot;
 pub mod wal;
 

@@ -2,7 +2,7 @@
 //! so that opening a collection loads them and replays only newer records.
 //!
 //! Layout inside a collection directory:
-//! - `snap-<seq>/index.usearch`: usearch's own file (graph and vectors);
+//! - `snap-<seq>/index.hnsw`: the graph and the vectors (see `index`);
 //! - `snap-<seq>/points.bin`: magic `VZPTS\0\0\x01`, `u64 seq`, `u64 count`,
 //!   then per point `u64 key`, id, payload (see `codec`);
 //! - `CURRENT`: JSON naming the live snapshot with both files' CRC32s.
@@ -24,7 +24,7 @@ use crate::index::VectorIndex;
 
 const MAGIC: &[u8; 8] = b"VZPTS\0\0\x01";
 const CURRENT: &str = "CURRENT";
-const INDEX_FILE: &str = "index.usearch";
+const INDEX_FILE: &str = "index.hnsw";
 const POINTS_FILE: &str = "points.bin";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,12 +65,6 @@ fn file_crc(path: &Path) -> Result<(u32, u64)> {
     Ok((h.finalize(), total))
 }
 
-fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(EngineError::io("syncing a snapshot file"))
-}
-
 /// Writes a snapshot at `seq` and makes it the live one. Returns its size.
 /// The caller guarantees that nothing changes the index meanwhile.
 pub fn write<'a>(
@@ -86,11 +80,7 @@ pub fn write<'a>(
     fs::create_dir(&tmp).map_err(EngineError::io("creating a snapshot directory"))?;
 
     let index_path = tmp.join(INDEX_FILE);
-    let index_str = index_path
-        .to_str()
-        .ok_or_else(|| EngineError::Index("data directory path is not UTF-8".into()))?;
-    index.save(index_str)?;
-    sync_file(&index_path)?;
+    index.save(&index_path)?;
 
     let points_path = tmp.join(POINTS_FILE);
     {

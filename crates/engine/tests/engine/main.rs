@@ -2,6 +2,7 @@
 //! real child processes for the crash tests.
 
 mod common;
+mod concurrency;
 mod crash;
 mod filtered;
 mod model;

@@ -42,7 +42,9 @@ fn mean_recall(
         assert_eq!(got.len(), K);
         total += recall(&truth, &got);
     }
-    total / queries.len() as f64
+    let r = total / queries.len() as f64;
+    eprintln!("recall@{K} {r:.4}");
+    r
 }
 
 fn check(dim: usize, metric: Metric, seed: u64) {
