@@ -1,1 +1,21 @@
-fn main() {}
+//! `vectorizer-bench`: benchmark commands that print figures.
+//!
+//! - `engine [--out DIR] [--quick]`: the storage engine on seeded data.
+//! - `engine-open DIR`: opens a database and prints open time and memory
+//!   (run by `engine` in a fresh process, so that memory is measured clean).
+
+mod engine;
+mod sys;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("engine") => engine::run(&args[1..]),
+        Some("engine-open") => engine::open_only(&args[1..]),
+        _ => {
+            eprintln!("usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR");
+            2
+        }
+    };
+    std::process::exit(code);
+}

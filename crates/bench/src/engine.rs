@@ -1,0 +1,401 @@
+//! The engine benchmark: build, recall, QPS (1 and 2 threads, several ef),
+//! filtered QPS, memory, disk size and restart time, on seeded Gaussian
+//! mixtures. It writes each dataset (raw f32 and exact top-10) under the
+//! output directory so that `scripts/bench_hnswlib.py` measures hnswlib on
+//! the very same vectors.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use vectorizer_engine::{
+    CollectionConfig, Database, EngineOptions, Filter, HnswParams, Metric, Point, PointId,
+    SearchRequest,
+};
+use vectorizer_testkit::{Kind, exact_top_k, gaussian_mixture, recall};
+
+use crate::sys::{rss_bytes, tree_size};
+
+const K: usize = 10;
+const EFS: [usize; 8] = [10, 16, 24, 32, 48, 64, 128, 256];
+
+struct Dataset {
+    name: &'static str,
+    metric: Metric,
+    dim: usize,
+    base: Vec<Vec<f32>>,
+    queries: Vec<Vec<f32>>,
+    truth: Vec<Vec<usize>>,
+}
+
+fn kind(m: Metric) -> Kind {
+    match m {
+        Metric::Cosine => Kind::Cosine,
+        Metric::Euclidean => Kind::Euclidean,
+        Metric::Dot => Kind::Dot,
+    }
+}
+
+/// Exact top-k for every query, on two threads.
+fn ground_truth(
+    metric: Metric,
+    base: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    allowed: Option<&(dyn Fn(usize) -> bool + Sync)>,
+) -> Vec<Vec<usize>> {
+    let half = queries.len().div_ceil(2);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = queries
+            .chunks(half.max(1))
+            .map(|qs| {
+                s.spawn(move || {
+                    qs.iter()
+                        .map(|q| {
+                            exact_top_k(
+                                kind(metric),
+                                base,
+                                q,
+                                K,
+                                allowed.map(|f| f as &dyn Fn(usize) -> bool),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn dataset(
+    name: &'static str,
+    n: usize,
+    dim: usize,
+    metric: Metric,
+    nq: usize,
+    seed: u64,
+) -> Dataset {
+    let t = Instant::now();
+    let (base, _) = gaussian_mixture(n, dim, 100, 0.5, seed);
+    let (queries, _) = gaussian_mixture(nq, dim, 100, 0.5, seed);
+    let queries: Vec<Vec<f32>> = queries
+        .into_iter()
+        .map(|q| q.iter().map(|x| x * 1.01).collect())
+        .collect();
+    let truth = ground_truth(metric, &base, &queries, None);
+    eprintln!(
+        "[{name}] data and exact top-{K} ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Dataset {
+        name,
+        metric,
+        dim,
+        base,
+        queries,
+        truth,
+    }
+}
+
+fn write_f32(path: &Path, rows: &[Vec<f32>]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for r in rows {
+        for x in r {
+            f.write_all(&x.to_le_bytes()).unwrap();
+        }
+    }
+}
+
+fn export(ds: &Dataset, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    write_f32(&dir.join("base.f32"), &ds.base);
+    write_f32(&dir.join("queries.f32"), &ds.queries);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("truth.i32")).unwrap());
+    for t in &ds.truth {
+        for i in t {
+            f.write_all(&(*i as i32).to_le_bytes()).unwrap();
+        }
+    }
+    let meta = json!({"n": ds.base.len(), "dim": ds.dim, "queries": ds.queries.len(), "k": K, "metric": ds.metric.as_str()});
+    std::fs::write(
+        dir.join("meta.json"),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    )
+    .unwrap();
+}
+
+fn id_index(id: &PointId) -> usize {
+    match id {
+        PointId::Num(n) => *n as usize,
+        PointId::Uuid(_) => usize::MAX,
+    }
+}
+
+/// Queries per second on `threads` threads (best of three passes, as this
+/// machine's timings are noisy), and mean recall@10.
+fn measure(
+    db: &Database,
+    coll: &str,
+    ds: &Dataset,
+    ef: usize,
+    threads: usize,
+    filter: Option<(&Filter, &[Vec<usize>])>,
+) -> (f64, f64) {
+    let runs: Vec<(f64, f64)> = (0..3)
+        .map(|_| measure_once(db, coll, ds, ef, threads, filter))
+        .collect();
+    (runs.iter().map(|r| r.0).fold(0.0, f64::max), runs[0].1)
+}
+
+fn measure_once(
+    db: &Database,
+    coll: &str,
+    ds: &Dataset,
+    ef: usize,
+    threads: usize,
+    filter: Option<(&Filter, &[Vec<usize>])>,
+) -> (f64, f64) {
+    let c = db.collection(coll).unwrap();
+    let truth = filter.map_or(&ds.truth[..], |f| f.1);
+    let per = ds.queries.len().div_ceil(threads);
+    let t = Instant::now();
+    let recalls: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = ds
+            .queries
+            .chunks(per)
+            .zip(truth.chunks(per))
+            .map(|(qs, ts)| {
+                let c = &c;
+                s.spawn(move || {
+                    qs.iter()
+                        .zip(ts)
+                        .map(|(q, t)| {
+                            let req = SearchRequest {
+                                vector: q.clone(),
+                                limit: K,
+                                ef: Some(ef),
+                                filter: filter.map(|f| f.0.clone()),
+                                ..Default::default()
+                            };
+                            let got: Vec<usize> = c
+                                .search(&req)
+                                .unwrap()
+                                .iter()
+                                .map(|h| id_index(&h.id))
+                                .collect();
+                            recall(t, &got)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    (
+        ds.queries.len() as f64 / secs,
+        recalls.iter().sum::<f64>() / recalls.len() as f64,
+    )
+}
+
+fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool) -> (f64, f64) {
+    let cfg = CollectionConfig {
+        dimension: ds.dim,
+        metric: ds.metric,
+        hnsw: HnswParams {
+            m: 16,
+            ef_construction: 100,
+            ef_search: 64,
+        },
+    };
+    let c = db.create_collection(name, cfg, BTreeMap::new()).unwrap();
+    let t = Instant::now();
+    for (b, chunk) in ds.base.chunks(1000).enumerate() {
+        let pts = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = b * 1000 + j;
+                let payload =
+                    payloads.then(|| json!({"sel": i % 100}).as_object().unwrap().clone());
+                Point {
+                    id: PointId::Num(i as u64),
+                    vector: v.clone(),
+                    payload,
+                }
+            })
+            .collect();
+        c.upsert(pts).unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    (secs, ds.base.len() as f64 / secs)
+}
+
+/// Opens the database in a fresh process: (open seconds, RSS growth bytes).
+fn reopen(data: &Path) -> (f64, u64) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .arg("engine-open")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "engine-open failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["open_seconds"].as_f64().unwrap(),
+        v["rss_growth_bytes"].as_u64().unwrap(),
+    )
+}
+
+pub fn open_only(args: &[String]) -> i32 {
+    let Some(dir) = args.first() else {
+        eprintln!("usage: vectorizer-bench engine-open DIR");
+        return 2;
+    };
+    let before = rss_bytes();
+    let t = Instant::now();
+    let db = Database::open(dir, EngineOptions::default()).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let points: usize = db.collections().iter().map(|c| c.len()).sum();
+    let growth = rss_bytes().saturating_sub(before);
+    println!(
+        "{}",
+        json!({"open_seconds": secs, "rss_growth_bytes": growth, "points": points})
+    );
+    0
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
+    let name = ds.name;
+    export(ds, &out.join(name).join("data"));
+    let mut result =
+        json!({"dataset": name, "n": ds.base.len(), "dim": ds.dim, "metric": ds.metric.as_str()});
+
+    // 1. Vectors only: the head-to-head with hnswlib.
+    let plain = out.join(name).join("db-plain");
+    let _ = std::fs::remove_dir_all(&plain);
+    let db = Database::open(&plain, EngineOptions::default()).unwrap();
+    let (build_s, rate) = build(&db, "c", ds, false);
+    println!(
+        "[{name}] build {build_s:.2} s, insert {rate:.0} vectors/s (batches of 1000, fsync per batch)"
+    );
+    result["build_seconds"] = json!(build_s);
+    result["insert_per_second"] = json!(rate);
+    let mut rows = Vec::new();
+    for ef in EFS {
+        let (q1, r1) = measure(&db, "c", ds, ef, 1, None);
+        let (q2, _) = measure(&db, "c", ds, ef, 2, None);
+        println!(
+            "[{name}] ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}  2 threads {q2:>8.0}"
+        );
+        rows.push(json!({"ef": ef, "recall": r1, "qps_1": q1, "qps_2": q2}));
+    }
+    result["search"] = json!(rows);
+    let c = db.collection("c").unwrap();
+    let info = c.info();
+    println!(
+        "[{name}] engine accounting: memory {:.1} MiB, disk {:.1} MiB (before snapshot)",
+        mib(info.memory_bytes),
+        mib(info.disk_bytes)
+    );
+    db.flush().unwrap();
+    let disk = c.disk_bytes();
+    drop(c);
+    drop(db);
+    let tree = tree_size(&plain);
+    let (open_s, rss) = reopen(&plain);
+    println!(
+        "[{name}] on disk {:.1} MiB (engine figure {:.1} MiB); restart {open_s:.3} s; resident after restart {:.1} MiB",
+        mib(tree),
+        mib(disk),
+        mib(rss)
+    );
+    result["disk_bytes"] = json!(tree);
+    result["restart_seconds"] = json!(open_s);
+    result["rss_bytes"] = json!(rss);
+
+    // 2. With payloads, for filtered search.
+    let filt = out.join(name).join("db-filtered");
+    let _ = std::fs::remove_dir_all(&filt);
+    let db = Database::open(&filt, EngineOptions::default()).unwrap();
+    build(&db, "c", ds, true);
+    let mut frows = Vec::new();
+    for (label, fj, modulus) in [
+        (
+            "10%",
+            json!({"must": [{"key": "sel", "range": {"lt": 10}}]}),
+            10usize,
+        ),
+        (
+            "1%",
+            json!({"must": [{"key": "sel", "match": {"value": 0}}]}),
+            1usize,
+        ),
+    ] {
+        let f = Filter::from_json(&fj).unwrap();
+        let allowed = move |i: usize| i % 100 < modulus;
+        let truth = ground_truth(ds.metric, &ds.base, &ds.queries, Some(&allowed));
+        for ef in [64, 128] {
+            let (q, r) = measure(&db, "c", ds, ef, 1, Some((&f, &truth)));
+            println!(
+                "[{name}] filtered {label:<3} ef={ef:<4} recall@10 {r:.4}  QPS 1 thread {q:>8.0}"
+            );
+            frows.push(json!({"selectivity": label, "ef": ef, "recall": r, "qps_1": q}));
+        }
+    }
+    result["filtered"] = json!(frows);
+    db.flush().unwrap();
+    drop(db);
+    let (open_s, rss) = reopen(&filt);
+    println!(
+        "[{name}] with payloads: restart {open_s:.3} s; resident after restart {:.1} MiB",
+        mib(rss)
+    );
+    result["rss_bytes_with_payloads"] = json!(rss);
+    result
+}
+
+pub fn run(args: &[String]) -> i32 {
+    let mut out = PathBuf::from("bench-out");
+    let mut quick = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = PathBuf::from(it.next().expect("--out takes a directory")),
+            "--quick" => quick = true,
+            other => {
+                eprintln!("unknown argument {other}");
+                return 2;
+            }
+        }
+    }
+    let scale = if quick { 10 } else { 1 };
+    let nq = if quick { 200 } else { 1000 };
+    let mut results = Vec::new();
+    for (name, n, dim, metric, seed) in [
+        ("l2-128", 100_000, 128, Metric::Euclidean, 1u64),
+        ("cos-384", 50_000, 384, Metric::Cosine, 2),
+    ] {
+        let ds = dataset(name, n / scale, dim, metric, nq, seed);
+        results.push(bench_dataset(&ds, &out));
+    }
+    let summary = json!({"engine": results});
+    std::fs::write(
+        out.join("engine.json"),
+        serde_json::to_vec_pretty(&summary).unwrap(),
+    )
+    .unwrap();
+    println!("figures written to {}", out.join("engine.json").display());
+    0
+}

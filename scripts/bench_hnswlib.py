@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Runs the engine benchmark, then hnswlib (M=16, ef_construction=100) on the
+same vectors in the same run, and prints the ratio of single-thread QPS at
+equal recall, and of resident memory.
+
+    python3 scripts/bench_hnswlib.py [--out bench-out] [--quick] [--skip-engine]
+
+Needs `hnswlib` and `numpy` from PyPI (installed on first use).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EFS = [10, 16, 24, 32, 48, 64, 128, 256]
+TARGET = 0.95
+
+
+def ensure_deps():
+    try:
+        import hnswlib  # noqa: F401
+        import numpy  # noqa: F401
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "hnswlib", "numpy"])
+
+
+def rss_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def load(data_dir):
+    import numpy as np
+
+    meta = json.load(open(os.path.join(data_dir, "meta.json")))
+    n, dim, nq, k = meta["n"], meta["dim"], meta["queries"], meta["k"]
+    base = np.fromfile(os.path.join(data_dir, "base.f32"), dtype="<f4").reshape(n, dim)
+    queries = np.fromfile(os.path.join(data_dir, "queries.f32"), dtype="<f4").reshape(nq, dim)
+    truth = np.fromfile(os.path.join(data_dir, "truth.i32"), dtype="<i4").reshape(nq, k)
+    return meta, base, queries, truth
+
+
+def space(metric):
+    return {"euclidean": "l2", "cosine": "cosine", "dot": "ip"}[metric]
+
+
+def open_only(path, metric, dim):
+    """Child mode: load a saved index and report the RSS it added."""
+    import hnswlib
+
+    before = rss_bytes()
+    t = time.perf_counter()
+    idx = hnswlib.Index(space=space(metric), dim=dim)
+    idx.load_index(path)
+    secs = time.perf_counter() - t
+    print(json.dumps({"open_seconds": secs, "rss_growth_bytes": rss_bytes() - before}))
+
+
+def bench_hnswlib(data_dir):
+    import hnswlib
+    import numpy as np
+
+    meta, base, queries, truth = load(data_dir)
+    k = meta["k"]
+    idx = hnswlib.Index(space=space(meta["metric"]), dim=meta["dim"])
+    idx.init_index(max_elements=meta["n"], M=16, ef_construction=100, random_seed=1)
+    t = time.perf_counter()
+    idx.add_items(base, np.arange(meta["n"]), num_threads=2)
+    build = time.perf_counter() - t
+    rows = []
+    for ef in EFS:
+        idx.set_ef(ef)
+        secs = float("inf")
+        for _ in range(3):  # best of three, as the engine benchmark does
+            t = time.perf_counter()
+            labels, _ = idx.knn_query(queries, k=k, num_threads=1)
+            secs = min(secs, time.perf_counter() - t)
+        hits = sum(len(set(labels[i]) & set(truth[i])) for i in range(len(queries)))
+        rows.append({"ef": ef, "recall": hits / truth.size, "qps_1": len(queries) / secs})
+    path = os.path.join(data_dir, "hnswlib.bin")
+    idx.save_index(path)
+    out = subprocess.check_output([sys.executable, __file__, "--open-only", path, meta["metric"], str(meta["dim"])])
+    opened = json.loads(out)
+    return {"build_seconds": build, "search": rows, "rss_bytes": opened["rss_growth_bytes"], "restart_seconds": opened["open_seconds"]}
+
+
+def at_target(rows):
+    """The fastest row whose recall reaches the target."""
+    ok = [r for r in rows if r["recall"] >= TARGET]
+    return max(ok, key=lambda r: r["qps_1"]) if ok else None
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--open-only":
+        open_only(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench-out"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--skip-engine", action="store_true", help="reuse the last engine run's figures and data")
+    args = ap.parse_args()
+    ensure_deps()
+    if not args.skip_engine:
+        cmd = ["cargo", "run", "--release", "-q", "-p", "vectorizer-bench", "--", "engine", "--out", args.out]
+        if args.quick:
+            cmd.append("--quick")
+        subprocess.check_call(cmd, cwd=ROOT)
+    engine = json.load(open(os.path.join(args.out, "engine.json")))["engine"]
+    print()
+    print("== Vectorizer engine vs hnswlib (M=16, ef_construction=100), single-thread search ==")
+    for ours in engine:
+        name = ours["dataset"]
+        theirs = bench_hnswlib(os.path.join(args.out, name, "data"))
+        print(f"[{name}] build: vectorizer {ours['build_seconds']:.2f} s, hnswlib {theirs['build_seconds']:.2f} s (2 threads each)")
+        print(f"[{name}]  ef  | vectorizer recall  QPS     | hnswlib recall  QPS     | QPS ratio")
+        for a, b in zip(ours["search"], theirs["search"]):
+            print(f"[{name}] {a['ef']:>4} | {a['recall']:.4f} {a['qps_1']:>9.0f}      | {b['recall']:.4f} {b['qps_1']:>9.0f}   | {a['qps_1'] / b['qps_1']:.2f}")
+        a, b = at_target(ours["search"]), at_target(theirs["search"])
+        if a and b:
+            print(f"[{name}] at recall@10 >= {TARGET}: vectorizer {a['qps_1']:.0f} QPS (ef={a['ef']}, recall {a['recall']:.4f}), "
+                  f"hnswlib {b['qps_1']:.0f} QPS (ef={b['ef']}, recall {b['recall']:.4f}): ratio {a['qps_1'] / b['qps_1']:.2f}")
+        else:
+            print(f"[{name}] one side never reached recall {TARGET}")
+        print(f"[{name}] resident memory after loading: vectorizer {ours['rss_bytes'] / 2**20:.1f} MiB, hnswlib {theirs['rss_bytes'] / 2**20:.1f} MiB: "
+              f"ratio {ours['rss_bytes'] / max(theirs['rss_bytes'], 1):.2f}")
+        print(f"[{name}] restart: vectorizer {ours['restart_seconds']:.3f} s, hnswlib load_index {theirs['restart_seconds']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
