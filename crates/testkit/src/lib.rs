@@ -1,5 +1,34 @@
 //! Seeded data for tests and benchmarks: a small PRNG, Gaussian-mixture
-//! vectors, and exact nearest neighbours to measure recall against.
+//! vectors, exact nearest neighbours to measure recall against, temporary
+//! directories, and a small HTTP client.
+
+pub mod http;
+
+use std::path::PathBuf;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("vz-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a temporary directory");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// SplitMix64: tiny, fast, and the same on every platform.
 #[derive(Clone)]

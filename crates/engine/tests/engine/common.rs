@@ -1,33 +1,13 @@
 //! Helpers shared by the engine's integration tests.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use vectorizer_engine::collection::Collection;
 use vectorizer_engine::{Database, EngineOptions, PointId, With};
 use vectorizer_testkit::Kind;
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("vz-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use vectorizer_testkit::TempDir;
 
 pub fn open(dir: &TempDir) -> Database {
     Database::open(&dir.0, EngineOptions::default()).unwrap()

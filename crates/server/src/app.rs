@@ -1,0 +1,240 @@
+//! The application: shared state, the route table, and the router built
+//! from it. Every route is declared once, in [`routes`]; the router and
+//! the OpenAPI document are both generated from that table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode};
+use axum::routing::MethodRouter;
+use tower_http::catch_panic::CatchPanicLayer;
+use vectorizer_service::Service;
+
+use crate::error::ApiError;
+use crate::{handlers, middleware, openapi};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub limits: HttpLimits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// A schema generator for a request or response body.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// One route: what the OpenAPI document says of it, and its handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub operation: &'static str,
+    pub summary: &'static str,
+    pub request: Option<SchemaFn>,
+    pub response: SchemaFn,
+    pub status: StatusCode,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn schema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+/// Every route the server has.
+pub fn routes() -> Vec<Route> {
+    use axum::routing::{delete, get, post};
+    use handlers as h;
+    use vectorizer_service::model as m;
+    let r = |method, path, operation, summary, request, response, status, handler| Route {
+        method,
+        path,
+        operation,
+        summary,
+        request,
+        response,
+        status,
+        handler,
+    };
+    vec![
+        r(
+            Method::GET,
+            "/health",
+            "health",
+            "Liveness and readiness",
+            None,
+            schema::<m::Health> as SchemaFn,
+            StatusCode::OK,
+            get(h::health),
+        ),
+        r(
+            Method::GET,
+            "/openapi.json",
+            "openapi",
+            "This document",
+            None,
+            schema::<serde_json::Value>,
+            StatusCode::OK,
+            get(h::openapi),
+        ),
+        r(
+            Method::GET,
+            "/collections",
+            "list_collections",
+            "List collections",
+            None,
+            schema::<m::CollectionList>,
+            StatusCode::OK,
+            get(h::list_collections),
+        ),
+        r(
+            Method::POST,
+            "/collections",
+            "create_collection",
+            "Create a collection",
+            Some(schema::<m::CreateCollection> as SchemaFn),
+            schema::<m::CollectionDetail>,
+            StatusCode::CREATED,
+            post(h::create_collection),
+        ),
+        r(
+            Method::GET,
+            "/collections/{name}",
+            "get_collection",
+            "Describe a collection",
+            None,
+            schema::<m::CollectionDetail>,
+            StatusCode::OK,
+            get(h::get_collection),
+        ),
+        r(
+            Method::DELETE,
+            "/collections/{name}",
+            "delete_collection",
+            "Delete a collection",
+            None,
+            schema::<serde_json::Value>,
+            StatusCode::OK,
+            delete(h::delete_collection),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/points",
+            "upsert_points",
+            "Insert or replace points (all or nothing)",
+            Some(schema::<m::UpsertPoints>),
+            schema::<m::Upserted>,
+            StatusCode::OK,
+            post(h::upsert),
+        ),
+        r(
+            Method::GET,
+            "/collections/{name}/points/{id}",
+            "get_point",
+            "Get one point with its vector and payload",
+            None,
+            schema::<m::PointRecord>,
+            StatusCode::OK,
+            get(h::get_point),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/points/get",
+            "get_points",
+            "Get points by id",
+            Some(schema::<m::GetPoints>),
+            schema::<m::Points>,
+            StatusCode::OK,
+            post(h::get_points),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/points/delete",
+            "delete_points",
+            "Delete points by id",
+            Some(schema::<m::DeletePoints>),
+            schema::<m::Deleted>,
+            StatusCode::OK,
+            post(h::delete_points),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/points/scroll",
+            "scroll_points",
+            "Page through points in id order",
+            Some(schema::<m::Scroll>),
+            schema::<m::ScrollPage>,
+            StatusCode::OK,
+            post(h::scroll),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/points/count",
+            "count_points",
+            "Count points, optionally filtered",
+            Some(schema::<m::Count>),
+            schema::<m::Counted>,
+            StatusCode::OK,
+            post(h::count),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/search",
+            "search",
+            "Nearest neighbours of a vector",
+            Some(schema::<m::Search>),
+            schema::<m::SearchResults>,
+            StatusCode::OK,
+            post(h::search),
+        ),
+        r(
+            Method::POST,
+            "/collections/{name}/search/batch",
+            "search_batch",
+            "Several searches in one call",
+            Some(schema::<m::SearchBatch>),
+            schema::<m::SearchBatchResults>,
+            StatusCode::OK,
+            post(h::search_batch),
+        ),
+    ]
+}
+
+/// The router, with every middleware, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let doc = Arc::new(openapi::document(&routes()));
+    let mut app: Router<AppState> = Router::new();
+    let mut paths: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for route in routes() {
+        match paths.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(route.handler),
+            None => paths.push((route.path, route.handler)),
+        }
+    }
+    for (path, mr) in paths {
+        app = app.route(path, mr);
+    }
+    let limits = state.limits;
+    app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            middleware::timeout,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(axum::Extension(doc))
+        .with_state(state)
+}

@@ -1,0 +1,312 @@
+//! Configuration: built-in defaults, then `config.yml`, then environment
+//! variables (`VECTORIZER_<SECTION>__<KEY>`), then command-line flags.
+//! Unknown keys and bad values stop the boot with a message naming the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub logging: LoggingConfig,
+    pub hub: HubConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    /// 0 asks the system for a free port (the chosen one is logged).
+    pub port: u16,
+    pub request_timeout_seconds: u64,
+    pub header_read_timeout_seconds: u64,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_batch_points: usize,
+    pub max_search_limit: usize,
+    pub max_payload_bytes: usize,
+    pub max_batch_searches: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    pub enabled: bool,
+    pub api_url: String,
+    pub timeout_seconds: u64,
+    pub retries: u32,
+    /// Seconds between full usage syncs.
+    pub usage_report_interval: u64,
+    pub cache: HubCacheConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubCacheConfig {
+    pub api_key_ttl_seconds: u64,
+    pub quota_ttl_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 15002,
+            request_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
+            max_body_bytes: 32 << 20,
+            shutdown_timeout_seconds: 10,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_batch_points: 10_000,
+            max_search_limit: 10_000,
+            max_payload_bytes: 64 << 10,
+            max_batch_searches: 100,
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            enabled: false,
+            api_url: "http://127.0.0.1:12000".into(),
+            timeout_seconds: 5,
+            retries: 3,
+            usage_report_interval: 60,
+            cache: HubCacheConfig::default(),
+        }
+    }
+}
+
+impl Default for HubCacheConfig {
+    fn default() -> Self {
+        HubCacheConfig {
+            api_key_ttl_seconds: 300,
+            quota_ttl_seconds: 60,
+        }
+    }
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(key: &str, why: &str) -> ConfigError {
+    ConfigError(format!("`{key}` {why}"))
+}
+
+impl Config {
+    /// Loads the configuration: defaults < file < environment < flags.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_from(file, overrides, std::env::vars())
+    }
+
+    /// As [`load`], with the environment given (so tests need not change
+    /// the process's own).
+    pub fn load_from(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut b = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            b = b.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Yaml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VECTORIZER_"))
+            .collect();
+        b = b.add_source(
+            config::Environment::with_prefix("VECTORIZER")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        if let Some(d) = &overrides.data_dir {
+            b = b
+                .set_override("storage.data_dir", d.to_string_lossy().into_owned())
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        if let Some(h) = &overrides.host {
+            b = b
+                .set_override("server.host", h.clone())
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        if let Some(p) = overrides.port {
+            b = b
+                .set_override("server.port", p as i64)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        let cfg: Config = b
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.host.is_empty() {
+            return Err(bad("server.host", "must not be empty"));
+        }
+        if !(1..=3600).contains(&s.request_timeout_seconds) {
+            return Err(bad(
+                "server.request_timeout_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=300).contains(&s.header_read_timeout_seconds) {
+            return Err(bad(
+                "server.header_read_timeout_seconds",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&s.max_body_bytes) {
+            return Err(bad(
+                "server.max_body_bytes",
+                "must be between 1 KiB and 1 GiB",
+            ));
+        }
+        if !(1..=60).contains(&s.shutdown_timeout_seconds) {
+            return Err(bad(
+                "server.shutdown_timeout_seconds",
+                "must be between 1 and 60",
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(bad("storage.data_dir", "must not be empty"));
+        }
+        let l = &self.limits;
+        if !(1..=100_000).contains(&l.max_batch_points) {
+            return Err(bad(
+                "limits.max_batch_points",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=100_000).contains(&l.max_search_limit) {
+            return Err(bad(
+                "limits.max_search_limit",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(64..=16 << 20).contains(&l.max_payload_bytes) {
+            return Err(bad(
+                "limits.max_payload_bytes",
+                "must be between 64 and 16 MiB",
+            ));
+        }
+        if !(1..=10_000).contains(&l.max_batch_searches) {
+            return Err(bad(
+                "limits.max_batch_searches",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !matches!(
+            self.logging.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(bad(
+                "logging.level",
+                "must be one of error, warn, info, debug, trace",
+            ));
+        }
+        let h = &self.hub;
+        if !(h.api_url.starts_with("http://") || h.api_url.starts_with("https://"))
+            || h.api_url.ends_with('/')
+        {
+            return Err(bad(
+                "hub.api_url",
+                "must be an http(s) URL without a trailing slash",
+            ));
+        }
+        if !(1..=300).contains(&h.timeout_seconds) {
+            return Err(bad("hub.timeout_seconds", "must be between 1 and 300"));
+        }
+        if h.retries > 10 {
+            return Err(bad("hub.retries", "must be at most 10"));
+        }
+        if !(1..=86_400).contains(&h.usage_report_interval) {
+            return Err(bad(
+                "hub.usage_report_interval",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        if h.cache.api_key_ttl_seconds > 86_400 || h.cache.quota_ttl_seconds > 86_400 {
+            return Err(bad("hub.cache", "TTLs must be at most 86400 seconds"));
+        }
+        Ok(())
+    }
+}

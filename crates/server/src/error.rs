@@ -1,0 +1,76 @@
+//! HTTP errors: one body shape, `{"error": {"code", "message"}}`, and the
+//! one place where service errors become status codes.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use vectorizer_service::ServiceError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::CollectionNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "collection_not_found", message)
+            }
+            ServiceError::PointNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "point_not_found", message)
+            }
+            ServiceError::CollectionExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "collection_exists", message)
+            }
+            ServiceError::InvalidInput { code, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            }
+            ServiceError::Unprocessable { code, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            ServiceError::Unavailable(detail) => {
+                tracing::warn!(%detail, "service unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "service unavailable, retry later",
+                )
+            }
+            ServiceError::Internal(detail) => {
+                // The detail may name files or internals: logs only.
+                tracing::error!(%detail, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,74 @@
+//! Extractors: JSON bodies that fail in our error shape, and the caller a
+//! request acts for (which every handler must take).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use vectorizer_service::Caller;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// A JSON body. Wrong content type: 415; too large: 413; not JSON or not
+/// the expected shape: 400. Always in the common error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body too large",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "could not read the request body",
+                )
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = T::deserialize(&mut de)
+            .and_then(|v| de.end().map(|_| v))
+            .map_err(|e| {
+                let code = match e.classify() {
+                    serde_json::error::Category::Data => "invalid_body",
+                    _ => "invalid_json",
+                };
+                ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+            })?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Whom the request acts for. With the Hub off, every request is local.
+pub struct CallerOf(pub Caller);
+
+impl FromRequestParts<AppState> for CallerOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        Ok(CallerOf(Caller::Local))
+    }
+}

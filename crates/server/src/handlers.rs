@@ -1,0 +1,189 @@
+//! Handlers: each extracts the caller and its input, runs the service
+//! operation on the blocking pool (storage and search block), and answers.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+use serde_json::json;
+use vectorizer_service::model::*;
+use vectorizer_service::{Service, ServiceError};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, CallerOf};
+
+/// Runs `f` on the blocking pool and answers its value as JSON.
+async fn run<T: Serialize + Send + 'static>(
+    state: &AppState,
+    status: StatusCode,
+    f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let service = state.service.clone();
+    let out = tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a storage task failed");
+            ApiError::internal()
+        })??;
+    Ok((status, Json(out)).into_response())
+}
+
+pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let service = state.service.clone();
+    let h = tokio::task::spawn_blocking(move || service.health())
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let status = if h.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(h)).into_response())
+}
+
+pub async fn openapi(Extension(doc): Extension<Arc<serde_json::Value>>) -> Json<serde_json::Value> {
+    Json((*doc).clone())
+}
+
+pub async fn list_collections(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        Ok(s.list_collections(&caller))
+    })
+    .await
+}
+
+pub async fn create_collection(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    ApiJson(req): ApiJson<CreateCollection>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::CREATED, move |s| {
+        s.create_collection(&caller, req)
+    })
+    .await
+}
+
+pub async fn get_collection(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.get_collection(&caller, &name)
+    })
+    .await
+}
+
+pub async fn delete_collection(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.delete_collection(&caller, &name)
+            .map(|_| json!({"deleted": true}))
+    })
+    .await
+}
+
+pub async fn upsert(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<UpsertPoints>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.upsert(&caller, &name, req)
+    })
+    .await
+}
+
+pub async fn get_point(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.get_point(&caller, &name, &id)
+    })
+    .await
+}
+
+pub async fn get_points(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<GetPoints>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.get_points(&caller, &name, req)
+    })
+    .await
+}
+
+pub async fn delete_points(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<DeletePoints>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.delete_points(&caller, &name, req)
+    })
+    .await
+}
+
+pub async fn scroll(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Scroll>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.scroll(&caller, &name, req)
+    })
+    .await
+}
+
+pub async fn count(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Count>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.count(&caller, &name, req)
+    })
+    .await
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Search>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.search(&caller, &name, req)
+    })
+    .await
+}
+
+pub async fn search_batch(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SearchBatch>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.search_batch(&caller, &name, req)
+    })
+    .await
+}

@@ -1,0 +1,95 @@
+//! Vectorizer's HTTP server: a thin adapter from REST to the service layer.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod middleware;
+pub mod openapi;
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vectorizer_engine::Limits;
+use vectorizer_service::{Service, ServiceOptions};
+
+use crate::app::{AppState, HttpLimits};
+use crate::config::{Config, LogFormat};
+
+/// Opens storage and builds the application state from the configuration.
+pub fn state(cfg: &Config) -> Result<AppState, String> {
+    let limits = Limits {
+        max_batch: cfg.limits.max_batch_points,
+        max_limit: cfg.limits.max_search_limit,
+        max_payload_bytes: cfg.limits.max_payload_bytes,
+    };
+    let options = ServiceOptions {
+        data_dir: cfg.storage.data_dir.clone(),
+        limits,
+        max_batch_searches: cfg.limits.max_batch_searches,
+    };
+    let service = Service::open(options)
+        .map_err(|e| format!("opening storage at {}: {e}", cfg.storage.data_dir.display()))?;
+    Ok(AppState {
+        service: Arc::new(service),
+        limits: HttpLimits {
+            max_body_bytes: cfg.server.max_body_bytes,
+            request_timeout: Duration::from_secs(cfg.server.request_timeout_seconds),
+        },
+    })
+}
+
+/// Installs the log subscriber: text or JSON on stderr, at the configured level.
+pub fn init_logging(cfg: &Config) {
+    let level: tracing::Level = cfg.logging.level.parse().unwrap_or(tracing::Level::INFO);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match cfg.logging.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Runs the server until SIGTERM or SIGINT, then flushes storage.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    if cfg.hub.enabled {
+        return Err(
+            "`hub.enabled` is true, but this build has no Hub integration yet; \
+                    set hub.enabled to false (or VECTORIZER_HUB__ENABLED=false)"
+                .into(),
+        );
+    }
+    let state = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || state(&cfg)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let service = state.service.clone();
+    let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))
+        .await
+        .map_err(|e| format!("binding {}:{}: {e}", cfg.server.host, cfg.server.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "vectorizer listening");
+    println!("vectorizer listening on http://{addr}");
+    let opts = serve::ServeOptions {
+        header_read_timeout: Duration::from_secs(cfg.server.header_read_timeout_seconds),
+        shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_seconds),
+    };
+    serve::serve(listener, app::router(state), opts, serve::signal()).await;
+    tokio::task::spawn_blocking(move || service.flush())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("flushing storage: {e}"))?;
+    tracing::info!("storage flushed; stopped");
+    Ok(())
+}

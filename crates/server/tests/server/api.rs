@@ -1,0 +1,212 @@
+//! The REST API through the real router.
+
+use serde_json::json;
+use vectorizer_server::app::routes;
+
+use crate::common::TestApp;
+
+#[tokio::test]
+async fn walkthrough() {
+    let app = TestApp::new();
+    let (s, body) = app
+        .call(
+            "POST",
+            "/collections",
+            Some(json!({"name": "docs", "dimension": 3, "metric": "cosine"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["name"], "docs");
+    assert_eq!(body["hnsw"]["m"], 16);
+
+    let (s, body) = app
+        .call(
+            "POST",
+            "/collections/docs/points",
+            Some(json!({"points": [
+                {"id": 1, "vector": [1, 0, 0], "payload": {"cat": "a", "price": 3, "meta": {"lang": "en"}}},
+                {"id": 2, "vector": [0, 1, 0], "payload": {"cat": "b", "price": 7}},
+                {"id": "550e8400-e29b-41d4-a716-446655440000", "vector": [1, 1, 0], "payload": {"cat": "a", "price": 5}},
+                {"id": 4, "vector": [0, 0, 1]}
+            ]})),
+        )
+        .await;
+    assert_eq!((s.as_u16(), body), (200, json!({"upserted": 4})));
+
+    let (s, body) = app
+        .call("POST", "/collections/docs/search", Some(json!({"vector": [1, 0.1, 0], "limit": 2, "filter": {"must": [{"key": "cat", "match": {"value": "a"}}]}})))
+        .await;
+    assert_eq!(s, 200);
+    let ids: Vec<_> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![json!(1), json!("550e8400-e29b-41d4-a716-446655440000")]
+    );
+    assert_eq!(body["results"][0]["payload"]["cat"], "a");
+    assert!(body["results"][0].get("vector").is_none());
+
+    // Range, nested key, must_not, score threshold, with_vector.
+    let (_, body) = app
+        .call(
+            "POST",
+            "/collections/docs/search",
+            Some(json!({"vector": [1, 0, 0], "limit": 10, "with_vector": true, "with_payload": false, "score_threshold": 0.5,
+                "filter": {"must": [{"key": "price", "range": {"gte": 1, "lt": 6}}], "must_not": [{"key": "meta.lang", "match": {"value": "de"}}]}})),
+        )
+        .await;
+    let hits = body["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["vector"], json!([1.0, 0.0, 0.0]));
+    assert!(hits[0].get("payload").is_none());
+
+    let (s, body) = app.call("GET", "/collections/docs/points/2", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body,
+        json!({"id": 2, "vector": [0.0, 1.0, 0.0], "payload": {"cat": "b", "price": 7}})
+    );
+
+    let (_, body) = app
+        .call(
+            "POST",
+            "/collections/docs/points/get",
+            Some(json!({"ids": [4, 2, 99], "with_vector": true})),
+        )
+        .await;
+    assert_eq!(body["points"].as_array().unwrap().len(), 2);
+    assert_eq!(body["points"][0]["id"], 4);
+
+    let (_, body) = app
+        .call(
+            "POST",
+            "/collections/docs/points/count",
+            Some(json!({"filter": {"must": [{"key": "cat", "match": {"any": ["a", "z"]}}]}})),
+        )
+        .await;
+    assert_eq!(body, json!({"count": 2}));
+    let (_, body) = app
+        .call("POST", "/collections/docs/points/count", Some(json!({})))
+        .await;
+    assert_eq!(body, json!({"count": 4}));
+
+    let (_, page) = app
+        .call(
+            "POST",
+            "/collections/docs/points/scroll",
+            Some(json!({"limit": 2})),
+        )
+        .await;
+    assert_eq!(page["points"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_cursor"], 4);
+    let (_, page) = app
+        .call(
+            "POST",
+            "/collections/docs/points/scroll",
+            Some(json!({"limit": 2, "cursor": 4})),
+        )
+        .await;
+    assert_eq!(
+        page["points"][1]["id"],
+        "550e8400-e29b-41d4-a716-446655440000"
+    );
+    assert_eq!(page["next_cursor"], serde_json::Value::Null);
+
+    let (_, body) = app
+        .call("POST", "/collections/docs/search/batch", Some(json!({"searches": [{"vector": [0, 1, 0], "limit": 1}, {"vector": [0, 0, 1], "limit": 1}]})))
+        .await;
+    assert_eq!(body["results"][0]["results"][0]["id"], 2);
+    assert_eq!(body["results"][1]["results"][0]["id"], 4);
+
+    let (_, body) = app
+        .call(
+            "POST",
+            "/collections/docs/points/delete",
+            Some(json!({"ids": [2, 2, 77]})),
+        )
+        .await;
+    assert_eq!(body, json!({"deleted": 1}));
+
+    let (_, body) = app.call("GET", "/collections", None).await;
+    assert_eq!(body["collections"][0]["name"], "docs");
+    assert_eq!(body["collections"][0]["points"], 3);
+    assert!(body["collections"][0]["bytes"].as_u64().unwrap() > 0);
+
+    let (s, body) = app.call("GET", "/collections/docs", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["points"], 3);
+    assert!(body["memory_bytes"].as_u64().unwrap() > 0);
+
+    let (s, _) = app.call("DELETE", "/collections/docs", None).await;
+    assert_eq!(s, 200);
+    let (s, body) = app.call("GET", "/collections/docs", None).await;
+    assert_eq!(
+        (s.as_u16(), body["error"]["code"].as_str()),
+        (404, Some("collection_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let app = TestApp::new();
+    let req = axum::http::Request::builder()
+        .uri("/health")
+        .header("x-request-id", "abc-123")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (s, headers, body) = app.raw(req).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(headers["x-request-id"], "abc-123");
+    let (_, headers, _) = app.send("GET", "/collections/none", None).await;
+    assert_eq!(headers["x-request-id"].len(), 16);
+}
+
+/// Every route of the table is in the OpenAPI document and is served by
+/// the router (a request reaches a handler, not the 404/405 fallbacks).
+#[tokio::test]
+async fn openapi_lists_every_route() {
+    let app = TestApp::new();
+    let (s, doc) = app.call("GET", "/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let table = routes();
+    let mut listed = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        listed += item.as_object().unwrap().len();
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                table
+                    .iter()
+                    .any(|r| r.path == path && r.method.as_str().eq_ignore_ascii_case(method)),
+                "{method} {path}"
+            );
+            assert!(op["responses"].is_object());
+        }
+    }
+    assert_eq!(listed, table.len());
+    for r in &table {
+        let path = r.path.replace("{name}", "nosuch").replace("{id}", "1");
+        let body = r.request.map(|_| ("application/json", b"{}".to_vec()));
+        let (status, _, json) = app.send(r.method.as_str(), &path, body).await;
+        let code = json["error"]["code"].as_str().unwrap_or("");
+        assert!(
+            code != "not_found" && code != "method_not_allowed",
+            "{} {} -> {status} {code}",
+            r.method,
+            r.path
+        );
+    }
+    // The schemas the paths refer to are all defined.
+    let text = doc.to_string();
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(
+            text.contains(&format!("#/components/schemas/{name}")),
+            "unused schema {name}"
+        );
+    }
+}

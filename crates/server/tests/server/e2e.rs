@@ -1,0 +1,127 @@
+//! The real binary on a free port: create, upsert, search, SIGTERM,
+//! restart, and the same answers.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vectorizer_testkit::http::Client;
+use vectorizer_testkit::{Rng, TempDir};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start(data: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(data)
+        .env("VECTORIZER_LOGGING__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("vectorizer listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Server { child, addr }
+}
+
+impl Server {
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                assert!(code.success(), "exit status {code}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answers(c: &mut Client, queries: &[Vec<f32>]) -> Vec<Value> {
+    queries
+        .iter()
+        .map(|q| {
+            let r = c
+                .json("POST", "/collections/e2e/search", &json!({"vector": q, "limit": 5, "filter": {"must_not": [{"key": "g", "match": {"value": 3}}]}}))
+                .unwrap();
+            assert_eq!(r.status, 200);
+            r.json()["results"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn serve_stop_restart_same_answers() {
+    let data = TempDir::new("e2e");
+    let mut rng = Rng::new(8);
+    let queries: Vec<Vec<f32>> = (0..5)
+        .map(|_| (0..8).map(|_| rng.normal()).collect())
+        .collect();
+    let server = start(data.path());
+    let mut c = Client::new(server.addr);
+    let r = c
+        .json(
+            "POST",
+            "/collections",
+            &json!({"name": "e2e", "dimension": 8, "metric": "euclidean"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    for b in 0..5 {
+        let points: Vec<Value> = (0..100)
+            .map(|i| json!({"id": b * 100 + i, "vector": (0..8).map(|_| rng.normal()).collect::<Vec<f32>>(), "payload": {"g": i % 5}}))
+            .collect();
+        let r = c
+            .json(
+                "POST",
+                "/collections/e2e/points",
+                &json!({"points": points}),
+            )
+            .unwrap();
+        assert_eq!(r.json(), json!({"upserted": 100}));
+    }
+    let r = c
+        .request("GET", "/health", None, &[("x-request-id", "e2e-1")])
+        .unwrap();
+    assert_eq!(r.header("x-request-id"), Some("e2e-1"));
+    let before = answers(&mut c, &queries);
+    assert!(before.iter().all(|a| a.as_array().unwrap().len() == 5));
+    server.stop();
+
+    let server = start(data.path());
+    let mut c = Client::new(server.addr);
+    let r = c.request("GET", "/collections/e2e", None, &[]).unwrap();
+    assert_eq!(r.json()["points"], 500);
+    assert_eq!(answers(&mut c, &queries), before);
+    server.stop();
+}

@@ -1,0 +1,8 @@
+//! The server's integration tests: the real router in-process, and the real
+//! binary over TCP.
+
+mod api;
+mod bad_requests;
+mod common;
+mod config;
+mod e2e;

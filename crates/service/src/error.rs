@@ -1,0 +1,72 @@
+//! The service's error type: variants by meaning, each with a stable
+//! snake_case code. The HTTP layer maps them to statuses in one match.
+
+use vectorizer_engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("collection `{0}` not found")]
+    CollectionNotFound(String),
+    #[error("point {0} not found")]
+    PointNotFound(String),
+    #[error("collection `{0}` already exists")]
+    CollectionExists(String),
+    /// Malformed input: the request cannot be read as asked.
+    #[error("{message}")]
+    InvalidInput { code: &'static str, message: String },
+    /// Well-formed input that the data refuses (wrong dimension, ...).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// A dependency is down or the server is shutting down.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A failure of ours; the message is for logs only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ServiceError::InvalidInput {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        ServiceError::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(e: EngineError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EngineError::CollectionNotFound(n) => ServiceError::CollectionNotFound(n),
+            EngineError::CollectionExists(n) => ServiceError::CollectionExists(n),
+            EngineError::InvalidName(_) => ServiceError::invalid("invalid_name", msg),
+            EngineError::InvalidId(_) => ServiceError::invalid("invalid_id", msg),
+            EngineError::InvalidFilter(_) => ServiceError::invalid("invalid_filter", msg),
+            EngineError::InvalidConfig(_) => ServiceError::unprocessable("invalid_config", msg),
+            EngineError::DimensionMismatch { .. } => {
+                ServiceError::unprocessable("dimension_mismatch", msg)
+            }
+            EngineError::InvalidVector(_) => ServiceError::unprocessable("invalid_vector", msg),
+            EngineError::EmptyBatch => ServiceError::unprocessable("empty_batch", msg),
+            EngineError::BatchTooLarge { .. } => {
+                ServiceError::unprocessable("batch_too_large", msg)
+            }
+            EngineError::DuplicateId(_) => ServiceError::unprocessable("duplicate_id", msg),
+            EngineError::InvalidPayload(_) => ServiceError::unprocessable("invalid_payload", msg),
+            EngineError::InvalidRequest(_) => ServiceError::unprocessable("invalid_request", msg),
+            EngineError::Corrupt(_) | EngineError::Io { .. } | EngineError::Index(_) => {
+                ServiceError::Internal(msg)
+            }
+        }
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

@@ -1,0 +1,12 @@
+//! Vectorizer's service layer: the operations the HTTP and MCP adapters
+//! expose, over the engine. Every entry point takes the [`Caller`] it acts
+//! for, so no adapter can reach data without saying whose request it is.
+
+pub mod caller;
+pub mod error;
+pub mod model;
+pub mod service;
+
+pub use caller::Caller;
+pub use error::ServiceError;
+pub use service::{Service, ServiceOptions};

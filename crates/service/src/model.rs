@@ -1,0 +1,276 @@
+//! Request and response bodies of the service's operations, with their
+//! JSON schemas (the OpenAPI document is generated from these).
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use vectorizer_engine::{HnswParams, Metric, PointId};
+
+/// Schema of a point id: a non-negative integer or a UUID string.
+pub struct PointIdSchema;
+
+impl JsonSchema for PointIdSchema {
+    fn schema_name() -> Cow<'static, str> {
+        "PointId".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A non-negative integer or a UUID string.",
+            "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "uuid"}]
+        })
+    }
+}
+
+/// Schema of a payload filter (Qdrant's shape).
+pub struct FilterSchema;
+
+impl JsonSchema for FilterSchema {
+    fn schema_name() -> Cow<'static, str> {
+        "Filter".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "{\"must\": [...], \"should\": [...], \"must_not\": [...]} of conditions: {\"key\": \"a.b\", \"match\": {\"value\": v}} (keyword, integer or bool), {\"key\": k, \"match\": {\"any\": [...]}}, {\"key\": k, \"range\": {\"gt\"|\"gte\"|\"lt\"|\"lte\": n}}, {\"has_id\": [ids]}, or a nested filter.",
+            "type": "object",
+            "properties": {
+                "must": {"type": "array", "items": {"type": "object"}},
+                "should": {"type": "array", "items": {"type": "object"}},
+                "must_not": {"type": "array", "items": {"type": "object"}}
+            },
+            "additionalProperties": false
+        })
+    }
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum MetricSchema {
+    Cosine,
+    Euclidean,
+    Dot,
+}
+
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct HnswSchema {
+    /// Links per node on upper layers (2 to 128; default 16).
+    m: Option<usize>,
+    /// Beam width while inserting (4 to 4096; default 128).
+    ef_construction: Option<usize>,
+    /// Default beam width while searching (1 to 4096; default 64).
+    ef_search: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    /// 1 to 64 characters: letters, digits, `_`, `-`.
+    pub name: String,
+    /// 1 to 65,536.
+    pub dimension: usize,
+    #[schemars(with = "MetricSchema")]
+    pub metric: Metric,
+    #[serde(default)]
+    #[schemars(with = "Option<HnswSchema>")]
+    pub hnsw: Option<HnswParams>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CollectionSummary {
+    pub name: String,
+    pub dimension: usize,
+    #[schemars(with = "MetricSchema")]
+    pub metric: Metric,
+    pub points: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CollectionList {
+    pub collections: Vec<CollectionSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CollectionDetail {
+    pub name: String,
+    pub dimension: usize,
+    #[schemars(with = "MetricSchema")]
+    pub metric: Metric,
+    #[schemars(with = "HnswSchema")]
+    pub hnsw: HnswParams,
+    pub points: u64,
+    /// Bytes on disk (what storage is billed on).
+    pub bytes: u64,
+    /// Bytes held in memory.
+    pub memory_bytes: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointInput {
+    #[schemars(with = "PointIdSchema")]
+    pub id: PointId,
+    pub vector: Vec<f32>,
+    /// A JSON object.
+    #[serde(default)]
+    pub payload: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertPoints {
+    pub points: Vec<PointInput>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Upserted {
+    pub upserted: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetPoints {
+    #[schemars(with = "Vec<PointIdSchema>")]
+    pub ids: Vec<PointId>,
+    #[serde(default = "yes")]
+    pub with_payload: bool,
+    #[serde(default)]
+    pub with_vector: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePoints {
+    #[schemars(with = "Vec<PointIdSchema>")]
+    pub ids: Vec<PointId>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Deleted {
+    pub deleted: usize,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PointRecord {
+    #[schemars(with = "PointIdSchema")]
+    pub id: PointId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Points {
+    pub points: Vec<PointRecord>,
+}
+
+fn ten() -> usize {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scroll {
+    #[serde(default = "ten")]
+    pub limit: usize,
+    /// Where to continue: the `next_cursor` of the previous page.
+    #[serde(default)]
+    #[schemars(with = "Option<PointIdSchema>")]
+    pub cursor: Option<PointId>,
+    #[serde(default)]
+    #[schemars(with = "Option<FilterSchema>")]
+    pub filter: Option<Value>,
+    #[serde(default = "yes")]
+    pub with_payload: bool,
+    #[serde(default)]
+    pub with_vector: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ScrollPage {
+    pub points: Vec<PointRecord>,
+    /// The cursor for the next page; null at the end.
+    #[schemars(with = "Option<PointIdSchema>")]
+    pub next_cursor: Option<PointId>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Count {
+    #[serde(default)]
+    #[schemars(with = "Option<FilterSchema>")]
+    pub filter: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Counted {
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    #[serde(default)]
+    #[schemars(with = "Option<FilterSchema>")]
+    pub filter: Option<Value>,
+    /// Beam width for this search (default: the collection's ef_search).
+    #[serde(default)]
+    pub ef: Option<usize>,
+    /// Cosine and dot: keep scores >= threshold; euclidean: distances <=.
+    #[serde(default)]
+    pub score_threshold: Option<f32>,
+    #[serde(default = "yes")]
+    pub with_payload: bool,
+    #[serde(default)]
+    pub with_vector: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Hit {
+    #[schemars(with = "PointIdSchema")]
+    pub id: PointId,
+    /// Cosine similarity, dot product, or euclidean distance.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SearchResults {
+    pub results: Vec<Hit>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBatch {
+    pub searches: Vec<Search>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SearchBatchResults {
+    pub results: Vec<SearchResults>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Health {
+    /// `ok` when storage is usable, else `unavailable`.
+    pub status: String,
+    pub storage: String,
+    pub collections: usize,
+    pub version: String,
+}

@@ -1,0 +1,333 @@
+//! The operations on collections and points, over the engine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use vectorizer_engine::collection::Collection;
+use vectorizer_engine::{
+    CollectionConfig, Database, EngineOptions, Filter, Limits, Point, PointId, Record,
+    SearchRequest, With,
+};
+
+use crate::caller::Caller;
+use crate::error::{Result, ServiceError};
+use crate::model::*;
+
+/// The longest collection name a caller may choose.
+pub const MAX_NAME: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    /// Most searches in one batch request.
+    pub max_batch_searches: usize,
+}
+
+impl ServiceOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServiceOptions {
+            data_dir: data_dir.into(),
+            limits: Limits::default(),
+            max_batch_searches: 100,
+        }
+    }
+}
+
+pub struct Service {
+    db: Database,
+    options: ServiceOptions,
+}
+
+/// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
+/// Stricter than the engine: `.` and `:` are reserved (the latter for the
+/// per-user namespace).
+pub fn validate_short_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "invalid_name",
+            format!(
+                "a collection name is 1 to {MAX_NAME} characters of letters, digits, `_` and `-`"
+            ),
+        ))
+    }
+}
+
+fn parse_filter(v: Option<&Value>) -> Result<Option<Filter>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => Ok(Some(Filter::from_json(v)?)),
+    }
+}
+
+fn record(r: Record) -> PointRecord {
+    PointRecord {
+        id: r.id,
+        vector: r.vector,
+        payload: r.payload,
+    }
+}
+
+impl Service {
+    pub fn open(options: ServiceOptions) -> Result<Service> {
+        let engine = EngineOptions {
+            limits: options.limits,
+            ..EngineOptions::default()
+        };
+        let db = Database::open(&options.data_dir, engine)?;
+        Ok(Service { db, options })
+    }
+
+    pub fn options(&self) -> &ServiceOptions {
+        &self.options
+    }
+
+    /// The engine's name for the caller's collection `name`.
+    fn resolve(&self, caller: &Caller, name: &str) -> Result<String> {
+        match caller {
+            Caller::Local => {
+                validate_short_name(name)?;
+                Ok(name.to_owned())
+            }
+        }
+    }
+
+    fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
+        let full = self.resolve(caller, name)?;
+        self.db
+            .collection(&full)
+            .map_err(|_| ServiceError::CollectionNotFound(name.to_owned()))
+    }
+
+    fn detail(&self, name: &str, c: &Collection) -> CollectionDetail {
+        let info = c.info();
+        CollectionDetail {
+            name: name.to_owned(),
+            dimension: info.config.dimension,
+            metric: info.config.metric,
+            hnsw: info.config.hnsw,
+            points: info.points,
+            bytes: info.disk_bytes,
+            memory_bytes: info.memory_bytes,
+            created_at_ms: info.created_at_ms,
+        }
+    }
+
+    pub fn create_collection(
+        &self,
+        caller: &Caller,
+        req: CreateCollection,
+    ) -> Result<CollectionDetail> {
+        let full = self.resolve(caller, &req.name)?;
+        let config = CollectionConfig {
+            dimension: req.dimension,
+            metric: req.metric,
+            hnsw: req.hnsw.unwrap_or_default(),
+        };
+        let c = self
+            .db
+            .create_collection(&full, config, BTreeMap::new())
+            .map_err(|e| match e {
+                vectorizer_engine::EngineError::CollectionExists(_) => {
+                    ServiceError::CollectionExists(req.name.clone())
+                }
+                e => e.into(),
+            })?;
+        tracing::info!(collection = %req.name, dimension = req.dimension, "collection created");
+        Ok(self.detail(&req.name, &c))
+    }
+
+    pub fn list_collections(&self, caller: &Caller) -> CollectionList {
+        let collections = match caller {
+            Caller::Local => self
+                .db
+                .collections()
+                .into_iter()
+                .map(|c| {
+                    let info = c.info();
+                    CollectionSummary {
+                        name: info.name,
+                        dimension: info.config.dimension,
+                        metric: info.config.metric,
+                        points: info.points,
+                        bytes: info.disk_bytes,
+                    }
+                })
+                .collect(),
+        };
+        CollectionList { collections }
+    }
+
+    pub fn get_collection(&self, caller: &Caller, name: &str) -> Result<CollectionDetail> {
+        let c = self.collection(caller, name)?;
+        Ok(self.detail(name, &c))
+    }
+
+    pub fn delete_collection(&self, caller: &Caller, name: &str) -> Result<()> {
+        let full = self.resolve(caller, name)?;
+        self.db.drop_collection(&full).map_err(|e| match e {
+            vectorizer_engine::EngineError::CollectionNotFound(_) => {
+                ServiceError::CollectionNotFound(name.to_owned())
+            }
+            e => e.into(),
+        })?;
+        tracing::info!(collection = %name, "collection deleted");
+        Ok(())
+    }
+
+    pub fn upsert(&self, caller: &Caller, name: &str, req: UpsertPoints) -> Result<Upserted> {
+        let c = self.collection(caller, name)?;
+        let points = req
+            .points
+            .into_iter()
+            .map(|p| Point {
+                id: p.id,
+                vector: p.vector,
+                payload: p.payload,
+            })
+            .collect();
+        Ok(Upserted {
+            upserted: c.upsert(points)?,
+        })
+    }
+
+    pub fn get_point(&self, caller: &Caller, name: &str, id: &str) -> Result<PointRecord> {
+        let c = self.collection(caller, name)?;
+        let pid = PointId::parse_str(id)?;
+        c.get(
+            &[pid],
+            With {
+                payload: true,
+                vector: true,
+            },
+        )?
+        .into_iter()
+        .next()
+        .map(record)
+        .ok_or_else(|| ServiceError::PointNotFound(pid.to_string()))
+    }
+
+    pub fn get_points(&self, caller: &Caller, name: &str, req: GetPoints) -> Result<Points> {
+        let c = self.collection(caller, name)?;
+        let with = With {
+            payload: req.with_payload,
+            vector: req.with_vector,
+        };
+        Ok(Points {
+            points: c.get(&req.ids, with)?.into_iter().map(record).collect(),
+        })
+    }
+
+    pub fn delete_points(&self, caller: &Caller, name: &str, req: DeletePoints) -> Result<Deleted> {
+        let c = self.collection(caller, name)?;
+        Ok(Deleted {
+            deleted: c.delete(req.ids)?,
+        })
+    }
+
+    pub fn scroll(&self, caller: &Caller, name: &str, req: Scroll) -> Result<ScrollPage> {
+        let c = self.collection(caller, name)?;
+        let filter = parse_filter(req.filter.as_ref())?;
+        let with = With {
+            payload: req.with_payload,
+            vector: req.with_vector,
+        };
+        let (points, next_cursor) = c.scroll(req.limit, req.cursor, filter.as_ref(), with)?;
+        Ok(ScrollPage {
+            points: points.into_iter().map(record).collect(),
+            next_cursor,
+        })
+    }
+
+    pub fn count(&self, caller: &Caller, name: &str, req: Count) -> Result<Counted> {
+        let c = self.collection(caller, name)?;
+        let filter = parse_filter(req.filter.as_ref())?;
+        Ok(Counted {
+            count: c.count(filter.as_ref()),
+        })
+    }
+
+    fn search_request(req: Search) -> Result<SearchRequest> {
+        Ok(SearchRequest {
+            filter: parse_filter(req.filter.as_ref())?,
+            vector: req.vector,
+            limit: req.limit,
+            ef: req.ef,
+            score_threshold: req.score_threshold,
+            with_payload: req.with_payload,
+            with_vector: req.with_vector,
+        })
+    }
+
+    fn results(hits: Vec<vectorizer_engine::ScoredPoint>) -> SearchResults {
+        SearchResults {
+            results: hits
+                .into_iter()
+                .map(|h| Hit {
+                    id: h.id,
+                    score: h.score,
+                    payload: h.payload,
+                    vector: h.vector,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn search(&self, caller: &Caller, name: &str, req: Search) -> Result<SearchResults> {
+        let c = self.collection(caller, name)?;
+        Ok(Self::results(c.search(&Self::search_request(req)?)?))
+    }
+
+    pub fn search_batch(
+        &self,
+        caller: &Caller,
+        name: &str,
+        req: SearchBatch,
+    ) -> Result<SearchBatchResults> {
+        let max = self.options.max_batch_searches;
+        if req.searches.is_empty() || req.searches.len() > max {
+            return Err(ServiceError::unprocessable(
+                "invalid_request",
+                format!("a batch holds 1 to {max} searches"),
+            ));
+        }
+        let c = self.collection(caller, name)?;
+        let reqs = req
+            .searches
+            .into_iter()
+            .map(Self::search_request)
+            .collect::<Result<Vec<_>>>()?;
+        let results = c.search_batch(&reqs)?;
+        Ok(SearchBatchResults {
+            results: results.into_iter().map(Self::results).collect(),
+        })
+    }
+
+    /// Liveness and readiness: storage must accept a durable write.
+    pub fn health(&self) -> Health {
+        let probe = self.db.root().join(".health");
+        let ok = std::fs::write(&probe, b"ok")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .is_ok();
+        Health {
+            status: if ok { "ok" } else { "unavailable" }.into(),
+            storage: if ok { "ok" } else { "not writable" }.into(),
+            collections: self.db.collections().len(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Snapshots every collection (for shutdown).
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.db.flush()?)
+    }
+}
