@@ -3,8 +3,11 @@
 //! - `engine [--out DIR] [--quick]`: the storage engine on seeded data.
 //! - `engine-open DIR`: opens a database and prints open time and memory
 //!   (run by `engine` in a fresh process, so that memory is measured clean).
+//! - `http --url URL [--target vectorizer|chroma]`: HTTP load on a running
+//!   server (see `scripts/bench_http.py`).
 
 mod engine;
+mod http;
 mod sys;
 
 fn main() {
@@ -12,8 +15,11 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("engine") => engine::run(&args[1..]),
         Some("engine-open") => engine::open_only(&args[1..]),
+        Some("http") => http::run(&args[1..]),
         _ => {
-            eprintln!("usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR");
+            eprintln!(
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | http --url URL [--target vectorizer|chroma]"
+            );
             2
         }
     };
