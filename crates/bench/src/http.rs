@@ -22,6 +22,11 @@ trait Target: Sync {
     fn create(&self, c: &mut Client) -> Result<(), String>;
     fn upsert(&self, c: &mut Client, first: usize, vectors: &[Vec<f32>]) -> Result<(), String>;
     fn search(&self, c: &mut Client, q: &[f32]) -> Result<Vec<usize>, String>;
+    /// Waits until background indexing has caught up, where the target
+    /// reports it.
+    fn wait_indexed(&self, _c: &mut Client) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn check(
@@ -65,6 +70,22 @@ impl Target for Vectorizer {
             "upsert",
         )
         .map(|_| ())
+    }
+    fn wait_indexed(&self, c: &mut Client) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let v = check(
+                c.request("GET", "/collections/bench", None, &[]),
+                "describe",
+            )?;
+            if v["unindexed_points"].as_u64() == Some(0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("indexing did not finish".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     fn search(&self, c: &mut Client, q: &[f32]) -> Result<Vec<usize>, String> {
         let v = check(
@@ -249,6 +270,12 @@ fn bench(t: &dyn Target, addr: SocketAddr, n: usize) -> Result<Value, String> {
     let insert_rate = n as f64 / secs;
     println!(
         "[{name}] upsert: {n} vectors in {secs:.2} s = {insert_rate:.0} vectors/s acknowledged ({writers} clients, batches of {BATCH})"
+    );
+    let waited = Instant::now();
+    t.wait_indexed(&mut Client::new(addr))?;
+    println!(
+        "[{name}] index complete {:.2} s after the last acknowledgement",
+        waited.elapsed().as_secs_f64()
     );
 
     // Searches: each client walks the query set from its own offset.

@@ -11,15 +11,16 @@
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{CollectionConfig, Limits, MAX_EF, Metric};
-use crate::distance::{Scorer, better};
+use crate::distance::better;
 use crate::error::{EngineError, Result};
 use crate::filter::Filter;
 use crate::fsutil::{sync_dir, write_atomic};
@@ -41,6 +42,10 @@ const PARALLEL_ADD_MIN: usize = 64;
 /// A snapshot first compacts the graph once deleted nodes exceed this and a
 /// quarter of the live ones.
 const COMPACT_MIN_DELETED: usize = 1024;
+/// Keys the indexer takes from the backlog at a time, and links per
+/// acquisition of the read lock.
+const INDEX_BATCH: usize = 4096;
+const INDEX_SLICE: usize = 64;
 
 /// Tuning shared by the collections of one database.
 #[derive(Debug, Clone)]
@@ -51,6 +56,11 @@ pub struct EngineOptions {
     /// size of the previous snapshot (bounding both replay time on open and
     /// write amplification).
     pub min_snapshot_log_bytes: u64,
+    /// Most published points waiting to be linked into the graph; a write
+    /// that finds more waits for the indexer. Until linked, points are
+    /// found by an exact scan, so a larger backlog acknowledges bulk loads
+    /// sooner but slows searches while it lasts.
+    pub max_unindexed: usize,
     pub limits: Limits,
 }
 
@@ -60,6 +70,7 @@ impl Default for EngineOptions {
         EngineOptions {
             insert_threads: cores,
             min_snapshot_log_bytes: 32 << 20,
+            max_unindexed: 200_000,
             limits: Limits::default(),
         }
     }
@@ -90,6 +101,8 @@ pub struct CollectionInfo {
     /// Bytes held in memory: the index's own figure, payload text, and the
     /// per-point bookkeeping.
     pub memory_bytes: u64,
+    /// Points not yet linked into the graph (found by exact scan meanwhile).
+    pub unindexed: u64,
 }
 
 /// A point as read back.
@@ -143,6 +156,12 @@ struct State {
     slots: Vec<Option<Entry>>,
     ids: BTreeMap<PointId, u32>,
     payload_bytes: u64,
+    /// Published keys not yet linked into the graph, oldest first. Searches
+    /// scan them exactly; the indexer links them in the background.
+    unindexed: Vec<u32>,
+    /// Bumped when compaction replaces the graph (and renumbers keys), so
+    /// that an indexer batch taken before it is abandoned.
+    generation: u64,
 }
 
 struct Writer {
@@ -168,6 +187,18 @@ pub struct Collection {
     fixed_disk_bytes: AtomicU64,
     log_bytes: AtomicU64,
     dropped: AtomicBool,
+    signal: Arc<Signal>,
+    /// Threads waiting for the write lock (see [`Collection::write`]).
+    writers_waiting: AtomicUsize,
+}
+
+/// Wakes the indexer when keys wait to be linked, and waiters when the
+/// backlog shrinks.
+#[derive(Default)]
+struct Signal {
+    m: Mutex<()>,
+    work: Condvar,
+    progress: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -267,11 +298,15 @@ impl Collection {
         // waypoint), so allocation resumes above every key the graph holds.
         let next_key = index.high() as u32;
         let last_seq = records.last().map_or(snap_seq, |r| r.seq.max(snap_seq));
+        // Points published but not linked when the snapshot was taken.
+        let unindexed = index.unlinked();
         let state = State {
             index,
             slots,
             ids,
             payload_bytes,
+            unindexed,
+            generation: 0,
         };
         let log_len = wal.len();
         let coll = Collection {
@@ -293,6 +328,8 @@ impl Collection {
             ),
             log_bytes: AtomicU64::new(log_len),
             dropped: AtomicBool::new(false),
+            signal: Arc::new(Signal::default()),
+            writers_waiting: AtomicUsize::new(0),
         };
         {
             let mut w = lock(&coll.writer);
@@ -319,8 +356,14 @@ impl Collection {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The write lock. Announces itself first, so that the indexer (which
+    /// runs at low priority under the read lock) steps aside at once
+    /// instead of making a writer wait through a slow slice of work.
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        self.writers_waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        self.writers_waiting.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 
     pub fn info(&self) -> CollectionInfo {
@@ -334,6 +377,7 @@ impl Collection {
             points: st.ids.len() as u64,
             disk_bytes: self.disk_bytes(),
             memory_bytes: Self::memory_bytes(&st),
+            unindexed: st.unindexed.len() as u64,
         }
     }
 
@@ -491,6 +535,7 @@ impl Collection {
             tracing::error!(collection = %self.name, error = %e, "applying a logged write failed");
             return Err(e);
         }
+        self.wait_backlog(self.options.max_unindexed);
         let threshold = self
             .options
             .min_snapshot_log_bytes
@@ -531,16 +576,13 @@ impl Collection {
         if end as usize > self.read().index.capacity() {
             self.write().index.reserve(end as usize);
         }
-        // Graph insertion, concurrent with searches; the keys are pending,
-        // so no search returns them yet.
+        // Vectors are stored under keys no search resolves yet; linking
+        // them into the graph is the indexer's work.
         {
             let st = self.read();
-            let work: Vec<(u32, &[f32])> = keys
-                .iter()
-                .zip(&points)
-                .map(|(k, p)| (*k, &p.vector[..]))
-                .collect();
-            add_batch(&st.index, &work, self.options.insert_threads)?;
+            for (k, p) in keys.iter().zip(&points) {
+                st.index.store(*k, &p.vector)?;
+            }
         }
         // Publication: the whole batch at once.
         let mut st = self.write();
@@ -560,7 +602,10 @@ impl Collection {
                 id: p.id,
                 payload: p.payload,
             });
+            st.unindexed.push(key);
         }
+        drop(st);
+        self.signal.work.notify_one();
         Ok(())
     }
 
@@ -643,9 +688,113 @@ impl Collection {
         let dropped = st.index.deleted();
         st.slots = slots;
         st.index = index;
+        // The new graph holds every point linked.
+        st.unindexed.clear();
+        st.generation += 1;
         w.next_key = order.len() as u32;
         tracing::info!(collection = %self.name, points = order.len(), dropped, ms = started.elapsed().as_millis() as u64, "graph compacted");
         Ok(())
+    }
+
+    /// Starts the background indexer, which links published points into
+    /// the graph. It holds only a weak reference, and ends once the
+    /// collection is gone.
+    pub(crate) fn start_indexer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let signal = self.signal.clone();
+        let name = format!("index-{}", self.name.chars().take(8).collect::<String>());
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || indexer(weak, signal));
+        if let Err(e) = spawned {
+            tracing::error!(collection = %self.name, error = %e, "could not start the indexer");
+        }
+    }
+
+    /// Links one batch from the front of the backlog; false if it was empty.
+    fn index_some(&self) -> bool {
+        let (batch, generation) = {
+            let st = self.read();
+            (
+                st.unindexed
+                    .iter()
+                    .take(INDEX_BATCH)
+                    .copied()
+                    .collect::<Vec<u32>>(),
+                st.generation,
+            )
+        };
+        if batch.is_empty() {
+            return false;
+        }
+        // Linking runs under the read lock, a slice at a time, so that a
+        // writer waiting to publish is never held up for long.
+        for part in batch.chunks(INDEX_SLICE) {
+            while self.writers_waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let st = self.read();
+            if st.generation != generation {
+                return true;
+            }
+            let threads = self.options.insert_threads.max(1);
+            let per = part.len().div_ceil(threads).max(1);
+            let waiting = &self.writers_waiting;
+            std::thread::scope(|s| {
+                for keys in part.chunks(per) {
+                    let index = &st.index;
+                    s.spawn(move || {
+                        background_priority();
+                        // Keys left over when a writer arrives stay in the
+                        // backlog for the next batch.
+                        for k in keys {
+                            if waiting.load(Ordering::Relaxed) > 0 {
+                                break;
+                            }
+                            index.link(*k);
+                        }
+                    });
+                }
+            });
+        }
+        let mut st = self.write();
+        if st.generation == generation {
+            let done = st
+                .unindexed
+                .iter()
+                .take_while(|k| st.index.is_linked(**k) || st.index.get(**k).is_none())
+                .count();
+            st.unindexed.drain(..done);
+        }
+        drop(st);
+        let _g = lock(&self.signal.m);
+        self.signal.progress.notify_all();
+        true
+    }
+
+    /// Points published but not yet linked into the graph.
+    pub fn unindexed(&self) -> usize {
+        self.read().unindexed.len()
+    }
+
+    /// Blocks until every published point is linked into the graph.
+    pub fn wait_indexed(&self) {
+        self.wait_backlog(0);
+    }
+
+    /// Blocks until at most `max` points wait to be linked.
+    fn wait_backlog(&self, max: usize) {
+        loop {
+            if self.read().unindexed.len() <= max {
+                return;
+            }
+            self.signal.work.notify_one();
+            let g = lock(&self.signal.m);
+            let _ = self
+                .signal
+                .progress
+                .wait_timeout(g, Duration::from_millis(20));
+        }
     }
 
     /// Points in the graph and deleted nodes still in it.
@@ -799,35 +948,64 @@ impl Collection {
         }
         let ef = req.ef.unwrap_or(self.config.hnsw.ef_search).max(k);
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
-        let Some(filter) = filter else {
-            if live <= EXACT_BELOW {
-                return Ok(self.exact(st, &req.vector, k, None));
-            }
-            let hits = st.index.search(&req.vector, k, ef, None);
-            if hits.len() < k.min(live) {
-                // Only a graph cut apart by deletions comes back short.
-                return Ok(self.exact(st, &req.vector, k, None));
-            }
-            return Ok(hits);
-        };
-        let estimate = self.estimate_matches(st, filter);
+        let all = || 0..st.slots.len() as u32;
+        if live <= EXACT_BELOW {
+            return Ok(self.exact(st, all(), &req.vector, k, filter));
+        }
         // A selective filter makes graph traversal wander; scanning the
         // matches exactly is then both cheaper and complete.
-        if live <= EXACT_BELOW || estimate <= (ef * 4).max(live / 100) {
-            return Ok(self.exact(st, &req.vector, k, Some(filter)));
+        if let Some(f) = filter
+            && self.estimate_matches(st, f) <= (ef * 4).max(live / 100)
+        {
+            return Ok(self.exact(st, all(), &req.vector, k, filter));
         }
-        let pred = |key: u32| {
-            st.slots
-                .get(key as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|e| filter.matches(&e.id, e.payload.as_ref()))
+        // Points not linked yet are scanned exactly and merged in.
+        let pending = self.exact(st, st.unindexed.iter().copied(), &req.vector, k, filter);
+        // The backlog may still hold keys deleted before they were linked.
+        let pending_live = st
+            .unindexed
+            .iter()
+            .filter(|k| st.slots.get(**k as usize).is_some_and(Option::is_some))
+            .count();
+        let in_graph = live.saturating_sub(pending_live);
+        let graph = match filter {
+            _ if in_graph == 0 => Vec::new(),
+            None => st.index.search(&req.vector, k, ef, None),
+            Some(f) => {
+                let pred = |key: u32| {
+                    st.slots
+                        .get(key as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|e| f.matches(&e.id, e.payload.as_ref()))
+                };
+                st.index.search(&req.vector, k, ef, Some(&pred))
+            }
         };
-        let hits = st.index.search(&req.vector, k, ef, Some(&pred));
-        if hits.len() < k {
-            // The graph walk came back short; only a scan knows whether k exist.
-            return Ok(self.exact(st, &req.vector, k, Some(filter)));
+        // A graph walk that comes back short (a graph cut apart by
+        // deletions, or few matches) cannot tell whether more exist.
+        let short = match filter {
+            None => graph.len() < k.min(in_graph),
+            Some(_) => graph.len() + pending.len() < k,
+        };
+        if short {
+            return Ok(self.exact(st, all(), &req.vector, k, filter));
         }
-        Ok(hits)
+        Ok(self.merge(graph, pending, k))
+    }
+
+    /// Best `k` of two hit lists (a key may be in both while it is linked).
+    fn merge(&self, a: Vec<(u32, f32)>, b: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+        if b.is_empty() {
+            return a;
+        }
+        let mut all = a;
+        all.extend(b);
+        let metric = self.config.metric;
+        all.sort_by(|x, y| better(metric, x.1, y.1).then(x.0.cmp(&y.0)));
+        let mut seen = HashSet::with_capacity(all.len());
+        all.retain(|h| seen.insert(h.0));
+        all.truncate(k);
+        all
     }
 
     /// Estimated number of points matching `filter`, from a fixed sample.
@@ -862,16 +1040,17 @@ impl Collection {
         hit * live / seen
     }
 
-    /// Exact top-k over the points that match `filter`.
+    /// Exact top-k over the points among `keys` that match `filter`.
     fn exact(
         &self,
         st: &State,
+        keys: impl Iterator<Item = u32>,
         query: &[f32],
         k: usize,
         filter: Option<&Filter>,
     ) -> Vec<(u32, f32)> {
         let metric = self.config.metric;
-        let scorer = Scorer::new(metric, query);
+        let prepared = st.index.prepare_query(query);
         // Max-heap on "worse first", so the root is the one to evict.
         #[derive(PartialEq)]
         struct Hit(f32, u32, bool);
@@ -893,15 +1072,17 @@ impl Collection {
         }
         let hib = metric.higher_is_better();
         let mut heap = BinaryHeap::with_capacity(k + 1);
-        for (key, e) in st.slots.iter().enumerate() {
-            let Some(e) = e else { continue };
+        for key in keys {
+            let Some(Some(e)) = st.slots.get(key as usize) else {
+                continue;
+            };
             if filter.is_some_and(|f| !f.matches(&e.id, e.payload.as_ref())) {
                 continue;
             }
-            let Some(v) = st.index.get(key as u32) else {
+            if st.index.get(key).is_none() {
                 continue;
-            };
-            heap.push(Hit(scorer.score(v), key as u32, hib));
+            }
+            heap.push(Hit(st.index.score_key(&prepared, key), key, hib));
             if heap.len() > k {
                 heap.pop();
             }
@@ -933,4 +1114,33 @@ fn add_batch(index: &VectorIndex, work: &[(u32, &[f32])], threads: usize) -> Res
             .into_iter()
             .try_for_each(|h| h.join().expect("graph insertion panicked"))
     })
+}
+
+/// The indexer's loop: link backlog batches while there are any, otherwise
+/// sleep until woken (or briefly, to notice that the collection is gone).
+fn indexer(weak: Weak<Collection>, signal: Arc<Signal>) {
+    background_priority();
+    loop {
+        let worked = match weak.upgrade() {
+            None => return,
+            Some(c) if c.dropped.load(Ordering::SeqCst) => return,
+            Some(c) => c.index_some(),
+        };
+        if !worked {
+            let g = lock(&signal.m);
+            let _ = signal.work.wait_timeout(g, Duration::from_millis(200));
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority, so that background
+/// indexing yields the CPU to requests (which acknowledge writes and answer
+/// searches) whenever both want it.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // Safety: plain system calls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }

@@ -45,8 +45,9 @@ impl Database {
             if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
-            let c = Collection::open(&e.path(), options.clone())?;
-            map.insert(c.name().to_owned(), Arc::new(c));
+            let c = Arc::new(Collection::open(&e.path(), options.clone())?);
+            c.start_indexer();
+            map.insert(c.name().to_owned(), c);
         }
         tracing::info!(root = %root.display(), collections = map.len(), "database opened");
         Ok(Database {
@@ -90,6 +91,7 @@ impl Database {
             return Err(e);
         }
         let c = Arc::new(Collection::open(&target, self.options.clone())?);
+        c.start_indexer();
         map.insert(name.to_owned(), c.clone());
         Ok(c)
     }

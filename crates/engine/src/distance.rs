@@ -35,39 +35,6 @@ pub fn norm(a: &[f32]) -> f32 {
     dot(a, a).sqrt()
 }
 
-/// A query prepared for repeated scoring (its norm computed once).
-pub struct Scorer<'a> {
-    metric: Metric,
-    query: &'a [f32],
-    query_norm: f32,
-}
-
-impl<'a> Scorer<'a> {
-    pub fn new(metric: Metric, query: &'a [f32]) -> Self {
-        Scorer {
-            metric,
-            query,
-            query_norm: norm(query),
-        }
-    }
-
-    /// The score of `v`: cosine similarity, dot product, or L2 distance.
-    pub fn score(&self, v: &[f32]) -> f32 {
-        match self.metric {
-            Metric::Cosine => {
-                let d = norm(v) * self.query_norm;
-                if d == 0.0 {
-                    0.0
-                } else {
-                    dot(self.query, v) / d
-                }
-            }
-            Metric::Dot => dot(self.query, v),
-            Metric::Euclidean => l2_squared(self.query, v).sqrt(),
-        }
-    }
-}
-
 /// Orders scores best first for the metric.
 pub fn better(metric: Metric, a: f32, b: f32) -> std::cmp::Ordering {
     if metric.higher_is_better() {
@@ -87,8 +54,6 @@ mod tests {
         let b = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0];
         assert_eq!(dot(&a, &b), 4.0);
         assert_eq!(l2_squared(&a, &b), 2.0);
-        let s = Scorer::new(Metric::Cosine, &a);
-        assert!((s.score(&a) - 1.0).abs() < 1e-6);
-        assert!((Scorer::new(Metric::Euclidean, &a).score(&b) - 2f32.sqrt()).abs() < 1e-6);
+        assert!((norm(&a) - 5f32.sqrt()).abs() < 1e-6);
     }
 }

@@ -107,6 +107,9 @@ pub struct CollectionDetail {
     pub bytes: u64,
     /// Bytes held in memory.
     pub memory_bytes: u64,
+    /// Points not yet linked into the search graph; they are found by an
+    /// exact scan meanwhile.
+    pub unindexed_points: u64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
 }

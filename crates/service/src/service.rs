@@ -118,6 +118,7 @@ impl Service {
             points: info.points,
             bytes: info.disk_bytes,
             memory_bytes: info.memory_bytes,
+            unindexed_points: info.unindexed,
             created_at_ms: info.created_at_ms,
         }
     }

@@ -190,3 +190,58 @@ fn compaction_drops_deleted_nodes_and_keeps_every_point() {
         .unwrap();
     assert_eq!(hit[0].id, *id);
 }
+
+#[test]
+fn points_are_found_before_and_after_background_linking() {
+    let dim = 32;
+    let (base, _) = gaussian_mixture(6_000, dim, 20, 0.5, 9);
+    let dir = TempDir::new("backlog");
+    let db = open(&dir);
+    let c = db
+        .create_collection(
+            "c",
+            CollectionConfig::new(dim, Metric::Euclidean),
+            BTreeMap::new(),
+        )
+        .unwrap();
+    for (b, chunk) in base.chunks(1000).enumerate() {
+        c.upsert(points(chunk, (b * 1000) as u64)).unwrap();
+    }
+    // Acknowledged means searchable, linked or not.
+    // Points 0..500 are written again later as 10_000.. with the same
+    // vectors, so either id is a correct answer for them.
+    let probe = |c: &vectorizer_engine::collection::Collection| {
+        for i in (0..6_000).step_by(97) {
+            let hit = c
+                .search(&SearchRequest {
+                    vector: base[i].clone(),
+                    limit: 1,
+                    ef: Some(256),
+                    ..Default::default()
+                })
+                .unwrap();
+            let ok = [PointId::Num(i as u64), PointId::Num(10_000 + i as u64)];
+            assert!(
+                ok.contains(&hit[0].id) && hit[0].score == 0.0,
+                "point {i}: {:?}",
+                hit[0]
+            );
+        }
+    };
+    probe(&c);
+    c.wait_indexed();
+    assert_eq!(c.unindexed(), 0);
+    assert_eq!(c.graph_nodes(), (6_000, 0));
+    probe(&c);
+    // A backlog survives a restart: unlinked points are linked again.
+    c.upsert(points(&base[..500], 10_000)).unwrap();
+    drop(c);
+    drop(db);
+    let db = open(&dir);
+    let c = db.collection("c").unwrap();
+    assert_eq!(c.len(), 6_500);
+    probe(&c);
+    c.wait_indexed();
+    assert_eq!(c.graph_nodes(), (6_500, 0));
+    probe(&c);
+}

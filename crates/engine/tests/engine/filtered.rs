@@ -43,6 +43,7 @@ fn filtered_search_matches_exact() {
             .collect();
         c.upsert(pts).unwrap();
     }
+    c.wait_indexed();
     type Pred = Box<dyn Fn(usize) -> bool>;
     let cases: Vec<(&str, serde_json::Value, Pred)> = vec![
         (

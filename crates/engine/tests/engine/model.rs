@@ -197,6 +197,9 @@ fn run(seed: u64, steps: usize) {
                                 limit: k,
                                 filter,
                                 with_payload: true,
+                                // A beam wider than the collection: this test
+                                // checks semantics; recall is tested apart.
+                                ef: Some(512),
                                 ..Default::default()
                             })
                             .unwrap();

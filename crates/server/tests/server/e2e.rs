@@ -110,6 +110,18 @@ fn serve_stop_restart_same_answers() {
             .unwrap();
         assert_eq!(r.json(), json!({"upserted": 100}));
     }
+    // Approximate answers are reproducible for the same graph: let the
+    // background indexing finish before taking the reference answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c
+        .request("GET", "/collections/e2e", None, &[])
+        .unwrap()
+        .json()["unindexed_points"]
+        != 0
+    {
+        assert!(Instant::now() < deadline, "indexing did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = c
         .request("GET", "/health", None, &[("x-request-id", "e2e-1")])
         .unwrap();
@@ -122,6 +134,7 @@ fn serve_stop_restart_same_answers() {
     let mut c = Client::new(server.addr);
     let r = c.request("GET", "/collections/e2e", None, &[]).unwrap();
     assert_eq!(r.json()["points"], 500);
+    assert_eq!(r.json()["unindexed_points"], 0);
     assert_eq!(answers(&mut c, &queries), before);
     server.stop();
 }
