@@ -92,6 +92,17 @@ def bench_hnswlib(data_dir):
     return {"build_seconds": build, "search": rows, "rss_bytes": opened["rss_growth_bytes"], "restart_seconds": opened["open_seconds"]}
 
 
+def qps_at(rows, target):
+    """QPS at exactly `target` recall, interpolated between the two ef rows
+    around it (recall rises with ef). None if the target is never reached."""
+    rows = sorted(rows, key=lambda r: r["ef"])
+    for lo, hi in zip(rows, rows[1:]):
+        if lo["recall"] < target <= hi["recall"]:
+            f = (target - lo["recall"]) / (hi["recall"] - lo["recall"])
+            return lo["qps_1"] + f * (hi["qps_1"] - lo["qps_1"])
+    return rows[0]["qps_1"] if rows and rows[0]["recall"] >= target else None
+
+
 def at_target(rows):
     """The fastest row whose recall reaches the target."""
     ok = [r for r in rows if r["recall"] >= TARGET]
@@ -129,6 +140,9 @@ def main():
                   f"hnswlib {b['qps_1']:.0f} QPS (ef={b['ef']}, recall {b['recall']:.4f}): ratio {a['qps_1'] / b['qps_1']:.2f}")
         else:
             print(f"[{name}] one side never reached recall {TARGET}")
+        qa, qb = qps_at(ours["search"], TARGET), qps_at(theirs["search"], TARGET)
+        if qa and qb:
+            print(f"[{name}] interpolated at recall@10 = {TARGET}: vectorizer {qa:.0f} QPS, hnswlib {qb:.0f} QPS: ratio {qa / qb:.2f}")
         print(f"[{name}] resident memory after loading: vectorizer {ours['rss_bytes'] / 2**20:.1f} MiB, hnswlib {theirs['rss_bytes'] / 2**20:.1f} MiB: "
               f"ratio {ours['rss_bytes'] / max(theirs['rss_bytes'], 1):.2f}")
         print(f"[{name}] restart: vectorizer {ours['restart_seconds']:.3f} s, hnswlib load_index {theirs['restart_seconds']:.3f} s")

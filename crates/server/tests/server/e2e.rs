@@ -16,10 +16,15 @@ struct Server {
 }
 
 fn start(data: &std::path::Path) -> Server {
+    start_with(data, &[])
+}
+
+fn start_with(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(data)
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -136,5 +141,31 @@ fn serve_stop_restart_same_answers() {
     assert_eq!(r.json()["points"], 500);
     assert_eq!(r.json()["unindexed_points"], 0);
     assert_eq!(answers(&mut c, &queries), before);
+    server.stop();
+}
+
+/// A client that never finishes its request headers is cut off.
+#[test]
+fn slow_headers_are_cut_off() {
+    use std::io::{Read, Write};
+    let data = TempDir::new("e2e-slow");
+    let server = start_with(
+        data.path(),
+        &[("VECTORIZER_SERVER__HEADER_READ_TIMEOUT_SECONDS", "1")],
+    );
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
+    // Longer than the configured second, shorter than the 10 s default: the
+    // server must close first, and only the configured value makes it.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let closed = s.read_to_end(&mut buf);
+    assert!(
+        closed.is_ok(),
+        "the server kept the connection open: {closed:?}"
+    );
+    // A complete request on a new connection is still served.
+    let mut c = Client::new(server.addr);
+    assert_eq!(c.request("GET", "/health", None, &[]).unwrap().status, 200);
     server.stop();
 }
