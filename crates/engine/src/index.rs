@@ -1088,6 +1088,25 @@ mod tests {
 mod reach_tests {
     use super::*;
 
+    /// Nodes nobody links to on layer 0, and nodes a search for their own
+    /// vector (ef 64) does not find.
+    fn reach(idx: &VectorIndex, base: &[Vec<f32>]) -> (Vec<u32>, Vec<u32>) {
+        let n = base.len() as u32;
+        let mut indeg = vec![0u32; n as usize];
+        for id in 0..n {
+            let l = idx.links(id, 0);
+            let c = l[0].load(Ordering::Relaxed) as usize;
+            for x in &l[1..=c] {
+                indeg[x.load(Ordering::Relaxed) as usize] += 1;
+            }
+        }
+        let zero = (0..n).filter(|i| indeg[*i as usize] == 0).collect();
+        let missed = (0..n)
+            .filter(|i| idx.search(&base[*i as usize], 1, 64, None)[0].0 != *i)
+            .collect();
+        (zero, missed)
+    }
+
     #[test]
     fn nodes_stay_reachable_when_linked_in_parallel() {
         let n = 10_000u32;
@@ -1109,18 +1128,7 @@ mod reach_tests {
                 });
             }
         });
-        let mut indeg = vec![0u32; n as usize];
-        for id in 0..n {
-            let l = idx.links(id, 0);
-            let c = l[0].load(Ordering::Relaxed) as usize;
-            for x in &l[1..=c] {
-                indeg[x.load(Ordering::Relaxed) as usize] += 1;
-            }
-        }
-        let zero: Vec<u32> = (0..n).filter(|i| indeg[*i as usize] == 0).collect();
-        let missed: Vec<u32> = (0..n)
-            .filter(|i| idx.search(&base[*i as usize], 1, 64, None)[0].0 != *i)
-            .collect();
+        let (zero, missed) = reach(&idx, &base);
         // Linking in parallel is nondeterministic; on this data it leaves
         // 0-1 nodes unlinked and 0-3 unfound per 10,000 (single-threaded: 1).
         assert!(zero.len() <= 2, "nodes nobody links to: {zero:?}");
@@ -1164,18 +1172,7 @@ mod reach_tests {
             idx.add(k, &base[k as usize]).unwrap();
             idx.publish(k);
         }
-        let mut indeg = vec![0u32; n as usize];
-        for id in 0..n {
-            let l = idx.links(id, 0);
-            let c = l[0].load(Ordering::Relaxed) as usize;
-            for x in &l[1..=c] {
-                indeg[x.load(Ordering::Relaxed) as usize] += 1;
-            }
-        }
-        let zero: Vec<u32> = (0..n).filter(|i| indeg[*i as usize] == 0).collect();
-        let missed: Vec<u32> = (0..n)
-            .filter(|i| idx.search(&base[*i as usize], 1, 64, None)[0].0 != *i)
-            .collect();
+        let (zero, missed) = reach(&idx, &base);
         // Pruning keeps every node's last incoming link where the list
         // allows; a node whose every in-neighbour is saturated can still be
         // lost, which on this data is at most one in 10,000.
