@@ -363,6 +363,11 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
         }
     }
     result["filtered"] = json!(frows);
+    let info = db.collection("c").unwrap().info();
+    println!(
+        "[{name}] with payloads, engine accounting: memory {:.1} MiB",
+        mib(info.memory_bytes)
+    );
     db.flush().unwrap();
     drop(db);
     let (open_s, rss) = reopen(&filt);

@@ -26,6 +26,7 @@ use crate::filter::Filter;
 use crate::fsutil::{sync_dir, write_atomic};
 use crate::id::PointId;
 use crate::index::VectorIndex;
+use crate::payload::Payload;
 use crate::snapshot;
 use crate::wal::{Point, Wal, WalOp};
 
@@ -147,7 +148,7 @@ pub struct With {
 
 struct Entry {
     id: PointId,
-    payload: Option<Map<String, Value>>,
+    payload: Option<Payload>,
 }
 
 struct State {
@@ -211,6 +212,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Heap bytes of a stored payload (memory accounting).
+fn held(p: Option<&Payload>) -> u64 {
+    p.map_or(0, |p| p.heap_bytes() as u64)
+}
+
 fn payload_len(p: Option<&Map<String, Value>>) -> u64 {
     p.map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len() as u64))
 }
@@ -267,7 +273,7 @@ impl Collection {
                 let mut ids = BTreeMap::new();
                 let mut bytes = 0;
                 for (key, id, payload) in l.points {
-                    bytes += payload_len(payload.as_ref());
+                    bytes += held(payload.as_ref());
                     ids.insert(id, key as u32);
                     slots[key as usize] = Some(Entry { id, payload });
                 }
@@ -558,7 +564,7 @@ impl Collection {
                 for id in ids {
                     if let Some(key) = st.ids.remove(&id) {
                         let e = st.slots[key as usize].take();
-                        st.payload_bytes -= payload_len(e.and_then(|e| e.payload).as_ref());
+                        st.payload_bytes -= held(e.and_then(|e| e.payload).as_ref());
                         st.index.remove(key);
                     }
                 }
@@ -589,7 +595,7 @@ impl Collection {
         for (p, key) in points.into_iter().zip(keys) {
             if let Some(old) = st.ids.insert(p.id, key) {
                 let e = st.slots[old as usize].take();
-                st.payload_bytes -= payload_len(e.and_then(|e| e.payload).as_ref());
+                st.payload_bytes -= held(e.and_then(|e| e.payload).as_ref());
                 st.index.remove(old);
             }
             st.index.publish(key);
@@ -597,11 +603,9 @@ impl Collection {
             if st.slots.len() <= k {
                 st.slots.resize_with(k + 1, || None);
             }
-            st.payload_bytes += payload_len(p.payload.as_ref());
-            st.slots[k] = Some(Entry {
-                id: p.id,
-                payload: p.payload,
-            });
+            let payload = p.payload.as_ref().map(Payload::from_map);
+            st.payload_bytes += held(payload.as_ref());
+            st.slots[k] = Some(Entry { id: p.id, payload });
             st.unindexed.push(key);
         }
         drop(st);
@@ -629,11 +633,10 @@ impl Collection {
         let seq = w.next_seq - 1;
         let bytes = {
             let st = self.read();
-            let points = st
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(k, e)| e.as_ref().map(|e| (k as u64, &e.id, e.payload.as_ref())));
+            let points = st.slots.iter().enumerate().filter_map(|(k, e)| {
+                e.as_ref()
+                    .map(|e| (k as u64, &e.id, e.payload.as_ref().map(Payload::to_map)))
+            });
             snapshot::write(&self.dir, seq, &st.index, points, st.ids.len())?
         };
         let meta_len = fs::metadata(self.dir.join(META_FILE)).map_or(0, |m| m.len());
@@ -809,7 +812,7 @@ impl Collection {
             id: e.id,
             vector: with.vector.then(|| self.vector_of(st, key)),
             payload: if with.payload {
-                e.payload.clone()
+                e.payload.as_ref().map(Payload::to_map)
             } else {
                 None
             },

@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::EngineError;
 use crate::id::PointId;
+use crate::payload::{PayloadView, Scalar};
 
 /// Deepest nesting of filters accepted.
 const MAX_DEPTH: usize = 8;
@@ -64,7 +65,7 @@ impl Filter {
     }
 
     /// Whether a point with this id and payload satisfies the filter.
-    pub fn matches(&self, id: &PointId, payload: Option<&Map<String, Value>>) -> bool {
+    pub fn matches<P: PayloadView + ?Sized>(&self, id: &PointId, payload: Option<&P>) -> bool {
         self.must.iter().all(|c| c.matches(id, payload))
             && (self.should.is_empty() || self.should.iter().any(|c| c.matches(id, payload)))
             && !self.must_not.iter().any(|c| c.matches(id, payload))
@@ -233,14 +234,17 @@ fn parse_range(key: &str, v: &Value) -> Result<Range, EngineError> {
 }
 
 impl Condition {
-    fn matches(&self, id: &PointId, payload: Option<&Map<String, Value>>) -> bool {
+    fn matches<P: PayloadView + ?Sized>(&self, id: &PointId, payload: Option<&P>) -> bool {
         match self {
             Condition::HasId(set) => set.contains(id),
             Condition::Nested(f) => f.matches(id, payload),
             Condition::Field { key, test } => {
                 let Some(payload) = payload else { return false };
+                // Every value at the dotted path is visited (arrays along the
+                // way element by element): a condition on a list field holds
+                // when any element satisfies it.
                 let mut found = false;
-                visit_path(payload, key, &mut |v| {
+                payload.visit(key, &mut |v| {
                     if !found && test.matches(v) {
                         found = true;
                     }
@@ -251,25 +255,8 @@ impl Condition {
     }
 }
 
-/// Calls `f` on every value at the dotted path; arrays along the way (and at
-/// the end) are walked element by element, so a condition on a list field
-/// holds when any element satisfies it.
-fn visit_path(obj: &Map<String, Value>, path: &[String], f: &mut dyn FnMut(&Value)) {
-    let Some(v) = obj.get(&path[0]) else { return };
-    visit_value(v, &path[1..], f);
-}
-
-fn visit_value(v: &Value, rest: &[String], f: &mut dyn FnMut(&Value)) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| visit_value(i, rest, f)),
-        Value::Object(o) if !rest.is_empty() => visit_path(o, rest, f),
-        _ if rest.is_empty() => f(v),
-        _ => {}
-    }
-}
-
 impl FieldTest {
-    fn matches(&self, v: &Value) -> bool {
+    fn matches(&self, v: Scalar<'_>) -> bool {
         match self {
             FieldTest::Match(m) => m.matches(v),
             FieldTest::Any(list) => list.iter().any(|m| m.matches(v)),
@@ -279,15 +266,12 @@ impl FieldTest {
 }
 
 impl MatchValue {
-    fn matches(&self, v: &Value) -> bool {
+    fn matches(&self, v: Scalar<'_>) -> bool {
         match (self, v) {
-            (MatchValue::Keyword(s), Value::String(x)) => s == x,
-            (MatchValue::Bool(b), Value::Bool(x)) => b == x,
-            (MatchValue::Integer(i), Value::Number(n)) => {
-                n.as_i64() == Some(*i)
-                    || n.as_f64()
-                        .is_some_and(|f| f == *i as f64 && f.fract() == 0.0)
-            }
+            (MatchValue::Keyword(s), Scalar::Str(x)) => s == x,
+            (MatchValue::Bool(b), Scalar::Bool(x)) => *b == x,
+            (MatchValue::Integer(i), Scalar::Int(x)) => *i == x,
+            (MatchValue::Integer(i), Scalar::Float(f)) => f == *i as f64 && f.fract() == 0.0,
             _ => false,
         }
     }
@@ -311,8 +295,32 @@ mod tests {
         Filter::from_json(&v).unwrap()
     }
 
-    fn p(v: Value) -> Map<String, Value> {
+    fn p(v: Value) -> serde_json::Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    /// The compact payload agrees with the JSON map on every filter below.
+    fn both(id: &PointId, doc: &serde_json::Map<String, Value>) -> bool {
+        let compact = crate::payload::Payload::from_map(doc);
+        FILTERS.with(|fs| {
+            fs.iter()
+                .all(|f| f.matches(id, Some(doc)) == f.matches(id, Some(&compact)))
+        })
+    }
+
+    thread_local! {
+        static FILTERS: Vec<Filter> = [
+            json!({"must": [{"key": "cat", "match": {"value": 3}}]}),
+            json!({"must": [{"key": "tag", "match": {"any": ["z", "a"]}}]}),
+            json!({"must": [{"key": "price", "range": {"gte": 1, "lt": 5}}]}),
+            json!({"must": [{"key": "meta.lang", "match": {"value": "en"}}]}),
+            json!({"must_not": [{"key": "ok", "match": {"value": true}}]}),
+            json!({"should": [{"key": "cat", "match": {"value": 9}}, {"has_id": [1]}]}),
+            json!({"must": [{"key": "cat", "match": {"value": "3"}}]}),
+        ]
+        .iter()
+        .map(|v| Filter::from_json(v).unwrap())
+        .collect();
     }
 
     #[test]
@@ -323,48 +331,66 @@ mod tests {
         let id = PointId::Num(1);
         assert!(
             f(json!({"must": [{"key": "cat", "match": {"value": 3}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             !f(json!({"must": [{"key": "cat", "match": {"value": 4}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             f(json!({"must": [{"key": "tag", "match": {"value": "b"}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             f(json!({"must": [{"key": "tag", "match": {"any": ["z", "a"]}}]}))
                 .matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             f(json!({"must": [{"key": "price", "range": {"gte": 1, "lt": 5}}]}))
                 .matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             !f(json!({"must": [{"key": "price", "range": {"gt": 2.5}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             f(json!({"must": [{"key": "meta.lang", "match": {"value": "en"}}]}))
                 .matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             f(json!({"must": [{"key": "ok", "match": {"value": true}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             !f(json!({"must_not": [{"key": "ok", "match": {"value": true}}]}))
                 .matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             f(json!({"should": [{"key": "cat", "match": {"value": 9}}, {"has_id": [1]}]}))
                 .matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
         assert!(
             !f(json!({"should": [{"key": "cat", "match": {"value": 9}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
-        assert!(f(json!({"must": [{"must_not": [{"has_id": [2]}]}]})).matches(&id, Some(&doc)));
-        assert!(f(json!({})).matches(&id, None));
-        assert!(!f(json!({"must": [{"key": "cat", "match": {"value": 3}}]})).matches(&id, None));
+        assert!(
+            f(json!({"must": [{"must_not": [{"has_id": [2]}]}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
+        );
+        assert!(f(json!({})).matches::<crate::payload::Payload>(&id, None));
+        assert!(
+            !f(json!({"must": [{"key": "cat", "match": {"value": 3}}]}))
+                .matches::<crate::payload::Payload>(&id, None)
+        );
         // A keyword never matches a number and vice versa.
         assert!(
             !f(json!({"must": [{"key": "cat", "match": {"value": "3"}}]})).matches(&id, Some(&doc))
+                && both(&id, &doc)
         );
     }
 

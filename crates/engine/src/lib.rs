@@ -13,6 +13,7 @@ pub mod filter;
 mod fsutil;
 pub mod id;
 mod index;
+pub mod payload;
 mod simd;
 mod snapshot;
 pub mod wal;

@@ -21,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::fsutil::{sync_dir, write_atomic};
 use crate::id::PointId;
 use crate::index::VectorIndex;
+use crate::payload::Payload;
 
 const MAGIC: &[u8; 8] = b"VZPTS\0\0\x01";
 const CURRENT: &str = "CURRENT";
@@ -36,7 +37,7 @@ struct Current {
 }
 
 /// One row of the point table: index key, id, payload.
-pub type PointRow = (u64, PointId, Option<Map<String, Value>>);
+pub type PointRow = (u64, PointId, Option<Payload>);
 
 /// A snapshot read back from disk.
 pub struct Loaded {
@@ -71,7 +72,7 @@ pub fn write<'a>(
     dir: &Path,
     seq: u64,
     index: &VectorIndex,
-    points: impl Iterator<Item = (u64, &'a PointId, Option<&'a Map<String, Value>>)>,
+    points: impl Iterator<Item = (u64, &'a PointId, Option<Map<String, Value>>)>,
     count: usize,
 ) -> Result<u64> {
     let name = format!("snap-{seq:020}");
@@ -93,7 +94,7 @@ pub fn write<'a>(
         for (key, id, payload) in points {
             e.u64(key);
             e.id(id);
-            e.payload(payload);
+            e.payload(payload.as_ref());
             if e.buf.len() > 1 << 20 {
                 w.write_all(&e.buf)
                     .map_err(EngineError::io("writing the point table"))?;
@@ -193,7 +194,13 @@ pub fn load(dir: &Path) -> Result<Option<Loaded>> {
     for _ in 0..count {
         let key = d.u64().ok_or_else(corrupt)?;
         let id = d.id().ok_or_else(corrupt)?;
-        let payload = d.payload().ok_or_else(corrupt)?;
+        // Converted as decoded, so the JSON form of every payload is never
+        // in memory at once.
+        let payload = d
+            .payload()
+            .ok_or_else(corrupt)?
+            .as_ref()
+            .map(Payload::from_map);
         points.push((key, id, payload));
     }
     if seq != cur.seq || !d.is_empty() {
