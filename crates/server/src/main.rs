@@ -37,6 +37,58 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A local HiveHub for development and tests: serve it, and manage its
+    /// plans, users and access keys.
+    HubDev {
+        /// The local Hub's state file.
+        #[arg(long, default_value = "hub.json", global = true)]
+        data: PathBuf,
+        #[command(subcommand)]
+        command: HubCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Serves the Hub's HTTP contract; callers must send the service key
+    /// from HIVEHUB_SERVICE_API_KEY as X-Service-Key.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 12000)]
+        port: u16,
+    },
+    /// Creates or replaces a plan.
+    Plan {
+        name: String,
+        #[arg(long)]
+        max_collections: u32,
+        #[arg(long)]
+        max_vectors: u64,
+        #[arg(long)]
+        max_storage_bytes: u64,
+    },
+    /// Creates a user on a plan and prints its id.
+    User {
+        email: String,
+        #[arg(long)]
+        plan: String,
+    },
+    /// Creates an access key for a user and prints it (once: only its hash is kept).
+    Key {
+        #[arg(long)]
+        user: String,
+        /// Comma-separated: read, write, delete, admin.
+        #[arg(long, default_value = "read,write,delete")]
+        permissions: String,
+        /// RFC 3339 time after which the key is refused.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long, default_value = "vectorizer")]
+        name: String,
+    },
+    /// Revokes an access key by id.
+    Revoke { id: String },
 }
 
 fn main() {
@@ -73,8 +125,99 @@ fn main() {
                 }
             }
         }
+        Command::HubDev { data, command } => match hub_dev(&data, command) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vectorizer hub-dev: {e}");
+                1
+            }
+        },
     };
     std::process::exit(code);
+}
+
+fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
+    use vectorizer_hub::HubStore;
+    use vectorizer_hub::store::Plan;
+    let store = HubStore::open(data).map_err(|e| e.to_string())?;
+    match command {
+        HubCommand::Serve { host, port } => {
+            let key = std::env::var(vectorizer_hub::SERVICE_KEY_ENV)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "set {} to the service key callers must present",
+                        vectorizer_hub::SERVICE_KEY_ENV
+                    )
+                })?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+                    .await
+                    .map_err(|e| format!("binding {host}:{port}: {e}"))?;
+                let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                println!("local hub listening on http://{addr}");
+                let app = vectorizer_hub::router(std::sync::Arc::new(store), &key);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(vectorizer_server::serve::signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        HubCommand::Plan {
+            name,
+            max_collections,
+            max_vectors,
+            max_storage_bytes,
+        } => {
+            let p = store
+                .create_plan(Plan {
+                    name,
+                    max_collections,
+                    max_vectors,
+                    max_storage_bytes,
+                })
+                .map_err(|e| e.to_string())?;
+            println!("plan {} saved", p.name);
+            Ok(())
+        }
+        HubCommand::User { email, plan } => {
+            let u = store
+                .create_user(&email, &plan)
+                .map_err(|e| e.to_string())?;
+            println!("{}", u.id);
+            Ok(())
+        }
+        HubCommand::Key {
+            user,
+            permissions,
+            expires_at,
+            name,
+        } => {
+            let req = serde_json::json!({
+                "service": "vectorizer",
+                "name": name,
+                "permissions": permissions.split(',').map(str::trim).collect::<Vec<_>>(),
+                "user_id": user,
+                "expires_at": expires_at,
+            });
+            let req = serde_json::from_value(req).map_err(|e| format!("bad arguments: {e}"))?;
+            let made = store.generate_key(&req).map_err(|e| e.to_string())?;
+            println!("access key id: {}", made.access_key_id);
+            println!("access key (shown once): {}", made.access_key);
+            Ok(())
+        }
+        HubCommand::Revoke { id } => {
+            let id = id.parse().map_err(|_| "the id must be a UUID".to_owned())?;
+            store.revoke_key(&id).map_err(|e| e.to_string())?;
+            println!("revoked");
+            Ok(())
+        }
+    }
 }
 
 fn serve(cfg: Config) -> i32 {

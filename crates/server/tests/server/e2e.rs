@@ -169,3 +169,55 @@ fn slow_headers_are_cut_off() {
     assert_eq!(c.request("GET", "/health", None, &[]).unwrap().status, 200);
     server.stop();
 }
+
+/// `vectorizer hub-dev` manages a local Hub's plans, users and keys; a key
+/// is printed once and never stored in clear; serving needs a service key.
+#[test]
+fn hub_dev_cli() {
+    let dir = TempDir::new("hub-cli");
+    let data = dir.path().join("hub.json");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+            .arg("hub-dev")
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .env_remove("HIVEHUB_SERVICE_API_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(
+        run(&[
+            "plan",
+            "free",
+            "--max-collections",
+            "2",
+            "--max-vectors",
+            "100",
+            "--max-storage-bytes",
+            "1000"
+        ])
+        .0
+    );
+    let (ok, user, _) = run(&["user", "a@example.com", "--plan", "free"]);
+    assert!(ok);
+    let user = user.trim().to_owned();
+    let (ok, out, _) = run(&["key", "--user", &user, "--permissions", "read"]);
+    assert!(ok);
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("access key (shown once): "))
+        .unwrap()
+        .to_owned();
+    assert!(key.len() > 40);
+    assert!(!std::fs::read_to_string(&data).unwrap().contains(&key));
+    let (ok, _, err) = run(&["user", "b@example.com", "--plan", "gold"]);
+    assert!(!ok && err.contains("no plan gold"), "{err}");
+    let (ok, _, err) = run(&["serve", "--port", "0"]);
+    assert!(!ok && err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
+}

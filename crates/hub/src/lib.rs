@@ -1,0 +1,12 @@
+//! A local HiveHub: the control plane's HTTP contract
+//! (`shared/hub-contract.md`) implemented in full for development and
+//! tests: plans, users, access keys (stored only as SHA-256 hashes), the
+//! collection registry, quota decisions, a usage ledger and MCP server
+//! registrations, persisted to one JSON file.
+
+pub mod model;
+pub mod server;
+pub mod store;
+
+pub use server::{SERVICE_KEY_ENV, router};
+pub use store::{HubStore, StoreError};

@@ -1,0 +1,247 @@
+//! The local Hub's HTTP server: the contract's routes over a [`HubStore`].
+//! Every route but `/health` requires `X-Service-Key`, compared in constant
+//! time with the key this Hub was started with.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::model::*;
+use crate::store::{HubStore, StoreError};
+
+/// Where both the Hub and Vectorizer read the service key from.
+pub const SERVICE_KEY_ENV: &str = "HIVEHUB_SERVICE_API_KEY";
+
+#[derive(Clone)]
+struct Hub {
+    store: Arc<HubStore>,
+    service_key: Arc<str>,
+    /// Calls per route, for tests that count what reaches the Hub.
+    calls: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: msg.into(),
+            details: None,
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for StoreError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            StoreError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            StoreError::Io(detail) => {
+                tracing::error!(%detail, "hub storage failed");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            }
+        };
+        error(status, self.to_string())
+    }
+}
+
+/// Equal-length byte comparison whose time does not depend on where the
+/// inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn guard(State(hub): State<Hub>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    *hub.calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(format!("{} {route}", req.method()))
+        .or_default() += 1;
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let ok = req
+        .headers()
+        .get("x-service-key")
+        .is_some_and(|k| same(k.as_bytes(), hub.service_key.as_bytes()));
+    if !ok {
+        return error(StatusCode::UNAUTHORIZED, "missing or invalid service key");
+    }
+    next.run(req).await
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn calls(State(hub): State<Hub>) -> Json<BTreeMap<String, u64>> {
+    Json(hub.calls.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+async fn user_collections(
+    State(hub): State<Hub>,
+    Path(user): Path<Uuid>,
+) -> Result<Json<UserCollectionsResponse>, StoreError> {
+    hub.store.user_collections(&user).map(Json)
+}
+
+async fn create_collection(
+    State(hub): State<Hub>,
+    Path(user): Path<Uuid>,
+    Json(req): Json<CreateCollectionRequest>,
+) -> Result<Json<CreateCollectionResponse>, StoreError> {
+    hub.store.create_collection(&user, &req).map(Json)
+}
+
+#[derive(Deserialize)]
+struct UserQuery {
+    user_id: Uuid,
+}
+
+async fn validate_collection(
+    State(hub): State<Hub>,
+    Path(collection): Path<Uuid>,
+    Query(q): Query<UserQuery>,
+) -> Result<Json<CollectionValidation>, StoreError> {
+    hub.store
+        .validate_collection(&collection, &q.user_id)
+        .map(Json)
+}
+
+async fn update_usage(
+    State(hub): State<Hub>,
+    Path(collection): Path<Uuid>,
+    Json(req): Json<UpdateUsageRequest>,
+) -> Result<Json<UpdateUsageResponse>, StoreError> {
+    hub.store.update_usage(&collection, &req).map(Json)
+}
+
+async fn delete_collection(
+    State(hub): State<Hub>,
+    Path(collection): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, StoreError> {
+    hub.store
+        .delete_collection(&collection)
+        .map(|_| Json(json!({"success": true})))
+}
+
+async fn quota(
+    State(hub): State<Hub>,
+    Json(req): Json<QuotaCheckRequest>,
+) -> Result<Json<QuotaCheckResponse>, StoreError> {
+    hub.store.quota_check(&req).map(Json)
+}
+
+async fn generate_key(
+    State(hub): State<Hub>,
+    Json(req): Json<GenerateAccessKeyRequest>,
+) -> Result<Json<GenerateAccessKeyResponse>, StoreError> {
+    hub.store.generate_key(&req).map(Json)
+}
+
+#[derive(Deserialize)]
+struct ServiceQuery {
+    service: Option<String>,
+}
+
+async fn list_keys(
+    State(hub): State<Hub>,
+    Query(q): Query<ServiceQuery>,
+) -> Json<ListAccessKeysResponse> {
+    Json(hub.store.list_keys(q.service.as_deref()))
+}
+
+async fn get_key(
+    State(hub): State<Hub>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<AccessKeyInfo>, StoreError> {
+    hub.store.get_key(&id).map(Json)
+}
+
+async fn revoke_key(
+    State(hub): State<Hub>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RevokeAccessKeyResponse>, StoreError> {
+    hub.store.revoke_key(&id).map(Json)
+}
+
+async fn validate_key(
+    State(hub): State<Hub>,
+    Json(req): Json<ValidateKeyRequest>,
+) -> Json<ValidateKeyResponse> {
+    Json(hub.store.validate_key(&req))
+}
+
+async fn register_mcp(
+    State(hub): State<Hub>,
+    Json(req): Json<RegisterMcpServer>,
+) -> Result<Json<RegisterMcpResponse>, StoreError> {
+    hub.store.register_mcp(&req).map(Json)
+}
+
+async fn deregister_mcp(
+    State(hub): State<Hub>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, StoreError> {
+    hub.store
+        .deregister_mcp(&id)
+        .map(|_| Json(json!({"success": true})))
+}
+
+/// The Hub's routes over `store`, accepting callers that present `service_key`.
+pub fn router(store: Arc<HubStore>, service_key: &str) -> Router {
+    let hub = Hub {
+        store,
+        service_key: service_key.into(),
+        calls: Default::default(),
+    };
+    let v = "/api/internal/vectorizer";
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/dev/calls", get(calls))
+        .route(
+            &format!("{v}/users/{{user_id}}/collections"),
+            get(user_collections).post(create_collection),
+        )
+        .route(
+            &format!("{v}/collections/{{collection_id}}/validate"),
+            get(validate_collection),
+        )
+        .route(
+            &format!("{v}/collections/{{collection_id}}/usage"),
+            put(update_usage),
+        )
+        .route(
+            &format!("{v}/collections/{{collection_id}}"),
+            delete(delete_collection),
+        )
+        .route(&format!("{v}/quota"), post(quota))
+        .route("/api/internal/access-keys/generate", post(generate_key))
+        .route("/api/internal/access-keys/validate", post(validate_key))
+        .route("/api/internal/access-keys", get(list_keys))
+        .route(
+            "/api/internal/access-keys/{access_key_id}",
+            get(get_key).delete(revoke_key),
+        )
+        .route("/api/internal/mcp/servers", post(register_mcp))
+        .route(
+            "/api/internal/mcp/servers/{server_id}",
+            delete(deregister_mcp),
+        )
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), guard))
+        .with_state(hub)
+}
