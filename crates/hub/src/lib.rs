@@ -2,11 +2,14 @@
 //! (`shared/hub-contract.md`) implemented in full for development and
 //! tests: plans, users, access keys (stored only as SHA-256 hashes), the
 //! collection registry, quota decisions, a usage ledger and MCP server
-//! registrations, persisted to one JSON file.
+//! registrations, persisted to one JSON file; and Vectorizer's client of
+//! the Hub (`client`).
 
+pub mod client;
 pub mod model;
 pub mod server;
 pub mod store;
 
+pub use client::{HubClient, HubClientConfig, HubError, HubHealth, Secret};
 pub use server::{SERVICE_KEY_ENV, router};
 pub use store::{HubStore, StoreError};

@@ -27,6 +27,22 @@ struct Hub {
     service_key: Arc<str>,
     /// Calls per route, for tests that count what reaches the Hub.
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// Failures to inject into the next contract calls (`POST /api/dev/faults`),
+/// so that clients' retries, timeouts and circuit breakers can be tested.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+pub struct Faults {
+    /// Answer this status instead of serving the call.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Wait this long before answering.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// How many calls the fault applies to.
+    #[serde(default)]
+    pub count: u32,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -71,7 +87,25 @@ async fn guard(State(hub): State<Hub>, req: Request, next: Next) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .entry(format!("{} {route}", req.method()))
         .or_default() += 1;
-    if req.uri().path() == "/health" {
+    let path = req.uri().path().to_owned();
+    if !path.starts_with("/api/dev/") {
+        let fault = {
+            let mut f = hub.faults.lock().unwrap_or_else(|e| e.into_inner());
+            (f.count > 0).then(|| {
+                f.count -= 1;
+                f.clone()
+            })
+        };
+        if let Some(f) = fault {
+            if f.delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(f.delay_ms)).await;
+            }
+            if let Some(code) = f.status.and_then(|c| StatusCode::from_u16(c).ok()) {
+                return error(code, "injected failure");
+            }
+        }
+    }
+    if path == "/health" {
         return next.run(req).await;
     }
     let ok = req
@@ -90,6 +124,11 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn calls(State(hub): State<Hub>) -> Json<BTreeMap<String, u64>> {
     Json(hub.calls.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+async fn set_faults(State(hub): State<Hub>, Json(f): Json<Faults>) -> Json<Faults> {
+    *hub.faults.lock().unwrap_or_else(|e| e.into_inner()) = f.clone();
+    Json(f)
 }
 
 async fn user_collections(
@@ -208,11 +247,13 @@ pub fn router(store: Arc<HubStore>, service_key: &str) -> Router {
         store,
         service_key: service_key.into(),
         calls: Default::default(),
+        faults: Default::default(),
     };
     let v = "/api/internal/vectorizer";
     Router::new()
         .route("/health", get(health))
         .route("/api/dev/calls", get(calls))
+        .route("/api/dev/faults", post(set_faults))
         .route(
             &format!("{v}/users/{{user_id}}/collections"),
             get(user_collections).post(create_collection),

@@ -1,5 +1,8 @@
 //! The local Hub over real HTTP: the calls the SDK makes, through the real
-//! `hivehub-internal-sdk` client, and the others through plain HTTP.
+//! `hivehub-internal-sdk` client, and the others through plain HTTP; and
+//! Vectorizer's Hub client (`client`).
+
+mod client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
