@@ -51,6 +51,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unprocessable { code, .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            ServiceError::Forbidden(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
             ServiceError::Unavailable(detail) => {
                 tracing::warn!(%detail, "service unavailable");
                 ApiError::new(

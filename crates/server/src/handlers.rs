@@ -53,10 +53,7 @@ pub async fn list_collections(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        Ok(s.list_collections(&caller))
-    })
-    .await
+    run(&state, StatusCode::OK, move |s| s.list_collections(&caller)).await
 }
 
 pub async fn create_collection(

@@ -17,6 +17,9 @@ pub enum ServiceError {
     /// Well-formed input that the data refuses (wrong dimension, ...).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// The caller may not do this (its key lacks the permission).
+    #[error("{0}")]
+    Forbidden(String),
     /// A dependency is down or the server is shutting down.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -7,6 +7,6 @@ pub mod error;
 pub mod model;
 pub mod service;
 
-pub use caller::Caller;
+pub use caller::{Caller, Permission, Tenant};
 pub use error::ServiceError;
 pub use service::{Service, ServiceOptions};

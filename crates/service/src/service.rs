@@ -11,12 +11,14 @@ use vectorizer_engine::{
     SearchRequest, With,
 };
 
-use crate::caller::Caller;
+use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
 use crate::model::*;
 
 /// The longest collection name a caller may choose.
 pub const MAX_NAME: usize = 64;
+/// Collection metadata key holding the owning user's id.
+pub const OWNER_KEY: &str = "owner_id";
 
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -91,14 +93,15 @@ impl Service {
         &self.options
     }
 
-    /// The engine's name for the caller's collection `name`.
+    /// The engine's name for the caller's collection `name`: the name
+    /// itself for a local caller, `user_{user_id}:{name}` for a tenant. A
+    /// short name cannot hold `:`, so no name reaches another namespace.
     fn resolve(&self, caller: &Caller, name: &str) -> Result<String> {
-        match caller {
-            Caller::Local => {
-                validate_short_name(name)?;
-                Ok(name.to_owned())
-            }
-        }
+        validate_short_name(name)?;
+        Ok(match caller {
+            Caller::Local => name.to_owned(),
+            Caller::Tenant(t) => t.full_name(name),
+        })
     }
 
     fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
@@ -128,7 +131,12 @@ impl Service {
         caller: &Caller,
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
+        caller.require(Permission::Write)?;
         let full = self.resolve(caller, &req.name)?;
+        let mut metadata = BTreeMap::new();
+        if let Caller::Tenant(t) = caller {
+            metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
+        }
         let config = CollectionConfig {
             dimension: req.dimension,
             metric: req.metric,
@@ -136,7 +144,7 @@ impl Service {
         };
         let c = self
             .db
-            .create_collection(&full, config, BTreeMap::new())
+            .create_collection(&full, config, metadata)
             .map_err(|e| match e {
                 vectorizer_engine::EngineError::CollectionExists(_) => {
                     ServiceError::CollectionExists(req.name.clone())
@@ -147,33 +155,40 @@ impl Service {
         Ok(self.detail(&req.name, &c))
     }
 
-    pub fn list_collections(&self, caller: &Caller) -> CollectionList {
-        let collections = match caller {
-            Caller::Local => self
-                .db
-                .collections()
-                .into_iter()
-                .map(|c| {
-                    let info = c.info();
-                    CollectionSummary {
-                        name: info.name,
-                        dimension: info.config.dimension,
-                        metric: info.config.metric,
-                        points: info.points,
-                        bytes: info.disk_bytes,
-                    }
-                })
-                .collect(),
+    /// The caller's collections, by the names the caller uses.
+    pub fn list_collections(&self, caller: &Caller) -> Result<CollectionList> {
+        caller.require(Permission::Read)?;
+        let prefix = match caller {
+            Caller::Local => String::new(),
+            Caller::Tenant(t) => t.prefix(),
         };
-        CollectionList { collections }
+        let collections = self
+            .db
+            .collections()
+            .into_iter()
+            .filter_map(|c| {
+                let short = c.name().strip_prefix(prefix.as_str())?.to_owned();
+                let info = c.info();
+                Some(CollectionSummary {
+                    name: short,
+                    dimension: info.config.dimension,
+                    metric: info.config.metric,
+                    points: info.points,
+                    bytes: info.disk_bytes,
+                })
+            })
+            .collect();
+        Ok(CollectionList { collections })
     }
 
     pub fn get_collection(&self, caller: &Caller, name: &str) -> Result<CollectionDetail> {
+        caller.require(Permission::Read)?;
         let c = self.collection(caller, name)?;
         Ok(self.detail(name, &c))
     }
 
     pub fn delete_collection(&self, caller: &Caller, name: &str) -> Result<()> {
+        caller.require(Permission::Delete)?;
         let full = self.resolve(caller, name)?;
         self.db.drop_collection(&full).map_err(|e| match e {
             vectorizer_engine::EngineError::CollectionNotFound(_) => {
@@ -186,6 +201,7 @@ impl Service {
     }
 
     pub fn upsert(&self, caller: &Caller, name: &str, req: UpsertPoints) -> Result<Upserted> {
+        caller.require(Permission::Write)?;
         let c = self.collection(caller, name)?;
         let points = req
             .points
@@ -202,6 +218,7 @@ impl Service {
     }
 
     pub fn get_point(&self, caller: &Caller, name: &str, id: &str) -> Result<PointRecord> {
+        caller.require(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let pid = PointId::parse_str(id)?;
         c.get(
@@ -218,6 +235,7 @@ impl Service {
     }
 
     pub fn get_points(&self, caller: &Caller, name: &str, req: GetPoints) -> Result<Points> {
+        caller.require(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let with = With {
             payload: req.with_payload,
@@ -229,6 +247,7 @@ impl Service {
     }
 
     pub fn delete_points(&self, caller: &Caller, name: &str, req: DeletePoints) -> Result<Deleted> {
+        caller.require(Permission::Delete)?;
         let c = self.collection(caller, name)?;
         Ok(Deleted {
             deleted: c.delete(req.ids)?,
@@ -236,6 +255,7 @@ impl Service {
     }
 
     pub fn scroll(&self, caller: &Caller, name: &str, req: Scroll) -> Result<ScrollPage> {
+        caller.require(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let filter = parse_filter(req.filter.as_ref())?;
         let with = With {
@@ -250,6 +270,7 @@ impl Service {
     }
 
     pub fn count(&self, caller: &Caller, name: &str, req: Count) -> Result<Counted> {
+        caller.require(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let filter = parse_filter(req.filter.as_ref())?;
         Ok(Counted {
@@ -284,6 +305,7 @@ impl Service {
     }
 
     pub fn search(&self, caller: &Caller, name: &str, req: Search) -> Result<SearchResults> {
+        caller.require(Permission::Read)?;
         let c = self.collection(caller, name)?;
         Ok(Self::results(c.search(&Self::search_request(req)?)?))
     }
@@ -294,6 +316,7 @@ impl Service {
         name: &str,
         req: SearchBatch,
     ) -> Result<SearchBatchResults> {
+        caller.require(Permission::Read)?;
         let max = self.options.max_batch_searches;
         if req.searches.is_empty() || req.searches.len() > max {
             return Err(ServiceError::unprocessable(

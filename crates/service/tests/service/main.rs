@@ -1,0 +1,136 @@
+//! The service layer with tenant callers: namespaces, isolation and
+//! permissions, on real storage.
+
+use serde_json::json;
+use uuid::Uuid;
+use vectorizer_service::model::*;
+use vectorizer_service::{Caller, Permission, Service, ServiceError, ServiceOptions, Tenant};
+use vectorizer_testkit::TempDir;
+
+fn tenant(perms: &[Permission]) -> Caller {
+    Caller::Tenant(Tenant {
+        user_id: Uuid::new_v4(),
+        access_key_id: Uuid::new_v4(),
+        project_id: None,
+        permissions: perms.to_vec(),
+        plan: "free".into(),
+    })
+}
+
+fn create(name: &str) -> CreateCollection {
+    serde_json::from_value(json!({"name": name, "dimension": 2, "metric": "euclidean"})).unwrap()
+}
+
+fn upsert(id: u64, v: [f32; 2]) -> UpsertPoints {
+    serde_json::from_value(json!({"points": [{"id": id, "vector": v}]})).unwrap()
+}
+
+fn search() -> Search {
+    serde_json::from_value(json!({"vector": [0, 0], "limit": 10})).unwrap()
+}
+
+#[test]
+fn tenants_are_isolated() {
+    let dir = TempDir::new("svc");
+    let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let all = [Permission::Admin];
+    let (a, b) = (tenant(&all), tenant(&all));
+    s.create_collection(&a, create("docs")).unwrap();
+    s.create_collection(&b, create("docs")).unwrap();
+    s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).unwrap();
+    s.upsert(&b, "docs", upsert(2, [0.0, 1.0])).unwrap();
+    let ids = |c: &Caller| {
+        s.search(c, "docs", search())
+            .unwrap()
+            .results
+            .iter()
+            .map(|h| h.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&a), vec![1u64.into()]);
+    assert_eq!(ids(&b), vec![2u64.into()]);
+    let names = |c: &Caller| {
+        s.list_collections(c)
+            .unwrap()
+            .collections
+            .into_iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&a), vec!["docs".to_owned()]);
+
+    // Another tenant's collection answers exactly like a missing one, by
+    // short name or by full name.
+    s.create_collection(&b, create("private")).unwrap();
+    let missing = s.get_collection(&a, "nothing").unwrap_err().to_string();
+    let theirs = s.get_collection(&a, "private").unwrap_err().to_string();
+    assert_eq!(
+        missing.replace("nothing", "X"),
+        theirs.replace("private", "X")
+    );
+    let Caller::Tenant(tb) = &b else {
+        unreachable!()
+    };
+    let full = tb.full_name("private");
+    assert!(matches!(
+        s.get_collection(&a, &full),
+        Err(ServiceError::InvalidInput {
+            code: "invalid_name",
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.delete_collection(&a, "private"),
+        Err(ServiceError::CollectionNotFound(_))
+    ));
+    assert_eq!(s.count(&b, "private", Count::default()).unwrap().count, 0);
+    // A local caller sees plain names only as they are.
+    assert!(s.get_collection(&Caller::Local, "docs").is_err());
+}
+
+#[test]
+fn permissions_bound_what_a_key_does() {
+    let dir = TempDir::new("svc-perm");
+    let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let writer = tenant(&[Permission::Read, Permission::Write]);
+    let Caller::Tenant(t) = &writer else {
+        unreachable!()
+    };
+    let reader = Caller::Tenant(Tenant {
+        permissions: vec![Permission::Read],
+        ..t.clone()
+    });
+    let deleter = Caller::Tenant(Tenant {
+        permissions: vec![Permission::Delete],
+        ..t.clone()
+    });
+    assert!(matches!(
+        s.create_collection(&reader, create("docs")),
+        Err(ServiceError::Forbidden(_))
+    ));
+    s.create_collection(&writer, create("docs")).unwrap();
+    assert!(matches!(
+        s.upsert(&reader, "docs", upsert(1, [1.0, 1.0])),
+        Err(ServiceError::Forbidden(_))
+    ));
+    s.upsert(&writer, "docs", upsert(1, [1.0, 1.0])).unwrap();
+    assert_eq!(
+        s.search(&reader, "docs", search()).unwrap().results.len(),
+        1
+    );
+    assert!(matches!(
+        s.search(&deleter, "docs", search()),
+        Err(ServiceError::Forbidden(_))
+    ));
+    let del: DeletePoints = serde_json::from_value(json!({"ids": [1]})).unwrap();
+    assert!(matches!(
+        s.delete_points(&writer, "docs", del.clone()),
+        Err(ServiceError::Forbidden(_))
+    ));
+    assert_eq!(s.delete_points(&deleter, "docs", del).unwrap().deleted, 1);
+    assert!(matches!(
+        s.delete_collection(&writer, "docs"),
+        Err(ServiceError::Forbidden(_))
+    ));
+    s.delete_collection(&deleter, "docs").unwrap();
+}
