@@ -10,7 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode};
 use axum::routing::MethodRouter;
 use tower_http::catch_panic::CatchPanicLayer;
-use vectorizer_service::Service;
+use vectorizer_service::{Permission, Service};
 
 use crate::error::ApiError;
 use crate::{handlers, middleware, openapi};
@@ -19,7 +19,13 @@ use crate::{handlers, middleware, openapi};
 pub struct AppState {
     pub service: Arc<Service>,
     pub limits: HttpLimits,
+    /// Access-key authentication; `None` with the Hub switched off.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
+
+/// The permission a route needs, attached to its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs(pub Permission);
 
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -39,6 +45,8 @@ pub struct Route {
     pub request: Option<SchemaFn>,
     pub response: SchemaFn,
     pub status: StatusCode,
+    /// What an access key must allow; `None` for public routes.
+    pub permission: Option<Permission>,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -48,10 +56,19 @@ fn schema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemar
 
 /// Every route the server has.
 pub fn routes() -> Vec<Route> {
+    use Permission::{Delete, Read, Write};
     use axum::routing::{delete, get, post};
     use handlers as h;
     use vectorizer_service::model as m;
-    let r = |method, path, operation, summary, request, response, status, handler| Route {
+    let r = |method,
+             path,
+             operation,
+             summary,
+             request,
+             response,
+             status,
+             permission: Option<Permission>,
+             handler: MethodRouter<AppState>| Route {
         method,
         path,
         operation,
@@ -59,7 +76,11 @@ pub fn routes() -> Vec<Route> {
         request,
         response,
         status,
-        handler,
+        permission,
+        handler: match permission {
+            Some(p) => handler.layer(axum::Extension(Needs(p))),
+            None => handler,
+        },
     };
     vec![
         r(
@@ -70,6 +91,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::Health> as SchemaFn,
             StatusCode::OK,
+            None,
             get(h::health),
         ),
         r(
@@ -80,6 +102,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<serde_json::Value>,
             StatusCode::OK,
+            None,
             get(h::openapi),
         ),
         r(
@@ -90,6 +113,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::CollectionList>,
             StatusCode::OK,
+            Some(Read),
             get(h::list_collections),
         ),
         r(
@@ -100,6 +124,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::CreateCollection> as SchemaFn),
             schema::<m::CollectionDetail>,
             StatusCode::CREATED,
+            Some(Write),
             post(h::create_collection),
         ),
         r(
@@ -110,6 +135,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::CollectionDetail>,
             StatusCode::OK,
+            Some(Read),
             get(h::get_collection),
         ),
         r(
@@ -120,6 +146,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<serde_json::Value>,
             StatusCode::OK,
+            Some(Delete),
             delete(h::delete_collection),
         ),
         r(
@@ -130,6 +157,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::UpsertPoints>),
             schema::<m::Upserted>,
             StatusCode::OK,
+            Some(Write),
             post(h::upsert),
         ),
         r(
@@ -140,6 +168,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::PointRecord>,
             StatusCode::OK,
+            Some(Read),
             get(h::get_point),
         ),
         r(
@@ -150,6 +179,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::GetPoints>),
             schema::<m::Points>,
             StatusCode::OK,
+            Some(Read),
             post(h::get_points),
         ),
         r(
@@ -160,6 +190,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::DeletePoints>),
             schema::<m::Deleted>,
             StatusCode::OK,
+            Some(Delete),
             post(h::delete_points),
         ),
         r(
@@ -170,6 +201,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::Scroll>),
             schema::<m::ScrollPage>,
             StatusCode::OK,
+            Some(Read),
             post(h::scroll),
         ),
         r(
@@ -180,6 +212,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::Count>),
             schema::<m::Counted>,
             StatusCode::OK,
+            Some(Read),
             post(h::count),
         ),
         r(
@@ -190,6 +223,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::Search>),
             schema::<m::SearchResults>,
             StatusCode::OK,
+            Some(Read),
             post(h::search),
         ),
         r(
@@ -200,6 +234,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::SearchBatch>),
             schema::<m::SearchBatchResults>,
             StatusCode::OK,
+            Some(Read),
             post(h::search_batch),
         ),
     ]

@@ -67,6 +67,9 @@ pub struct HubConfig {
     pub retries: u32,
     /// Seconds between full usage syncs.
     pub usage_report_interval: u64,
+    /// While the Hub cannot be reached, keys validated before keep working
+    /// this many seconds past their cache TTL.
+    pub grace_period_seconds: u64,
     pub cache: HubCacheConfig,
 }
 
@@ -126,6 +129,7 @@ impl Default for HubConfig {
             timeout_seconds: 5,
             retries: 3,
             usage_report_interval: 60,
+            grace_period_seconds: 300,
             cache: HubCacheConfig::default(),
         }
     }
@@ -303,6 +307,9 @@ impl Config {
                 "hub.usage_report_interval",
                 "must be between 1 and 86400 seconds",
             ));
+        }
+        if h.grace_period_seconds > 86_400 {
+            return Err(bad("hub.grace_period_seconds", "must be at most 86400"));
         }
         if h.cache.api_key_ttl_seconds > 86_400 || h.cache.quota_ttl_seconds > 86_400 {
             return Err(bad("hub.cache", "TTLs must be at most 86400 seconds"));

@@ -9,7 +9,8 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use vectorizer_service::Caller;
 
-use crate::app::AppState;
+use crate::app::{AppState, Needs};
+use crate::auth::{AuthError, key_of};
 use crate::error::ApiError;
 
 /// A JSON body. Wrong content type: 415; too large: 413; not JSON or not
@@ -62,13 +63,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Whom the request acts for. With the Hub off, every request is local.
+/// Whom the request acts for. With the Hub off, every request is local;
+/// with it on, the access key names a tenant, and the route's permission is
+/// checked here, before the body is read.
 pub struct CallerOf(pub Caller);
 
 impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
-        Ok(CallerOf(Caller::Local))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(auth) = &state.auth else {
+            return Ok(CallerOf(Caller::Local));
+        };
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or invalid access key",
+            )
+        };
+        let key = key_of(&parts.headers).ok_or_else(unauthorized)?;
+        let tenant = auth.authenticate(&key).await.map_err(|e| match e {
+            AuthError::Unauthorized => unauthorized(),
+            AuthError::HubUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hub_unavailable",
+                "access keys cannot be checked right now, retry later",
+            ),
+        })?;
+        if let Some(Needs(p)) = parts.extensions.get::<Needs>().copied()
+            && !tenant.allows(p)
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this access key lacks the `{}` permission", p.as_str()),
+            ));
+        }
+        Ok(CallerOf(Caller::Tenant(tenant)))
     }
 }

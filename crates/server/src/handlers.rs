@@ -42,7 +42,14 @@ pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError>
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    Ok((status, Json(h)).into_response())
+    let mut body = serde_json::to_value(h).map_err(|_| ApiError::internal())?;
+    // The Hub's state, when it is in use. Degraded or down keeps the server
+    // ready: keys in the cache still work.
+    if let Some(auth) = &state.auth {
+        body["hub"] =
+            serde_json::to_value(auth.hub().health()).map_err(|_| ApiError::internal())?;
+    }
+    Ok((status, Json(body)).into_response())
 }
 
 pub async fn openapi(Extension(doc): Extension<Arc<serde_json::Value>>) -> Json<serde_json::Value> {

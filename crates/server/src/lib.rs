@@ -1,6 +1,7 @@
 //! Vectorizer's HTTP server: a thin adapter from REST to the service layer.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -38,7 +39,37 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_secs(cfg.server.request_timeout_seconds),
         },
+        auth: None,
     })
+}
+
+/// The Hub client and access-key authentication, from the `hub:` section
+/// and the service key in `HIVEHUB_SERVICE_API_KEY`.
+pub fn hub_auth(cfg: &Config) -> Result<Arc<auth::Auth>, String> {
+    let key = std::env::var(vectorizer_hub::SERVICE_KEY_ENV)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "`hub.enabled` is true but {} is not set",
+                vectorizer_hub::SERVICE_KEY_ENV
+            )
+        })?;
+    let mut hc = vectorizer_hub::HubClientConfig::new(
+        cfg.hub.api_url.clone(),
+        vectorizer_hub::Secret::new(key),
+    );
+    hc.timeout = Duration::from_secs(cfg.hub.timeout_seconds);
+    hc.retries = cfg.hub.retries;
+    let hub = Arc::new(vectorizer_hub::HubClient::new(hc).map_err(|e| e.to_string())?);
+    let ttl = Duration::from_secs(cfg.hub.cache.api_key_ttl_seconds);
+    let opts = auth::AuthOptions {
+        ttl,
+        negative_ttl: ttl.min(Duration::from_secs(30)),
+        grace: Duration::from_secs(cfg.hub.grace_period_seconds),
+        capacity: 10_000,
+    };
+    Ok(Arc::new(auth::Auth::new(hub, opts)))
 }
 
 /// Installs the log subscriber: text or JSON on stderr, at the configured level.
@@ -61,19 +92,22 @@ pub fn init_logging(cfg: &Config) {
 
 /// Runs the server until SIGTERM or SIGINT, then flushes storage.
 pub async fn run(cfg: Config) -> Result<(), String> {
-    if cfg.hub.enabled {
-        return Err(
-            "`hub.enabled` is true, but this build has no Hub integration yet; \
-                    set hub.enabled to false (or VECTORIZER_HUB__ENABLED=false)"
-                .into(),
-        );
-    }
-    let state = tokio::task::spawn_blocking({
+    let auth = if cfg.hub.enabled {
+        Some(hub_auth(&cfg)?)
+    } else {
+        None
+    };
+    let mut state = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
         move || state(&cfg)
     })
     .await
     .map_err(|e| e.to_string())??;
+    if let Some(auth) = &auth {
+        auth.hub().spawn_health_loop(Duration::from_secs(10));
+        tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
+    }
+    state.auth = auth;
     let service = state.service.clone();
     let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))
         .await

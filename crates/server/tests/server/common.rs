@@ -27,6 +27,15 @@ pub const MAX_BATCH: usize = 100;
 
 impl TestApp {
     pub fn new() -> TestApp {
+        Self::build(None)
+    }
+
+    /// With access-key authentication against a Hub.
+    pub fn with_auth(auth: Arc<vectorizer_server::auth::Auth>) -> TestApp {
+        Self::build(Some(auth))
+    }
+
+    fn build(auth: Option<Arc<vectorizer_server::auth::Auth>>) -> TestApp {
         let dir = TempDir::new("server");
         let options = ServiceOptions {
             data_dir: dir.path().to_owned(),
@@ -44,6 +53,7 @@ impl TestApp {
                 max_body_bytes: MAX_BODY,
                 request_timeout: Duration::from_secs(30),
             },
+            auth,
         };
         TestApp {
             router: router(state),

@@ -6,3 +6,4 @@ mod bad_requests;
 mod common;
 mod config;
 mod e2e;
+mod hub_auth;

@@ -1,0 +1,293 @@
+//! Access-key authentication over real HTTP against the local Hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{Value, json};
+use vectorizer_hub::store::{Plan, expires_in};
+use vectorizer_hub::{HubClient, HubClientConfig, HubStore, Secret};
+use vectorizer_server::auth::{Auth, AuthOptions};
+
+use crate::common::TestApp;
+
+const KEY: &str = "svc-key";
+
+struct Hub {
+    store: Arc<HubStore>,
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn hub() -> Hub {
+    let store = Arc::new(HubStore::in_memory());
+    store
+        .create_plan(Plan {
+            name: "p".into(),
+            max_collections: 10,
+            max_vectors: 1000,
+            max_storage_bytes: 1 << 20,
+        })
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = vectorizer_hub::router(store.clone(), KEY);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Hub { store, addr, task }
+}
+
+fn key(
+    store: &HubStore,
+    user: uuid::Uuid,
+    perms: &[&str],
+    expires: Option<String>,
+) -> (String, uuid::Uuid) {
+    let req = serde_json::from_value(json!({"service": "vectorizer", "name": "k", "permissions": perms, "user_id": user, "expires_at": expires})).unwrap();
+    let made = store.generate_key(&req).unwrap();
+    (made.access_key, made.access_key_id)
+}
+
+fn auth(addr: std::net::SocketAddr, ttl: Duration) -> Arc<Auth> {
+    let mut cfg = HubClientConfig::new(format!("http://{addr}"), Secret::new(KEY.into()));
+    cfg.timeout = Duration::from_millis(500);
+    cfg.retries = 0;
+    cfg.backoff = Duration::from_millis(5);
+    let client = Arc::new(HubClient::new(cfg).unwrap());
+    Arc::new(Auth::new(
+        client,
+        AuthOptions {
+            ttl,
+            negative_ttl: ttl,
+            grace: Duration::from_secs(300),
+            capacity: 100,
+        },
+    ))
+}
+
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    header: Option<(&str, String)>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some((h, v)) = header {
+        req = req.header(h, v);
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    let (s, _, json) = app.raw(req.body(body).unwrap()).await;
+    (s.as_u16(), json)
+}
+
+fn bearer(k: &str) -> Option<(&'static str, String)> {
+    Some(("authorization", format!("Bearer {k}")))
+}
+
+async fn validations(addr: std::net::SocketAddr) -> u64 {
+    tokio::task::spawn_blocking(move || {
+        let mut c = vectorizer_testkit::http::Client::new(addr);
+        let r = c
+            .request("GET", "/api/dev/calls", None, &[("x-service-key", KEY)])
+            .unwrap();
+        r.json()["POST /api/internal/access-keys/validate"]
+            .as_u64()
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn keys_permissions_and_isolation() {
+    let hub = hub().await;
+    let alice = hub.store.create_user("alice@example.com", "p").unwrap().id;
+    let bob = hub.store.create_user("bob@example.com", "p").unwrap().id;
+    let (rw, _) = key(&hub.store, alice, &["read", "write", "delete"], None);
+    let (ro, _) = key(&hub.store, alice, &["read"], None);
+    let (bobs, _) = key(&hub.store, bob, &["admin"], None);
+    let (revoked, revoked_id) = key(&hub.store, alice, &["read"], None);
+    hub.store.revoke_key(&revoked_id).unwrap();
+    let (expired, _) = key(&hub.store, alice, &["read"], Some(expires_in(1)));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+
+    // Health needs no key and shows the Hub's state.
+    let (s, h) = send(&app, "GET", "/health", None, None).await;
+    assert_eq!((s, h["hub"].as_str()), (200, Some("up")));
+
+    // One answer for every way a key can be wrong.
+    let mut bodies = Vec::new();
+    for header in [
+        None,
+        bearer("hvk_unknown"),
+        bearer(&revoked),
+        bearer(&expired),
+        Some(("authorization", "Basic abc".into())),
+    ] {
+        let (s, b) = send(&app, "GET", "/collections", header, None).await;
+        assert_eq!(s, 401, "{b}");
+        bodies.push(b);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    assert_eq!(bodies[0]["error"]["code"], "unauthorized");
+
+    // The three headers a key may come in.
+    let create = json!({"name": "docs", "dimension": 2, "metric": "euclidean"});
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections",
+            bearer(&rw),
+            Some(create.clone())
+        )
+        .await
+        .0,
+        201
+    );
+    let pts = json!({"points": [{"id": 1, "vector": [1, 0]}]});
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/docs/points",
+            Some(("x-api-key", rw.clone())),
+            Some(pts)
+        )
+        .await
+        .0,
+        200
+    );
+    let q = json!({"vector": [1, 0], "limit": 3});
+    let (s, hits) = send(
+        &app,
+        "POST",
+        "/collections/docs/search",
+        Some(("api-key", rw.clone())),
+        Some(q.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s, hits["results"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+
+    // A read-only key reads, and is refused a write before its body is read.
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/docs/search",
+            bearer(&ro),
+            Some(q.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/collections/docs/points");
+    req = req
+        .header("authorization", format!("Bearer {ro}"))
+        .header("content-type", "application/json");
+    let (s, _, b) = app.raw(req.body(Body::from("{not json")).unwrap()).await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+
+    // Bob has his own `docs`; Alice's is a 404 to him, like a missing one.
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&bobs), Some(create))
+            .await
+            .0,
+        201
+    );
+    let (_, bob_hits) = send(
+        &app,
+        "POST",
+        "/collections/docs/search",
+        bearer(&bobs),
+        Some(q),
+    )
+    .await;
+    assert_eq!(bob_hits["results"], json!([]));
+    let (_, list) = send(&app, "GET", "/collections", bearer(&bobs), None).await;
+    assert_eq!(list["collections"].as_array().unwrap().len(), 1);
+    let (s1, missing) = send(&app, "GET", "/collections/nothing", bearer(&bobs), None).await;
+    assert_eq!(
+        send(&app, "DELETE", "/collections/docs", bearer(&bobs), None)
+            .await
+            .0,
+        200
+    );
+    let (s2, alices) = send(&app, "GET", "/collections/docs", bearer(&bobs), None).await;
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(missing["error"]["code"], alices["error"]["code"]);
+    let (s, still) = send(&app, "GET", "/collections/docs", bearer(&rw), None).await;
+    assert_eq!((s, still["points"].as_u64()), (200, Some(1)));
+    hub.task.abort();
+}
+
+#[tokio::test]
+async fn a_burst_with_one_new_key_makes_one_hub_call() {
+    let hub = hub().await;
+    let user = hub.store.create_user("c@example.com", "p").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["read"], None);
+    let app = Arc::new(TestApp::with_auth(auth(hub.addr, Duration::from_secs(60))));
+    let before = validations(hub.addr).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (app, k) = (app.clone(), k.clone());
+            tokio::spawn(async move { send(&app, "GET", "/collections", bearer(&k), None).await.0 })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(validations(hub.addr).await - before, 1);
+    hub.task.abort();
+}
+
+#[tokio::test]
+async fn with_the_hub_down_cached_keys_work_and_new_keys_get_503() {
+    let hub = hub().await;
+    let user = hub.store.create_user("d@example.com", "p").unwrap().id;
+    let (known, _) = key(&hub.store, user, &["read"], None);
+    let (fresh, _) = key(&hub.store, user, &["read"], None);
+    // A TTL of zero: every request asks the Hub, so the grace is what helps.
+    let app = TestApp::with_auth(auth(hub.addr, Duration::ZERO));
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&known), None)
+            .await
+            .0,
+        200
+    );
+    hub.task.abort();
+    let _ = hub.task.await;
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&known), None)
+            .await
+            .0,
+        200,
+        "grace"
+    );
+    let (s, b) = send(&app, "GET", "/collections", bearer(&fresh), None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("hub_unavailable"))
+    );
+    let (s, _) = send(&app, "GET", "/collections", bearer("hvk_never_seen"), None).await;
+    assert_eq!(s, 503, "an unknown key never gets in");
+}
