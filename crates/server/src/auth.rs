@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use vectorizer_hub::{HubClient, HubError};
@@ -37,8 +37,15 @@ type KeyHash = [u8; 32];
 
 #[derive(Clone)]
 enum Entry {
-    Valid { tenant: Tenant, at: Instant },
-    Refused { at: Instant },
+    /// `expires` is the key's own expiry, which ends the entry early.
+    Valid {
+        tenant: Tenant,
+        at: Instant,
+        expires: Option<SystemTime>,
+    },
+    Refused {
+        at: Instant,
+    },
 }
 
 pub struct Auth {
@@ -106,7 +113,10 @@ impl Auth {
     /// A fresh cache answer, if there is one.
     fn fresh(&self, h: &KeyHash) -> Option<Result<Tenant, AuthError>> {
         match self.cached(h)? {
-            Entry::Valid { tenant, at } if at.elapsed() < self.opts.ttl => Some(Ok(tenant)),
+            Entry::Valid {
+                expires: Some(t), ..
+            } if t <= SystemTime::now() => Some(Err(AuthError::Unauthorized)),
+            Entry::Valid { tenant, at, .. } if at.elapsed() < self.opts.ttl => Some(Ok(tenant)),
             Entry::Refused { at } if at.elapsed() < self.opts.negative_ttl => {
                 Some(Err(AuthError::Unauthorized))
             }
@@ -155,11 +165,17 @@ impl Auth {
                         .collect(),
                     plan: v.plan.unwrap_or_default(),
                 };
+                let expires = v
+                    .expires_at
+                    .clone()
+                    .flatten()
+                    .and_then(|t| humantime::parse_rfc3339_weak(&t).ok());
                 self.remember(
                     h,
                     Entry::Valid {
                         tenant: tenant.clone(),
                         at: Instant::now(),
+                        expires,
                     },
                 );
                 Ok(tenant)
@@ -171,8 +187,13 @@ impl Auth {
             Err(e) => {
                 // Grace: a key validated before the outage keeps working for
                 // a while; an unknown key never gets in.
-                if let Some(Entry::Valid { tenant, at }) = self.cached(&h)
+                if let Some(Entry::Valid {
+                    tenant,
+                    at,
+                    expires,
+                }) = self.cached(&h)
                     && at.elapsed() < self.opts.ttl + self.opts.grace
+                    && expires.is_none_or(|t| t > SystemTime::now())
                 {
                     tracing::warn!(error = %e, "hub unreachable: serving a cached key in its grace period");
                     return Ok(tenant);

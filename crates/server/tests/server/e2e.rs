@@ -221,3 +221,19 @@ fn hub_dev_cli() {
     let (ok, _, err) = run(&["serve", "--port", "0"]);
     assert!(!ok && err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
 }
+
+/// With the Hub enabled and no service key, the boot stops and says why.
+#[test]
+fn hub_enabled_without_a_service_key_stops_the_boot() {
+    let data = TempDir::new("e2e-nokey");
+    let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(data.path())
+        .env("VECTORIZER_HUB__ENABLED", "true")
+        .env_remove("HIVEHUB_SERVICE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
+}

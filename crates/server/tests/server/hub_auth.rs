@@ -291,3 +291,45 @@ async fn with_the_hub_down_cached_keys_work_and_new_keys_get_503() {
     let (s, _) = send(&app, "GET", "/collections", bearer("hvk_never_seen"), None).await;
     assert_eq!(s, 503, "an unknown key never gets in");
 }
+
+#[tokio::test]
+async fn revocation_and_expiry_reach_cached_keys() {
+    let hub = hub().await;
+    let user = hub.store.create_user("e@example.com", "p").unwrap().id;
+    let (k, id) = key(&hub.store, user, &["read"], None);
+    let (short, _) = key(&hub.store, user, &["read"], Some(expires_in(2)));
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(1)));
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&k), None).await.0,
+        200
+    );
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&short), None)
+            .await
+            .0,
+        200
+    );
+    hub.store.revoke_key(&id).unwrap();
+    // A revoked key is refused once its cache entry is older than the TTL.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&k), None).await.0,
+        401
+    );
+    // An expiring key is refused at its expiry, whatever the TTL.
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(3600)));
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&short), None)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        send(&app, "GET", "/collections", bearer(&short), None)
+            .await
+            .0,
+        401
+    );
+    hub.task.abort();
+}
