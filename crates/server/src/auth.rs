@@ -4,6 +4,7 @@
 //! a grace period while the Hub is unreachable, and nothing else gets in.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +23,10 @@ pub struct AuthOptions {
     pub grace: Duration,
     /// Most keys cached; the oldest entries go first.
     pub capacity: usize,
+    /// Failed keys one client address may present per window before its
+    /// requests that need the Hub are refused (429) without asking it.
+    pub max_failures: u32,
+    pub failure_window: Duration,
 }
 
 /// Why a request is not let in.
@@ -31,6 +36,8 @@ pub enum AuthError {
     Unauthorized,
     /// The Hub cannot be reached and the key is not cached.
     HubUnavailable,
+    /// Too many failed keys from this address: retry after this long.
+    Throttled(Duration),
 }
 
 type KeyHash = [u8; 32];
@@ -55,6 +62,8 @@ pub struct Auth {
     /// One lock per key being validated, so that concurrent requests with
     /// the same new key wait for one Hub call instead of making their own.
     inflight: Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
+    /// Failed keys per client address: (count, window start).
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 fn permission(p: vectorizer_hub::model::Permission) -> Permission {
@@ -78,6 +87,7 @@ impl Auth {
             opts,
             cache: Mutex::default(),
             inflight: Mutex::default(),
+            failures: Mutex::default(),
         }
     }
 
@@ -124,11 +134,47 @@ impl Auth {
         }
     }
 
-    /// The tenant a key stands for.
-    pub async fn authenticate(&self, key: &str) -> Result<Tenant, AuthError> {
+    /// The tenant a key presented from `ip` stands for; a refused key counts
+    /// against the address.
+    pub async fn authenticate(&self, key: &str, ip: IpAddr) -> Result<Tenant, AuthError> {
+        let answer = self.authenticate_inner(key, ip).await;
+        if answer == Err(AuthError::Unauthorized) {
+            self.failed(ip);
+        }
+        answer
+    }
+
+    /// Counts a failed key from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.opts.failure_window;
+        if f.len() >= 10_000 {
+            // Bounded: forget addresses whose window is over.
+            f.retain(|_, (_, start)| start.elapsed() < window);
+        }
+        let e = f.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= window {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    /// How long `ip` must wait, if it failed too often.
+    fn throttled(&self, ip: IpAddr) -> Option<Duration> {
+        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, start) = *f.get(&ip)?;
+        let left = self.opts.failure_window.checked_sub(start.elapsed())?;
+        (count >= self.opts.max_failures).then_some(left)
+    }
+
+    async fn authenticate_inner(&self, key: &str, ip: IpAddr) -> Result<Tenant, AuthError> {
         let h = hash(key);
+        // A key known to be valid works even from a throttled address.
         if let Some(answer) = self.fresh(&h) {
             return answer;
+        }
+        if let Some(wait) = self.throttled(ip) {
+            return Err(AuthError::Throttled(wait));
         }
         let gate = self
             .inflight

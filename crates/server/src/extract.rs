@@ -1,7 +1,10 @@
 //! Extractors: JSON bodies that fail in our error shape, and the caller a
 //! request acts for (which every handler must take).
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -82,9 +85,22 @@ impl FromRequestParts<AppState> for CallerOf {
                 "missing or invalid access key",
             )
         };
-        let key = key_of(&parts.headers).ok_or_else(unauthorized)?;
-        let tenant = auth.authenticate(&key).await.map_err(|e| match e {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let Some(key) = key_of(&parts.headers) else {
+            auth.failed(ip);
+            return Err(unauthorized());
+        };
+        let tenant = auth.authenticate(&key, ip).await.map_err(|e| match e {
             AuthError::Unauthorized => unauthorized(),
+            AuthError::Throttled(wait) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                "too many invalid access keys from this address, retry later",
+            )
+            .retry_after(wait),
             AuthError::HubUnavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "hub_unavailable",

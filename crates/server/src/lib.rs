@@ -68,6 +68,8 @@ pub fn hub_auth(cfg: &Config) -> Result<Arc<auth::Auth>, String> {
         negative_ttl: ttl.min(Duration::from_secs(30)),
         grace: Duration::from_secs(cfg.hub.grace_period_seconds),
         capacity: 10_000,
+        max_failures: 20,
+        failure_window: Duration::from_secs(60),
     };
     Ok(Arc::new(auth::Auth::new(hub, opts)))
 }

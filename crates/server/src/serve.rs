@@ -43,7 +43,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(app.clone());
+                // The client's address, for per-address throttling.
+                let with_peer = tower::ServiceExt::map_request(
+                    app.clone(),
+                    move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        r
+                    },
+                );
+                let svc = TowerToHyperService::new(with_peer);
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -51,6 +51,10 @@ fn key(
 }
 
 fn auth(addr: std::net::SocketAddr, ttl: Duration) -> Arc<Auth> {
+    auth_with(addr, ttl, 1000)
+}
+
+fn auth_with(addr: std::net::SocketAddr, ttl: Duration, max_failures: u32) -> Arc<Auth> {
     let mut cfg = HubClientConfig::new(format!("http://{addr}"), Secret::new(KEY.into()));
     cfg.timeout = Duration::from_millis(500);
     cfg.retries = 0;
@@ -63,6 +67,8 @@ fn auth(addr: std::net::SocketAddr, ttl: Duration) -> Arc<Auth> {
             negative_ttl: ttl,
             grace: Duration::from_secs(300),
             capacity: 100,
+            max_failures,
+            failure_window: Duration::from_secs(60),
         },
     ))
 }
@@ -329,6 +335,60 @@ async fn revocation_and_expiry_reach_cached_keys() {
         send(&app, "GET", "/collections", bearer(&short), None)
             .await
             .0,
+        401
+    );
+    hub.task.abort();
+}
+
+#[tokio::test]
+async fn failures_from_one_address_are_throttled_without_locking_keys_out() {
+    let hub = hub().await;
+    let user = hub.store.create_user("f@example.com", "p").unwrap().id;
+    let (good, _) = key(&hub.store, user, &["read"], None);
+    let app = TestApp::with_auth(auth_with(hub.addr, Duration::from_secs(60), 5));
+    let from = |ip: [u8; 4], k: String| {
+        let mut req = Request::builder()
+            .uri("/collections")
+            .header("authorization", format!("Bearer {k}"));
+        req.extensions_mut()
+            .unwrap()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 5000,
+            ))));
+        req.body(Body::empty()).unwrap()
+    };
+    let attacker = [10, 0, 0, 1];
+    // The valid key is known before the attack starts.
+    assert_eq!(app.raw(from(attacker, good.clone())).await.0, 200);
+    for i in 0..5 {
+        assert_eq!(
+            app.raw(from(attacker, format!("hvk_guess_{i}"))).await.0,
+            401
+        );
+    }
+    let before = validations(hub.addr).await;
+    let (s, headers, body) = app.raw(from(attacker, "hvk_guess_next".into())).await;
+    assert_eq!(
+        (s.as_u16(), body["error"]["code"].as_str()),
+        (429, Some("too_many_failures"))
+    );
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        validations(hub.addr).await,
+        before,
+        "a throttled address makes no hub call"
+    );
+    // The known key still works from there, and other addresses are untouched.
+    assert_eq!(app.raw(from(attacker, good.clone())).await.0, 200);
+    assert_eq!(
+        app.raw(from([10, 0, 0, 2], "hvk_other".into())).await.0,
         401
     );
     hub.task.abort();
