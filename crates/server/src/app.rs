@@ -265,6 +265,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::internal::verify,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             limits,
             middleware::timeout,
         ))

@@ -64,6 +64,8 @@ pub struct Auth {
     inflight: Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
     /// Failed keys per client address: (count, window start).
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Checks calls signed by the Hub.
+    verifier: crate::internal::Verifier,
 }
 
 fn permission(p: vectorizer_hub::model::Permission) -> Permission {
@@ -81,14 +83,23 @@ fn hash(key: &str) -> KeyHash {
 }
 
 impl Auth {
-    pub fn new(hub: Arc<HubClient>, opts: AuthOptions) -> Auth {
+    pub fn new(
+        hub: Arc<HubClient>,
+        opts: AuthOptions,
+        verifier: crate::internal::Verifier,
+    ) -> Auth {
         Auth {
             hub,
             opts,
             cache: Mutex::default(),
             inflight: Mutex::default(),
             failures: Mutex::default(),
+            verifier,
         }
+    }
+
+    pub fn verifier(&self) -> &crate::internal::Verifier {
+        &self.verifier
     }
 
     pub fn hub(&self) -> &Arc<HubClient> {

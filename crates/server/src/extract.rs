@@ -15,6 +15,7 @@ use vectorizer_service::Caller;
 use crate::app::{AppState, Needs};
 use crate::auth::{AuthError, key_of};
 use crate::error::ApiError;
+use crate::internal::InternalCall;
 
 /// A JSON body. Wrong content type: 415; too large: 413; not JSON or not
 /// the expected shape: 400. Always in the common error shape.
@@ -78,6 +79,10 @@ impl FromRequestParts<AppState> for CallerOf {
         let Some(auth) = &state.auth else {
             return Ok(CallerOf(Caller::Local));
         };
+        // A call the Hub signed (verified by `internal::verify`).
+        if let Some(InternalCall(tenant)) = parts.extensions.get::<InternalCall>() {
+            return Ok(CallerOf(Caller::Tenant(tenant.clone())));
+        }
         let unauthorized = || {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod internal;
 pub mod middleware;
 pub mod openapi;
 pub mod serve;
@@ -55,6 +56,7 @@ pub fn hub_auth(cfg: &Config) -> Result<Arc<auth::Auth>, String> {
                 vectorizer_hub::SERVICE_KEY_ENV
             )
         })?;
+    let verifier = internal::Verifier::new(&key);
     let mut hc = vectorizer_hub::HubClientConfig::new(
         cfg.hub.api_url.clone(),
         vectorizer_hub::Secret::new(key),
@@ -71,7 +73,7 @@ pub fn hub_auth(cfg: &Config) -> Result<Arc<auth::Auth>, String> {
         max_failures: 20,
         failure_window: Duration::from_secs(60),
     };
-    Ok(Arc::new(auth::Auth::new(hub, opts)))
+    Ok(Arc::new(auth::Auth::new(hub, opts, verifier)))
 }
 
 /// Installs the log subscriber: text or JSON on stderr, at the configured level.

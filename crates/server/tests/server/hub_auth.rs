@@ -70,6 +70,7 @@ fn auth_with(addr: std::net::SocketAddr, ttl: Duration, max_failures: u32) -> Ar
             max_failures,
             failure_window: Duration::from_secs(60),
         },
+        vectorizer_server::internal::Verifier::new(KEY),
     ))
 }
 
@@ -391,5 +392,86 @@ async fn failures_from_one_address_are_throttled_without_locking_keys_out() {
         app.raw(from([10, 0, 0, 2], "hvk_other".into())).await.0,
         401
     );
+    hub.task.abort();
+}
+
+#[tokio::test]
+async fn internal_calls_need_a_fresh_valid_signature() {
+    use vectorizer_server::internal::sign;
+    let hub = hub().await;
+    let user = hub.store.create_user("g@example.com", "p").unwrap().id;
+    let (own, _) = key(&hub.store, user, &["read"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = json!({"name": "fromhub", "dimension": 2, "metric": "dot"}).to_string();
+    let signed = |ts: u64, sig: Option<String>| {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/collections")
+            .header("content-type", "application/json")
+            .header("x-hivehub-service", "hivehub")
+            .header("x-hivehub-user-id", user.to_string())
+            .header("x-hivehub-timestamp", ts.to_string());
+        if let Some(sig) = sig {
+            req = req.header("x-hivehub-signature", sig);
+        }
+        req.body(Body::from(body.clone())).unwrap()
+    };
+    let good = sign(KEY.as_bytes(), "POST", "/collections", now, body.as_bytes());
+    let cases = [
+        ("bare header", signed(now, None)),
+        (
+            "signed with another key",
+            signed(
+                now,
+                Some(sign(
+                    b"not-the-key",
+                    "POST",
+                    "/collections",
+                    now,
+                    body.as_bytes(),
+                )),
+            ),
+        ),
+        (
+            "signature of another body",
+            signed(
+                now,
+                Some(sign(KEY.as_bytes(), "POST", "/collections", now, b"{}")),
+            ),
+        ),
+        (
+            "stale timestamp",
+            signed(
+                now - 400,
+                Some(sign(
+                    KEY.as_bytes(),
+                    "POST",
+                    "/collections",
+                    now - 400,
+                    body.as_bytes(),
+                )),
+            ),
+        ),
+    ];
+    for (what, req) in cases {
+        let (s, _, b) = app.raw(req).await;
+        assert_eq!(
+            (s.as_u16(), b["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{what}"
+        );
+    }
+    let (s, _, b) = app.raw(signed(now, Some(good.clone()))).await;
+    assert_eq!(s.as_u16(), 201, "{b}");
+    // It acted for the user: the user's own key sees the collection.
+    let (_, list) = send(&app, "GET", "/collections", bearer(&own), None).await;
+    assert_eq!(list["collections"][0]["name"], "fromhub");
+    // The same signed request again is a replay.
+    let (s, _, _) = app.raw(signed(now, Some(good))).await;
+    assert_eq!(s.as_u16(), 401);
     hub.task.abort();
 }
