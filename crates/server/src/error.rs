@@ -62,6 +62,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
+            ServiceError::QuotaExceeded(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
+            }
             ServiceError::Unavailable(detail) => {
                 tracing::warn!(%detail, "service unavailable");
                 ApiError::new(

@@ -20,6 +20,9 @@ pub enum ServiceError {
     /// The caller may not do this (its key lacks the permission).
     #[error("{0}")]
     Forbidden(String),
+    /// The tenant's plan does not allow it.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// A dependency is down or the server is shutting down.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -72,4 +75,44 @@ impl From<EngineError> for ServiceError {
     }
 }
 
+impl From<vectorizer_hub::HubError> for ServiceError {
+    fn from(e: vectorizer_hub::HubError) -> Self {
+        use vectorizer_hub::HubError as H;
+        match e {
+            H::Unavailable(m) => ServiceError::Unavailable(format!("hub: {m}")),
+            H::QuotaExceeded(m) => ServiceError::QuotaExceeded(m),
+            // The Hub does not know the user or collection: not the tenant's to use.
+            H::NotFound(m) => ServiceError::Forbidden(format!("not known to the hub: {m}")),
+            // Our own call was refused or garbled: a failure of ours, logged only.
+            H::Refused(m) | H::BadAnswer(m) => ServiceError::Internal(format!("hub: {m}")),
+        }
+    }
+}
+
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vectorizer_hub::HubError;
+
+    #[test]
+    fn hub_errors_keep_their_meaning() {
+        assert!(matches!(
+            ServiceError::from(HubError::Unavailable("t".into())),
+            ServiceError::Unavailable(_)
+        ));
+        assert!(matches!(
+            ServiceError::from(HubError::QuotaExceeded("q".into())),
+            ServiceError::QuotaExceeded(_)
+        ));
+        assert!(matches!(
+            ServiceError::from(HubError::NotFound("n".into())),
+            ServiceError::Forbidden(_)
+        ));
+        assert!(matches!(
+            ServiceError::from(HubError::Refused("r".into())),
+            ServiceError::Internal(_)
+        ));
+    }
+}

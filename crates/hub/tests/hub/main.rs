@@ -266,12 +266,13 @@ async fn access_keys_validate_revoke_expire() {
         addr,
         "POST",
         "/api/internal/access-keys/generate".into(),
-        Some(keygen(json!(["admin"]), Some(expires_in(1)))),
+        Some(keygen(json!(["admin"]), Some(expires_in(3)))),
     )
     .await;
     let soon_key = soon["access_key"].as_str().unwrap().to_owned();
     assert_eq!(validate(soon_key.clone()).await.1["valid"], true);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Expiry is written in whole seconds: 3 s from now is 2 to 3 s away.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     assert_eq!(validate(soon_key).await.1["reason"], "expired");
 
     let (s, _) = call(
