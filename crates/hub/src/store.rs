@@ -1,7 +1,10 @@
 //! The local Hub's state and its operations, persisted to one JSON file
 //! (written to a temporary file, fsynced and renamed on every change).
 //! Access keys are kept only as SHA-256 hashes; the key itself is returned
-//! once, when it is made.
+//! once, when it is made. A change to the file by another process (the
+//! `hub-dev` CLI beside a running Hub) is picked up on the next call; two
+//! processes changing it at the same moment may lose one of the changes,
+//! which is acceptable for a development Hub.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -105,6 +108,22 @@ struct State {
 pub struct HubStore {
     path: Option<PathBuf>,
     state: Mutex<State>,
+    /// Modification time of the file as last read or written: another
+    /// process (the `hub-dev` CLI) changing it makes the next call reload.
+    seen: Mutex<Option<SystemTime>>,
+}
+
+fn read_state(path: &Path) -> Result<State> {
+    match std::fs::read(path) {
+        Ok(raw) => serde_json::from_slice(&raw)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(StoreError::Io(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn now() -> String {
@@ -168,26 +187,36 @@ impl HubStore {
         HubStore {
             path: None,
             state: Mutex::new(State::default()),
+            seen: Mutex::new(None),
         }
     }
 
     /// Opens (or creates) the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<HubStore> {
         let path = path.as_ref().to_owned();
-        let state = match std::fs::read(&path) {
-            Ok(raw) => serde_json::from_slice(&raw)
-                .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(StoreError::Io(format!("{}: {e}", path.display()))),
-        };
+        let state = read_state(&path)?;
         Ok(HubStore {
+            seen: Mutex::new(mtime(&path)),
             path: Some(path),
             state: Mutex::new(state),
         })
     }
 
+    /// The state, reloaded first if another process changed the file.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &self.path {
+            let now = mtime(path);
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if now != *seen {
+                match read_state(path) {
+                    Ok(fresh) => *st = fresh,
+                    Err(e) => tracing::warn!(error = %e, "could not reload the hub state"),
+                }
+                *seen = now;
+            }
+        }
+        st
     }
 
     /// Runs a change and persists the state if it succeeded.
@@ -208,6 +237,7 @@ impl HubStore {
                 Ok(())
             };
             write().map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = mtime(path);
         }
         Ok(out)
     }

@@ -46,9 +46,9 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
 
 /// The Hub client and access-key authentication, from the `hub:` section
 /// and the service key in `HIVEHUB_SERVICE_API_KEY`.
-pub fn hub_auth(cfg: &Config) -> Result<Arc<auth::Auth>, String> {
-    let key = std::env::var(vectorizer_hub::SERVICE_KEY_ENV)
-        .ok()
+pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::Auth>, String> {
+    let key = service_key
+        .or_else(|| std::env::var(vectorizer_hub::SERVICE_KEY_ENV).ok())
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
             format!(
@@ -94,10 +94,48 @@ pub fn init_logging(cfg: &Config) {
     };
 }
 
-/// Runs the server until SIGTERM or SIGINT, then flushes storage.
-pub async fn run(cfg: Config) -> Result<(), String> {
+/// Starts the local Hub in this process, with its state in the data
+/// directory, and points the configuration at it. The service key is the
+/// environment's, or a fresh random one that never leaves the process.
+async fn start_local_hub(cfg: &mut Config) -> Result<String, String> {
+    use std::hash::{BuildHasher, RandomState};
+    let key = std::env::var(vectorizer_hub::SERVICE_KEY_ENV)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| {
+            let r = RandomState::new();
+            format!("{:016x}{:016x}", r.hash_one(1u8), r.hash_one(2u8))
+        });
+    std::fs::create_dir_all(&cfg.storage.data_dir)
+        .map_err(|e| format!("creating {}: {e}", cfg.storage.data_dir.display()))?;
+    let path = cfg.storage.data_dir.join("hub.json");
+    let store = vectorizer_hub::HubStore::open(&path).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("starting the local hub: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = vectorizer_hub::router(Arc::new(store), &key);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the local hub stopped");
+        }
+    });
+    cfg.hub.enabled = true;
+    cfg.hub.api_url = format!("http://{addr}");
+    println!("local hub on http://{addr}, state in {}", path.display());
+    Ok(key)
+}
+
+/// Runs the server until SIGTERM or SIGINT, then flushes storage. With
+/// `local_hub`, a local Hub runs in the same process and the server uses it.
+pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
+    let key = if local_hub {
+        Some(start_local_hub(&mut cfg).await?)
+    } else {
+        None
+    };
     let auth = if cfg.hub.enabled {
-        Some(hub_auth(&cfg)?)
+        Some(hub_auth(&cfg, key)?)
     } else {
         None
     };

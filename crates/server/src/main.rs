@@ -31,6 +31,10 @@ enum Command {
         /// 0 picks a free port (the address is printed).
         #[arg(long)]
         port: Option<u16>,
+        /// Also run a local Hub in this process (state in DATA_DIR/hub.json)
+        /// and require its access keys: multi-tenant with no other set-up.
+        #[arg(long)]
+        local_hub: bool,
     },
     /// Loads and validates the configuration, prints it, and exits.
     CheckConfig {
@@ -99,6 +103,7 @@ fn main() {
             data_dir,
             host,
             port,
+            local_hub,
         } => {
             let overrides = Overrides {
                 data_dir,
@@ -110,7 +115,7 @@ fn main() {
                     eprintln!("vectorizer: {e}");
                     2
                 }
-                Ok(cfg) => serve(cfg),
+                Ok(cfg) => serve(cfg, local_hub),
             }
         }
         Command::CheckConfig { config } => {
@@ -220,7 +225,7 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
     }
 }
 
-fn serve(cfg: Config) -> i32 {
+fn serve(cfg: Config, local_hub: bool) -> i32 {
     vectorizer_server::init_logging(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -228,7 +233,7 @@ fn serve(cfg: Config) -> i32 {
         .thread_name("vectorizer")
         .build()
         .expect("starting the runtime");
-    match rt.block_on(vectorizer_server::run(cfg)) {
+    match rt.block_on(vectorizer_server::run(cfg, local_hub)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");

@@ -237,3 +237,95 @@ fn hub_enabled_without_a_service_key_stops_the_boot() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
 }
+
+/// `vectorizer serve --local-hub`: one command, multi-tenant, keys made
+/// with `vectorizer hub-dev` while it runs.
+#[test]
+fn one_command_multi_tenant_with_the_local_hub() {
+    let data = TempDir::new("e2e-localhub");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+        .args(["serve", "--port", "0", "--local-hub", "--data-dir"])
+        .arg(data.path())
+        .env("VECTORIZER_LOGGING__LEVEL", "warn")
+        .env_remove("HIVEHUB_SERVICE_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("the server printed its address")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("vectorizer listening on http://") {
+            break a.parse().unwrap();
+        }
+    };
+    let server = Server { child, addr };
+    let hub_file = data.path().join("hub.json");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+            .arg("hub-dev")
+            .arg("--data")
+            .arg(&hub_file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&[
+        "plan",
+        "free",
+        "--max-collections",
+        "5",
+        "--max-vectors",
+        "1000",
+        "--max-storage-bytes",
+        "1000000",
+    ]);
+    let user = cli(&["user", "a@example.com", "--plan", "free"])
+        .trim()
+        .to_owned();
+    let key_out = cli(&["key", "--user", &user]);
+    let key = key_out
+        .lines()
+        .find_map(|l| l.strip_prefix("access key (shown once): "))
+        .unwrap()
+        .to_owned();
+
+    let mut c = Client::new(server.addr);
+    assert_eq!(
+        c.request("GET", "/collections", None, &[]).unwrap().status,
+        401
+    );
+    let auth = format!("Bearer {key}");
+    let body =
+        serde_json::to_vec(&json!({"name": "docs", "dimension": 2, "metric": "cosine"})).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/collections",
+            Some(&body),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .request("GET", "/collections", None, &[("authorization", &auth)])
+        .unwrap();
+    assert_eq!(r.json()["collections"][0]["name"], "docs");
+    assert_eq!(
+        c.request("GET", "/health", None, &[]).unwrap().json()["hub"],
+        "up"
+    );
+    server.stop();
+}
