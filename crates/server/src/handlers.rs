@@ -52,7 +52,12 @@ pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok((status, Json(body)).into_response())
 }
 
-pub async fn openapi(Extension(doc): Extension<Arc<serde_json::Value>>) -> Json<serde_json::Value> {
+/// The OpenAPI document; with the Hub enabled it needs a key like every
+/// route but `/health`.
+pub async fn openapi(
+    _caller: CallerOf,
+    Extension(doc): Extension<Arc<serde_json::Value>>,
+) -> Json<serde_json::Value> {
     Json((*doc).clone())
 }
 

@@ -128,6 +128,14 @@ async fn keys_permissions_and_isolation() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
 
+    // Every route but /health needs a key, the API document included.
+    assert_eq!(send(&app, "GET", "/openapi.json", None, None).await.0, 401);
+    assert_eq!(
+        send(&app, "GET", "/openapi.json", bearer(&ro), None)
+            .await
+            .0,
+        200
+    );
     // Health needs no key and shows the Hub's state.
     let (s, h) = send(&app, "GET", "/health", None, None).await;
     assert_eq!((s, h["hub"].as_str()), (200, Some("up")));
