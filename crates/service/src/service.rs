@@ -96,11 +96,25 @@ impl Service {
     /// The engine's name for the caller's collection `name`: the name
     /// itself for a local caller, `user_{user_id}:{name}` for a tenant. A
     /// short name cannot hold `:`, so no name reaches another namespace.
+    /// This is the one resolution step every operation goes through.
     fn resolve(&self, caller: &Caller, name: &str) -> Result<String> {
-        validate_short_name(name)?;
-        Ok(match caller {
-            Caller::Local => name.to_owned(),
-            Caller::Tenant(t) => t.full_name(name),
+        match (caller, validate_short_name(name)) {
+            (Caller::Local, Ok(())) => Ok(name.to_owned()),
+            (Caller::Tenant(t), Ok(())) => Ok(t.full_name(name)),
+            // A tenant naming something that is not a short name (another
+            // user's full name, say) finds nothing, as for any missing
+            // collection: the answer must not tell the two apart.
+            (Caller::Tenant(_), Err(_)) => Err(ServiceError::CollectionNotFound(name.to_owned())),
+            (Caller::Local, Err(e)) => Err(e),
+        }
+    }
+
+    /// Whether the engine collection `full` belongs to `user`.
+    pub fn belongs_to(&self, full: &str, user: &uuid::Uuid) -> bool {
+        self.db.collection(full).is_ok_and(|c| {
+            c.metadata()
+                .get(OWNER_KEY)
+                .is_some_and(|o| *o == user.to_string())
         })
     }
 
@@ -132,6 +146,8 @@ impl Service {
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
         caller.require(Permission::Write)?;
+        // Creation refuses a name that is not a short name, for anyone.
+        validate_short_name(&req.name)?;
         let full = self.resolve(caller, &req.name)?;
         let mut metadata = BTreeMap::new();
         if let Caller::Tenant(t) = caller {

@@ -537,3 +537,114 @@ async fn a_slow_hub_is_cut_off_and_a_restarted_one_used_again() {
     );
     again.abort();
 }
+
+/// Every route with a collection in its path, every method: user A on user
+/// B's collection, by short name and by full name, gets exactly the answer
+/// for a missing collection, and B's data is unchanged. Built from the
+/// route table, so a new route without a body below fails here.
+#[tokio::test]
+async fn isolation_matrix_over_every_route() {
+    let hub = hub().await;
+    let alice = hub.store.create_user("ma@example.com", "p").unwrap().id;
+    let bob = hub.store.create_user("mb@example.com", "p").unwrap().id;
+    let (a, _) = key(&hub.store, alice, &["admin"], None);
+    let (b, _) = key(&hub.store, bob, &["admin"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    let create = json!({"name": "secret", "dimension": 2, "metric": "euclidean"});
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&b), Some(create))
+            .await
+            .0,
+        201
+    );
+    let pts = json!({"points": [{"id": 1, "vector": [1, 0], "payload": {"k": "v"}}]});
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/secret/points",
+            bearer(&b),
+            Some(pts)
+        )
+        .await
+        .0,
+        200
+    );
+    let bobs_view = async |app: &TestApp| {
+        let (_, list) = send(app, "GET", "/collections", bearer(&b), None).await;
+        let (_, pts) = send(
+            app,
+            "POST",
+            "/collections/secret/points/scroll",
+            bearer(&b),
+            Some(json!({"with_vector": true})),
+        )
+        .await;
+        json!({"list": list, "points": pts})
+    };
+    let before = bobs_view(&app).await;
+
+    let body_for = |op: &str| -> Option<Value> {
+        Some(match op {
+            "get_collection" | "delete_collection" | "get_point" => return None,
+            "upsert_points" => json!({"points": [{"id": 9, "vector": [0, 1]}]}),
+            "get_points" | "delete_points" => json!({"ids": [1]}),
+            "scroll_points" | "count_points" => json!({}),
+            "search" => json!({"vector": [1, 0], "limit": 3}),
+            "search_batch" => json!({"searches": [{"vector": [1, 0], "limit": 3}]}),
+            other => panic!("route `{other}` needs an entry in this matrix"),
+        })
+    };
+    let full = format!("user_{bob}:secret");
+    let mut checked = 0;
+    for r in vectorizer_server::app::routes()
+        .iter()
+        .filter(|r| r.path.contains("{name}"))
+    {
+        let body = body_for(r.operation);
+        let path = |name: &str| r.path.replace("{name}", name).replace("{id}", "1");
+        let (s0, missing) = send(
+            &app,
+            r.method.as_str(),
+            &path("nothing"),
+            bearer(&a),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            (s0, missing["error"]["code"].as_str()),
+            (404, Some("collection_not_found")),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        for name in ["secret", full.as_str()] {
+            let (s, theirs) = send(
+                &app,
+                r.method.as_str(),
+                &path(name),
+                bearer(&a),
+                body.clone(),
+            )
+            .await;
+            assert_eq!(s, s0, "{} {} on {name}", r.method, r.path);
+            assert_eq!(
+                theirs["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .replace(name, "X"),
+                missing["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .replace("nothing", "X"),
+                "{} {} on {name}",
+                r.method,
+                r.path
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} checks");
+    assert_eq!(bobs_view(&app).await, before, "bob's data changed");
+    hub.task.abort();
+}

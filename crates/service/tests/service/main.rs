@@ -74,6 +74,10 @@ fn tenants_are_isolated() {
     let full = tb.full_name("private");
     assert!(matches!(
         s.get_collection(&a, &full),
+        Err(ServiceError::CollectionNotFound(_))
+    ));
+    assert!(matches!(
+        s.create_collection(&a, create(&full)),
         Err(ServiceError::InvalidInput {
             code: "invalid_name",
             ..
