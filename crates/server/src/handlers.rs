@@ -73,10 +73,12 @@ pub async fn create_collection(
     CallerOf(caller): CallerOf,
     ApiJson(req): ApiJson<CreateCollection>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::CREATED, move |s| {
-        s.create_collection(&caller, req)
-    })
-    .await
+    let made = state
+        .service
+        .clone()
+        .create_collection_registered(caller, req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
 }
 
 pub async fn get_collection(
@@ -95,11 +97,12 @@ pub async fn delete_collection(
     CallerOf(caller): CallerOf,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.delete_collection(&caller, &name)
-            .map(|_| json!({"deleted": true}))
-    })
-    .await
+    state
+        .service
+        .clone()
+        .delete_collection_registered(caller, name)
+        .await?;
+    Ok((StatusCode::OK, Json(json!({"deleted": true}))).into_response())
 }
 
 pub async fn upsert(

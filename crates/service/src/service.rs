@@ -14,11 +14,21 @@ use vectorizer_engine::{
 use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
 use crate::model::*;
+use vectorizer_hub::HubClient;
 
 /// The longest collection name a caller may choose.
 pub const MAX_NAME: usize = 64;
 /// Collection metadata key holding the owning user's id.
 pub const OWNER_KEY: &str = "owner_id";
+/// Collection metadata key holding the Hub's id for the collection.
+pub const HUB_ID_KEY: &str = "hub_collection_id";
+
+/// Runs storage work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("a storage task failed: {e}")))?
+}
 
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -41,6 +51,8 @@ impl ServiceOptions {
 pub struct Service {
     db: Database,
     options: ServiceOptions,
+    /// The Hub, when it is enabled: collections are registered with it.
+    hub: std::sync::OnceLock<Arc<HubClient>>,
 }
 
 /// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -86,7 +98,11 @@ impl Service {
             ..EngineOptions::default()
         };
         let db = Database::open(&options.data_dir, engine)?;
-        Ok(Service { db, options })
+        Ok(Service {
+            db,
+            options,
+            hub: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn options(&self) -> &ServiceOptions {
@@ -140,16 +156,91 @@ impl Service {
         }
     }
 
+    /// Registers tenants' collections with the Hub from now on.
+    pub fn attach_hub(&self, hub: Arc<HubClient>) {
+        let _ = self.hub.set(hub);
+    }
+
+    /// Creates a collection; with the Hub enabled, a tenant's collection is
+    /// registered with the Hub first (which enforces the plan's collection
+    /// count: its 429 is ours) and keeps the Hub's collection id.
+    pub async fn create_collection_registered(
+        self: Arc<Self>,
+        caller: Caller,
+        req: CreateCollection,
+    ) -> Result<CollectionDetail> {
+        caller.require(Permission::Write)?;
+        validate_short_name(&req.name)?;
+        let (Caller::Tenant(t), Some(hub)) = (&caller, self.hub.get().cloned()) else {
+            return blocking(move || self.create_collection(&caller, req)).await;
+        };
+        if self.db.collection(&t.full_name(&req.name)).is_ok() {
+            return Err(ServiceError::CollectionExists(req.name));
+        }
+        let project = t.project_id.unwrap_or(t.user_id);
+        let made = hub
+            .create_collection(&t.user_id, &req.name, project, req.dimension as u32)
+            .await?;
+        let extra = BTreeMap::from([(HUB_ID_KEY.to_owned(), made.collection_id.to_string())]);
+        let svc = self.clone();
+        let created = blocking(move || svc.create_with(&caller, req, extra)).await;
+        if created.is_err() && made.created {
+            // Undo the registration the local create could not follow.
+            if let Err(e) = hub.delete_collection(&made.collection_id).await {
+                tracing::warn!(error = %e, "could not withdraw a hub registration");
+            }
+        }
+        created
+    }
+
+    /// Deletes a collection; with the Hub enabled, the deletion of a
+    /// registered collection is reported to it.
+    pub async fn delete_collection_registered(
+        self: Arc<Self>,
+        caller: Caller,
+        name: String,
+    ) -> Result<()> {
+        let hub_id = match (&caller, self.hub.get().cloned()) {
+            (Caller::Tenant(_), Some(hub)) => self
+                .collection(&caller, &name)
+                .ok()
+                .and_then(|c| {
+                    c.metadata()
+                        .get(HUB_ID_KEY)
+                        .and_then(|id| id.parse::<uuid::Uuid>().ok())
+                })
+                .map(|id| (hub, id)),
+            _ => None,
+        };
+        let svc = self.clone();
+        blocking(move || svc.delete_collection(&caller, &name)).await?;
+        if let Some((hub, id)) = hub_id
+            && let Err(e) = hub.delete_collection(&id).await
+        {
+            tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
+        }
+        Ok(())
+    }
+
     pub fn create_collection(
         &self,
         caller: &Caller,
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
+        self.create_with(caller, req, BTreeMap::new())
+    }
+
+    fn create_with(
+        &self,
+        caller: &Caller,
+        req: CreateCollection,
+        extra: BTreeMap<String, String>,
+    ) -> Result<CollectionDetail> {
         caller.require(Permission::Write)?;
         // Creation refuses a name that is not a short name, for anyone.
         validate_short_name(&req.name)?;
         let full = self.resolve(caller, &req.name)?;
-        let mut metadata = BTreeMap::new();
+        let mut metadata = extra;
         if let Caller::Tenant(t) = caller {
             metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
         }

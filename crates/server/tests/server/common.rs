@@ -47,6 +47,9 @@ impl TestApp {
             max_batch_searches: 10,
         };
         let service = Arc::new(Service::open(options).unwrap());
+        if let Some(auth) = &auth {
+            service.attach_hub(auth.hub().clone());
+        }
         let state = AppState {
             service,
             limits: HttpLimits {

@@ -648,3 +648,95 @@ async fn isolation_matrix_over_every_route() {
     assert_eq!(bobs_view(&app).await, before, "bob's data changed");
     hub.task.abort();
 }
+
+/// With the Hub enabled, a collection is registered with it before it is
+/// made (the plan's collection count is the Hub's: its 429 is ours), and a
+/// deletion is reported to it.
+#[tokio::test]
+async fn collections_are_registered_with_the_hub() {
+    let hub = hub().await;
+    hub.store
+        .create_plan(Plan {
+            name: "two".into(),
+            max_collections: 2,
+            max_vectors: 100,
+            max_storage_bytes: 1 << 20,
+        })
+        .unwrap();
+    let user = hub.store.create_user("r@example.com", "two").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    let make = |name: &str| json!({"name": name, "dimension": 2, "metric": "cosine"});
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&k), Some(make("docs")))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections",
+            bearer(&k),
+            Some(make("notes"))
+        )
+        .await
+        .0,
+        201
+    );
+    let at_hub = |s: &HubStore| {
+        s.user_collections(&user)
+            .unwrap()
+            .collections
+            .into_iter()
+            .map(|c| c.collection_name)
+            .collect::<Vec<_>>()
+    };
+    let mut names = at_hub(&hub.store);
+    names.sort();
+    assert_eq!(names, vec!["docs".to_owned(), "notes".to_owned()]);
+    // The plan allows two: the Hub's 429 is ours, and nothing is made here.
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections",
+        bearer(&k),
+        Some(make("third")),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (429, Some("quota_exceeded"))
+    );
+    let (_, list) = send(&app, "GET", "/collections", bearer(&k), None).await;
+    assert_eq!(list["collections"].as_array().unwrap().len(), 2);
+    // A duplicate is refused here, before the Hub is asked.
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&k), Some(make("docs")))
+            .await
+            .0,
+        409
+    );
+    // Deleting reports to the Hub, which frees the slot.
+    assert_eq!(
+        send(&app, "DELETE", "/collections/docs", bearer(&k), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(at_hub(&hub.store), vec!["notes".to_owned()]);
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections",
+            bearer(&k),
+            Some(make("third"))
+        )
+        .await
+        .0,
+        201
+    );
+    hub.task.abort();
+}
