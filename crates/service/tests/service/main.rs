@@ -138,3 +138,109 @@ fn permissions_bound_what_a_key_does() {
     ));
     s.delete_collection(&deleter, "docs").unwrap();
 }
+
+#[test]
+fn a_restart_keeps_owners_and_namespaces() {
+    let dir = TempDir::new("svc-restart");
+    let a = tenant(&[Permission::Admin]);
+    let b = tenant(&[Permission::Admin]);
+    {
+        let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+        s.create_collection(&a, create("docs")).unwrap();
+        s.create_collection(&b, create("docs")).unwrap();
+        s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).unwrap();
+        s.flush().unwrap();
+    }
+    let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let (Caller::Tenant(ta), Caller::Tenant(tb)) = (&a, &b) else {
+        unreachable!()
+    };
+    assert!(s.belongs_to(&ta.full_name("docs"), &ta.user_id));
+    assert!(!s.belongs_to(&ta.full_name("docs"), &tb.user_id));
+    assert_eq!(s.count(&a, "docs", Count::default()).unwrap().count, 1);
+    assert_eq!(s.count(&b, "docs", Count::default()).unwrap().count, 0);
+}
+
+/// Several users issue random interleaved operations (with restarts);
+/// each user's view always equals its own reference model.
+#[test]
+fn each_user_sees_exactly_its_own_model() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use vectorizer_testkit::Rng;
+    let dir = TempDir::new("svc-model");
+    let users: Vec<Caller> = (0..3).map(|_| tenant(&[Permission::Admin])).collect();
+    // Per user: collection -> set of point ids.
+    let mut model: Vec<BTreeMap<String, BTreeSet<u64>>> = vec![BTreeMap::new(); users.len()];
+    let mut s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let mut rng = Rng::new(77);
+    let names = ["docs", "notes", "x"];
+    for step in 0..1500 {
+        let u = rng.below(users.len() as u64) as usize;
+        let (c, m) = (&users[u], &mut model[u]);
+        let name = names[rng.below(names.len() as u64) as usize];
+        match rng.below(20) {
+            0..3 => {
+                let r = s.create_collection(c, create(name));
+                assert_eq!(r.is_ok(), !m.contains_key(name), "step {step}");
+                m.entry(name.to_owned()).or_default();
+            }
+            3 => {
+                let r = s.delete_collection(c, name);
+                assert_eq!(r.is_ok(), m.remove(name).is_some(), "step {step}");
+            }
+            4 => {
+                s.flush().unwrap();
+                drop(s);
+                s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+            }
+            5..12 => {
+                let id = rng.below(30);
+                let r = s.upsert(c, name, upsert(id, [rng.normal(), rng.normal()]));
+                match m.get_mut(name) {
+                    Some(ids) => {
+                        r.unwrap();
+                        ids.insert(id);
+                    }
+                    None => assert!(matches!(r, Err(ServiceError::CollectionNotFound(_)))),
+                }
+            }
+            12..14 => {
+                let id = rng.below(30);
+                let del: DeletePoints = serde_json::from_value(json!({"ids": [id]})).unwrap();
+                let r = s.delete_points(c, name, del);
+                match m.get_mut(name) {
+                    Some(ids) => assert_eq!(r.unwrap().deleted, ids.remove(&id) as usize),
+                    None => assert!(r.is_err()),
+                }
+            }
+            _ => {}
+        }
+        // The user's whole view against its model.
+        let listed: BTreeSet<String> = s
+            .list_collections(c)
+            .unwrap()
+            .collections
+            .into_iter()
+            .map(|x| x.name)
+            .collect();
+        assert_eq!(
+            listed,
+            m.keys().cloned().collect::<BTreeSet<_>>(),
+            "step {step}"
+        );
+        for (coll, ids) in m.iter() {
+            let page: Scroll = serde_json::from_value(json!({"limit": 100})).unwrap();
+            let got: BTreeSet<u64> = s
+                .scroll(c, coll, page)
+                .unwrap()
+                .points
+                .iter()
+                .map(|p| match p.id {
+                    vectorizer_engine::PointId::Num(n) => n,
+                    other => panic!("unexpected id {other}"),
+                })
+                .collect();
+            assert_eq!(&got, ids, "step {step}: user {u} collection {coll}");
+        }
+    }
+}
