@@ -19,6 +19,9 @@ use crate::fsutil::sync_dir;
 
 pub struct Database {
     root: PathBuf,
+    /// Held for the database's lifetime: an exclusive lock on `LOCK`, so
+    /// that no second process opens (and recovers) the same files.
+    _lock: fs::File,
     options: EngineOptions,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
     trash_seq: AtomicU64,
@@ -38,6 +41,7 @@ impl Database {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
+        let lock = lock_dir(&root)?;
         let mut map = HashMap::new();
         let entries = fs::read_dir(&colls).map_err(EngineError::io("listing collections"))?;
         for e in entries {
@@ -51,6 +55,7 @@ impl Database {
         }
         tracing::info!(root = %root.display(), collections = map.len(), "database opened");
         Ok(Database {
+            _lock: lock,
             root,
             options,
             collections: RwLock::new(map),
@@ -148,4 +153,60 @@ impl Database {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// Takes the exclusive lock on `root/LOCK`, or says the directory is in use.
+fn lock_dir(root: &Path) -> Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("LOCK"))
+        .map_err(EngineError::io("opening the lock file"))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // Safety: flock on a descriptor this function owns.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            return Err(EngineError::Io {
+                context: format!(
+                    "locking {}: another process has this data directory open",
+                    root.display()
+                ),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(f)
+}
+
+/// Names and metadata of the collections under `root`, read from their
+/// metadata files only: safe while another process has the database open
+/// (the files are replaced atomically), and no recovery runs.
+pub fn read_catalog(root: impl AsRef<Path>) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+    let colls = root.as_ref().join("collections");
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&colls) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(EngineError::Io {
+                context: "listing collections".into(),
+                source: e,
+            });
+        }
+    };
+    for e in entries.flatten() {
+        let Ok(raw) = fs::read(e.path().join("collection.json")) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|err| EngineError::Corrupt(format!("{}: {err}", e.path().display())))?;
+        let name = v["name"].as_str().unwrap_or_default().to_owned();
+        let metadata = serde_json::from_value(v["metadata"].clone()).unwrap_or_default();
+        out.push((name, metadata));
+    }
+    out.sort();
+    Ok(out)
 }

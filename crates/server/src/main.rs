@@ -41,6 +41,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Compares the Hub's list of a user's collections with this data
+    /// directory's and prints the drift (exit 1 if there is any).
+    HubDrift {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// A local HiveHub for development and tests: serve it, and manage its
     /// plans, users and access keys.
     HubDev {
@@ -130,6 +140,27 @@ fn main() {
                 }
             }
         }
+        Command::HubDrift {
+            user,
+            config,
+            data_dir,
+        } => {
+            let overrides = Overrides {
+                data_dir,
+                ..Overrides::default()
+            };
+            match Config::load(config.as_deref(), &overrides)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| hub_drift(&cfg, &user))
+            {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(e) => {
+                    eprintln!("vectorizer hub-drift: {e}");
+                    2
+                }
+            }
+        }
         Command::HubDev { data, command } => match hub_dev(&data, command) {
             Ok(()) => 0,
             Err(e) => {
@@ -139,6 +170,30 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// Prints the drift for `user`; true when there is none.
+fn hub_drift(cfg: &Config, user: &str) -> Result<bool, String> {
+    let user = user
+        .parse()
+        .map_err(|_| "--user must be a UUID".to_owned())?;
+    let auth = vectorizer_server::hub_auth(cfg, None)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let d = rt
+        .block_on(vectorizer_service::drift::drift(
+            &cfg.storage.data_dir,
+            auth.hub(),
+            user,
+        ))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
+    );
+    Ok(d.is_empty())
 }
 
 fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {

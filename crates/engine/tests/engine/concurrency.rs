@@ -245,3 +245,17 @@ fn points_are_found_before_and_after_background_linking() {
     assert_eq!(c.graph_nodes(), (6_500, 0));
     probe(&c);
 }
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = TempDir::new("lock");
+    let db = open(&dir);
+    let second =
+        vectorizer_engine::Database::open(&dir.0, vectorizer_engine::EngineOptions::default());
+    assert!(second.is_err(), "two databases over the same files");
+    drop(db);
+    assert!(
+        vectorizer_engine::Database::open(&dir.0, vectorizer_engine::EngineOptions::default())
+            .is_ok()
+    );
+}

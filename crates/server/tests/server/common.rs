@@ -65,6 +65,10 @@ impl TestApp {
     }
 
     /// Sends a request; the body, if any, is sent as JSON.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let (status, _, json) = self
             .send(

@@ -740,3 +740,46 @@ async fn collections_are_registered_with_the_hub() {
     );
     hub.task.abort();
 }
+
+/// The drift report names what the Hub and this data directory disagree on.
+#[tokio::test]
+async fn drift_between_the_hub_and_here() {
+    let hub = hub().await;
+    let user = hub.store.create_user("dr@example.com", "p").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    let auth = auth(hub.addr, Duration::from_secs(60));
+    let app = TestApp::with_auth(auth.clone());
+    for name in ["docs", "notes"] {
+        let body = json!({"name": name, "dimension": 2, "metric": "dot"});
+        assert_eq!(
+            send(&app, "POST", "/collections", bearer(&k), Some(body))
+                .await
+                .0,
+            201
+        );
+    }
+    let d = vectorizer_service::drift::drift(app.data_dir(), auth.hub(), user)
+        .await
+        .unwrap();
+    assert!(d.is_empty(), "{d:?}");
+    // The Hub forgets `notes` and learns of a `ghost` this side never made.
+    let at_hub = hub.store.user_collections(&user).unwrap().collections;
+    let notes = at_hub
+        .iter()
+        .find(|c| c.collection_name == "notes")
+        .unwrap()
+        .collection_id;
+    hub.store.delete_collection(&notes).unwrap();
+    let req = serde_json::from_value(
+        json!({"collection_name": "ghost", "project_id": user, "dimension": 2}),
+    )
+    .unwrap();
+    hub.store.create_collection(&user, &req).unwrap();
+    let d = vectorizer_service::drift::drift(app.data_dir(), auth.hub(), user)
+        .await
+        .unwrap();
+    assert_eq!(d.only_here, vec!["notes".to_owned()]);
+    assert_eq!(d.only_at_hub, vec!["ghost".to_owned()]);
+    assert!(d.different_ids.is_empty());
+    hub.task.abort();
+}
