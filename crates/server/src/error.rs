@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// Sent as `Retry-After` (seconds, rounded up).
     pub retry_after: Option<std::time::Duration>,
+    /// More fields for the error object (a quota's figures).
+    pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -23,7 +25,13 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            extra: None,
         }
+    }
+
+    pub fn with(mut self, extra: serde_json::Value) -> Self {
+        self.extra = Some(extra);
+        self
     }
 
     pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
@@ -62,9 +70,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
-            ServiceError::QuotaExceeded(_) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
-            }
+            ServiceError::QuotaExceeded {
+                quota,
+                limit,
+                current,
+                requested,
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message).with(
+                json!({
+                    "quota": quota, "limit": limit, "current": current, "requested": requested,
+                }),
+            ),
             ServiceError::Unavailable(detail) => {
                 tracing::warn!(%detail, "service unavailable");
                 ApiError::new(
@@ -84,7 +99,11 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(serde_json::Value::Object(extra)) = self.extra {
+            error.as_object_mut().expect("an object").extend(extra);
+        }
+        let body = json!({"error": error});
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -111,10 +111,12 @@ pub async fn upsert(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UpsertPoints>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.upsert(&caller, &name, req)
-    })
-    .await
+    let out = state
+        .service
+        .clone()
+        .upsert_checked(caller, name, req)
+        .await?;
+    Ok((StatusCode::OK, Json(out)).into_response())
 }
 
 pub async fn get_point(

@@ -147,7 +147,11 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())??;
     if let Some(auth) = &auth {
         auth.hub().spawn_health_loop(Duration::from_secs(10));
-        state.service.attach_hub(auth.hub().clone());
+        state.service.attach_hub(
+            auth.hub().clone(),
+            Duration::from_secs(cfg.hub.cache.quota_ttl_seconds),
+            Duration::from_secs(cfg.hub.grace_period_seconds),
+        );
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
     }
     state.auth = auth;

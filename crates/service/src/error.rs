@@ -20,9 +20,15 @@ pub enum ServiceError {
     /// The caller may not do this (its key lacks the permission).
     #[error("{0}")]
     Forbidden(String),
-    /// The tenant's plan does not allow it.
-    #[error("quota exceeded: {0}")]
-    QuotaExceeded(String),
+    /// The tenant's plan does not allow it: `quota` is `collections`,
+    /// `vectors` or `storage`.
+    #[error("{quota} quota exceeded: limit {limit}, current {current}, requested {requested}")]
+    QuotaExceeded {
+        quota: &'static str,
+        limit: u64,
+        current: u64,
+        requested: u64,
+    },
     /// A dependency is down or the server is shutting down.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -80,7 +86,14 @@ impl From<vectorizer_hub::HubError> for ServiceError {
         use vectorizer_hub::HubError as H;
         match e {
             H::Unavailable(m) => ServiceError::Unavailable(format!("hub: {m}")),
-            H::QuotaExceeded(m) => ServiceError::QuotaExceeded(m),
+            // The Hub refuses only collection creation for quota; the caller
+            // fills in the figures where it knows them.
+            H::QuotaExceeded(_) => ServiceError::QuotaExceeded {
+                quota: "collections",
+                limit: 0,
+                current: 0,
+                requested: 1,
+            },
             // The Hub does not know the user or collection: not the tenant's to use.
             H::NotFound(m) => ServiceError::Forbidden(format!("not known to the hub: {m}")),
             // Our own call was refused or garbled: a failure of ours, logged only.
@@ -104,7 +117,7 @@ mod tests {
         ));
         assert!(matches!(
             ServiceError::from(HubError::QuotaExceeded("q".into())),
-            ServiceError::QuotaExceeded(_)
+            ServiceError::QuotaExceeded { .. }
         ));
         assert!(matches!(
             ServiceError::from(HubError::NotFound("n".into())),

@@ -6,6 +6,7 @@ pub mod caller;
 pub mod drift;
 pub mod error;
 pub mod model;
+pub mod quota;
 pub mod service;
 
 pub use caller::{Caller, Permission, Tenant};

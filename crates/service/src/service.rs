@@ -16,6 +16,8 @@ use crate::error::{Result, ServiceError};
 use crate::model::*;
 use vectorizer_hub::HubClient;
 
+use crate::quota::{Amount, Quotas};
+
 /// The longest collection name a caller may choose.
 pub const MAX_NAME: usize = 64;
 /// Collection metadata key holding the owning user's id.
@@ -53,6 +55,8 @@ pub struct Service {
     options: ServiceOptions,
     /// The Hub, when it is enabled: collections are registered with it.
     hub: std::sync::OnceLock<Arc<HubClient>>,
+    /// Plan quotas, when the Hub is enabled.
+    quotas: std::sync::OnceLock<Arc<Quotas>>,
 }
 
 /// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -102,6 +106,7 @@ impl Service {
             db,
             options,
             hub: std::sync::OnceLock::new(),
+            quotas: std::sync::OnceLock::new(),
         })
     }
 
@@ -156,9 +161,81 @@ impl Service {
         }
     }
 
-    /// Registers tenants' collections with the Hub from now on.
-    pub fn attach_hub(&self, hub: Arc<HubClient>) {
+    /// Registers tenants' collections with the Hub and enforces their
+    /// plans' quotas from now on (limits cached for `quota_ttl`, kept for
+    /// `grace` while the Hub is unreachable).
+    pub fn attach_hub(
+        &self,
+        hub: Arc<HubClient>,
+        quota_ttl: std::time::Duration,
+        grace: std::time::Duration,
+    ) {
+        let _ = self
+            .quotas
+            .set(Arc::new(Quotas::new(hub.clone(), quota_ttl, grace)));
         let _ = self.hub.set(hub);
+    }
+
+    /// A user's exact usage: points and bytes on disk over its collections.
+    pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
+        let prefix = format!("user_{user}:");
+        self.db
+            .collections()
+            .iter()
+            .filter(|c| c.name().starts_with(&prefix))
+            .fold(Amount::default(), |a, c| Amount {
+                vectors: a.vectors + c.len() as u64,
+                bytes: a.bytes + c.disk_bytes(),
+            })
+    }
+
+    /// Upserts; with the Hub enabled, a tenant's batch is first checked
+    /// against its plan as a whole (new points against the vector limit, an
+    /// estimate of the bytes it adds against the storage limit) and the
+    /// amount reserved until the write is done.
+    pub async fn upsert_checked(
+        self: Arc<Self>,
+        caller: Caller,
+        name: String,
+        req: UpsertPoints,
+    ) -> Result<Upserted> {
+        caller.require(Permission::Write)?;
+        let (Caller::Tenant(t), Some(quotas)) = (&caller, self.quotas.get().cloned()) else {
+            return blocking(move || self.upsert(&caller, &name, req)).await;
+        };
+        let user = t.user_id;
+        let c = self.collection(&caller, &name)?;
+        let limits = quotas.limits(&user).await?;
+        let ids: Vec<vectorizer_engine::PointId> = req.points.iter().map(|p| p.id).collect();
+        let existing = if ids.is_empty() || ids.len() > self.options.limits.max_batch {
+            // The write itself refuses such a batch.
+            0
+        } else {
+            c.get(&ids, vectorizer_engine::With::default())?.len()
+        };
+        let dim = c.config().dimension as u64;
+        let bytes: u64 = req
+            .points
+            .iter()
+            .map(|p| {
+                8 + 17
+                    + 4
+                    + dim * 4
+                    + 4
+                    + p.payload
+                        .as_ref()
+                        .map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len() as u64))
+            })
+            .sum();
+        let want = Amount {
+            vectors: (ids.len() - existing) as u64,
+            bytes,
+        };
+        let svc = self.clone();
+        let reservation = quotas.reserve(user, limits, want, || svc.usage_of(&user))?;
+        let out = blocking(move || self.upsert(&caller, &name, req)).await;
+        drop(reservation);
+        out
     }
 
     /// Creates a collection; with the Hub enabled, a tenant's collection is

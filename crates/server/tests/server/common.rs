@@ -48,7 +48,11 @@ impl TestApp {
         };
         let service = Arc::new(Service::open(options).unwrap());
         if let Some(auth) = &auth {
-            service.attach_hub(auth.hub().clone());
+            service.attach_hub(
+                auth.hub().clone(),
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+            );
         }
         let state = AppState {
             service,

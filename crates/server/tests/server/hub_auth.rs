@@ -783,3 +783,204 @@ async fn drift_between_the_hub_and_here() {
     assert!(d.different_ids.is_empty());
     hub.task.abort();
 }
+
+fn points(first: u64, n: u64) -> Value {
+    json!({"points": (first..first + n).map(|i| json!({"id": i, "vector": [1.0, i as f32]})).collect::<Vec<_>>()})
+}
+
+/// Vector and storage quotas at their boundary, with the 429's figures.
+#[tokio::test]
+async fn quotas_hold_at_their_boundary() {
+    let hub = hub().await;
+    hub.store
+        .create_plan(Plan {
+            name: "v100".into(),
+            max_collections: 5,
+            max_vectors: 100,
+            max_storage_bytes: 1 << 30,
+        })
+        .unwrap();
+    hub.store
+        .create_plan(Plan {
+            name: "s".into(),
+            max_collections: 5,
+            max_vectors: 1 << 30,
+            max_storage_bytes: 4096,
+        })
+        .unwrap();
+    let vu = hub.store.create_user("v@example.com", "v100").unwrap().id;
+    let su = hub.store.create_user("s@example.com", "s").unwrap().id;
+    let (vk, _) = key(&hub.store, vu, &["admin"], None);
+    let (sk, _) = key(&hub.store, su, &["admin"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    let make = json!({"name": "c", "dimension": 2, "metric": "euclidean"});
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections",
+            bearer(&vk),
+            Some(make.clone())
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&vk),
+            Some(points(0, 100))
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points",
+        bearer(&vk),
+        Some(points(100, 1)),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["error"]["code"], "quota_exceeded");
+    assert_eq!(
+        (
+            b["error"]["quota"].as_str(),
+            b["error"]["limit"].as_u64(),
+            b["error"]["current"].as_u64(),
+            b["error"]["requested"].as_u64()
+        ),
+        (Some("vectors"), Some(100), Some(100), Some(1))
+    );
+    // Rewriting existing points adds no vectors: allowed at the limit.
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&vk),
+            Some(points(0, 50))
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, n) = send(
+        &app,
+        "POST",
+        "/collections/c/points/count",
+        bearer(&vk),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(n["count"], 100);
+
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&sk), Some(make))
+            .await
+            .0,
+        201
+    );
+    let big = json!({"points": [{"id": 1, "vector": [1, 0], "payload": {"t": "x".repeat(5000)}}]});
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points",
+        bearer(&sk),
+        Some(big),
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            b["error"]["quota"].as_str(),
+            b["error"]["limit"].as_u64()
+        ),
+        (429, Some("storage"), Some(4096))
+    );
+    assert!(
+        b["error"]["current"].as_u64().unwrap() > 0
+            && b["error"]["requested"].as_u64().unwrap() > 5000
+    );
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&sk),
+            Some(points(1, 2))
+        )
+        .await
+        .0,
+        200
+    );
+    hub.task.abort();
+}
+
+/// 32 parallel upserts of 5 new points each against a limit of 100: no
+/// interleaving lets them overshoot together.
+#[tokio::test]
+async fn parallel_upserts_cannot_overshoot_together() {
+    let hub = hub().await;
+    hub.store
+        .create_plan(Plan {
+            name: "v100".into(),
+            max_collections: 5,
+            max_vectors: 100,
+            max_storage_bytes: 1 << 30,
+        })
+        .unwrap();
+    let user = hub.store.create_user("par@example.com", "v100").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    let app = Arc::new(TestApp::with_auth(auth(hub.addr, Duration::from_secs(60))));
+    let make = json!({"name": "c", "dimension": 2, "metric": "euclidean"});
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&k), Some(make))
+            .await
+            .0,
+        201
+    );
+    let tasks: Vec<_> = (0..32u64)
+        .map(|i| {
+            let (app, k) = (app.clone(), k.clone());
+            tokio::spawn(async move {
+                send(
+                    &app,
+                    "POST",
+                    "/collections/c/points",
+                    bearer(&k),
+                    Some(points(i * 5, 5)),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            429 => assert_eq!(b["error"]["quota"], "vectors"),
+            other => panic!("{other}: {b}"),
+        }
+    }
+    let (_, n) = send(
+        &app,
+        "POST",
+        "/collections/c/points/count",
+        bearer(&k),
+        Some(json!({})),
+    )
+    .await;
+    let stored = n["count"].as_u64().unwrap();
+    assert_eq!(stored, ok * 5, "every acknowledged batch is stored whole");
+    assert!(stored <= 100, "overshot the limit: {stored}");
+    eprintln!("{ok} of 32 batches accepted, {stored} points stored");
+    assert!((1..32).contains(&ok), "{ok} of 32 succeeded");
+    hub.task.abort();
+}
