@@ -152,6 +152,18 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
             Duration::from_secs(cfg.hub.cache.quota_ttl_seconds),
             Duration::from_secs(cfg.hub.grace_period_seconds),
         );
+        let reporter = vectorizer_service::usage::Reporter::open(
+            auth.hub().clone(),
+            &cfg.storage.data_dir,
+            Duration::from_millis(500),
+        )
+        .map_err(|e| format!("opening the usage outbox: {e}"))?;
+        state.service.attach_reporter(reporter.clone());
+        let service = state.service.clone();
+        reporter.spawn(
+            Duration::from_secs(cfg.hub.usage_report_interval),
+            move || service.all_usage(),
+        );
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
     }
     state.auth = auth;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod model;
 pub mod quota;
 pub mod service;
+pub mod usage;
 
 pub use caller::{Caller, Permission, Tenant};
 pub use error::ServiceError;

@@ -17,6 +17,7 @@ use crate::model::*;
 use vectorizer_hub::HubClient;
 
 use crate::quota::{Amount, Quotas};
+use crate::usage::{Report, Reporter};
 
 /// The longest collection name a caller may choose.
 pub const MAX_NAME: usize = 64;
@@ -57,6 +58,8 @@ pub struct Service {
     hub: std::sync::OnceLock<Arc<HubClient>>,
     /// Plan quotas, when the Hub is enabled.
     quotas: std::sync::OnceLock<Arc<Quotas>>,
+    /// Usage reporting, when the Hub is enabled.
+    reporter: std::sync::OnceLock<Arc<Reporter>>,
 }
 
 /// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -107,6 +110,7 @@ impl Service {
             options,
             hub: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
+            reporter: std::sync::OnceLock::new(),
         })
     }
 
@@ -174,6 +178,27 @@ impl Service {
             .quotas
             .set(Arc::new(Quotas::new(hub.clone(), quota_ttl, grace)));
         let _ = self.hub.set(hub);
+    }
+
+    /// Reports usage to the Hub from now on.
+    pub fn attach_reporter(&self, reporter: Arc<Reporter>) {
+        let _ = self.reporter.set(reporter);
+    }
+
+    /// Every registered collection's figures, for a full sync.
+    pub fn all_usage(&self) -> Vec<(uuid::Uuid, Report)> {
+        self.db
+            .collections()
+            .iter()
+            .filter_map(|c| Some((hub_id(c)?, figures(c))))
+            .collect()
+    }
+
+    /// Queues the collection's current figures for the Hub.
+    fn report(&self, c: &Collection) {
+        if let (Some(r), Some(id)) = (self.reporter.get(), hub_id(c)) {
+            r.record(id, figures(c));
+        }
     }
 
     /// A user's exact usage: points and bytes on disk over its collections.
@@ -291,10 +316,15 @@ impl Service {
         };
         let svc = self.clone();
         blocking(move || svc.delete_collection(&caller, &name)).await?;
-        if let Some((hub, id)) = hub_id
-            && let Err(e) = hub.delete_collection(&id).await
-        {
-            tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
+        match (hub_id, self.reporter.get()) {
+            // Durable: delivered when the Hub takes it, also after a restart.
+            (Some((_, id)), Some(r)) => r.record(id, Report::Deleted),
+            (Some((hub, id)), None) => {
+                if let Err(e) = hub.delete_collection(&id).await {
+                    tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
+                }
+            }
+            (None, _) => {}
         }
         Ok(())
     }
@@ -396,9 +426,9 @@ impl Service {
                 payload: p.payload,
             })
             .collect();
-        Ok(Upserted {
-            upserted: c.upsert(points)?,
-        })
+        let upserted = c.upsert(points)?;
+        self.report(&c);
+        Ok(Upserted { upserted })
     }
 
     pub fn get_point(&self, caller: &Caller, name: &str, id: &str) -> Result<PointRecord> {
@@ -433,9 +463,9 @@ impl Service {
     pub fn delete_points(&self, caller: &Caller, name: &str, req: DeletePoints) -> Result<Deleted> {
         caller.require(Permission::Delete)?;
         let c = self.collection(caller, name)?;
-        Ok(Deleted {
-            deleted: c.delete(req.ids)?,
-        })
+        let deleted = c.delete(req.ids)?;
+        self.report(&c);
+        Ok(Deleted { deleted })
     }
 
     pub fn scroll(&self, caller: &Caller, name: &str, req: Scroll) -> Result<ScrollPage> {
@@ -537,5 +567,16 @@ impl Service {
     /// Snapshots every collection (for shutdown).
     pub fn flush(&self) -> Result<()> {
         Ok(self.db.flush()?)
+    }
+}
+
+fn hub_id(c: &Collection) -> Option<uuid::Uuid> {
+    c.metadata().get(HUB_ID_KEY)?.parse().ok()
+}
+
+fn figures(c: &Collection) -> Report {
+    Report::Usage {
+        vector_count: c.len() as u64,
+        storage_bytes: c.disk_bytes(),
     }
 }

@@ -53,6 +53,15 @@ impl TestApp {
                 Duration::from_secs(60),
                 Duration::from_secs(300),
             );
+            let reporter = vectorizer_service::usage::Reporter::open(
+                auth.hub().clone(),
+                dir.path(),
+                Duration::from_millis(20),
+            )
+            .unwrap();
+            service.attach_reporter(reporter.clone());
+            let svc = service.clone();
+            reporter.spawn(Duration::from_secs(3600), move || svc.all_usage());
         }
         let state = AppState {
             service,

@@ -96,6 +96,17 @@ async fn send(
     (s.as_u16(), json)
 }
 
+/// Waits until `cond` holds (at most 10 s).
+async fn eventually(cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition never held");
+}
+
 fn bearer(k: &str) -> Option<(&'static str, String)> {
     Some(("authorization", format!("Bearer {k}")))
 }
@@ -718,14 +729,15 @@ async fn collections_are_registered_with_the_hub() {
             .0,
         409
     );
-    // Deleting reports to the Hub, which frees the slot.
+    // Deleting reports to the Hub (shortly after, through the usage
+    // reporter), which frees the slot.
     assert_eq!(
         send(&app, "DELETE", "/collections/docs", bearer(&k), None)
             .await
             .0,
         200
     );
-    assert_eq!(at_hub(&hub.store), vec!["notes".to_owned()]);
+    eventually(|| at_hub(&hub.store) == vec!["notes".to_owned()]).await;
     assert_eq!(
         send(
             &app,
@@ -982,5 +994,98 @@ async fn parallel_upserts_cannot_overshoot_together() {
     assert!(stored <= 100, "overshot the limit: {stored}");
     eprintln!("{ok} of 32 batches accepted, {stored} points stored");
     assert!((1..32).contains(&ok), "{ok} of 32 succeeded");
+    hub.task.abort();
+}
+
+async fn set_faults(addr: std::net::SocketAddr, f: Value) {
+    tokio::task::spawn_blocking(move || {
+        let body = f.to_string().into_bytes();
+        let r = vectorizer_testkit::http::Client::new(addr)
+            .request(
+                "POST",
+                "/api/dev/faults",
+                Some(&body),
+                &[("x-service-key", KEY), ("content-type", "application/json")],
+            )
+            .unwrap();
+        assert_eq!(r.status, 200);
+    })
+    .await
+    .unwrap();
+}
+
+/// Usage arrives at the Hub as the engine counts it, deletions lower it, and
+/// a Hub that refuses reports for a while gets every figure once it is back.
+#[tokio::test]
+async fn usage_reaches_the_hub_and_survives_an_outage() {
+    let hub = hub().await;
+    let user = hub.store.create_user("u@example.com", "p").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    let make = json!({"name": "c", "dimension": 2, "metric": "euclidean"});
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&k), Some(make))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&k),
+            Some(points(0, 10))
+        )
+        .await
+        .0,
+        200
+    );
+    let vectors_at_hub =
+        |s: &HubStore| s.user_collections(&user).unwrap().collections[0].vector_count;
+    eventually(|| vectors_at_hub(&hub.store) == 10).await;
+    // Bytes too: the last report equals the engine's figure.
+    let (_, detail) = send(&app, "GET", "/collections/c", bearer(&k), None).await;
+    let bytes = detail["bytes"].as_u64().unwrap();
+    assert_eq!(
+        hub.store.usage_ledger().last().unwrap().storage_bytes,
+        bytes
+    );
+    let del = json!({"ids": [0, 1, 2]});
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points/delete",
+            bearer(&k),
+            Some(del)
+        )
+        .await
+        .0,
+        200
+    );
+    eventually(|| vectors_at_hub(&hub.store) == 7).await;
+
+    // The Hub refuses every call for a while: reports wait in the outbox.
+    set_faults(hub.addr, json!({"status": 503, "count": 100_000})).await;
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&k),
+            Some(points(100, 5))
+        )
+        .await
+        .0,
+        200
+    );
+    let outbox = app.data_dir().join("usage-outbox.json");
+    eventually(|| outbox.exists()).await;
+    assert_eq!(vectors_at_hub(&hub.store), 7);
+    set_faults(hub.addr, json!({"count": 0})).await;
+    eventually(|| vectors_at_hub(&hub.store) == 12).await;
+    let pending: Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
+    assert_eq!(pending, json!({}), "the outbox drains once delivered");
     hub.task.abort();
 }
