@@ -107,6 +107,17 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             Method::GET,
+            "/usage",
+            "usage",
+            "Your usage and plan limits",
+            None,
+            schema::<m::Usage>,
+            StatusCode::OK,
+            Some(Read),
+            get(h::usage),
+        ),
+        r(
+            Method::GET,
             "/collections",
             "list_collections",
             "List collections",

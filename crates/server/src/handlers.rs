@@ -61,6 +61,14 @@ pub async fn openapi(
     Json((*doc).clone())
 }
 
+pub async fn usage(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+) -> Result<Response, ApiError> {
+    let u = state.service.clone().usage(caller).await?;
+    Ok((StatusCode::OK, Json(u)).into_response())
+}
+
 pub async fn list_collections(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,

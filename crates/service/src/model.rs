@@ -270,6 +270,31 @@ pub struct SearchBatchResults {
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CollectionUsage {
+    pub name: String,
+    pub vectors: u64,
+    pub storage_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct UsageLimits {
+    pub max_vectors: u64,
+    pub max_storage_bytes: u64,
+}
+
+/// The caller's usage (the engine's exact figures) and plan limits.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Usage {
+    pub collections: usize,
+    pub vectors: u64,
+    pub storage_bytes: u64,
+    /// The plan's limits; absent with the Hub switched off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<UsageLimits>,
+    pub per_collection: Vec<CollectionUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Health {
     /// `ok` when storage is usable, else `unavailable`.
     pub status: String,

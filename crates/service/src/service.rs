@@ -201,6 +201,44 @@ impl Service {
         }
     }
 
+    /// The caller's usage, exactly, and its plan's limits.
+    pub async fn usage(self: Arc<Self>, caller: Caller) -> Result<Usage> {
+        caller.require(Permission::Read)?;
+        let limits = match (&caller, self.quotas.get()) {
+            (Caller::Tenant(t), Some(q)) => {
+                let l = q.limits(&t.user_id).await?;
+                Some(UsageLimits {
+                    max_vectors: l.max_vectors,
+                    max_storage_bytes: l.max_storage_bytes,
+                })
+            }
+            _ => None,
+        };
+        let prefix = match &caller {
+            Caller::Local => String::new(),
+            Caller::Tenant(t) => t.prefix(),
+        };
+        let per_collection: Vec<CollectionUsage> = self
+            .db
+            .collections()
+            .iter()
+            .filter_map(|c| {
+                Some(CollectionUsage {
+                    name: c.name().strip_prefix(prefix.as_str())?.to_owned(),
+                    vectors: c.len() as u64,
+                    storage_bytes: c.disk_bytes(),
+                })
+            })
+            .collect();
+        Ok(Usage {
+            collections: per_collection.len(),
+            vectors: per_collection.iter().map(|c| c.vectors).sum(),
+            storage_bytes: per_collection.iter().map(|c| c.storage_bytes).sum(),
+            limits,
+            per_collection,
+        })
+    }
+
     /// A user's exact usage: points and bytes on disk over its collections.
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
         let prefix = format!("user_{user}:");

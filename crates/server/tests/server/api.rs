@@ -141,6 +141,13 @@ async fn walkthrough() {
     assert_eq!(body["points"], 3);
     assert!(body["memory_bytes"].as_u64().unwrap() > 0);
 
+    let (_, usage) = app.call("GET", "/usage", None).await;
+    assert_eq!(
+        (usage["collections"].as_u64(), usage["vectors"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert!(usage.get("limits").is_none(), "no plan without the Hub");
+
     let (s, _) = app.call("DELETE", "/collections/docs", None).await;
     assert_eq!(s, 200);
     let (s, body) = app.call("GET", "/collections/docs", None).await;

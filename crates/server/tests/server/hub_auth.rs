@@ -1087,5 +1087,18 @@ async fn usage_reaches_the_hub_and_survives_an_outage() {
     eventually(|| vectors_at_hub(&hub.store) == 12).await;
     let pending: Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
     assert_eq!(pending, json!({}), "the outbox drains once delivered");
+    // The tenant reads its own usage and limits.
+    let (s, u) = send(&app, "GET", "/usage", bearer(&k), None).await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(
+        (u["collections"].as_u64(), u["vectors"].as_u64()),
+        (Some(1), Some(12))
+    );
+    assert_eq!(
+        u["limits"],
+        json!({"max_vectors": 1000, "max_storage_bytes": 1 << 20})
+    );
+    assert_eq!(u["per_collection"][0]["name"], "c");
+    assert_eq!(u["storage_bytes"], u["per_collection"][0]["storage_bytes"]);
     hub.task.abort();
 }
