@@ -329,3 +329,188 @@ fn one_command_multi_tenant_with_the_local_hub() {
     );
     server.stop();
 }
+
+/// The server is killed with usage reports pending (the Hub refusing them):
+/// after a restart every figure reaches the Hub, a deletion included.
+#[test]
+fn pending_usage_survives_sigkill() {
+    let dir = TempDir::new("e2e-usage");
+    let hub_file = dir.path().join("hub.json");
+    let bin = env!("CARGO_BIN_EXE_vectorizer");
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin)
+            .arg("hub-dev")
+            .arg("--data")
+            .arg(&hub_file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&[
+        "plan",
+        "p",
+        "--max-collections",
+        "5",
+        "--max-vectors",
+        "1000",
+        "--max-storage-bytes",
+        "100000000",
+    ]);
+    let user = cli(&["user", "k@example.com", "--plan", "p"])
+        .trim()
+        .to_owned();
+    let key = cli(&["key", "--user", &user])
+        .lines()
+        .find_map(|l| l.strip_prefix("access key (shown once): "))
+        .unwrap()
+        .to_owned();
+    let mut hub = Command::new(bin)
+        .args(["hub-dev", "--data"])
+        .arg(&hub_file)
+        .args(["serve", "--port", "0"])
+        .env("HIVEHUB_SERVICE_API_KEY", "svc")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(hub.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let hub_addr: SocketAddr = line
+        .trim()
+        .strip_prefix("local hub listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hub_call = |method: &str, path: &str, body: Option<Value>| {
+        let b = body.map(|b| b.to_string().into_bytes());
+        Client::new(hub_addr)
+            .request(
+                method,
+                path,
+                b.as_deref(),
+                &[
+                    ("x-service-key", "svc"),
+                    ("content-type", "application/json"),
+                ],
+            )
+            .unwrap()
+            .json()
+    };
+    let at_hub = || -> Vec<(String, u64)> {
+        let v = hub_call(
+            "GET",
+            &format!("/api/internal/vectorizer/users/{user}/collections"),
+            None,
+        );
+        let mut out: Vec<(String, u64)> = v["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["collection_name"].as_str().unwrap().to_owned(),
+                    c["vector_count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let until = |want: Vec<(&str, u64)>| {
+        let want: Vec<(String, u64)> = want.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+        for _ in 0..500 {
+            if at_hub() == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the hub holds {:?}, not {want:?}", at_hub());
+    };
+    let env = [
+        ("HIVEHUB_SERVICE_API_KEY", "svc"),
+        ("VECTORIZER_HUB__ENABLED", "true"),
+        ("VECTORIZER_HUB__API_URL", &format!("http://{hub_addr}")),
+        ("VECTORIZER_HUB__RETRIES", "0"),
+    ];
+    let data = dir.path().join("data");
+    let server = start_with(&data, &env);
+    let mut c = Client::new(server.addr);
+    let auth = format!("Bearer {key}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    for name in ["a", "b"] {
+        let body = json!({"name": name, "dimension": 2, "metric": "dot"})
+            .to_string()
+            .into_bytes();
+        assert_eq!(
+            c.request("POST", "/collections", Some(&body), &h)
+                .unwrap()
+                .status,
+            201
+        );
+    }
+    let pts = |first: u64, n: u64| {
+        json!({"points": (first..first + n).map(|i| json!({"id": i, "vector": [1.0, 0.5]})).collect::<Vec<_>>()}).to_string().into_bytes()
+    };
+    assert_eq!(
+        c.request("POST", "/collections/a/points", Some(&pts(0, 10)), &h)
+            .unwrap()
+            .status,
+        200
+    );
+    until(vec![("a", 10), ("b", 0)]);
+
+    // The Hub refuses everything; changes pile up; the server is killed.
+    hub_call(
+        "POST",
+        "/api/dev/faults",
+        Some(json!({"status": 503, "count": 1_000_000})),
+    );
+    assert_eq!(
+        c.request("POST", "/collections/a/points", Some(&pts(100, 5)), &h)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        c.request("DELETE", "/collections/b", None, &h)
+            .unwrap()
+            .status,
+        200
+    );
+    let outbox = data.join("usage-outbox.json");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&outbox).is_ok_and(|s| s.contains("Deleted")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read_to_string(&outbox)
+            .unwrap()
+            .contains("Deleted")
+    );
+    drop(server); // SIGKILL
+    hub_call("POST", "/api/dev/faults", Some(json!({"count": 0})));
+    assert_eq!(
+        at_hub(),
+        vec![("a".to_owned(), 10), ("b".to_owned(), 0)],
+        "nothing arrived while it was down"
+    );
+
+    let server = start_with(&data, &env);
+    until(vec![("a", 15)]);
+    server.stop();
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
