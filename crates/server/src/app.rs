@@ -21,6 +21,8 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// Access-key authentication; `None` with the Hub switched off.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Who may scrape `GET /metrics`, and what it shows.
+    pub metrics: crate::metrics::MetricsOptions,
 }
 
 /// The permission a route needs, attached to its requests.
@@ -93,6 +95,17 @@ pub fn routes() -> Vec<Route> {
             StatusCode::OK,
             None,
             get(h::health),
+        ),
+        r(
+            Method::GET,
+            "/metrics",
+            "metrics",
+            "Prometheus metrics (text format)",
+            None,
+            schema::<String>,
+            StatusCode::OK,
+            None,
+            get(h::metrics),
         ),
         r(
             Method::GET,

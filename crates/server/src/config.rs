@@ -13,7 +13,29 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
+    pub metrics: MetricsConfig,
     pub hub: HubConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// With the Hub enabled, `GET /metrics` needs no key (else an admin one).
+    pub public: bool,
+    /// Per-tenant usage gauges, labelled by user id.
+    pub tenant_labels: bool,
+    /// With `tenant_labels`, the largest tenants (by vectors) labelled.
+    pub max_tenant_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            public: true,
+            tenant_labels: false,
+            max_tenant_labels: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -222,6 +244,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.metrics.max_tenant_labels) {
+            return Err(bad(
+                "metrics.max_tenant_labels",
+                "must be between 1 and 10000",
+            ));
+        }
         let s = &self.server;
         if s.host.is_empty() {
             return Err(bad("server.host", "must not be empty"));

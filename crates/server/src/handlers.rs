@@ -69,6 +69,33 @@ pub async fn usage(
     Ok((StatusCode::OK, Json(u)).into_response())
 }
 
+/// Prometheus metrics; with the Hub enabled and `metrics.public` off, an
+/// access key with the admin permission is needed: the figures span every
+/// tenant.
+pub async fn metrics(
+    State(state): State<AppState>,
+    mut parts: axum::http::request::Parts,
+) -> Result<Response, ApiError> {
+    if !state.metrics.public && state.auth.is_some() {
+        parts
+            .extensions
+            .insert(crate::app::Needs(vectorizer_service::Permission::Admin));
+        <CallerOf as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await?;
+    }
+    let body = crate::metrics::render(&state);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
 pub async fn list_collections(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod internal;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod serve;
@@ -41,6 +42,13 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
             request_timeout: Duration::from_secs(cfg.server.request_timeout_seconds),
         },
         auth: None,
+        metrics: metrics::MetricsOptions {
+            public: cfg.metrics.public,
+            tenant_labels: cfg
+                .metrics
+                .tenant_labels
+                .then_some(cfg.metrics.max_tenant_labels),
+        },
     })
 }
 

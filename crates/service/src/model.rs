@@ -278,6 +278,7 @@ pub struct CollectionUsage {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct UsageLimits {
+    pub max_collections: u64,
     pub max_vectors: u64,
     pub max_storage_bytes: u64,
 }

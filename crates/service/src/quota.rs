@@ -3,7 +3,7 @@
 //! engine's exact figures; writes reserve what they add before writing and
 //! release it after, so concurrent writes cannot overshoot a limit together.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,39 @@ use crate::error::{Result, ServiceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanLimits {
+    pub max_collections: u64,
     pub max_vectors: u64,
     pub max_storage_bytes: u64,
 }
 
-/// Usage or a request, in both dimensions.
+/// Usage or a request, in all three dimensions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Amount {
+    pub collections: u64,
     pub vectors: u64,
     pub bytes: u64,
 }
+
+impl Amount {
+    pub fn plus(self, o: Amount) -> Amount {
+        Amount {
+            collections: self.collections + o.collections,
+            vectors: self.vectors + o.vectors,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+
+    fn minus(self, o: Amount) -> Amount {
+        Amount {
+            collections: self.collections.saturating_sub(o.collections),
+            vectors: self.vectors.saturating_sub(o.vectors),
+            bytes: self.bytes.saturating_sub(o.bytes),
+        }
+    }
+}
+
+/// Quota checks by (quota, result), for metrics.
+pub type CheckCounts = BTreeMap<(&'static str, &'static str), u64>;
 
 pub struct Quotas {
     hub: Arc<HubClient>,
@@ -31,6 +54,7 @@ pub struct Quotas {
     grace: Duration,
     limits: Mutex<HashMap<Uuid, (PlanLimits, Instant)>>,
     reserved: Mutex<HashMap<Uuid, Amount>>,
+    checks: Mutex<CheckCounts>,
 }
 
 /// Held while a write is in flight; releases its amount when dropped.
@@ -48,8 +72,7 @@ impl Drop for Reservation {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if let Some(held) = r.get_mut(&self.user) {
-            held.vectors -= self.amount.vectors;
-            held.bytes -= self.amount.bytes;
+            *held = held.minus(self.amount);
         }
     }
 }
@@ -62,6 +85,7 @@ impl Quotas {
             grace,
             limits: Mutex::default(),
             reserved: Mutex::default(),
+            checks: Mutex::default(),
         }
     }
 
@@ -80,14 +104,18 @@ impl Quotas {
             return Ok(l);
         }
         let asked = async {
-            let vectors = self
-                .hub
-                .check_quota(user, "insert_vectors", Some(0))
-                .await?;
-            let storage = self.hub.check_quota(user, "storage", Some(0)).await?;
+            // The contract gives one operation's limit per call; the three
+            // go out together.
+            let (collections, vectors, storage) = tokio::try_join!(
+                self.hub.check_quota(user, "create_collection", Some(0)),
+                self.hub.check_quota(user, "insert_vectors", Some(0)),
+                self.hub.check_quota(user, "storage", Some(0)),
+            )?;
+            let limit = |l: Option<i64>| l.unwrap_or(0).max(0) as u64;
             Ok::<_, vectorizer_hub::HubError>(PlanLimits {
-                max_vectors: vectors.limit.unwrap_or(0).max(0) as u64,
-                max_storage_bytes: storage.limit.unwrap_or(0).max(0) as u64,
+                max_collections: limit(collections.limit),
+                max_vectors: limit(vectors.limit),
+                max_storage_bytes: limit(storage.limit),
             })
         };
         match asked.await {
@@ -109,9 +137,18 @@ impl Quotas {
         }
     }
 
+    /// Quota checks so far by (quota, result).
+    pub fn checks(&self) -> CheckCounts {
+        self.checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Reserves `want` for `user` if current usage (read under the same
     /// lock, so no two writes see the same headroom) plus what is already
-    /// reserved plus `want` stays within `limits`.
+    /// reserved plus `want` stays within `limits` in every dimension that
+    /// `want` adds to. Storage is checked whenever anything is written.
     pub fn reserve(
         self: &Arc<Self>,
         user: Uuid,
@@ -119,31 +156,51 @@ impl Quotas {
         want: Amount,
         current: impl FnOnce() -> Amount,
     ) -> Result<Reservation> {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
         let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         let held = r.entry(user).or_default();
-        let now = current();
-        let used = Amount {
-            vectors: now.vectors + held.vectors,
-            bytes: now.bytes + held.bytes,
-        };
-        if want.vectors > 0 && used.vectors + want.vectors > limits.max_vectors {
-            return Err(ServiceError::QuotaExceeded {
-                quota: "vectors",
-                limit: limits.max_vectors,
-                current: used.vectors,
-                requested: want.vectors,
-            });
+        let used = current().plus(*held);
+        let dims = [
+            (
+                "collections",
+                want.collections > 0,
+                used.collections,
+                want.collections,
+                limits.max_collections,
+            ),
+            (
+                "vectors",
+                want.vectors > 0,
+                used.vectors,
+                want.vectors,
+                limits.max_vectors,
+            ),
+            (
+                "storage",
+                want.bytes > 0 || want.vectors > 0,
+                used.bytes,
+                want.bytes,
+                limits.max_storage_bytes,
+            ),
+        ];
+        for (quota, applies, current, requested, limit) in dims {
+            if !applies {
+                continue;
+            }
+            let ok = current.saturating_add(requested) <= limit;
+            *checks
+                .entry((quota, if ok { "allowed" } else { "exceeded" }))
+                .or_default() += 1;
+            if !ok {
+                return Err(ServiceError::QuotaExceeded {
+                    quota,
+                    limit,
+                    current,
+                    requested,
+                });
+            }
         }
-        if used.bytes + want.bytes > limits.max_storage_bytes {
-            return Err(ServiceError::QuotaExceeded {
-                quota: "storage",
-                limit: limits.max_storage_bytes,
-                current: used.bytes,
-                requested: want.bytes,
-            });
-        }
-        held.vectors += want.vectors;
-        held.bytes += want.bytes;
+        *held = held.plus(want);
         Ok(Reservation {
             quotas: self.clone(),
             user,

@@ -180,6 +180,52 @@ impl Service {
         let _ = self.hub.set(hub);
     }
 
+    /// Figures for metrics: (collections, points, bytes on disk) over the
+    /// whole database.
+    pub fn totals(&self) -> (usize, u64, u64) {
+        let all = self.db.collections();
+        (
+            all.len(),
+            all.iter().map(|c| c.len() as u64).sum(),
+            all.iter().map(|c| c.disk_bytes()).sum(),
+        )
+    }
+
+    /// Each tenant's exact usage, by user id, most vectors first (for
+    /// per-tenant metrics); collections with no owner are left out.
+    pub fn usage_by_owner(&self) -> Vec<(String, Amount)> {
+        let mut by: BTreeMap<String, Amount> = BTreeMap::new();
+        for c in self.db.collections() {
+            let Some(owner) = c
+                .name()
+                .strip_prefix("user_")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(id, _)| id.to_owned())
+            else {
+                continue;
+            };
+            let a = by.entry(owner).or_default();
+            a.collections += 1;
+            a.vectors += c.len() as u64;
+            a.bytes += c.disk_bytes();
+        }
+        let mut all: Vec<_> = by.into_iter().collect();
+        all.sort_by(|a, b| b.1.vectors.cmp(&a.1.vectors).then_with(|| a.0.cmp(&b.0)));
+        all
+    }
+
+    /// Quota checks by (quota, result), with the Hub enabled.
+    pub fn quota_checks(&self) -> crate::quota::CheckCounts {
+        self.quotas.get().map(|q| q.checks()).unwrap_or_default()
+    }
+
+    /// Usage reports (delivered, failed, pending), with the Hub enabled.
+    pub fn report_counts(&self) -> Option<(u64, u64, usize)> {
+        self.reporter
+            .get()
+            .map(|r| (r.delivered(), r.failed(), r.pending()))
+    }
+
     /// Reports usage to the Hub from now on.
     pub fn attach_reporter(&self, reporter: Arc<Reporter>) {
         let _ = self.reporter.set(reporter);
@@ -208,6 +254,7 @@ impl Service {
             (Caller::Tenant(t), Some(q)) => {
                 let l = q.limits(&t.user_id).await?;
                 Some(UsageLimits {
+                    max_collections: l.max_collections,
                     max_vectors: l.max_vectors,
                     max_storage_bytes: l.max_storage_bytes,
                 })
@@ -239,7 +286,8 @@ impl Service {
         })
     }
 
-    /// A user's exact usage: points and bytes on disk over its collections.
+    /// A user's exact usage: collections, and points and bytes on disk
+    /// over them.
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
         let prefix = format!("user_{user}:");
         self.db
@@ -247,6 +295,7 @@ impl Service {
             .iter()
             .filter(|c| c.name().starts_with(&prefix))
             .fold(Amount::default(), |a, c| Amount {
+                collections: a.collections + 1,
                 vectors: a.vectors + c.len() as u64,
                 bytes: a.bytes + c.disk_bytes(),
             })
@@ -291,6 +340,7 @@ impl Service {
             })
             .sum();
         let want = Amount {
+            collections: 0,
             vectors: (ids.len() - existing) as u64,
             bytes,
         };
@@ -317,10 +367,45 @@ impl Service {
         if self.db.collection(&t.full_name(&req.name)).is_ok() {
             return Err(ServiceError::CollectionExists(req.name));
         }
+        let user = t.user_id;
+        // The plan's collection count, checked against our own count (the
+        // Hub's registry is checked again by its create call); the
+        // reservation keeps concurrent creates from passing together.
+        let _reservation = match self.quotas.get().cloned() {
+            Some(quotas) => {
+                let limits = quotas.limits(&user).await?;
+                let svc = self.clone();
+                let want = Amount {
+                    collections: 1,
+                    ..Amount::default()
+                };
+                Some(quotas.reserve(user, limits, want, || svc.usage_of(&user))?)
+            }
+            None => None,
+        };
         let project = t.project_id.unwrap_or(t.user_id);
-        let made = hub
-            .create_collection(&t.user_id, &req.name, project, req.dimension as u32)
-            .await?;
+        let made = match hub
+            .create_collection(&user, &req.name, project, req.dimension as u32)
+            .await
+        {
+            Ok(made) => made,
+            Err(vectorizer_hub::HubError::QuotaExceeded(m)) => {
+                // The Hub counts collections we do not hold (made through
+                // another node, say): its refusal stands, with our figures.
+                tracing::info!(reason = %m, "the hub refused a collection for the plan");
+                let limit = match self.quotas.get() {
+                    Some(q) => q.limits(&user).await.map_or(0, |l| l.max_collections),
+                    None => 0,
+                };
+                return Err(ServiceError::QuotaExceeded {
+                    quota: "collections",
+                    limit,
+                    current: self.usage_of(&user).collections,
+                    requested: 1,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let extra = BTreeMap::from([(HUB_ID_KEY.to_owned(), made.collection_id.to_string())]);
         let svc = self.clone();
         let created = blocking(move || svc.create_with(&caller, req, extra)).await;

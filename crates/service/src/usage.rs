@@ -34,6 +34,7 @@ pub struct Reporter {
     wake: tokio::sync::Notify,
     debounce: Duration,
     delivered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
 }
 
 impl Reporter {
@@ -56,6 +57,7 @@ impl Reporter {
             wake: tokio::sync::Notify::new(),
             debounce,
             delivered: Default::default(),
+            failed: Default::default(),
         }))
     }
 
@@ -66,6 +68,11 @@ impl Reporter {
     /// Reports delivered so far.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reports that failed to go out so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reports waiting.
@@ -132,6 +139,8 @@ impl Reporter {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, hub_collection = %id, "usage report not delivered; kept in the outbox");
+                    self.failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     failed = true;
                 }
             }

@@ -217,3 +217,52 @@ async fn openapi_lists_every_route() {
         );
     }
 }
+
+/// Metrics are served in the Prometheus text format and move with traffic.
+#[tokio::test]
+async fn metrics_move_as_requests_happen() {
+    let app = TestApp::new();
+    let scrape = async |app: &TestApp| -> String {
+        let (status, headers, text) = app.get_text("/metrics", &[]).await;
+        assert_eq!(status, 200);
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        text
+    };
+    let count = |text: &str, prefix: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let line = "vectorizer_http_requests_total{route=\"/collections\",status=\"201\"} ";
+    let before = scrape(&app).await;
+    for name in ["m1", "m2"] {
+        app.call(
+            "POST",
+            "/collections",
+            Some(json!({"name": name, "dimension": 2, "metric": "dot"})),
+        )
+        .await;
+    }
+    app.call(
+        "POST",
+        "/collections/m1/points",
+        Some(json!({"points": [{"id": 1, "vector": [1, 2]}]})),
+    )
+    .await;
+    let after = scrape(&app).await;
+    // Other tests in this process count too: the figure only grows.
+    assert!(count(&after, line) >= count(&before, line) + 2, "{after}");
+    for family in [
+        "vectorizer_http_request_duration_seconds_bucket",
+        "vectorizer_collections ",
+        "vectorizer_vectors ",
+    ] {
+        assert!(after.contains(family), "{family} missing");
+    }
+    assert!(after.contains("route=\"/collections/{name}/points\""));
+}

@@ -25,17 +25,56 @@ pub struct TestApp {
 pub const MAX_BODY: usize = 256 << 10;
 pub const MAX_BATCH: usize = 100;
 
+/// How a [`TestApp`] is set up; `Default` is the Hub switched off.
+pub struct AppOptions {
+    pub auth: Option<Arc<vectorizer_server::auth::Auth>>,
+    pub quota_ttl: Duration,
+    pub grace: Duration,
+    pub metrics: vectorizer_server::metrics::MetricsOptions,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            auth: None,
+            quota_ttl: Duration::from_secs(60),
+            grace: Duration::from_secs(300),
+            metrics: vectorizer_server::metrics::MetricsOptions {
+                public: true,
+                tenant_labels: Some(10),
+            },
+        }
+    }
+}
+
 impl TestApp {
     pub fn new() -> TestApp {
-        Self::build(None)
+        Self::build(AppOptions::default())
     }
 
     /// With access-key authentication against a Hub.
     pub fn with_auth(auth: Arc<vectorizer_server::auth::Auth>) -> TestApp {
-        Self::build(Some(auth))
+        Self::build(AppOptions {
+            auth: Some(auth),
+            ..AppOptions::default()
+        })
     }
 
-    fn build(auth: Option<Arc<vectorizer_server::auth::Auth>>) -> TestApp {
+    /// As [`with_auth`], with the quota cache's TTL and grace given.
+    pub fn with_quota_times(
+        auth: Arc<vectorizer_server::auth::Auth>,
+        quota_ttl: Duration,
+        grace: Duration,
+    ) -> TestApp {
+        Self::build(AppOptions {
+            auth: Some(auth),
+            quota_ttl,
+            grace,
+            ..AppOptions::default()
+        })
+    }
+
+    pub fn build(o: AppOptions) -> TestApp {
         let dir = TempDir::new("server");
         let options = ServiceOptions {
             data_dir: dir.path().to_owned(),
@@ -47,12 +86,8 @@ impl TestApp {
             max_batch_searches: 10,
         };
         let service = Arc::new(Service::open(options).unwrap());
-        if let Some(auth) = &auth {
-            service.attach_hub(
-                auth.hub().clone(),
-                Duration::from_secs(60),
-                Duration::from_secs(300),
-            );
+        if let Some(auth) = &o.auth {
+            service.attach_hub(auth.hub().clone(), o.quota_ttl, o.grace);
             let reporter = vectorizer_service::usage::Reporter::open(
                 auth.hub().clone(),
                 dir.path(),
@@ -69,7 +104,8 @@ impl TestApp {
                 max_body_bytes: MAX_BODY,
                 request_timeout: Duration::from_secs(30),
             },
-            auth,
+            auth: o.auth,
+            metrics: o.metrics,
         };
         TestApp {
             router: router(state),
@@ -77,11 +113,12 @@ impl TestApp {
         }
     }
 
-    /// Sends a request; the body, if any, is sent as JSON.
+    /// The app's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()
     }
 
+    /// Sends a request; the body, if any, is sent as JSON.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let (status, _, json) = self
             .send(
@@ -110,6 +147,29 @@ impl TestApp {
             None => Body::empty(),
         };
         self.raw(req.body(body).unwrap()).await
+    }
+
+    /// `GET path` with optional headers, the answer as text (for
+    /// `/metrics`).
+    pub async fn get_text(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().uri(path);
+        for (h, v) in headers {
+            req = req.header(*h, *v);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     pub async fn raw(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {

@@ -660,8 +660,8 @@ async fn isolation_matrix_over_every_route() {
     hub.task.abort();
 }
 
-/// With the Hub enabled, a collection is registered with it before it is
-/// made (the plan's collection count is the Hub's: its 429 is ours), and a
+/// With the Hub enabled, a collection is checked against the plan's
+/// collection count and registered with the Hub before it is made, and a
 /// deletion is reported to it.
 #[tokio::test]
 async fn collections_are_registered_with_the_hub() {
@@ -707,7 +707,7 @@ async fn collections_are_registered_with_the_hub() {
     let mut names = at_hub(&hub.store);
     names.sort();
     assert_eq!(names, vec!["docs".to_owned(), "notes".to_owned()]);
-    // The plan allows two: the Hub's 429 is ours, and nothing is made here.
+    // The plan allows two: a 429 with the figures, and nothing is made.
     let (s, b) = send(
         &app,
         "POST",
@@ -717,8 +717,28 @@ async fn collections_are_registered_with_the_hub() {
     )
     .await;
     assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (429, Some("quota_exceeded"))
+        (
+            s,
+            b["error"]["code"].as_str(),
+            b["error"]["quota"].as_str(),
+            b["error"]["limit"].as_u64(),
+            b["error"]["current"].as_u64(),
+            b["error"]["requested"].as_u64()
+        ),
+        (
+            429,
+            Some("quota_exceeded"),
+            Some("collections"),
+            Some(2),
+            Some(2),
+            Some(1)
+        ),
+        "{b}"
+    );
+    assert_eq!(
+        at_hub(&hub.store).len(),
+        2,
+        "the hub was not asked to make it"
     );
     let (_, list) = send(&app, "GET", "/collections", bearer(&k), None).await;
     assert_eq!(list["collections"].as_array().unwrap().len(), 2);
@@ -749,6 +769,86 @@ async fn collections_are_registered_with_the_hub() {
         .await
         .0,
         201
+    );
+    hub.task.abort();
+}
+
+/// 12 parallel creates against a plan of 3 collections: exactly 3 are
+/// made, here and at the Hub; the Hub's own refusal, for a collection it
+/// counts that this node does not hold, carries the figures too.
+#[tokio::test]
+async fn parallel_creates_cannot_overshoot_the_collection_count() {
+    let hub = hub().await;
+    hub.store
+        .create_plan(Plan {
+            name: "three".into(),
+            max_collections: 3,
+            max_vectors: 100,
+            max_storage_bytes: 1 << 20,
+        })
+        .unwrap();
+    let user = hub.store.create_user("pc@example.com", "three").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    let app = Arc::new(TestApp::with_auth(auth(hub.addr, Duration::from_secs(60))));
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let (app, k) = (app.clone(), k.clone());
+            tokio::spawn(async move {
+                let body = json!({"name": format!("c{i}"), "dimension": 2, "metric": "dot"});
+                send(&app, "POST", "/collections", bearer(&k), Some(body)).await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            201 => made += 1,
+            429 => assert_eq!(b["error"]["quota"], "collections", "{b}"),
+            other => panic!("{other}: {b}"),
+        }
+    }
+    assert_eq!(made, 3);
+    let (_, list) = send(&app, "GET", "/collections", bearer(&k), None).await;
+    assert_eq!(list["collections"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        hub.store.user_collections(&user).unwrap().collections.len(),
+        3
+    );
+
+    // The Hub knows a collection this node never made: ours says 2 of 3,
+    // the Hub says full, and its refusal stands.
+    let other = hub
+        .store
+        .create_user("pc2@example.com", "three")
+        .unwrap()
+        .id;
+    let (k2, _) = key(&hub.store, other, &["admin"], None);
+    let req = serde_json::from_value(
+        json!({"collection_name": "elsewhere", "project_id": other, "dimension": 2}),
+    )
+    .unwrap();
+    hub.store.create_collection(&other, &req).unwrap();
+    for name in ["a", "b"] {
+        let body = json!({"name": name, "dimension": 2, "metric": "dot"});
+        assert_eq!(
+            send(&app, "POST", "/collections", bearer(&k2), Some(body))
+                .await
+                .0,
+            201
+        );
+    }
+    let body = json!({"name": "c", "dimension": 2, "metric": "dot"});
+    let (s, b) = send(&app, "POST", "/collections", bearer(&k2), Some(body)).await;
+    assert_eq!(
+        (
+            s,
+            b["error"]["quota"].as_str(),
+            b["error"]["limit"].as_u64(),
+            b["error"]["current"].as_u64()
+        ),
+        (429, Some("collections"), Some(3), Some(2)),
+        "{b}"
     );
     hub.task.abort();
 }
@@ -1096,9 +1196,143 @@ async fn usage_reaches_the_hub_and_survives_an_outage() {
     );
     assert_eq!(
         u["limits"],
-        json!({"max_vectors": 1000, "max_storage_bytes": 1 << 20})
+        json!({"max_collections": 10, "max_vectors": 1000, "max_storage_bytes": 1 << 20})
     );
     assert_eq!(u["per_collection"][0]["name"], "c");
     assert_eq!(u["storage_bytes"], u["per_collection"][0]["storage_bytes"]);
+    // The Hub's families appear in the metrics, public by default.
+    let (status, _, text) = app.get_text("/metrics", &[]).await;
+    assert_eq!(status, 200);
+    for needle in [
+        "hub_health{state=\"up\"} 1",
+        "hub_quota_checks_total{quota=\"vectors\",result=\"allowed\"}",
+        "hub_api_requests_total{call=\"update_usage\",status=\"ok\"}",
+        "hub_api_requests_total{call=\"update_usage\",status=\"transient\"}",
+        "hub_usage_reports_total{result=\"delivered\"}",
+        "hub_usage_reports_total{result=\"failed\"}",
+        "hub_quota_usage{quota=\"vectors\"}",
+        "# TYPE hub_backup_operations_total counter",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    // Per-tenant gauges (switched on in the test app) carry the exact
+    // figures under the user's id.
+    let tenant = format!("vectorizer_tenant_vectors{{user_id=\"{user}\"}} ");
+    let line = text.lines().find_map(|l| l.strip_prefix(tenant.as_str()));
+    assert_eq!(line, Some(u["vectors"].to_string().as_str()), "{text}");
     hub.task.abort();
+}
+
+/// With `metrics.public` off, scraping needs an access key with `admin`:
+/// the figures span every tenant.
+#[tokio::test]
+async fn private_metrics_need_an_admin_key() {
+    let hub = hub().await;
+    let user = hub.store.create_user("mx@example.com", "p").unwrap().id;
+    let (admin, _) = key(&hub.store, user, &["admin"], None);
+    let (reader, _) = key(&hub.store, user, &["read", "write", "delete"], None);
+    let app = TestApp::build(crate::common::AppOptions {
+        auth: Some(auth(hub.addr, Duration::from_secs(60))),
+        metrics: vectorizer_server::metrics::MetricsOptions {
+            public: false,
+            tenant_labels: None,
+        },
+        ..Default::default()
+    });
+    let body = json!({"name": "c", "dimension": 2, "metric": "dot"});
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&admin), Some(body))
+            .await
+            .0,
+        201
+    );
+    let (s, b) = send(&app, "GET", "/metrics", None, None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (s, b) = send(&app, "GET", "/metrics", bearer(&reader), None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (status, _, text) = app
+        .get_text("/metrics", &[("authorization", &format!("Bearer {admin}"))])
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("vectorizer_collections 1"), "{text}");
+    assert!(
+        !text.contains("vectorizer_tenant_"),
+        "tenant labels are off"
+    );
+    hub.task.abort();
+}
+
+/// With the Hub unreachable, the last known limits serve for the grace
+/// period; after it, a write that needs a quota decision gets 503.
+#[tokio::test]
+async fn quota_limits_outlive_the_hub_only_for_the_grace_period() {
+    let hub = hub().await;
+    let user = hub.store.create_user("gr@example.com", "p").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    // Limits are asked for every time (TTL 0); the grace is 1 s.
+    let app = TestApp::with_quota_times(
+        auth(hub.addr, Duration::from_secs(60)),
+        Duration::ZERO,
+        Duration::from_secs(1),
+    );
+    let make = json!({"name": "c", "dimension": 2, "metric": "dot"});
+    assert_eq!(
+        send(&app, "POST", "/collections", bearer(&k), Some(make))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&k),
+            Some(points(0, 1))
+        )
+        .await
+        .0,
+        200
+    );
+    hub.task.abort();
+    let _ = hub.task.await;
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points",
+            bearer(&k),
+            Some(points(1, 1))
+        )
+        .await
+        .0,
+        200,
+        "within the grace"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points",
+        bearer(&k),
+        Some(points(2, 1)),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("unavailable")));
+    // Reads need no quota decision.
+    assert_eq!(
+        send(
+            &app,
+            "POST",
+            "/collections/c/points/count",
+            bearer(&k),
+            Some(json!({}))
+        )
+        .await
+        .0,
+        200
+    );
 }
