@@ -144,7 +144,20 @@ fn measure(
     threads: usize,
     filter: Option<(&Filter, &[Vec<usize>])>,
 ) -> (f64, f64) {
-    let runs: Vec<(f64, f64)> = (0..3)
+    measure_best(db, coll, ds, ef, threads, filter, 3)
+}
+
+/// As [`measure`], best of `passes`.
+fn measure_best(
+    db: &Database,
+    coll: &str,
+    ds: &Dataset,
+    ef: usize,
+    threads: usize,
+    filter: Option<(&Filter, &[Vec<usize>])>,
+    passes: usize,
+) -> (f64, f64) {
+    let runs: Vec<(f64, f64)> = (0..passes)
         .map(|_| measure_once(db, coll, ds, ef, threads, filter))
         .collect();
     (runs.iter().map(|r| r.0).fold(0.0, f64::max), runs[0].1)
@@ -277,6 +290,83 @@ pub fn open_only(args: &[String]) -> i32 {
         "{}",
         json!({"open_seconds": secs, "rss_growth_bytes": growth, "points": points})
     );
+    0
+}
+
+fn read_f32(path: &Path, dim: usize) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect::<Vec<_>>()
+        .chunks(dim)
+        .map(<[f32]>::to_vec)
+        .collect()
+}
+
+/// Search figures only, on the collections a previous `engine` run left in
+/// DIR (its `db-plain` of each dataset), so that a change to search can be
+/// measured without building again, and so that a comparison can take
+/// turns with another engine (`--passes N`, `--json`: one JSON line per
+/// dataset and ef).
+pub fn search_only(args: &[String]) -> i32 {
+    let mut dir = None;
+    let mut passes = 10;
+    let mut as_json = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--passes" => passes = it.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+            "--json" => as_json = true,
+            d if dir.is_none() => dir = Some(PathBuf::from(d)),
+            _ => passes = 0,
+        }
+    }
+    let (Some(dir), 1..) = (dir, passes) else {
+        eprintln!("usage: vectorizer-bench engine-search DIR [--passes N] [--json]");
+        return 2;
+    };
+    for name in ["l2-128", "cos-384"] {
+        let data = dir.join(name).join("data");
+        let Ok(meta) = std::fs::read(data.join("meta.json")) else {
+            eprintln!(
+                "[{name}] no data under {}: run `engine` first",
+                data.display()
+            );
+            continue;
+        };
+        let meta: Value = serde_json::from_slice(&meta).unwrap();
+        let dim = meta["dim"].as_u64().unwrap() as usize;
+        let metric: Metric = serde_json::from_value(meta["metric"].clone()).unwrap();
+        let truth: Vec<Vec<usize>> = std::fs::read(data.join("truth.i32"))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .collect::<Vec<_>>()
+            .chunks(K)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let ds = Dataset {
+            name,
+            metric,
+            dim,
+            base: Vec::new(),
+            queries: read_f32(&data.join("queries.f32"), dim),
+            truth,
+        };
+        let db = Database::open(dir.join(name).join("db-plain"), EngineOptions::default()).unwrap();
+        for ef in EFS {
+            let (q1, r1) = measure_best(&db, "c", &ds, ef, 1, None, passes);
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"dataset": name, "ef": ef, "recall": r1, "qps_1": q1})
+                );
+            } else {
+                println!("[{name}] ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}");
+            }
+        }
+    }
     0
 }
 

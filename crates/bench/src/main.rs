@@ -3,6 +3,8 @@
 //! - `engine [--out DIR] [--quick]`: the storage engine on seeded data.
 //! - `engine-open DIR`: opens a database and prints open time and memory
 //!   (run by `engine` in a fresh process, so that memory is measured clean).
+//! - `engine-search DIR [--passes N] [--json]`: search figures only, on
+//!   what `engine` left in DIR.
 //! - `http --url URL [--target vectorizer|chroma]`: HTTP load on a running
 //!   server (see `scripts/bench_http.py`).
 
@@ -15,10 +17,11 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("engine") => engine::run(&args[1..]),
         Some("engine-open") => engine::open_only(&args[1..]),
+        Some("engine-search") => engine::search_only(&args[1..]),
         Some("http") => http::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | http --url URL [--target vectorizer|chroma]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma]"
             );
             2
         }

@@ -115,10 +115,14 @@ impl Ord for Cand {
 struct Visited {
     tags: Vec<u16>,
     epoch: u16,
+    /// Scratch: the unvisited neighbours of the node being expanded.
+    fresh: Vec<u32>,
 }
 
 thread_local! {
-    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { tags: Vec::new(), epoch: 0 }) };
+    static VISITED: RefCell<Visited> = const {
+        RefCell::new(Visited { tags: Vec::new(), epoch: 0, fresh: Vec::new() })
+    };
 }
 
 fn with_visited<R>(cap: usize, f: impl FnOnce(&mut Visited) -> R) -> R {
@@ -710,7 +714,11 @@ impl VectorIndex {
             let mut changed = false;
             let list = self.links(cur.id, layer);
             let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
-            for x in &list[1..=n] {
+            let nbrs = &list[1..=n];
+            for x in nbrs {
+                prefetch(self.vec_ptr(x.load(Ordering::Relaxed)), self.dim * 4);
+            }
+            for x in nbrs {
                 let id = x.load(Ordering::Acquire);
                 let d = self.query_dist::<BUILD>(q, id);
                 if d < cur.d {
@@ -751,24 +759,24 @@ impl VectorIndex {
             f32::INFINITY
         };
         let bytes = self.dim * 4;
+        let mut fresh = std::mem::take(&mut vis.fresh);
         while let Some(Reverse(c)) = next.pop() {
             if c.d > bound {
                 break;
             }
             let list = self.links(c.id, layer);
             let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
-            let nbrs = &list[1..=n];
-            if let Some(first) = nbrs.first() {
-                prefetch(self.vec_ptr(first.load(Ordering::Relaxed)), bytes);
-            }
-            for (j, x) in nbrs.iter().enumerate() {
-                if let Some(ahead) = nbrs.get(j + 1) {
-                    prefetch(self.vec_ptr(ahead.load(Ordering::Relaxed)), bytes);
-                }
+            // Unvisited neighbours first, each vector's fetch started at
+            // once: the loads overlap instead of waiting one by one.
+            fresh.clear();
+            for x in &list[1..=n] {
                 let id = x.load(Ordering::Acquire);
-                if !vis.first(id) {
-                    continue;
+                if vis.first(id) {
+                    prefetch(self.vec_ptr(id), bytes);
+                    fresh.push(id);
                 }
+            }
+            for &id in &fresh {
                 let d = self.query_dist::<BUILD>(q, id);
                 if d < bound || top.len() < ef {
                     next.push(Reverse(Cand { d, id }));
@@ -788,6 +796,7 @@ impl VectorIndex {
                 }
             }
         }
+        vis.fresh = fresh;
         top.into_sorted_vec()
     }
 

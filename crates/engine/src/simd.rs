@@ -20,6 +20,10 @@ pub fn kernels() -> (Kernel, Kernel) {
     (crate::distance::dot, crate::distance::l2_squared)
 }
 
+/// Most bytes of one vector fetched ahead: all of a 128-dimensional one;
+/// of longer ones the start, while the hardware streams in the rest.
+const PREFETCH_CAP: usize = 512;
+
 /// Hints the CPU to fetch the cache lines at `p` ahead of use.
 #[inline(always)]
 pub fn prefetch(p: *const f32, bytes: usize) {
@@ -28,8 +32,7 @@ pub fn prefetch(p: *const f32, bytes: usize) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = p as *const i8;
         let mut off = 0;
-        // Two lines cover the start of the vector; the rest streams in.
-        while off < bytes.min(256) {
+        while off < bytes.min(PREFETCH_CAP) {
             _mm_prefetch(p.add(off), _MM_HINT_T0);
             off += 64;
         }
