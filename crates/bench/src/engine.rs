@@ -214,7 +214,9 @@ fn measure_once(
     )
 }
 
-fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool) -> (f64, f64) {
+/// Builds collection `name`; with `payloads`, each point carries
+/// `{"sel": i % 100}`, and with `indexed` that field is indexed too.
+fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool, indexed: bool) -> (f64, f64) {
     let cfg = CollectionConfig {
         dimension: ds.dim,
         metric: ds.metric,
@@ -222,6 +224,11 @@ fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool) -> (f64, f64) 
             m: 16,
             ef_construction: 100,
             ef_search: 64,
+        },
+        payload_index: if indexed {
+            vec!["sel".to_owned()]
+        } else {
+            Vec::new()
         },
     };
     let c = db.create_collection(name, cfg, BTreeMap::new()).unwrap();
@@ -384,7 +391,7 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
     let plain = out.join(name).join("db-plain");
     let _ = std::fs::remove_dir_all(&plain);
     let db = Database::open(&plain, EngineOptions::default()).unwrap();
-    let (build_s, rate) = build(&db, "c", ds, false);
+    let (build_s, rate) = build(&db, "c", ds, false, false);
     println!(
         "[{name}] build {build_s:.2} s, insert {rate:.0} vectors/s (batches of 1000, fsync per batch)"
     );
@@ -427,7 +434,8 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
     let filt = out.join(name).join("db-filtered");
     let _ = std::fs::remove_dir_all(&filt);
     let db = Database::open(&filt, EngineOptions::default()).unwrap();
-    build(&db, "c", ds, true);
+    build(&db, "c", ds, true, false);
+    build(&db, "ci", ds, true, true);
     let mut frows = Vec::new();
     for (label, fj, modulus) in [
         (
@@ -444,25 +452,31 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
         let f = Filter::from_json(&fj).unwrap();
         let allowed = move |i: usize| i % 100 < modulus;
         let truth = ground_truth(ds.metric, &ds.base, &ds.queries, Some(&allowed));
-        for ef in [64, 128] {
-            let (q, r) = measure(&db, "c", ds, ef, 1, Some((&f, &truth)));
-            println!(
-                "[{name}] filtered {label:<3} ef={ef:<4} recall@10 {r:.4}  QPS 1 thread {q:>8.0}"
-            );
-            frows.push(json!({"selectivity": label, "ef": ef, "recall": r, "qps_1": q}));
+        for (coll, how) in [("c", "no index"), ("ci", "indexed")] {
+            for ef in [64, 128] {
+                let (q, r) = measure(&db, coll, ds, ef, 1, Some((&f, &truth)));
+                println!(
+                    "[{name}] filtered {label:<3} {how:<8} ef={ef:<4} recall@10 {r:.4}  QPS 1 thread {q:>8.0}"
+                );
+                frows.push(json!({"selectivity": label, "payload_index": coll == "ci", "ef": ef, "recall": r, "qps_1": q}));
+            }
         }
     }
     result["filtered"] = json!(frows);
-    let info = db.collection("c").unwrap().info();
+    let (plain, indexed) = (
+        db.collection("c").unwrap().info(),
+        db.collection("ci").unwrap().info(),
+    );
     println!(
-        "[{name}] with payloads, engine accounting: memory {:.1} MiB",
-        mib(info.memory_bytes)
+        "[{name}] with payloads, engine accounting: memory {:.1} MiB, with the payload index {:.1} MiB",
+        mib(plain.memory_bytes),
+        mib(indexed.memory_bytes)
     );
     db.flush().unwrap();
     drop(db);
     let (open_s, rss) = reopen(&filt);
     println!(
-        "[{name}] with payloads: restart {open_s:.3} s; resident after restart {:.1} MiB",
+        "[{name}] with payloads (both collections): restart {open_s:.3} s; resident after restart {:.1} MiB",
         mib(rss)
     );
     result["rss_bytes_with_payloads"] = json!(rss);

@@ -27,6 +27,7 @@ use crate::fsutil::{sync_dir, write_atomic};
 use crate::id::PointId;
 use crate::index::VectorIndex;
 use crate::payload::Payload;
+use crate::payload_index::{KeyBits, PayloadIndex};
 use crate::snapshot;
 use crate::wal::{Point, Wal, WalOp};
 
@@ -160,6 +161,8 @@ struct State {
     /// Published keys not yet linked into the graph, oldest first. Searches
     /// scan them exactly; the indexer links them in the background.
     unindexed: Vec<u32>,
+    /// Keys by the values of the declared payload fields.
+    payload_index: PayloadIndex,
     /// Bumped when compaction replaces the graph (and renumbers keys), so
     /// that an indexer batch taken before it is abandoned.
     generation: u64,
@@ -306,12 +309,14 @@ impl Collection {
         let last_seq = records.last().map_or(snap_seq, |r| r.seq.max(snap_seq));
         // Points published but not linked when the snapshot was taken.
         let unindexed = index.unlinked();
+        let payload_index = index_payloads(&config, &slots);
         let state = State {
             index,
             slots,
             ids,
             payload_bytes,
             unindexed,
+            payload_index,
             generation: 0,
         };
         let log_len = wal.len();
@@ -404,7 +409,10 @@ impl Collection {
     fn memory_bytes(st: &State) -> u64 {
         let per_point =
             std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<(PointId, u32)>() + 16;
-        st.index.memory_usage() as u64 + st.payload_bytes + (st.slots.len() * per_point) as u64
+        st.index.memory_usage() as u64
+            + st.payload_bytes
+            + st.payload_index.heap_bytes() as u64
+            + (st.slots.len() * per_point) as u64
     }
 
     pub fn metadata(&self) -> BTreeMap<String, String> {
@@ -605,6 +613,9 @@ impl Collection {
             }
             let payload = p.payload.as_ref().map(Payload::from_map);
             st.payload_bytes += held(payload.as_ref());
+            if let Some(p) = &payload {
+                st.payload_index.add(key, p);
+            }
             st.slots[k] = Some(Entry { id: p.id, payload });
             st.unindexed.push(key);
         }
@@ -689,6 +700,8 @@ impl Collection {
             slots.push(Some(e));
         }
         let dropped = st.index.deleted();
+        // Renumbered keys, and postings rid of removed ones.
+        st.payload_index = index_payloads(&self.config, &slots);
         st.slots = slots;
         st.index = index;
         // The new graph holds every point linked.
@@ -848,8 +861,12 @@ impl Collection {
             Some(f) => st.ids.range(f..),
             None => st.ids.range(..),
         };
+        let cands = filter.and_then(|f| candidates(&st, f));
         let mut out = Vec::with_capacity(limit.min(1024));
         for (id, key) in range {
+            if cands.as_ref().is_some_and(|c| !c.contains(*key)) {
+                continue;
+            }
             let e = st.slots[*key as usize].as_ref().expect("published key");
             if filter.is_some_and(|f| !f.matches(id, e.payload.as_ref())) {
                 continue;
@@ -865,14 +882,15 @@ impl Collection {
     /// Points matching the filter (all points without one).
     pub fn count(&self, filter: Option<&Filter>) -> usize {
         let st = self.read();
-        match filter {
-            None => st.ids.len(),
-            Some(f) => st
-                .slots
+        let matches = |e: &Entry| filter.is_none_or(|f| f.matches(&e.id, e.payload.as_ref()));
+        match filter.and_then(|f| candidates(&st, f)) {
+            _ if filter.is_none() => st.ids.len(),
+            Some(c) => c
                 .iter()
-                .flatten()
-                .filter(|e| f.matches(&e.id, e.payload.as_ref()))
+                .filter_map(|k| st.slots.get(k as usize).and_then(Option::as_ref))
+                .filter(|e| matches(e))
                 .count(),
+            None => st.slots.iter().flatten().filter(|e| matches(e)).count(),
         }
     }
 
@@ -951,19 +969,37 @@ impl Collection {
         }
         let ef = req.ef.unwrap_or(self.config.hnsw.ef_search).max(k);
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
-        let all = || 0..st.slots.len() as u32;
+        // Candidates from the payload indexes (and `has_id`): a superset of
+        // the matches, known exactly in number.
+        let cands = filter.and_then(|f| candidates(st, f));
+        let cands = cands.as_ref();
+        let everything = || -> Box<dyn Iterator<Item = u32> + '_> {
+            match cands {
+                Some(c) => Box::new(c.iter()),
+                None => Box::new(0..st.slots.len() as u32),
+            }
+        };
         if live <= EXACT_BELOW {
-            return Ok(self.exact(st, all(), &req.vector, k, filter));
+            return Ok(self.exact(st, everything(), &req.vector, k, filter));
         }
         // A selective filter makes graph traversal wander; scanning the
         // matches exactly is then both cheaper and complete.
-        if let Some(f) = filter
-            && self.estimate_matches(st, f) <= (ef * 4).max(live / 100)
-        {
-            return Ok(self.exact(st, all(), &req.vector, k, filter));
+        if let Some(f) = filter {
+            let matches = match cands {
+                Some(c) => c.len(),
+                None => self.estimate_matches(st, f),
+            };
+            if matches <= (ef * 4).max(live / 100) {
+                return Ok(self.exact(st, everything(), &req.vector, k, filter));
+            }
         }
         // Points not linked yet are scanned exactly and merged in.
-        let pending = self.exact(st, st.unindexed.iter().copied(), &req.vector, k, filter);
+        let backlog = st
+            .unindexed
+            .iter()
+            .copied()
+            .filter(|k| cands.is_none_or(|c| c.contains(*k)));
+        let pending = self.exact(st, backlog, &req.vector, k, filter);
         // The backlog may still hold keys deleted before they were linked.
         let pending_live = st
             .unindexed
@@ -976,10 +1012,12 @@ impl Collection {
             None => st.index.search(&req.vector, k, ef, None),
             Some(f) => {
                 let pred = |key: u32| {
-                    st.slots
-                        .get(key as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|e| f.matches(&e.id, e.payload.as_ref()))
+                    cands.is_none_or(|c| c.contains(key))
+                        && st
+                            .slots
+                            .get(key as usize)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|e| f.matches(&e.id, e.payload.as_ref()))
                 };
                 st.index.search(&req.vector, k, ef, Some(&pred))
             }
@@ -991,7 +1029,7 @@ impl Collection {
             Some(_) => graph.len() + pending.len() < k,
         };
         if short {
-            return Ok(self.exact(st, all(), &req.vector, k, filter));
+            return Ok(self.exact(st, everything(), &req.vector, k, filter));
         }
         Ok(self.merge(graph, pending, k))
     }
@@ -1094,6 +1132,26 @@ impl Collection {
         out.sort_by(|a, b| better(metric, a.1, b.1).then(a.0.cmp(&b.0)));
         out
     }
+}
+
+/// The payload indexes a collection declares, over its live points.
+fn index_payloads(config: &CollectionConfig, slots: &[Option<Entry>]) -> PayloadIndex {
+    let mut idx = PayloadIndex::new(&config.payload_index);
+    if !idx.is_empty() {
+        for (k, e) in slots.iter().enumerate() {
+            if let Some(p) = e.as_ref().and_then(|e| e.payload.as_ref()) {
+                idx.add(k as u32, p);
+            }
+        }
+    }
+    idx
+}
+
+/// Keys that may match `filter`, from the payload indexes and `has_id`;
+/// `None` when neither narrows it.
+fn candidates(st: &State, filter: &Filter) -> Option<KeyBits> {
+    st.payload_index
+        .candidates(filter, st.slots.len(), &|id| st.ids.get(id).copied())
 }
 
 fn current_len(dir: &Path) -> u64 {

@@ -91,7 +91,13 @@ pub struct CollectionConfig {
     pub metric: Metric,
     #[serde(default)]
     pub hnsw: HnswParams,
+    /// Payload fields (dotted paths) indexed for filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload_index: Vec<String>,
 }
+
+/// Most payload fields one collection indexes.
+pub const MAX_INDEXED_FIELDS: usize = 32;
 
 impl CollectionConfig {
     pub fn new(dimension: usize, metric: Metric) -> Self {
@@ -99,6 +105,7 @@ impl CollectionConfig {
             dimension,
             metric,
             hnsw: HnswParams::default(),
+            payload_index: Vec::new(),
         }
     }
 
@@ -107,6 +114,23 @@ impl CollectionConfig {
             return Err(EngineError::InvalidConfig(format!(
                 "dimension must be between 1 and {MAX_DIMENSION}"
             )));
+        }
+        if self.payload_index.len() > MAX_INDEXED_FIELDS {
+            return Err(EngineError::InvalidConfig(format!(
+                "at most {MAX_INDEXED_FIELDS} payload fields can be indexed"
+            )));
+        }
+        for (i, f) in self.payload_index.iter().enumerate() {
+            if f.is_empty() || f.len() > 256 || f.split('.').any(str::is_empty) {
+                return Err(EngineError::InvalidConfig(format!(
+                    "payload_index: `{f}` is not a field path (1 to 256 bytes, dotted, no empty part)"
+                )));
+            }
+            if self.payload_index[..i].contains(f) {
+                return Err(EngineError::InvalidConfig(format!(
+                    "payload_index: `{f}` is listed twice"
+                )));
+            }
         }
         self.hnsw.validate()
     }

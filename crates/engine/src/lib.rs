@@ -14,6 +14,7 @@ mod fsutil;
 pub mod id;
 mod index;
 pub mod payload;
+mod payload_index;
 mod simd;
 mod snapshot;
 pub mod wal;

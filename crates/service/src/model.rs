@@ -76,6 +76,10 @@ pub struct CreateCollection {
     #[serde(default)]
     #[schemars(with = "Option<HnswSchema>")]
     pub hnsw: Option<HnswParams>,
+    /// Payload fields (dotted paths, at most 32) indexed for filters:
+    /// conditions on them find their candidates without scanning.
+    #[serde(default)]
+    pub payload_index: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -102,6 +106,8 @@ pub struct CollectionDetail {
     pub metric: Metric,
     #[schemars(with = "HnswSchema")]
     pub hnsw: HnswParams,
+    /// Indexed payload fields.
+    pub payload_index: Vec<String>,
     pub points: u64,
     /// Bytes on disk (what storage is billed on).
     pub bytes: u64,

@@ -157,6 +157,7 @@ impl Service {
             dimension: info.config.dimension,
             metric: info.config.metric,
             hnsw: info.config.hnsw,
+            payload_index: info.config.payload_index,
             points: info.points,
             bytes: info.disk_bytes,
             memory_bytes: info.memory_bytes,
@@ -478,6 +479,7 @@ impl Service {
             dimension: req.dimension,
             metric: req.metric,
             hnsw: req.hnsw.unwrap_or_default(),
+            payload_index: req.payload_index,
         };
         let c = self
             .db

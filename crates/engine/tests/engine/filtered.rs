@@ -13,15 +13,25 @@ const N: usize = 20_000;
 
 #[test]
 fn filtered_search_matches_exact() {
+    check(&[]);
+}
+
+/// The same answers with `sel` and `tag` indexed.
+#[test]
+fn filtered_search_matches_exact_with_payload_indexes() {
+    check(&["sel", "tag"]);
+}
+
+fn check(indexed: &[&str]) {
     let dim = 128;
     let metric = Metric::Cosine;
     let (base, _) = gaussian_mixture(N, dim, 50, 0.5, 11);
     let (queries, _) = gaussian_mixture(100, dim, 50, 0.6, 11);
     let dir = TempDir::new("filtered");
     let db = open(&dir);
-    let c = db
-        .create_collection("f", CollectionConfig::new(dim, metric), BTreeMap::new())
-        .unwrap();
+    let mut config = CollectionConfig::new(dim, metric);
+    config.payload_index = indexed.iter().map(|s| s.to_string()).collect();
+    let c = db.create_collection("f", config, BTreeMap::new()).unwrap();
     let sel = |i: usize| (i * 7919) % 1000;
     for (b, chunk) in base.chunks(1000).enumerate() {
         let pts = chunk
@@ -121,4 +131,114 @@ fn filtered_search_matches_exact() {
         ids,
         vec![PointId::Num(5), PointId::Num(77), PointId::Num(19_999)]
     );
+}
+
+/// Filters on indexed fields stay right through replacements, deletions,
+/// compaction (which renumbers keys) and a restart: counts equal a plain
+/// model's, and every search returns the model's exact filtered answer.
+#[test]
+fn payload_indexes_follow_writes_compaction_and_restarts() {
+    let dim = 16;
+    let metric = Metric::Euclidean;
+    let n = 4000;
+    let (vectors, _) = gaussian_mixture(2 * n, dim, 20, 0.5, 5);
+    let dir = TempDir::new("payload-index");
+    let mut config = CollectionConfig::new(dim, metric);
+    config.payload_index = vec!["sel".into(), "tag".into()];
+    // id -> (vector, sel, tag number)
+    let mut model: BTreeMap<u64, (Vec<f32>, usize, usize)> = BTreeMap::new();
+    let point = |id: u64, v: &[f32], sel: usize, tag: usize| Point {
+        id: PointId::Num(id),
+        vector: v.to_vec(),
+        payload: Some(
+            json!({"sel": sel, "tag": ["x", format!("t{tag}")]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+    };
+    let cases = [
+        json!({"must": [{"key": "sel", "match": {"value": 7}}]}),
+        json!({"must": [{"key": "sel", "range": {"gte": 10, "lt": 13}}]}),
+        json!({"must": [{"key": "tag", "match": {"any": ["t1"]}}, {"key": "sel", "range": {"lt": 5}}]}),
+        json!({"should": [{"key": "sel", "match": {"value": 3}}, {"has_id": [1, 2, 3500]}]}),
+    ];
+    let preds: [&dyn Fn(u64, usize, usize) -> bool; 4] = [
+        &|_, s, _| s == 7,
+        &|_, s, _| (10..13).contains(&s),
+        &|_, s, t| t == 1 && s < 5,
+        &|id, s, _| s == 3 || [1, 2, 3500].contains(&id),
+    ];
+    let check = |c: &vectorizer_engine::collection::Collection,
+                 model: &BTreeMap<u64, (Vec<f32>, usize, usize)>,
+                 when: &str| {
+        let ids: Vec<u64> = model.keys().copied().collect();
+        let base: Vec<Vec<f32>> = model.values().map(|m| m.0.clone()).collect();
+        for (fj, pred) in cases.iter().zip(preds) {
+            let f = Filter::from_json(fj).unwrap();
+            let ok = |i: usize| {
+                let (_, s, t) = &model[&ids[i]];
+                pred(ids[i], *s, *t)
+            };
+            let matching = (0..ids.len()).filter(|i| ok(*i)).count();
+            assert_eq!(c.count(Some(&f)), matching, "{when} {fj}: count");
+            for q in vectors.iter().step_by(997).take(5) {
+                let truth: Vec<u64> = exact_top_k(kind(metric), &base, q, 20, Some(&ok))
+                    .into_iter()
+                    .map(|i| ids[i])
+                    .collect();
+                let hits = c
+                    .search(&SearchRequest {
+                        vector: q.clone(),
+                        limit: 20,
+                        filter: Some(f.clone()),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                let got: Vec<u64> = hits
+                    .iter()
+                    .map(|h| match h.id {
+                        PointId::Num(n) => n,
+                        PointId::Uuid(_) => unreachable!(),
+                    })
+                    .collect();
+                assert_eq!(got, truth, "{when} {fj}");
+            }
+        }
+    };
+    {
+        let db = open(&dir);
+        let c = db.create_collection("p", config, BTreeMap::new()).unwrap();
+        let pts: Vec<Point> = (0..n as u64)
+            .map(|i| {
+                let (s, t) = (i as usize % 50, i as usize % 3);
+                model.insert(i, (vectors[i as usize].clone(), s, t));
+                point(i, &vectors[i as usize], s, t)
+            })
+            .collect();
+        c.upsert(pts).unwrap();
+        check(&c, &model, "loaded");
+        // Replaced points move to other values; their old postings go stale.
+        let pts: Vec<Point> = (0..1000u64)
+            .map(|i| {
+                let v = &vectors[n + i as usize];
+                let (s, t) = ((i as usize + 1) % 50, (i as usize + 1) % 3);
+                model.insert(i, (v.clone(), s, t));
+                point(i, v, s, t)
+            })
+            .collect();
+        c.upsert(pts).unwrap();
+        c.delete((1000..2500).map(PointId::Num).collect()).unwrap();
+        (1000..2500).for_each(|i| {
+            model.remove(&i);
+        });
+        check(&c, &model, "after updates");
+        // 2,500 dead nodes against 1,500 live ones: the snapshot compacts.
+        db.flush().unwrap();
+        check(&c, &model, "after compaction");
+    }
+    let db = open(&dir);
+    let c = db.collection("p").unwrap();
+    assert_eq!(c.config().payload_index, vec!["sel", "tag"]);
+    check(&c, &model, "after a restart");
 }

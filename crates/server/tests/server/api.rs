@@ -12,12 +12,13 @@ async fn walkthrough() {
         .call(
             "POST",
             "/collections",
-            Some(json!({"name": "docs", "dimension": 3, "metric": "cosine"})),
+            Some(json!({"name": "docs", "dimension": 3, "metric": "cosine", "payload_index": ["cat"]})),
         )
         .await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["name"], "docs");
     assert_eq!(body["hnsw"]["m"], 16);
+    assert_eq!(body["payload_index"], json!(["cat"]));
 
     let (s, body) = app
         .call(

@@ -174,6 +174,22 @@ fn cases() -> Vec<Case> {
             "invalid_config",
         ),
         json_case(
+            "payload index on an empty path",
+            "POST",
+            c,
+            json!({"name": "a", "dimension": 3, "metric": "dot", "payload_index": ["cat", "a..b"]}),
+            422,
+            "invalid_config",
+        ),
+        json_case(
+            "payload index listed twice",
+            "POST",
+            c,
+            json!({"name": "a", "dimension": 3, "metric": "dot", "payload_index": ["cat", "cat"]}),
+            422,
+            "invalid_config",
+        ),
+        json_case(
             "duplicate create",
             "POST",
             c,
