@@ -986,7 +986,9 @@ impl Collection {
         // matches exactly is then both cheaper and complete.
         if let Some(f) = filter {
             let matches = match cands {
-                Some(c) => c.len(),
+                Some(c) if st.payload_index.covers(f) => c.len(),
+                // Conditions the index cannot answer thin the candidates out.
+                Some(c) => estimate_among(c, f, st),
                 None => self.estimate_matches(st, f),
             };
             if matches <= (ef * 4).max(live / 100) {
@@ -1145,6 +1147,20 @@ fn index_payloads(config: &CollectionConfig, slots: &[Option<Entry>]) -> Payload
         }
     }
     idx
+}
+
+/// Estimated number of `cands` that match `filter`, from an even sample.
+fn estimate_among(cands: &KeyBits, filter: &Filter, st: &State) -> usize {
+    let n = cands.len();
+    let step = n.div_ceil(SAMPLE).max(1);
+    let (mut seen, mut hit) = (0usize, 0usize);
+    for key in cands.iter().step_by(step) {
+        if let Some(e) = st.slots.get(key as usize).and_then(Option::as_ref) {
+            seen += 1;
+            hit += filter.matches(&e.id, e.payload.as_ref()) as usize;
+        }
+    }
+    (hit * n).checked_div(seen).unwrap_or(0)
 }
 
 /// Keys that may match `filter`, from the payload indexes and `has_id`;

@@ -277,6 +277,20 @@ impl PayloadIndex {
         acc
     }
 
+    /// Whether the candidates of `filter` are its matches exactly (but for
+    /// stale keys): every condition is on an indexed field or `has_id`, and
+    /// none is negated.
+    pub fn covers(&self, filter: &Filter) -> bool {
+        let indexed = |c: &Condition| match c {
+            Condition::HasId(_) => true,
+            Condition::Nested(f) => self.covers(f),
+            Condition::Field { key, .. } => self.fields.iter().any(|(path, _)| path == key),
+        };
+        filter.must_not.is_empty()
+            && filter.must.iter().all(indexed)
+            && filter.should.iter().all(indexed)
+    }
+
     fn condition(
         &self,
         c: &Condition,
@@ -363,6 +377,7 @@ mod tests {
                         assert!(c.contains(*k), "{fj}: match {k} missing");
                     }
                     let only_indexed = f.must_not.is_empty() && !fj.to_string().contains("free");
+                    assert_eq!(idx.covers(&f), only_indexed, "{fj}");
                     if only_indexed {
                         assert_eq!(c.iter().collect::<Vec<_>>(), matching, "{fj}");
                     }
