@@ -309,7 +309,7 @@ impl Collection {
         let last_seq = records.last().map_or(snap_seq, |r| r.seq.max(snap_seq));
         // Points published but not linked when the snapshot was taken.
         let unindexed = index.unlinked();
-        let payload_index = index_payloads(&config, &slots);
+        let payload_index = index_payloads(&config.payload_index, &slots);
         let state = State {
             index,
             slots,
@@ -355,6 +355,19 @@ impl Collection {
         &self.name
     }
 
+    /// The current config: as created, with the payload fields indexed
+    /// since.
+    fn info_config(&self) -> CollectionConfig {
+        self.meta
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone()
+    }
+
+    /// The config the collection was opened with. Its dimension, metric and
+    /// HNSW parameters never change; `info().config` also lists payload
+    /// fields indexed since.
     pub fn config(&self) -> &CollectionConfig {
         &self.config
     }
@@ -428,6 +441,32 @@ impl Collection {
         let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
         let mut next = meta.clone();
         next.metadata = metadata;
+        self.replace_meta(&mut meta, next)
+    }
+
+    /// Indexes one more payload field: the declaration is written to
+    /// `collection.json`, the postings are built from the points held now,
+    /// and later writes keep them. False if the field was indexed already.
+    pub fn create_payload_index(&self, field: &str) -> Result<bool> {
+        // No write runs meanwhile, so no payload misses the new postings.
+        let _w = lock(&self.writer);
+        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
+        if meta.config.payload_index.iter().any(|f| f == field) {
+            return Ok(false);
+        }
+        let mut next = meta.clone();
+        next.config.payload_index.push(field.to_owned());
+        next.config.validate()?;
+        // Built under the read lock: searches go on meanwhile.
+        let index = index_payloads(&next.config.payload_index, &self.read().slots);
+        self.replace_meta(&mut meta, next)?;
+        self.write().payload_index = index;
+        tracing::info!(collection = %self.name, field, "payload index created");
+        Ok(true)
+    }
+
+    /// Writes `next` to `collection.json` atomically, then holds it.
+    fn replace_meta(&self, meta: &mut Meta, next: Meta) -> Result<()> {
         let raw = serde_json::to_vec_pretty(&next).expect("serializable");
         write_atomic(&self.dir.join(META_FILE), &raw)?;
         let old = serde_json::to_vec_pretty(&*meta)
@@ -665,6 +704,7 @@ impl Collection {
     /// Writes wait (the caller holds `writer`).
     fn compact(&self, w: &mut Writer) -> Result<()> {
         let started = std::time::Instant::now();
+        let fields = self.info_config().payload_index;
         let (index, order) = {
             let st = self.read();
             let order: Vec<u32> = st
@@ -701,7 +741,7 @@ impl Collection {
         }
         let dropped = st.index.deleted();
         // Renumbered keys, and postings rid of removed ones.
-        st.payload_index = index_payloads(&self.config, &slots);
+        st.payload_index = index_payloads(&fields, &slots);
         st.slots = slots;
         st.index = index;
         // The new graph holds every point linked.
@@ -1136,9 +1176,9 @@ impl Collection {
     }
 }
 
-/// The payload indexes a collection declares, over its live points.
-fn index_payloads(config: &CollectionConfig, slots: &[Option<Entry>]) -> PayloadIndex {
-    let mut idx = PayloadIndex::new(&config.payload_index);
+/// Payload indexes on `fields`, over the live points.
+fn index_payloads(fields: &[String], slots: &[Option<Entry>]) -> PayloadIndex {
+    let mut idx = PayloadIndex::new(fields);
     if !idx.is_empty() {
         for (k, e) in slots.iter().enumerate() {
             if let Some(p) = e.as_ref().and_then(|e| e.payload.as_ref()) {

@@ -175,6 +175,17 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             Method::POST,
+            "/collections/{name}/payload_index",
+            "create_payload_index",
+            "Index a payload field for filters",
+            Some(schema::<m::CreatePayloadIndex>),
+            schema::<m::CollectionDetail>,
+            StatusCode::OK,
+            Some(Write),
+            post(h::create_payload_index),
+        ),
+        r(
+            Method::POST,
             "/collections/{name}/points",
             "upsert_points",
             "Insert or replace points (all or nothing)",

@@ -127,6 +127,18 @@ pub async fn get_collection(
     .await
 }
 
+pub async fn create_payload_index(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<CreatePayloadIndex>,
+) -> Result<Response, ApiError> {
+    run(&state, StatusCode::OK, move |s| {
+        s.create_payload_index(&caller, &name, req)
+    })
+    .await
+}
+
 pub async fn delete_collection(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,

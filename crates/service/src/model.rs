@@ -82,6 +82,13 @@ pub struct CreateCollection {
     pub payload_index: Vec<String>,
 }
 
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayloadIndex {
+    /// A payload field, as a dotted path.
+    pub field: String,
+}
+
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CollectionSummary {
     pub name: String,

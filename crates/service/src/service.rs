@@ -526,6 +526,19 @@ impl Service {
         Ok(self.detail(name, &c))
     }
 
+    /// Indexes one more payload field of a collection (idempotent).
+    pub fn create_payload_index(
+        &self,
+        caller: &Caller,
+        name: &str,
+        req: CreatePayloadIndex,
+    ) -> Result<CollectionDetail> {
+        caller.require(Permission::Write)?;
+        let c = self.collection(caller, name)?;
+        c.create_payload_index(&req.field)?;
+        Ok(self.detail(name, &c))
+    }
+
     pub fn delete_collection(&self, caller: &Caller, name: &str) -> Result<()> {
         caller.require(Permission::Delete)?;
         let full = self.resolve(caller, name)?;

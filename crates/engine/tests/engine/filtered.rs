@@ -133,8 +133,8 @@ fn check(indexed: &[&str]) {
     );
 }
 
-/// Filters on indexed fields stay right through replacements, deletions,
-/// compaction (which renumbers keys) and a restart: counts equal a plain
+/// Filters on indexed fields stay right through a field indexed late,
+/// replacements, deletions, compaction (which renumbers keys) and a restart: counts equal a plain
 /// model's, and every search returns the model's exact filtered answer.
 #[test]
 fn payload_indexes_follow_writes_compaction_and_restarts() {
@@ -144,7 +144,8 @@ fn payload_indexes_follow_writes_compaction_and_restarts() {
     let (vectors, _) = gaussian_mixture(2 * n, dim, 20, 0.5, 5);
     let dir = TempDir::new("payload-index");
     let mut config = CollectionConfig::new(dim, metric);
-    config.payload_index = vec!["sel".into(), "tag".into()];
+    // `tag` is indexed later, over points already held.
+    config.payload_index = vec!["sel".into()];
     // id -> (vector, sel, tag number)
     let mut model: BTreeMap<u64, (Vec<f32>, usize, usize)> = BTreeMap::new();
     let point = |id: u64, v: &[f32], sel: usize, tag: usize| Point {
@@ -218,6 +219,14 @@ fn payload_indexes_follow_writes_compaction_and_restarts() {
             .collect();
         c.upsert(pts).unwrap();
         check(&c, &model, "loaded");
+        assert!(c.create_payload_index("tag").unwrap());
+        assert!(!c.create_payload_index("tag").unwrap(), "already indexed");
+        assert!(matches!(
+            c.create_payload_index("a..b"),
+            Err(vectorizer_engine::EngineError::InvalidConfig(_))
+        ));
+        assert_eq!(c.info().config.payload_index, vec!["sel", "tag"]);
+        check(&c, &model, "tag indexed");
         // Replaced points move to other values; their old postings go stale.
         let pts: Vec<Point> = (0..1000u64)
             .map(|i| {
@@ -239,6 +248,6 @@ fn payload_indexes_follow_writes_compaction_and_restarts() {
     }
     let db = open(&dir);
     let c = db.collection("p").unwrap();
-    assert_eq!(c.config().payload_index, vec!["sel", "tag"]);
+    assert_eq!(c.info().config.payload_index, vec!["sel", "tag"]);
     check(&c, &model, "after a restart");
 }

@@ -19,6 +19,18 @@ async fn walkthrough() {
     assert_eq!(body["name"], "docs");
     assert_eq!(body["hnsw"]["m"], 16);
     assert_eq!(body["payload_index"], json!(["cat"]));
+    // Another field indexed later; asking twice changes nothing.
+    for _ in 0..2 {
+        let (s, body) = app
+            .call(
+                "POST",
+                "/collections/docs/payload_index",
+                Some(json!({"field": "meta.lang"})),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["payload_index"], json!(["cat", "meta.lang"]));
+    }
 
     let (s, body) = app
         .call(

@@ -190,6 +190,22 @@ fn cases() -> Vec<Case> {
             "invalid_config",
         ),
         json_case(
+            "payload index on a bad path",
+            "POST",
+            &format!("{c}/docs/payload_index"),
+            json!({"field": ".x"}),
+            422,
+            "invalid_config",
+        ),
+        json_case(
+            "payload index without a field",
+            "POST",
+            &format!("{c}/docs/payload_index"),
+            json!({"name": "x"}),
+            400,
+            "invalid_body",
+        ),
+        json_case(
             "duplicate create",
             "POST",
             c,

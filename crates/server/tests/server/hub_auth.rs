@@ -591,7 +591,8 @@ async fn isolation_matrix_over_every_route() {
             Some(json!({"with_vector": true})),
         )
         .await;
-        json!({"list": list, "points": pts})
+        let (_, detail) = send(app, "GET", "/collections/secret", bearer(&b), None).await;
+        json!({"list": list, "points": pts, "payload_index": detail["payload_index"]})
     };
     let before = bobs_view(&app).await;
 
@@ -603,6 +604,7 @@ async fn isolation_matrix_over_every_route() {
             "scroll_points" | "count_points" => json!({}),
             "search" => json!({"vector": [1, 0], "limit": 3}),
             "search_batch" => json!({"searches": [{"vector": [1, 0], "limit": 3}]}),
+            "create_payload_index" => json!({"field": "k"}),
             other => panic!("route `{other}` needs an entry in this matrix"),
         })
     };
