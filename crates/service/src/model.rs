@@ -302,7 +302,8 @@ pub struct Usage {
     pub collections: usize,
     pub vectors: u64,
     pub storage_bytes: u64,
-    /// The plan's limits; absent with the Hub switched off.
+    /// The plan's limits; absent with the Hub switched off, or while it
+    /// cannot be reached and the limits are not known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<UsageLimits>,
     pub per_collection: Vec<CollectionUsage>,

@@ -252,14 +252,20 @@ impl Service {
     pub async fn usage(self: Arc<Self>, caller: Caller) -> Result<Usage> {
         caller.require(Permission::Read)?;
         let limits = match (&caller, self.quotas.get()) {
-            (Caller::Tenant(t), Some(q)) => {
-                let l = q.limits(&t.user_id).await?;
-                Some(UsageLimits {
+            (Caller::Tenant(t), Some(q)) => match q.limits(&t.user_id).await {
+                Ok(l) => Some(UsageLimits {
                     max_collections: l.max_collections,
                     max_vectors: l.max_vectors,
                     max_storage_bytes: l.max_storage_bytes,
-                })
-            }
+                }),
+                // The usage is ours to tell; the limits are the Hub's, and
+                // unknown while it cannot be reached.
+                Err(ServiceError::Unavailable(m)) => {
+                    tracing::warn!(reason = %m, "usage answered without plan limits");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             _ => None,
         };
         let prefix = match &caller {

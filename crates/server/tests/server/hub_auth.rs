@@ -1324,6 +1324,10 @@ async fn quota_limits_outlive_the_hub_only_for_the_grace_period() {
     )
     .await;
     assert_eq!((s, b["error"]["code"].as_str()), (503, Some("unavailable")));
+    // Usage is still answered, without the limits nobody can tell now.
+    let (s, u) = send(&app, "GET", "/usage", bearer(&k), None).await;
+    assert_eq!((s, u["vectors"].as_u64()), (200, Some(2)), "{u}");
+    assert!(u.get("limits").is_none(), "{u}");
     // Reads need no quota decision.
     assert_eq!(
         send(
