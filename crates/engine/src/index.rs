@@ -13,7 +13,7 @@
 //! leaves results. Keys are never reused; the collection rebuilds the graph
 //! when deleted nodes pile up.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::RefCell;
 use std::cmp::{Ordering as Cmp, Reverse};
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -46,11 +46,12 @@ const FILE_MAGIC: &[u8; 8] = b"VZHNSW02";
 
 /// Storage for CHUNK nodes.
 struct Chunk {
-    /// Per node a row of `dim + 1` floats: the vector, then 1/norm (kept in
-    /// the row so that cosine reads no other cache line).
-    vectors: Box<[UnsafeCell<f32>]>,
-    /// Per node: `[count, neighbours; m0]` on layer 0.
-    links0: Box<[AtomicU32]>,
+    /// Per node a row of `m0 + 1 + dim + 1` words: the layer-0 link list
+    /// `[count, neighbours; m0]`, then the vector's floats, then 1/norm.
+    /// A node's links sit next to its vector, so expanding a node whose
+    /// distance was just computed mostly reads lines already fetched (and
+    /// cosine reads its norm with the vector's last line).
+    rows: Box<[AtomicU32]>,
     /// Per node with level > 0: `[count, neighbours; m]` for each upper layer.
     upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
     /// Links pointing at each node on layer 0 (kept above zero by pruning).
@@ -66,8 +67,7 @@ impl Chunk {
             (0..n).map(|_| f()).collect()
         }
         Chunk {
-            vectors: boxed(CHUNK * (dim + 1), || UnsafeCell::new(0.0)),
-            links0: boxed(CHUNK * (m0 + 1), || AtomicU32::new(0)),
+            rows: boxed(CHUNK * row_words(dim, m0), || AtomicU32::new(0)),
             upper: boxed(CHUNK, OnceLock::new),
             indeg: boxed(CHUNK, || AtomicU32::new(0)),
             levels: boxed(CHUNK, || AtomicU8::new(0)),
@@ -77,13 +77,13 @@ impl Chunk {
     }
 
     fn bytes(dim: usize, m0: usize) -> usize {
-        CHUNK
-            * ((dim + 1) * 4
-                + 4
-                + (m0 + 1) * 4
-                + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
-                + 3)
+        CHUNK * (row_words(dim, m0) * 4 + 4 + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>() + 3)
     }
+}
+
+/// Words in a node's row: the layer-0 list, the vector, its 1/norm.
+fn row_words(dim: usize, m0: usize) -> usize {
+    m0 + 1 + dim + 1
 }
 
 /// A candidate: distance (smaller is closer) and node.
@@ -159,6 +159,8 @@ pub struct VectorIndex {
     metric: Metric,
     m: usize,
     m0: usize,
+    /// Words per node row in a chunk (see [`Chunk`]).
+    row_words: usize,
     ef_construction: usize,
     level_mult: f64,
     chunks: Vec<Chunk>,
@@ -175,9 +177,9 @@ pub struct VectorIndex {
     l2: Kernel,
 }
 
-// Safety: the `UnsafeCell` contents of a node are written only by the one
-// thread inserting it, before the node is published (see the module docs),
-// and read only after.
+// Safety: a node's vector words are written (through raw pointers) only by
+// the one thread inserting it, before the node is published (see the module
+// docs), and read only after.
 unsafe impl Sync for VectorIndex {}
 unsafe impl Send for VectorIndex {}
 
@@ -202,6 +204,7 @@ impl VectorIndex {
             metric: config.metric,
             m,
             m0: m * 2,
+            row_words: row_words(config.dimension, m * 2),
             ef_construction: config.hnsw.ef_construction,
             level_mult: 1.0 / (m as f64).ln(),
             chunks: Vec::new(),
@@ -266,12 +269,21 @@ impl VectorIndex {
         )
     }
 
+    /// The start of `id`'s row.
+    #[inline(always)]
+    fn row(&self, id: u32) -> &AtomicU32 {
+        let (c, i) = self.chunk(id);
+        debug_assert!((i + 1) * self.row_words <= c.rows.len());
+        // Safety: `i < CHUNK` and each chunk holds CHUNK rows.
+        unsafe { c.rows.get_unchecked(i * self.row_words) }
+    }
+
+    /// `id`'s vector (then its 1/norm), as floats.
     #[inline(always)]
     fn vec_ptr(&self, id: u32) -> *const f32 {
-        let (c, i) = self.chunk(id);
-        debug_assert!((i + 1) * self.dim <= c.vectors.len());
-        // Safety: `i < CHUNK` and each chunk holds CHUNK rows of dim + 1.
-        unsafe { c.vectors.get_unchecked(i * (self.dim + 1)).get() as *const f32 }
+        // Safety: the row holds m0 + 1 link words before the vector; an
+        // `AtomicU32` has the size and alignment of an `f32`.
+        unsafe { (self.row(id).as_ptr() as *const f32).add(self.m0 + 1) }
     }
 
     #[inline(always)]
@@ -303,7 +315,8 @@ impl VectorIndex {
     fn links(&self, id: u32, layer: usize) -> &[AtomicU32] {
         let (c, i) = self.chunk(id);
         if layer == 0 {
-            &c.links0[i * (self.m0 + 1)..(i + 1) * (self.m0 + 1)]
+            let start = i * self.row_words;
+            &c.rows[start..start + self.m0 + 1]
         } else {
             let up = c.upper[i]
                 .get()
@@ -455,7 +468,7 @@ impl VectorIndex {
             // Safety: the slot is EMPTY, so no reader can reach it, and the
             // caller hands each key to one thread only.
             unsafe {
-                let dst = c.vectors[i * (self.dim + 1)].get();
+                let dst = (c.rows[i * self.row_words].as_ptr() as *mut f32).add(self.m0 + 1);
                 std::ptr::copy_nonoverlapping(vector.as_ptr(), dst, self.dim);
                 let n = (self.dot)(vector, vector).sqrt();
                 *dst.add(self.dim) = if n > 0.0 { 1.0 / n } else { 0.0 };
@@ -960,13 +973,14 @@ impl VectorIndex {
             let (c, i) = idx.chunk(id as u32);
             let b = &data[id * row..(id + 1) * row];
             let f = |k: usize| f32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
-            // Safety: nothing else can see the index yet.
+            // Safety: nothing else can see the index yet; the vector and
+            // its norm follow the link list in the row.
             unsafe {
-                let row = i * (dim + 1);
+                let dst = (c.rows[i * idx.row_words].as_ptr() as *mut f32).add(idx.m0 + 1);
                 for j in 0..dim {
-                    *c.vectors[row + j].get() = f(1 + j);
+                    *dst.add(j) = f(1 + j);
                 }
-                *c.vectors[row + dim].get() = f(0);
+                *dst.add(dim) = f(0);
             }
         }
         drop(data);
@@ -984,7 +998,7 @@ impl VectorIndex {
             let b = read(list * 4 + level * up_list * 4)?;
             let word = |k: usize| u32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
             for k in 0..list {
-                c.links0[i * list + k].store(word(k), Ordering::Relaxed);
+                c.rows[i * idx.row_words + k].store(word(k), Ordering::Relaxed);
             }
             if level > 0 {
                 let up: Box<[AtomicU32]> = (0..level * up_list)
