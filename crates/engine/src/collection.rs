@@ -39,6 +39,11 @@ const META_VERSION: u32 = 1;
 const EXACT_BELOW: usize = 256;
 /// Points sampled to estimate a filter's selectivity.
 const SAMPLE: usize = 512;
+/// The largest beam or limit of a search [`Collection::search_is_quick`]
+/// calls quick.
+pub const QUICK_EF: usize = 256;
+/// The most unlinked points a quick search scans exactly.
+const QUICK_BACKLOG: usize = 2048;
 /// Batches at least this large are inserted into the graph on several threads.
 const PARALLEL_ADD_MIN: usize = 64;
 /// A snapshot first compacts the graph once deleted nodes exceed this and a
@@ -961,6 +966,18 @@ impl Collection {
             ));
         }
         Ok(())
+    }
+
+    /// Whether `req` is a short graph walk (well under a millisecond on
+    /// today's hardware): no filter, a beam and a limit of at most
+    /// [`QUICK_EF`], and a backlog of unlinked points small enough that its
+    /// exact scan is cheap. A caller on an async runtime may run such a
+    /// search in place rather than hand it to another thread.
+    pub fn search_is_quick(&self, req: &SearchRequest) -> bool {
+        let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
+        req.filter.as_ref().is_none_or(Filter::is_empty)
+            && ef.max(req.limit) <= QUICK_EF
+            && self.read().unindexed.len() <= QUICK_BACKLOG
     }
 
     /// Top-`limit` points for the query, best first.

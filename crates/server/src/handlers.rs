@@ -231,10 +231,12 @@ pub async fn search(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Search>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.search(&caller, &name, req)
-    })
-    .await
+    let found = state
+        .service
+        .clone()
+        .search_async(caller, name, req)
+        .await?;
+    Ok((StatusCode::OK, Json(found)).into_response())
 }
 
 pub async fn search_batch(

@@ -668,6 +668,26 @@ impl Service {
         Ok(Self::results(c.search(&Self::search_request(req)?)?))
     }
 
+    /// [`search`](Self::search) from async code: a quick graph walk runs in
+    /// place, since handing it to the blocking pool costs two thread
+    /// switches, a large share of its time; anything longer (filters, wide
+    /// beams, a backlog to scan) runs on the blocking pool so that it never
+    /// holds up the runtime.
+    pub async fn search_async(
+        self: Arc<Self>,
+        caller: Caller,
+        name: String,
+        req: Search,
+    ) -> Result<SearchResults> {
+        caller.require(Permission::Read)?;
+        let c = self.collection(&caller, &name)?;
+        let req = Self::search_request(req)?;
+        if c.search_is_quick(&req) {
+            return Ok(Self::results(c.search(&req)?));
+        }
+        blocking(move || Ok(Self::results(c.search(&req)?))).await
+    }
+
     pub fn search_batch(
         &self,
         caller: &Caller,

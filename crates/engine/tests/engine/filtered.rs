@@ -251,3 +251,39 @@ fn payload_indexes_follow_writes_compaction_and_restarts() {
     assert_eq!(c.info().config.payload_index, vec!["sel", "tag"]);
     check(&c, &model, "after a restart");
 }
+
+/// Only an unfiltered, narrow search over a linked graph counts as quick
+/// (callers on an async runtime run those in place).
+#[test]
+fn quick_searches_are_told_apart() {
+    let dir = TempDir::new("quick");
+    let db = open(&dir);
+    let c = db
+        .create_collection("q", CollectionConfig::new(4, Metric::Dot), BTreeMap::new())
+        .unwrap();
+    let pts = (0..500u64)
+        .map(|i| Point {
+            id: PointId::Num(i),
+            vector: vec![1.0, i as f32, 0.5, 2.0],
+            payload: Some(json!({"k": i % 2}).as_object().unwrap().clone()),
+        })
+        .collect();
+    c.upsert(pts).unwrap();
+    c.wait_indexed();
+    let req = |limit, ef, filter: Option<serde_json::Value>| SearchRequest {
+        vector: vec![1.0, 2.0, 3.0, 4.0],
+        limit,
+        ef,
+        filter: filter.map(|f| Filter::from_json(&f).unwrap()),
+        ..Default::default()
+    };
+    assert!(c.search_is_quick(&req(10, None, None)));
+    assert!(c.search_is_quick(&req(10, Some(256), Some(json!({})))));
+    assert!(!c.search_is_quick(&req(10, Some(257), None)));
+    assert!(!c.search_is_quick(&req(1000, None, None)));
+    assert!(!c.search_is_quick(&req(
+        10,
+        None,
+        Some(json!({"must": [{"key": "k", "match": {"value": 1}}]}))
+    )));
+}
