@@ -20,6 +20,10 @@ const BATCH: usize = 1000;
 trait Target: Sync {
     fn name(&self) -> &'static str;
     fn create(&self, c: &mut Client) -> Result<(), String>;
+    /// Finds the collection an earlier run made (for `--search-only`).
+    fn reuse(&self, _c: &mut Client) -> Result<(), String> {
+        Ok(())
+    }
     fn upsert(&self, c: &mut Client, first: usize, vectors: &[Vec<f32>]) -> Result<(), String>;
     fn search(&self, c: &mut Client, q: &[f32]) -> Result<Vec<usize>, String>;
     /// Waits until background indexing has caught up, where the target
@@ -127,6 +131,15 @@ impl Target for Chroma {
         let _ = self.collection_id.set(id);
         Ok(())
     }
+    fn reuse(&self, c: &mut Client) -> Result<(), String> {
+        let v = check(
+            c.request("GET", &format!("{CHROMA_BASE}/bench"), None, &[]),
+            "find the collection",
+        )?;
+        let id = v["id"].as_str().ok_or("no collection id")?.to_owned();
+        let _ = self.collection_id.set(id);
+        Ok(())
+    }
     fn upsert(&self, c: &mut Client, first: usize, vectors: &[Vec<f32>]) -> Result<(), String> {
         let id = self.collection_id.get().ok_or("no collection")?;
         let ids: Vec<String> = (first..first + vectors.len())
@@ -165,9 +178,11 @@ pub fn run(args: &[String]) -> i32 {
     let mut target = "vectorizer".to_owned();
     let mut n = 100_000;
     let mut out = PathBuf::from("bench-out");
+    let mut search_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--search-only" => search_only = true,
             "--url" => url = it.next().cloned(),
             "--target" => target = it.next().cloned().unwrap_or_default(),
             "--n" => n = it.next().and_then(|s| s.parse().ok()).unwrap_or(n),
@@ -180,7 +195,7 @@ pub fn run(args: &[String]) -> i32 {
     }
     let Some(url) = url else {
         eprintln!(
-            "usage: vectorizer-bench http --url http://HOST:PORT [--target vectorizer|chroma] [--n N] [--out DIR]"
+            "usage: vectorizer-bench http --url http://HOST:PORT [--target vectorizer|chroma] [--n N] [--out DIR] [--search-only]"
         );
         return 2;
     };
@@ -205,10 +220,11 @@ pub fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
-    match bench(&*t, addr, n) {
+    match bench(&*t, addr, n, search_only) {
         Ok(result) => {
             let _ = std::fs::create_dir_all(&out);
-            let path = out.join(format!("http-{}.json", t.name()));
+            let suffix = if search_only { "-search" } else { "" };
+            let path = out.join(format!("http-{}{suffix}.json", t.name()));
             std::fs::write(&path, serde_json::to_vec_pretty(&result).unwrap()).unwrap();
             println!("figures written to {}", path.display());
             0
@@ -220,7 +236,9 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn bench(t: &dyn Target, addr: SocketAddr, n: usize) -> Result<Value, String> {
+/// Loads `n` vectors and measures searches; with `search_only`, measures
+/// searches on what an earlier run loaded.
+fn bench(t: &dyn Target, addr: SocketAddr, n: usize, search_only: bool) -> Result<Value, String> {
     let name = t.name();
     let (base, _) = gaussian_mixture(n, DIM, 100, 0.5, 1);
     let (queries, _) = gaussian_mixture(1000, DIM, 100, 0.5, 1);
@@ -242,42 +260,12 @@ fn bench(t: &dyn Target, addr: SocketAddr, n: usize) -> Result<Value, String> {
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    t.create(&mut Client::new(addr))?;
-
-    // Upserts: four clients, batches of 1,000.
-    let writers = 4;
-    let started = Instant::now();
-    std::thread::scope(|s| -> Result<(), String> {
-        let batches: Vec<(usize, &[Vec<f32>])> = base
-            .chunks(BATCH)
-            .enumerate()
-            .map(|(i, b)| (i * BATCH, b))
-            .collect();
-        let hs: Vec<_> = (0..writers)
-            .map(|w| {
-                let mine: Vec<(usize, &[Vec<f32>])> =
-                    batches.iter().skip(w).step_by(writers).copied().collect();
-                s.spawn(move || -> Result<(), String> {
-                    let mut c = Client::new(addr);
-                    mine.into_iter()
-                        .try_for_each(|(first, b)| t.upsert(&mut c, first, b))
-                })
-            })
-            .collect();
-        hs.into_iter().try_for_each(|h| h.join().unwrap())
-    })?;
-    let secs = started.elapsed().as_secs_f64();
-    let insert_rate = n as f64 / secs;
-    println!(
-        "[{name}] upsert: {n} vectors in {secs:.2} s = {insert_rate:.0} vectors/s acknowledged ({writers} clients, batches of {BATCH})"
-    );
-    let waited = Instant::now();
-    t.wait_indexed(&mut Client::new(addr))?;
-    println!(
-        "[{name}] index complete {:.2} s after the last acknowledgement",
-        waited.elapsed().as_secs_f64()
-    );
-
+    let mut result = json!({"target": name, "n": n, "dim": DIM});
+    if search_only {
+        t.reuse(&mut Client::new(addr))?;
+    } else {
+        result["insert_per_second"] = json!(load(t, addr, &base)?);
+    }
     // Searches: each client walks the query set from its own offset.
     let mut rows = Vec::new();
     for clients in [1usize, 4, 16] {
@@ -326,7 +314,50 @@ fn bench(t: &dyn Target, addr: SocketAddr, n: usize) -> Result<Value, String> {
             json!({"clients": clients, "qps": qps, "p50_ms": p50, "p99_ms": p99, "recall": r}),
         );
     }
-    Ok(
-        json!({"target": name, "n": n, "dim": DIM, "insert_per_second": insert_rate, "search": rows}),
-    )
+    result["search"] = json!(rows);
+    Ok(result)
+}
+
+/// Creates the collection and upserts `base` from four clients; the
+/// acknowledged rate, after which indexing is waited for.
+fn load(t: &dyn Target, addr: SocketAddr, base: &[Vec<f32>]) -> Result<f64, String> {
+    let name = t.name();
+    let n = base.len();
+    t.create(&mut Client::new(addr))?;
+
+    // Upserts: four clients, batches of 1,000.
+    let writers = 4;
+    let started = Instant::now();
+    std::thread::scope(|s| -> Result<(), String> {
+        let batches: Vec<(usize, &[Vec<f32>])> = base
+            .chunks(BATCH)
+            .enumerate()
+            .map(|(i, b)| (i * BATCH, b))
+            .collect();
+        let hs: Vec<_> = (0..writers)
+            .map(|w| {
+                let mine: Vec<(usize, &[Vec<f32>])> =
+                    batches.iter().skip(w).step_by(writers).copied().collect();
+                s.spawn(move || -> Result<(), String> {
+                    let mut c = Client::new(addr);
+                    mine.into_iter()
+                        .try_for_each(|(first, b)| t.upsert(&mut c, first, b))
+                })
+            })
+            .collect();
+        hs.into_iter().try_for_each(|h| h.join().unwrap())
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let insert_rate = n as f64 / secs;
+    println!(
+        "[{name}] upsert: {n} vectors in {secs:.2} s = {insert_rate:.0} vectors/s acknowledged ({writers} clients, batches of {BATCH})"
+    );
+    let waited = Instant::now();
+    t.wait_indexed(&mut Client::new(addr))?;
+    println!(
+        "[{name}] index complete {:.2} s after the last acknowledgement",
+        waited.elapsed().as_secs_f64()
+    );
+
+    Ok(insert_rate)
 }
