@@ -710,7 +710,7 @@ impl Collection {
     fn compact(&self, w: &mut Writer) -> Result<()> {
         let started = std::time::Instant::now();
         let fields = self.info_config().payload_index;
-        let (index, order) = {
+        let (index, order, postings) = {
             let st = self.read();
             let order: Vec<u32> = st
                 .slots
@@ -733,7 +733,20 @@ impl Collection {
                 .collect();
             add_batch(&index, &work, self.options.insert_threads)?;
             (0..order.len() as u32).for_each(|k| index.publish(k));
-            (index, order)
+            // Postings under the new keys, rid of removed ones, built here
+            // so that the write lock below stays short.
+            let mut postings = PayloadIndex::new(&fields);
+            if !postings.is_empty() {
+                for (new, old) in order.iter().enumerate() {
+                    if let Some(p) = st.slots[*old as usize]
+                        .as_ref()
+                        .and_then(|e| e.payload.as_ref())
+                    {
+                        postings.add(new as u32, p);
+                    }
+                }
+            }
+            (index, order, postings)
         };
         let mut st = self.write();
         let mut slots = Vec::with_capacity(order.len());
@@ -745,8 +758,7 @@ impl Collection {
             slots.push(Some(e));
         }
         let dropped = st.index.deleted();
-        // Renumbered keys, and postings rid of removed ones.
-        st.payload_index = index_payloads(&fields, &slots);
+        st.payload_index = postings;
         st.slots = slots;
         st.index = index;
         // The new graph holds every point linked.
