@@ -134,21 +134,12 @@ fn id_index(id: &PointId) -> usize {
     }
 }
 
-/// Queries per second on `threads` threads (best of three passes, as this
-/// machine's timings are noisy), and mean recall@10.
-fn measure(
-    db: &Database,
-    coll: &str,
-    ds: &Dataset,
-    ef: usize,
-    threads: usize,
-    filter: Option<(&Filter, &[Vec<usize>])>,
-) -> (f64, f64) {
-    measure_best(db, coll, ds, ef, threads, filter, 3)
-}
+/// Passes per figure in `engine`: this machine's timings are noisy.
+const PASSES: usize = 3;
 
-/// As [`measure`], best of `passes`.
-fn measure_best(
+/// Queries per second on `threads` threads (the best of `passes`), and
+/// mean recall@10.
+fn measure(
     db: &Database,
     coll: &str,
     ds: &Dataset,
@@ -363,7 +354,7 @@ pub fn search_only(args: &[String]) -> i32 {
         };
         let db = Database::open(dir.join(name).join("db-plain"), EngineOptions::default()).unwrap();
         for ef in EFS {
-            let (q1, r1) = measure_best(&db, "c", &ds, ef, 1, None, passes);
+            let (q1, r1) = measure(&db, "c", &ds, ef, 1, None, passes);
             if as_json {
                 println!(
                     "{}",
@@ -399,8 +390,8 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
     result["insert_per_second"] = json!(rate);
     let mut rows = Vec::new();
     for ef in EFS {
-        let (q1, r1) = measure(&db, "c", ds, ef, 1, None);
-        let (q2, _) = measure(&db, "c", ds, ef, 2, None);
+        let (q1, r1) = measure(&db, "c", ds, ef, 1, None, PASSES);
+        let (q2, _) = measure(&db, "c", ds, ef, 2, None, PASSES);
         println!(
             "[{name}] ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}  2 threads {q2:>8.0}"
         );
@@ -454,7 +445,7 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
         let truth = ground_truth(ds.metric, &ds.base, &ds.queries, Some(&allowed));
         for (coll, how) in [("c", "no index"), ("ci", "indexed")] {
             for ef in [64, 128] {
-                let (q, r) = measure(&db, coll, ds, ef, 1, Some((&f, &truth)));
+                let (q, r) = measure(&db, coll, ds, ef, 1, Some((&f, &truth)), PASSES);
                 println!(
                     "[{name}] filtered {label:<3} {how:<8} ef={ef:<4} recall@10 {r:.4}  QPS 1 thread {q:>8.0}"
                 );
