@@ -65,8 +65,28 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// One metric family: its header, then a sample per (labels, value), the
+/// labels already written as `k="v",...` (empty for none).
+fn family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, V)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// A family with one unlabelled sample.
+fn single<V: std::fmt::Display>(out: &mut String, name: &str, kind: &str, help: &str, v: V) {
+    family(out, name, kind, help, [(String::new(), v)]);
 }
 
 /// Label values come from route templates and fixed names; escape anyway.
@@ -80,170 +100,155 @@ fn esc(v: &str) -> String {
 pub fn render(state: &AppState) -> String {
     let mut out = String::new();
     let m = &*METRICS;
-    header(
+    family(
         &mut out,
         "vectorizer_http_requests_total",
         "counter",
         "HTTP requests by route and status.",
+        lock(&m.requests).iter().map(|((route, status), n)| {
+            (format!("route=\"{}\",status=\"{status}\"", esc(route)), *n)
+        }),
     );
-    for ((route, status), n) in lock(&m.requests).iter() {
-        let _ = writeln!(
-            out,
-            "vectorizer_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-            esc(route)
-        );
-    }
-    header(
-        &mut out,
-        "vectorizer_http_request_duration_seconds",
-        "histogram",
-        "HTTP request latency by route.",
-    );
+    let mut latency = Vec::new();
     for (route, h) in lock(&m.latency).iter() {
         let r = esc(route);
         let mut cumulative = 0;
-        for (i, b) in BOUNDS.iter().enumerate() {
-            cumulative += h.counts[i];
-            let _ = writeln!(
-                out,
-                "vectorizer_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {cumulative}"
-            );
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = BOUNDS.get(i).map_or("+Inf".to_owned(), f64::to_string);
+            latency.push((
+                format!("_bucket{{route=\"{r}\",le=\"{le}\"}}"),
+                cumulative as f64,
+            ));
         }
-        cumulative += h.counts[BOUNDS.len()];
-        let _ = writeln!(
-            out,
-            "vectorizer_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "vectorizer_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-            h.sum
-        );
-        let _ = writeln!(
-            out,
-            "vectorizer_http_request_duration_seconds_count{{route=\"{r}\"}} {cumulative}"
-        );
+        latency.push((format!("_sum{{route=\"{r}\"}}"), h.sum));
+        latency.push((format!("_count{{route=\"{r}\"}}"), cumulative as f64));
+    }
+    // Histogram samples carry suffixes, so they are written by hand.
+    let name = "vectorizer_http_request_duration_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "HTTP request latency by route.",
+        std::iter::empty::<(String, u64)>(),
+    );
+    for (suffix, v) in latency {
+        let _ = writeln!(out, "{name}{suffix} {v}");
     }
     let (collections, vectors, bytes) = state.service.totals();
-    header(
+    single(
         &mut out,
         "vectorizer_collections",
         "gauge",
         "Collections stored.",
+        collections,
     );
-    let _ = writeln!(out, "vectorizer_collections {collections}");
-    header(
+    single(
         &mut out,
         "vectorizer_vectors",
         "gauge",
         "Points stored, over all collections.",
+        vectors,
     );
-    let _ = writeln!(out, "vectorizer_vectors {vectors}");
-    header(
+    single(
         &mut out,
         "vectorizer_storage_bytes",
         "gauge",
         "Bytes on disk, over all collections.",
+        bytes,
     );
-    let _ = writeln!(out, "vectorizer_storage_bytes {bytes}");
     if let Some(cap) = state.metrics.tenant_labels {
         tenants(&mut out, &state.service.usage_by_owner(), cap);
     }
 
     let Some(auth) = &state.auth else { return out };
     let hub = auth.hub();
-    header(
+    let now = hub.health();
+    family(
         &mut out,
         "hub_health",
         "gauge",
         "The Hub's state as seen from here (1 for the current one).",
+        [
+            vectorizer_hub::HubHealth::Up,
+            vectorizer_hub::HubHealth::Degraded,
+            vectorizer_hub::HubHealth::Down,
+        ]
+        .map(|s| {
+            let name = serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (format!("state=\"{name}\""), u8::from(s == now))
+        }),
     );
-    let now = hub.health();
-    for s in [
-        vectorizer_hub::HubHealth::Up,
-        vectorizer_hub::HubHealth::Degraded,
-        vectorizer_hub::HubHealth::Down,
-    ] {
-        let name = serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let _ = writeln!(out, "hub_health{{state=\"{name}\"}} {}", u8::from(s == now));
-    }
-    header(
+    family(
         &mut out,
         "hub_api_requests_total",
         "counter",
         "Calls to the Hub by call and outcome.",
+        hub.outcomes()
+            .into_iter()
+            .map(|((call, status), n)| (format!("call=\"{call}\",status=\"{status}\""), n)),
     );
-    for ((call, status), n) in hub.outcomes() {
-        let _ = writeln!(
-            out,
-            "hub_api_requests_total{{call=\"{call}\",status=\"{status}\"}} {n}"
-        );
-    }
     let checks = state.service.quota_checks();
-    header(
+    family(
         &mut out,
         "hub_quota_checks_total",
         "counter",
         "Quota checks by quota and result.",
+        checks
+            .iter()
+            .map(|((quota, result), n)| (format!("quota=\"{quota}\",result=\"{result}\""), *n)),
     );
-    for ((quota, result), n) in &checks {
-        let _ = writeln!(
-            out,
-            "hub_quota_checks_total{{quota=\"{quota}\",result=\"{result}\"}} {n}"
-        );
-    }
-    header(
+    family(
         &mut out,
         "hub_quota_exceeded_total",
         "counter",
         "Writes refused for a quota.",
+        checks
+            .iter()
+            .filter(|((_, result), _)| *result == "exceeded")
+            .map(|((quota, _), n)| (format!("quota=\"{quota}\""), *n)),
     );
-    for ((quota, result), n) in &checks {
-        if *result == "exceeded" {
-            let _ = writeln!(out, "hub_quota_exceeded_total{{quota=\"{quota}\"}} {n}");
-        }
-    }
-    header(
+    family(
         &mut out,
         "hub_quota_usage",
         "gauge",
         "Usage counted against quotas, over all tenants.",
+        [
+            ("quota=\"collections\"".to_owned(), collections as u64),
+            ("quota=\"vectors\"".to_owned(), vectors),
+            ("quota=\"storage\"".to_owned(), bytes),
+        ],
     );
-    let _ = writeln!(
-        out,
-        "hub_quota_usage{{quota=\"collections\"}} {collections}"
-    );
-    let _ = writeln!(out, "hub_quota_usage{{quota=\"vectors\"}} {vectors}");
-    let _ = writeln!(out, "hub_quota_usage{{quota=\"storage\"}} {bytes}");
     if let Some((delivered, failed, pending)) = state.service.report_counts() {
-        header(
+        family(
             &mut out,
             "hub_usage_reports_total",
             "counter",
             "Usage reports by result.",
+            [
+                ("result=\"delivered\"".to_owned(), delivered),
+                ("result=\"failed\"".to_owned(), failed),
+            ],
         );
-        let _ = writeln!(
-            out,
-            "hub_usage_reports_total{{result=\"delivered\"}} {delivered}"
-        );
-        let _ = writeln!(out, "hub_usage_reports_total{{result=\"failed\"}} {failed}");
-        header(
+        single(
             &mut out,
             "hub_usage_reports_pending",
             "gauge",
             "Usage reports waiting for the Hub.",
+            pending,
         );
-        let _ = writeln!(out, "hub_usage_reports_pending {pending}");
     }
     // Backups are not built yet: the family is declared with no samples.
-    header(
+    family(
         &mut out,
         "hub_backup_operations_total",
         "counter",
         "Backup operations by operation and result.",
+        std::iter::empty::<(String, u64)>(),
     );
     out
 }
@@ -277,9 +282,9 @@ fn tenants(out: &mut String, by_owner: &[(String, Amount)], cap: usize) {
         ),
     ];
     for (name, help, value) in families {
-        header(out, name, "gauge", help);
-        for (user, a) in &rows {
-            let _ = writeln!(out, "{name}{{user_id=\"{}\"}} {}", esc(user), value(a));
-        }
+        let samples = rows
+            .iter()
+            .map(|(user, a)| (format!("user_id=\"{}\"", esc(user)), value(a)));
+        family(out, name, "gauge", help, samples);
     }
 }
