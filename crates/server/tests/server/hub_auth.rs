@@ -96,6 +96,17 @@ async fn send(
     (s.as_u16(), json)
 }
 
+/// The status `send` gets.
+async fn status(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    header: Option<(&str, String)>,
+    body: Option<Value>,
+) -> u16 {
+    send(app, method, path, header, body).await.0
+}
+
 /// Waits until `cond` holds (at most 10 s).
 async fn eventually(cond: impl Fn() -> bool) {
     for _ in 0..500 {
@@ -140,11 +151,9 @@ async fn keys_permissions_and_isolation() {
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
 
     // Every route but /health needs a key, the API document included.
-    assert_eq!(send(&app, "GET", "/openapi.json", None, None).await.0, 401);
+    assert_eq!(status(&app, "GET", "/openapi.json", None, None).await, 401);
     assert_eq!(
-        send(&app, "GET", "/openapi.json", bearer(&ro), None)
-            .await
-            .0,
+        status(&app, "GET", "/openapi.json", bearer(&ro), None).await,
         200
     );
     // Health needs no key and shows the Hub's state.
@@ -170,28 +179,26 @@ async fn keys_permissions_and_isolation() {
     // The three headers a key may come in.
     let create = json!({"name": "docs", "dimension": 2, "metric": "euclidean"});
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections",
             bearer(&rw),
             Some(create.clone())
         )
-        .await
-        .0,
+        .await,
         201
     );
     let pts = json!({"points": [{"id": 1, "vector": [1, 0]}]});
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/docs/points",
             Some(("x-api-key", rw.clone())),
             Some(pts)
         )
-        .await
-        .0,
+        .await,
         200
     );
     let q = json!({"vector": [1, 0], "limit": 3});
@@ -210,15 +217,14 @@ async fn keys_permissions_and_isolation() {
 
     // A read-only key reads, and is refused a write before its body is read.
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/docs/search",
             bearer(&ro),
             Some(q.clone())
         )
-        .await
-        .0,
+        .await,
         200
     );
     let mut req = Request::builder()
@@ -235,9 +241,7 @@ async fn keys_permissions_and_isolation() {
 
     // Bob has his own `docs`; Alice's is a 404 to him, like a missing one.
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&bobs), Some(create))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&bobs), Some(create)).await,
         201
     );
     let (_, bob_hits) = send(
@@ -253,9 +257,7 @@ async fn keys_permissions_and_isolation() {
     assert_eq!(list["collections"].as_array().unwrap().len(), 1);
     let (s1, missing) = send(&app, "GET", "/collections/nothing", bearer(&bobs), None).await;
     assert_eq!(
-        send(&app, "DELETE", "/collections/docs", bearer(&bobs), None)
-            .await
-            .0,
+        status(&app, "DELETE", "/collections/docs", bearer(&bobs), None).await,
         200
     );
     let (s2, alices) = send(&app, "GET", "/collections/docs", bearer(&bobs), None).await;
@@ -276,7 +278,7 @@ async fn a_burst_with_one_new_key_makes_one_hub_call() {
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (app, k) = (app.clone(), k.clone());
-            tokio::spawn(async move { send(&app, "GET", "/collections", bearer(&k), None).await.0 })
+            tokio::spawn(async move { status(&app, "GET", "/collections", bearer(&k), None).await })
         })
         .collect();
     for t in tasks {
@@ -295,17 +297,13 @@ async fn with_the_hub_down_cached_keys_work_and_new_keys_get_503() {
     // A TTL of zero: every request asks the Hub, so the grace is what helps.
     let app = TestApp::with_auth(auth(hub.addr, Duration::ZERO));
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&known), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&known), None).await,
         200
     );
     hub.task.abort();
     let _ = hub.task.await;
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&known), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&known), None).await,
         200,
         "grace"
     );
@@ -325,14 +323,14 @@ async fn revocation_and_expiry_reach_cached_keys() {
     let (k, id) = key(&hub.store, user, &["read"], None);
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(1)));
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&k), None).await.0,
+        status(&app, "GET", "/collections", bearer(&k), None).await,
         200
     );
     hub.store.revoke_key(&id).unwrap();
     // A revoked key is refused once its cache entry is older than the TTL.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&k), None).await.0,
+        status(&app, "GET", "/collections", bearer(&k), None).await,
         401
     );
     // An expiring key is refused at its expiry, whatever the TTL. Expiry is
@@ -340,16 +338,12 @@ async fn revocation_and_expiry_reach_cached_keys() {
     let (short, _) = key(&hub.store, user, &["read"], Some(expires_in(3)));
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(3600)));
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&short), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&short), None).await,
         200
     );
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&short), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&short), None).await,
         401
     );
     hub.task.abort();
@@ -524,9 +518,7 @@ async fn a_slow_hub_is_cut_off_and_a_restarted_one_used_again() {
     hub.task.abort();
     let _ = hub.task.await;
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&second), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&second), None).await,
         503
     );
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -535,15 +527,11 @@ async fn a_slow_hub_is_cut_off_and_a_restarted_one_used_again() {
         let _ = axum::serve(listener, router).await;
     });
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&second), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&second), None).await,
         200
     );
     assert_eq!(
-        send(&app, "GET", "/collections", bearer(&first), None)
-            .await
-            .0,
+        status(&app, "GET", "/collections", bearer(&first), None).await,
         200
     );
     again.abort();
@@ -563,22 +551,19 @@ async fn isolation_matrix_over_every_route() {
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
     let create = json!({"name": "secret", "dimension": 2, "metric": "euclidean"});
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&b), Some(create))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&b), Some(create)).await,
         201
     );
     let pts = json!({"points": [{"id": 1, "vector": [1, 0], "payload": {"k": "v"}}]});
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/secret/points",
             bearer(&b),
             Some(pts)
         )
-        .await
-        .0,
+        .await,
         200
     );
     let bobs_view = async |app: &TestApp| {
@@ -681,21 +666,18 @@ async fn collections_are_registered_with_the_hub() {
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
     let make = |name: &str| json!({"name": name, "dimension": 2, "metric": "cosine"});
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&k), Some(make("docs")))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&k), Some(make("docs"))).await,
         201
     );
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections",
             bearer(&k),
             Some(make("notes"))
         )
-        .await
-        .0,
+        .await,
         201
     );
     let at_hub = |s: &HubStore| {
@@ -746,30 +728,25 @@ async fn collections_are_registered_with_the_hub() {
     assert_eq!(list["collections"].as_array().unwrap().len(), 2);
     // A duplicate is refused here, before the Hub is asked.
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&k), Some(make("docs")))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&k), Some(make("docs"))).await,
         409
     );
     // Deleting reports to the Hub (shortly after, through the usage
     // reporter), which frees the slot.
     assert_eq!(
-        send(&app, "DELETE", "/collections/docs", bearer(&k), None)
-            .await
-            .0,
+        status(&app, "DELETE", "/collections/docs", bearer(&k), None).await,
         200
     );
     eventually(|| at_hub(&hub.store) == vec!["notes".to_owned()]).await;
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections",
             bearer(&k),
             Some(make("third"))
         )
-        .await
-        .0,
+        .await,
         201
     );
     hub.task.abort();
@@ -834,9 +811,7 @@ async fn parallel_creates_cannot_overshoot_the_collection_count() {
     for name in ["a", "b"] {
         let body = json!({"name": name, "dimension": 2, "metric": "dot"});
         assert_eq!(
-            send(&app, "POST", "/collections", bearer(&k2), Some(body))
-                .await
-                .0,
+            status(&app, "POST", "/collections", bearer(&k2), Some(body)).await,
             201
         );
     }
@@ -866,9 +841,7 @@ async fn drift_between_the_hub_and_here() {
     for name in ["docs", "notes"] {
         let body = json!({"name": name, "dimension": 2, "metric": "dot"});
         assert_eq!(
-            send(&app, "POST", "/collections", bearer(&k), Some(body))
-                .await
-                .0,
+            status(&app, "POST", "/collections", bearer(&k), Some(body)).await,
             201
         );
     }
@@ -929,27 +902,25 @@ async fn quotas_hold_at_their_boundary() {
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
     let make = json!({"name": "c", "dimension": 2, "metric": "euclidean"});
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections",
             bearer(&vk),
             Some(make.clone())
         )
-        .await
-        .0,
+        .await,
         201
     );
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&vk),
             Some(points(0, 100))
         )
-        .await
-        .0,
+        .await,
         200
     );
     let (s, b) = send(
@@ -973,15 +944,14 @@ async fn quotas_hold_at_their_boundary() {
     );
     // Rewriting existing points adds no vectors: allowed at the limit.
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&vk),
             Some(points(0, 50))
         )
-        .await
-        .0,
+        .await,
         200
     );
     let (_, n) = send(
@@ -995,9 +965,7 @@ async fn quotas_hold_at_their_boundary() {
     assert_eq!(n["count"], 100);
 
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&sk), Some(make))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&sk), Some(make)).await,
         201
     );
     let big = json!({"points": [{"id": 1, "vector": [1, 0], "payload": {"t": "x".repeat(5000)}}]});
@@ -1022,15 +990,14 @@ async fn quotas_hold_at_their_boundary() {
             && b["error"]["requested"].as_u64().unwrap() > 5000
     );
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&sk),
             Some(points(1, 2))
         )
-        .await
-        .0,
+        .await,
         200
     );
     hub.task.abort();
@@ -1054,9 +1021,7 @@ async fn parallel_upserts_cannot_overshoot_together() {
     let app = Arc::new(TestApp::with_auth(auth(hub.addr, Duration::from_secs(60))));
     let make = json!({"name": "c", "dimension": 2, "metric": "euclidean"});
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&k), Some(make))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&k), Some(make)).await,
         201
     );
     let tasks: Vec<_> = (0..32u64)
@@ -1126,21 +1091,18 @@ async fn usage_reaches_the_hub_and_survives_an_outage() {
     let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
     let make = json!({"name": "c", "dimension": 2, "metric": "euclidean"});
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&k), Some(make))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&k), Some(make)).await,
         201
     );
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&k),
             Some(points(0, 10))
         )
-        .await
-        .0,
+        .await,
         200
     );
     let vectors_at_hub =
@@ -1155,15 +1117,14 @@ async fn usage_reaches_the_hub_and_survives_an_outage() {
     );
     let del = json!({"ids": [0, 1, 2]});
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points/delete",
             bearer(&k),
             Some(del)
         )
-        .await
-        .0,
+        .await,
         200
     );
     eventually(|| vectors_at_hub(&hub.store) == 7).await;
@@ -1171,15 +1132,14 @@ async fn usage_reaches_the_hub_and_survives_an_outage() {
     // The Hub refuses every call for a while: reports wait in the outbox.
     set_faults(hub.addr, json!({"status": 503, "count": 100_000})).await;
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&k),
             Some(points(100, 5))
         )
-        .await
-        .0,
+        .await,
         200
     );
     let outbox = app.data_dir().join("usage-outbox.json");
@@ -1243,9 +1203,7 @@ async fn private_metrics_need_an_admin_key() {
     });
     let body = json!({"name": "c", "dimension": 2, "metric": "dot"});
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&admin), Some(body))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&admin), Some(body)).await,
         201
     );
     let (s, b) = send(&app, "GET", "/metrics", None, None).await;
@@ -1282,35 +1240,31 @@ async fn quota_limits_outlive_the_hub_only_for_the_grace_period() {
     );
     let make = json!({"name": "c", "dimension": 2, "metric": "dot"});
     assert_eq!(
-        send(&app, "POST", "/collections", bearer(&k), Some(make))
-            .await
-            .0,
+        status(&app, "POST", "/collections", bearer(&k), Some(make)).await,
         201
     );
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&k),
             Some(points(0, 1))
         )
-        .await
-        .0,
+        .await,
         200
     );
     hub.task.abort();
     let _ = hub.task.await;
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points",
             bearer(&k),
             Some(points(1, 1))
         )
-        .await
-        .0,
+        .await,
         200,
         "within the grace"
     );
@@ -1330,15 +1284,14 @@ async fn quota_limits_outlive_the_hub_only_for_the_grace_period() {
     assert!(u.get("limits").is_none(), "{u}");
     // Reads need no quota decision.
     assert_eq!(
-        send(
+        status(
             &app,
             "POST",
             "/collections/c/points/count",
             bearer(&k),
             Some(json!({}))
         )
-        .await
-        .0,
+        .await,
         200
     );
 }
