@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{CollectionConfig, Limits, MAX_EF, Metric};
+use crate::deadline::{CHECK_EVERY, Deadline};
 use crate::distance::better;
 use crate::error::{EngineError, Result};
 use crate::filter::Filter;
@@ -143,6 +144,19 @@ pub struct SearchRequest {
     pub score_threshold: Option<f32>,
     pub with_payload: bool,
     pub with_vector: bool,
+    /// When to give up (a scan stops with [`EngineError::Cancelled`]).
+    pub deadline: Deadline,
+}
+
+/// What a write will add, decided under the writer lock (so no other
+/// write or delete of the collection can change it before it lands).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCost {
+    /// Points whose id the collection does not hold yet.
+    pub new_points: u64,
+    /// Bytes the write adds on disk: its log record, and the snapshot rows
+    /// (vector, graph links, payload) its points will take.
+    pub bytes: u64,
 }
 
 /// What to return with each point.
@@ -199,6 +213,8 @@ pub struct Collection {
     signal: Arc<Signal>,
     /// Threads waiting for the write lock (see [`Collection::write`]).
     writers_waiting: AtomicUsize,
+    /// The number of points, readable without any lock.
+    live: AtomicUsize,
 }
 
 /// Wakes the indexer when keys wait to be linked, and waiters when the
@@ -346,6 +362,7 @@ impl Collection {
             dropped: AtomicBool::new(false),
             signal: Arc::new(Signal::default()),
             writers_waiting: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
         };
         {
             let mut w = lock(&coll.writer);
@@ -353,6 +370,7 @@ impl Collection {
                 coll.apply(&mut w, rec.op)?;
             }
         }
+        coll.live.store(coll.read().ids.len(), Ordering::SeqCst);
         Ok(coll)
     }
 
@@ -410,9 +428,9 @@ impl Collection {
         }
     }
 
-    /// Exact number of points.
+    /// Exact number of points (no lock taken: safe to call from anywhere).
     pub fn len(&self) -> usize {
-        self.read().ids.len()
+        self.live.load(Ordering::SeqCst)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -443,10 +461,10 @@ impl Collection {
 
     /// Replaces the metadata map, durably.
     pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
-        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = meta.clone();
+        let _w = lock(&self.writer);
+        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
         next.metadata = metadata;
-        self.replace_meta(&mut meta, next)
+        self.replace_meta(next)
     }
 
     /// Indexes one more payload field: the declaration is written to
@@ -455,25 +473,27 @@ impl Collection {
     pub fn create_payload_index(&self, field: &str) -> Result<bool> {
         // No write runs meanwhile, so no payload misses the new postings.
         let _w = lock(&self.writer);
-        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
-        if meta.config.payload_index.iter().any(|f| f == field) {
+        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if next.config.payload_index.iter().any(|f| f == field) {
             return Ok(false);
         }
-        let mut next = meta.clone();
         next.config.payload_index.push(field.to_owned());
         next.config.validate()?;
         // Built under the read lock: searches go on meanwhile.
         let index = index_payloads(&next.config.payload_index, &self.read().slots);
-        self.replace_meta(&mut meta, next)?;
+        self.replace_meta(next)?;
         self.write().payload_index = index;
         tracing::info!(collection = %self.name, field, "payload index created");
         Ok(true)
     }
 
-    /// Writes `next` to `collection.json` atomically, then holds it.
-    fn replace_meta(&self, meta: &mut Meta, next: Meta) -> Result<()> {
+    /// Writes `next` to `collection.json` atomically, then holds it. The
+    /// caller holds the writer lock (one metadata change at a time); the
+    /// metadata lock is held only for the swap, never across file work.
+    fn replace_meta(&self, next: Meta) -> Result<()> {
         let raw = serde_json::to_vec_pretty(&next).expect("serializable");
         write_atomic(&self.dir.join(META_FILE), &raw)?;
+        let mut meta = self.meta.write().unwrap_or_else(|e| e.into_inner());
         let old = serde_json::to_vec_pretty(&*meta)
             .expect("serializable")
             .len() as u64;
@@ -487,6 +507,11 @@ impl Collection {
     pub(crate) fn mark_dropped(&self) {
         let _w = lock(&self.writer);
         self.dropped.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn unmark_dropped(&self) {
+        let _w = lock(&self.writer);
+        self.dropped.store(false, Ordering::SeqCst);
     }
 
     fn check_vector(&self, v: &[f32]) -> Result<()> {
@@ -536,25 +561,73 @@ impl Collection {
     /// Inserts or replaces points. The batch is validated whole first; an
     /// id may appear only once in a batch. Durable when this returns.
     pub fn upsert(&self, points: Vec<Point>) -> Result<usize> {
+        self.upsert_admitted(points, |_| Ok::<_, EngineError>(()))
+            .map(|(n, ())| n)
+    }
+
+    /// [`upsert`](Self::upsert), asking `admit` first with what the batch
+    /// adds. `admit` runs under the writer lock, so what counts as new
+    /// cannot change before the write lands; its value (a quota
+    /// reservation, say) is handed back once the write is applied.
+    pub fn upsert_admitted<R, E: From<EngineError>>(
+        &self,
+        points: Vec<Point>,
+        admit: impl FnOnce(WriteCost) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(usize, R), E> {
         self.check_batch_len(points.len())?;
         let mut seen = HashSet::with_capacity(points.len());
         for p in &points {
             self.check_vector(&p.vector)?;
             if !seen.insert(p.id) {
-                return Err(EngineError::DuplicateId(p.id));
+                return Err(EngineError::DuplicateId(p.id).into());
             }
             let len = payload_len(p.payload.as_ref()) as usize;
             if len > self.options.limits.max_payload_bytes {
                 return Err(EngineError::InvalidPayload(format!(
                     "payload of point {} is {len} bytes, at most {} allowed",
                     p.id, self.options.limits.max_payload_bytes
-                )));
+                ))
+                .into());
             }
         }
         let n = points.len();
-        let op = WalOp::Upsert(points);
-        self.log_and_apply(op)?;
-        Ok(n)
+        let mut w = self.lock_writer()?;
+        let new_points = {
+            let st = self.read();
+            points
+                .iter()
+                .filter(|p| !st.ids.contains_key(&p.id))
+                .count() as u64
+        };
+        let granted = admit(WriteCost {
+            new_points,
+            bytes: self.write_bytes(&points),
+        })?;
+        self.log_locked(&mut w, WalOp::Upsert(points))?;
+        Ok((n, granted))
+    }
+
+    /// Bytes on disk a batch of points costs: its log record now, and a
+    /// snapshot row per point later (a replaced point takes a new row too,
+    /// until compaction drops the old one).
+    pub fn write_bytes(&self, points: &[Point]) -> u64 {
+        let dim = self.config.dimension as u64;
+        let m = self.config.hnsw.m as u64;
+        // Log: record header, seq, kind, count; per point id, dim, floats,
+        // payload length and text.
+        let mut bytes = 8 + 8 + 1 + 4;
+        for p in points {
+            let payload = payload_len(p.payload.as_ref());
+            let id = 17;
+            let log = id + 4 + dim * 4 + 4 + payload;
+            // Snapshot: state and level, 1/norm and floats, the layer-0
+            // list of 2m links and one upper layer of m (more than the
+            // expected share of upper layers); key, id, payload.
+            let graph = 2 + 4 + dim * 4 + 4 + 2 * m * 4 + 4 + m * 4;
+            let points_row = 8 + id + 4 + payload;
+            bytes += log + graph + points_row;
+        }
+        bytes
     }
 
     /// Deletes points by id; returns how many existed.
@@ -574,11 +647,6 @@ impl Collection {
         let n = ids.len();
         self.log_locked(&mut w, WalOp::Delete(ids))?;
         Ok(n)
-    }
-
-    fn log_and_apply(&self, op: WalOp) -> Result<()> {
-        let mut w = self.lock_writer()?;
-        self.log_locked(&mut w, op)
     }
 
     fn log_locked(&self, w: &mut Writer, op: WalOp) -> Result<()> {
@@ -620,6 +688,7 @@ impl Collection {
                         st.index.remove(key);
                     }
                 }
+                self.live.store(st.ids.len(), Ordering::SeqCst);
                 Ok(())
             }
         }
@@ -663,6 +732,7 @@ impl Collection {
             st.slots[k] = Some(Entry { id: p.id, payload });
             st.unindexed.push(key);
         }
+        self.live.store(st.ids.len(), Ordering::SeqCst);
         drop(st);
         self.signal.work.notify_one();
         Ok(())
@@ -893,13 +963,49 @@ impl Collection {
         st.index.get(key).map(<[f32]>::to_vec).unwrap_or_default()
     }
 
-    /// Points by id, in the order asked; missing ids are left out.
+    /// About how many bytes of JSON the record of `key` takes in an answer.
+    fn answer_bytes(&self, st: &State, key: u32, with: With) -> usize {
+        // Id, score and punctuation; a float prints in at most 16 chars.
+        let mut n = 64;
+        if with.vector {
+            n += self.config.dimension * 16;
+        }
+        if with.payload {
+            n += st.slots[key as usize]
+                .as_ref()
+                .map_or(0, |e| held(e.payload.as_ref()) as usize);
+        }
+        n
+    }
+
+    /// Refuses an answer of these keys that would exceed the answer limit,
+    /// before any of it is built.
+    fn check_answer(&self, st: &State, keys: impl Iterator<Item = u32>, with: With) -> Result<()> {
+        let max = self.options.limits.max_answer_bytes;
+        let mut total = 0usize;
+        for k in keys {
+            total += self.answer_bytes(st, k, with);
+            if total > max {
+                return Err(EngineError::AnswerTooLarge { max });
+            }
+        }
+        Ok(())
+    }
+
+    /// Points by id, in the order asked, each once; missing ids are left out.
     pub fn get(&self, ids: &[PointId], with: With) -> Result<Vec<Record>> {
         self.check_batch_len(ids.len())?;
         let st = self.read();
-        Ok(ids
+        let mut seen = HashSet::with_capacity(ids.len());
+        let keys: Vec<u32> = ids
             .iter()
-            .filter_map(|id| st.ids.get(id).map(|k| self.record(&st, *k, with)))
+            .filter(|id| seen.insert(**id))
+            .filter_map(|id| st.ids.get(id).copied())
+            .collect();
+        self.check_answer(&st, keys.iter().copied(), with)?;
+        Ok(keys
+            .into_iter()
+            .map(|k| self.record(&st, k, with))
             .collect())
     }
 
@@ -911,6 +1017,7 @@ impl Collection {
         from: Option<PointId>,
         filter: Option<&Filter>,
         with: With,
+        deadline: &Deadline,
     ) -> Result<(Vec<Record>, Option<PointId>)> {
         self.check_limit(limit)?;
         let st = self.read();
@@ -919,8 +1026,12 @@ impl Collection {
             None => st.ids.range(..),
         };
         let cands = filter.and_then(|f| candidates(&st, f));
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for (id, key) in range {
+        let mut keys = Vec::with_capacity(limit.min(1024));
+        let mut next = None;
+        for (i, (id, key)) in range.enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                deadline.check()?;
+            }
             if cands.as_ref().is_some_and(|c| !c.contains(*key)) {
                 continue;
             }
@@ -928,27 +1039,48 @@ impl Collection {
             if filter.is_some_and(|f| !f.matches(id, e.payload.as_ref())) {
                 continue;
             }
-            if out.len() == limit {
-                return Ok((out, Some(*id)));
+            if keys.len() == limit {
+                next = Some(*id);
+                break;
             }
-            out.push(self.record(&st, *key, with));
+            keys.push(*key);
         }
-        Ok((out, None))
+        self.check_answer(&st, keys.iter().copied(), with)?;
+        let out = keys
+            .into_iter()
+            .map(|k| self.record(&st, k, with))
+            .collect();
+        Ok((out, next))
     }
 
     /// Points matching the filter (all points without one).
-    pub fn count(&self, filter: Option<&Filter>) -> usize {
+    pub fn count(&self, filter: Option<&Filter>, deadline: &Deadline) -> Result<usize> {
+        let Some(filter) = filter else {
+            return Ok(self.len());
+        };
         let st = self.read();
-        let matches = |e: &Entry| filter.is_none_or(|f| f.matches(&e.id, e.payload.as_ref()));
-        match filter.and_then(|f| candidates(&st, f)) {
-            _ if filter.is_none() => st.ids.len(),
+        let mut n = 0;
+        let mut visit = |i: usize, e: &Entry| -> Result<()> {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                deadline.check()?;
+            }
+            n += filter.matches(&e.id, e.payload.as_ref()) as usize;
+            Ok(())
+        };
+        match candidates(&st, filter) {
             Some(c) => c
                 .iter()
                 .filter_map(|k| st.slots.get(k as usize).and_then(Option::as_ref))
-                .filter(|e| matches(e))
-                .count(),
-            None => st.slots.iter().flatten().filter(|e| matches(e)).count(),
+                .enumerate()
+                .try_for_each(|(i, e)| visit(i, e))?,
+            None => st
+                .slots
+                .iter()
+                .flatten()
+                .enumerate()
+                .try_for_each(|(i, e)| visit(i, e))?,
         }
+        Ok(n)
     }
 
     fn check_limit(&self, limit: usize) -> Result<()> {
@@ -986,34 +1118,83 @@ impl Collection {
     /// exact scan is cheap. A caller on an async runtime may run such a
     /// search in place rather than hand it to another thread.
     pub fn search_is_quick(&self, req: &SearchRequest) -> bool {
+        self.state
+            .try_read()
+            .is_ok_and(|st| self.quick_in(&st, req))
+    }
+
+    fn quick_in(&self, st: &State, req: &SearchRequest) -> bool {
         let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
         req.filter.as_ref().is_none_or(Filter::is_empty)
             && ef.max(req.limit) <= QUICK_EF
-            && self.read().unindexed.len() <= QUICK_BACKLOG
+            && st.unindexed.len() <= QUICK_BACKLOG
+    }
+
+    /// Runs `req` at once if it is quick (see [`search_is_quick`]) and the
+    /// collection's lock is free this instant; `None` otherwise. It never
+    /// waits for a lock, so an async runtime may call it in place.
+    ///
+    /// [`search_is_quick`]: Self::search_is_quick
+    pub fn try_search_quick(&self, req: &SearchRequest) -> Option<Result<Vec<ScoredPoint>>> {
+        let st = self.state.try_read().ok()?;
+        if !self.quick_in(&st, req) {
+            return None;
+        }
+        Some(
+            self.check_search(req)
+                .and_then(|()| self.search_in(&st, req)),
+        )
     }
 
     /// Top-`limit` points for the query, best first.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
         self.check_search(req)?;
         let st = self.read();
-        let hits = self.search_keys(&st, req)?;
+        self.search_in(&st, req)
+    }
+
+    fn search_in(&self, st: &State, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
+        let mut budget = self.options.limits.max_answer_bytes;
+        self.search_within(st, req, &mut budget)
+    }
+
+    /// Searches, refusing if the answer would take more than `budget`
+    /// bytes, and takes what it uses from `budget`.
+    fn search_within(
+        &self,
+        st: &State,
+        req: &SearchRequest,
+        budget: &mut usize,
+    ) -> Result<Vec<ScoredPoint>> {
+        let hits = self.search_keys(st, req)?;
+        req.deadline.check()?;
         let metric = self.config.metric;
-        Ok(hits
+        let with = With {
+            payload: req.with_payload,
+            vector: req.with_vector,
+        };
+        let hits: Vec<(u32, f32)> = hits
             .into_iter()
             .filter(|(_, s)| match req.score_threshold {
                 None => true,
                 Some(t) if metric.higher_is_better() => *s >= t,
                 Some(t) => *s <= t,
             })
+            .collect();
+        let bytes: usize = hits
+            .iter()
+            .map(|(k, _)| self.answer_bytes(st, *k, with))
+            .sum();
+        if bytes > *budget {
+            return Err(EngineError::AnswerTooLarge {
+                max: self.options.limits.max_answer_bytes,
+            });
+        }
+        *budget -= bytes;
+        Ok(hits
+            .into_iter()
             .map(|(key, score)| {
-                let r = self.record(
-                    &st,
-                    key,
-                    With {
-                        payload: req.with_payload,
-                        vector: req.with_vector,
-                    },
-                );
+                let r = self.record(st, key, with);
                 ScoredPoint {
                     id: r.id,
                     score,
@@ -1024,10 +1205,15 @@ impl Collection {
             .collect())
     }
 
-    /// Several searches against one consistent view of the collection.
+    /// Several searches against one consistent view of the collection,
+    /// their answers together within the answer limit.
     pub fn search_batch(&self, reqs: &[SearchRequest]) -> Result<Vec<Vec<ScoredPoint>>> {
         reqs.iter().try_for_each(|r| self.check_search(r))?;
-        reqs.iter().map(|r| self.search(r)).collect()
+        let st = self.read();
+        let mut budget = self.options.limits.max_answer_bytes;
+        reqs.iter()
+            .map(|r| self.search_within(&st, r, &mut budget))
+            .collect()
     }
 
     fn search_keys(&self, st: &State, req: &SearchRequest) -> Result<Vec<(u32, f32)>> {
@@ -1048,8 +1234,9 @@ impl Collection {
                 None => Box::new(0..st.slots.len() as u32),
             }
         };
+        let deadline = &req.deadline;
         if live <= EXACT_BELOW {
-            return Ok(self.exact(st, everything(), &req.vector, k, filter));
+            return self.exact(st, everything(), &req.vector, k, filter, deadline);
         }
         // A selective filter makes graph traversal wander; scanning the
         // matches exactly is then both cheaper and complete.
@@ -1061,7 +1248,7 @@ impl Collection {
                 None => self.estimate_matches(st, f),
             };
             if matches <= (ef * 4).max(live / 100) {
-                return Ok(self.exact(st, everything(), &req.vector, k, filter));
+                return self.exact(st, everything(), &req.vector, k, filter, deadline);
             }
         }
         // Points not linked yet are scanned exactly and merged in.
@@ -1070,7 +1257,7 @@ impl Collection {
             .iter()
             .copied()
             .filter(|k| cands.is_none_or(|c| c.contains(*k)));
-        let pending = self.exact(st, backlog, &req.vector, k, filter);
+        let pending = self.exact(st, backlog, &req.vector, k, filter, deadline)?;
         // The backlog may still hold keys deleted before they were linked.
         let pending_live = st
             .unindexed
@@ -1082,7 +1269,16 @@ impl Collection {
             _ if in_graph == 0 => Vec::new(),
             None => st.index.search(&req.vector, k, ef, None),
             Some(f) => {
+                // A walk through sparse matches can visit much of the
+                // graph: once the deadline passes, every node fails the
+                // predicate, the walk ends, and the check below refuses.
+                let calls = std::cell::Cell::new(0usize);
                 let pred = |key: u32| {
+                    let n = calls.get() + 1;
+                    calls.set(n);
+                    if n.is_multiple_of(1024) && deadline.expired() {
+                        return false;
+                    }
                     cands.is_none_or(|c| c.contains(key))
                         && st
                             .slots
@@ -1099,8 +1295,9 @@ impl Collection {
             None => graph.len() < k.min(in_graph),
             Some(_) => graph.len() + pending.len() < k,
         };
+        deadline.check()?;
         if short {
-            return Ok(self.exact(st, everything(), &req.vector, k, filter));
+            return self.exact(st, everything(), &req.vector, k, filter, deadline);
         }
         Ok(self.merge(graph, pending, k))
     }
@@ -1160,7 +1357,8 @@ impl Collection {
         query: &[f32],
         k: usize,
         filter: Option<&Filter>,
-    ) -> Vec<(u32, f32)> {
+        deadline: &Deadline,
+    ) -> Result<Vec<(u32, f32)>> {
         let metric = self.config.metric;
         let prepared = st.index.prepare_query(query);
         // Max-heap on "worse first", so the root is the one to evict.
@@ -1184,7 +1382,10 @@ impl Collection {
         }
         let hib = metric.higher_is_better();
         let mut heap = BinaryHeap::with_capacity(k + 1);
-        for key in keys {
+        for (i, key) in keys.enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                deadline.check()?;
+            }
             let Some(Some(e)) = st.slots.get(key as usize) else {
                 continue;
             };
@@ -1201,7 +1402,7 @@ impl Collection {
         }
         let mut out: Vec<(u32, f32)> = heap.into_iter().map(|h| (h.1, h.0)).collect();
         out.sort_by(|a, b| better(metric, a.1, b.1).then(a.0.cmp(&b.0)));
-        out
+        Ok(out)
     }
 }
 

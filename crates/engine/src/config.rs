@@ -169,6 +169,9 @@ pub struct Limits {
     pub max_limit: usize,
     /// Largest serialized payload of one point, in bytes.
     pub max_payload_bytes: usize,
+    /// Largest answer (records or hits, with their vectors and payloads)
+    /// one request may build, in bytes of JSON, estimated before building.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -177,6 +180,7 @@ impl Default for Limits {
             max_batch: 10_000,
             max_limit: 10_000,
             max_payload_bytes: 64 * 1024,
+            max_answer_bytes: 32 << 20,
         }
     }
 }

@@ -23,8 +23,25 @@ pub struct Database {
     /// that no second process opens (and recovers) the same files.
     _lock: fs::File,
     options: EngineOptions,
+    /// Held only for map lookups and updates, never across file work, so
+    /// that finding a collection never waits on a create or drop.
     collections: RwLock<HashMap<String, Arc<Collection>>>,
+    /// Names being created or dropped: taken while their files change.
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
     trash_seq: AtomicU64,
+}
+
+/// Frees a busy name when dropped.
+struct Busy<'a>(&'a Database, String);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
 }
 
 impl Database {
@@ -59,6 +76,7 @@ impl Database {
             root,
             options,
             collections: RwLock::new(map),
+            busy: Default::default(),
             trash_seq: AtomicU64::new(0),
         })
     }
@@ -80,10 +98,7 @@ impl Database {
     ) -> Result<Arc<Collection>> {
         validate_name(name)?;
         config.validate()?;
-        let mut map = self.collections.write().unwrap_or_else(|e| e.into_inner());
-        if map.contains_key(name) {
-            return Err(EngineError::CollectionExists(name.to_owned()));
-        }
+        let _busy = self.claim(name, false)?;
         let staging = self.trash_path();
         let target = self.root.join("collections").join(name);
         let built = Collection::init_dir(&staging, name, &config, metadata)
@@ -97,8 +112,29 @@ impl Database {
         }
         let c = Arc::new(Collection::open(&target, self.options.clone())?);
         c.start_indexer();
-        map.insert(name.to_owned(), c.clone());
+        self.map_mut().insert(name.to_owned(), c.clone());
         Ok(c)
+    }
+
+    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Collection>>> {
+        self.collections.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `name` busy while its files change. For a create (`exists`
+    /// false) the name must be free; for a drop it must exist.
+    fn claim(&self, name: &str, exists: bool) -> Result<Busy<'_>> {
+        let map = self.collections.read().unwrap_or_else(|e| e.into_inner());
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let present = map.contains_key(name);
+        if busy.contains(name) || present != exists {
+            return Err(if present || busy.contains(name) {
+                EngineError::CollectionExists(name.to_owned())
+            } else {
+                EngineError::CollectionNotFound(name.to_owned())
+            });
+        }
+        busy.insert(name.to_owned());
+        Ok(Busy(self, name.to_owned()))
     }
 
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
@@ -125,17 +161,29 @@ impl Database {
 
     /// Drops a collection and its files; atomic across a crash.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
-        let mut map = self.collections.write().unwrap_or_else(|e| e.into_inner());
-        let c = map
-            .get(name)
-            .cloned()
+        let _busy = self.claim(name, true).map_err(|e| match e {
+            // Being created or dropped right now: not there to drop.
+            EngineError::CollectionExists(n) => EngineError::CollectionNotFound(n),
+            e => e,
+        })?;
+        // Out of the map first: from here on nothing finds it, and its
+        // writer (which a long write may hold) is waited for below without
+        // holding up lookups of other collections.
+        let c = self
+            .map_mut()
+            .remove(name)
             .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))?;
         c.mark_dropped();
         let grave = self.trash_path();
-        fs::rename(c.dir(), &grave).map_err(EngineError::io("dropping a collection"))?;
-        sync_dir(&self.root.join("collections"))?;
-        map.remove(name);
-        drop(map);
+        let moved = fs::rename(c.dir(), &grave)
+            .map_err(EngineError::io("dropping a collection"))
+            .and_then(|()| sync_dir(&self.root.join("collections")));
+        if let Err(e) = moved {
+            // Still on disk: serve it again.
+            c.unmark_dropped();
+            self.map_mut().insert(name.to_owned(), c);
+            return Err(e);
+        }
         if let Err(e) = fs::remove_dir_all(&grave) {
             tracing::warn!(error = %e, "removing a dropped collection's files failed; retried at next open");
         }

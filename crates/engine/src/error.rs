@@ -44,6 +44,11 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
+    #[error("the answer would exceed {max} bytes: ask for fewer points, or without vectors")]
+    AnswerTooLarge { max: usize },
+    /// The request's deadline passed or its caller went away.
+    #[error("the request was cancelled or ran out of time")]
+    Cancelled,
     /// The vector index refused an operation it should have accepted.
     #[error("vector index error: {0}")]
     Index(String),

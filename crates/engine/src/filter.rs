@@ -1,6 +1,7 @@
 //! Payload filters in the JSON shape Qdrant users know:
 //! `{"must": [...], "should": [...], "must_not": [...]}` of field conditions
-//! (`match` value / any, `range`), `has_id`, and nested filters.
+//! (`match` value / any, `range`), `has_id`, and nested filters. Parsing
+//! (bounded in every dimension that multiplies work) is in `filter_parse`.
 
 use std::collections::HashSet;
 
@@ -10,10 +11,7 @@ use crate::error::EngineError;
 use crate::id::PointId;
 use crate::payload::{PayloadView, Scalar};
 
-/// Deepest nesting of filters accepted.
-const MAX_DEPTH: usize = 8;
-/// Most conditions in one filter tree.
-const MAX_CONDITIONS: usize = 1024;
+pub use crate::filter_parse::{MAX_ANY, MAX_CONDITIONS, MAX_DEPTH, MAX_HAS_ID, MAX_VALUES};
 
 /// A boolean combination of conditions. An empty filter matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,16 +31,63 @@ pub enum Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldTest {
     Match(MatchValue),
-    Any(Vec<MatchValue>),
+    Any(AnyOf),
     Range(Range),
 }
 
 /// An exact value to match: a keyword, an integer or a bool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MatchValue {
     Keyword(String),
     Integer(i64),
     Bool(bool),
+}
+
+/// The values of a `match.any`, hashed so that testing a payload value
+/// costs the same however long the list is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnyOf {
+    values: Vec<MatchValue>,
+    keywords: HashSet<String>,
+    integers: HashSet<i64>,
+    bools: [bool; 2],
+}
+
+impl AnyOf {
+    pub fn new(values: impl IntoIterator<Item = MatchValue>) -> AnyOf {
+        let mut a = AnyOf::default();
+        for v in values {
+            let fresh = match &v {
+                MatchValue::Keyword(s) => a.keywords.insert(s.clone()),
+                MatchValue::Integer(i) => a.integers.insert(*i),
+                MatchValue::Bool(b) => !std::mem::replace(&mut a.bools[*b as usize], true),
+            };
+            if fresh {
+                a.values.push(v);
+            }
+        }
+        a
+    }
+
+    /// The distinct values, in the order given.
+    pub fn values(&self) -> &[MatchValue] {
+        &self.values
+    }
+
+    fn matches(&self, v: Scalar<'_>) -> bool {
+        match v {
+            Scalar::Str(x) => self.keywords.contains(x),
+            Scalar::Bool(b) => self.bools[b as usize],
+            Scalar::Int(i) => self.integers.contains(&i),
+            Scalar::Float(f) => {
+                f.fract() == 0.0
+                    && f >= i64::MIN as f64
+                    && f < i64::MAX as f64
+                    && self.integers.contains(&(f as i64))
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -53,15 +98,17 @@ pub struct Range {
     pub lte: Option<f64>,
 }
 
-fn bad(msg: impl Into<String>) -> EngineError {
-    EngineError::InvalidFilter(msg.into())
-}
-
 impl Filter {
     /// Parses a filter from JSON, naming the offending part on error.
     pub fn from_json(v: &Value) -> Result<Filter, EngineError> {
-        let mut budget = MAX_CONDITIONS;
-        parse_filter(v, 0, &mut budget)
+        crate::filter_parse::parse(v)
+    }
+
+    /// Parses a filter from JSON text straight into its typed form: no
+    /// intermediate tree is built, and a filter over any bound is refused
+    /// as soon as the bound is crossed.
+    pub fn from_json_text(s: &str) -> Result<Filter, EngineError> {
+        crate::filter_parse::parse_str(s)
     }
 
     /// Whether a point with this id and payload satisfies the filter.
@@ -74,163 +121,6 @@ impl Filter {
     pub fn is_empty(&self) -> bool {
         self.must.is_empty() && self.should.is_empty() && self.must_not.is_empty()
     }
-}
-
-fn parse_filter(v: &Value, depth: usize, budget: &mut usize) -> Result<Filter, EngineError> {
-    if depth > MAX_DEPTH {
-        return Err(bad(format!("filters nest at most {MAX_DEPTH} deep")));
-    }
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("a filter must be a JSON object"))?;
-    let mut f = Filter::default();
-    for (k, list) in obj {
-        let target = match k.as_str() {
-            "must" => &mut f.must,
-            "should" => &mut f.should,
-            "must_not" => &mut f.must_not,
-            other => return Err(bad(format!("unknown filter clause `{other}`"))),
-        };
-        if list.is_null() {
-            continue;
-        }
-        let items: Vec<&Value> = match list {
-            Value::Array(a) => a.iter().collect(),
-            // A single condition is accepted where a list is expected.
-            Value::Object(_) => vec![list],
-            _ => return Err(bad(format!("`{k}` must be a list of conditions"))),
-        };
-        for c in items {
-            if *budget == 0 {
-                return Err(bad(format!(
-                    "a filter holds at most {MAX_CONDITIONS} conditions"
-                )));
-            }
-            *budget -= 1;
-            target.push(parse_condition(c, depth, budget)?);
-        }
-    }
-    Ok(f)
-}
-
-fn parse_condition(v: &Value, depth: usize, budget: &mut usize) -> Result<Condition, EngineError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("a condition must be a JSON object"))?;
-    if let Some(ids) = obj.get("has_id") {
-        if obj.len() != 1 {
-            return Err(bad("`has_id` stands alone in its condition"));
-        }
-        let ids = ids
-            .as_array()
-            .ok_or_else(|| bad("`has_id` must be a list of ids"))?;
-        let set = ids
-            .iter()
-            .map(|i| {
-                serde_json::from_value::<PointId>(i.clone())
-                    .map_err(|e| bad(format!("`has_id`: {e}")))
-            })
-            .collect::<Result<HashSet<_>, _>>()?;
-        return Ok(Condition::HasId(set));
-    }
-    if obj.contains_key("must") || obj.contains_key("should") || obj.contains_key("must_not") {
-        return Ok(Condition::Nested(Box::new(parse_filter(
-            v,
-            depth + 1,
-            budget,
-        )?)));
-    }
-    if let Some(inner) = obj.get("filter") {
-        return Ok(Condition::Nested(Box::new(parse_filter(
-            inner,
-            depth + 1,
-            budget,
-        )?)));
-    }
-    let key = obj
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("a field condition needs a string `key`"))?;
-    if key.is_empty() || key.len() > 256 || key.split('.').any(str::is_empty) {
-        return Err(bad(format!("invalid key `{key}`")));
-    }
-    let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-    let mut test = None;
-    for (k, val) in obj {
-        match k.as_str() {
-            "key" => {}
-            "match" => test = Some(parse_match(key, val)?),
-            "range" => test = Some(FieldTest::Range(parse_range(key, val)?)),
-            other => return Err(bad(format!("unknown condition field `{other}`"))),
-        }
-    }
-    let test = test.ok_or_else(|| bad(format!("condition on `{key}` needs `match` or `range`")))?;
-    Ok(Condition::Field { key: path, test })
-}
-
-fn parse_match_value(key: &str, v: &Value) -> Result<MatchValue, EngineError> {
-    match v {
-        Value::String(s) => Ok(MatchValue::Keyword(s.clone())),
-        Value::Bool(b) => Ok(MatchValue::Bool(*b)),
-        Value::Number(n) => n.as_i64().map(MatchValue::Integer).ok_or_else(|| {
-            bad(format!(
-                "`{key}`: match takes a keyword, an integer or a bool"
-            ))
-        }),
-        _ => Err(bad(format!(
-            "`{key}`: match takes a keyword, an integer or a bool"
-        ))),
-    }
-}
-
-fn parse_match(key: &str, v: &Value) -> Result<FieldTest, EngineError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad(format!("`{key}`: match must be an object")))?;
-    if obj.len() != 1 {
-        return Err(bad(format!(
-            "`{key}`: match takes exactly one of `value`, `any`"
-        )));
-    }
-    if let Some(val) = obj.get("value") {
-        return Ok(FieldTest::Match(parse_match_value(key, val)?));
-    }
-    if let Some(any) = obj.get("any") {
-        let list = any
-            .as_array()
-            .ok_or_else(|| bad(format!("`{key}`: `any` must be a list")))?;
-        let values = list
-            .iter()
-            .map(|x| parse_match_value(key, x))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(FieldTest::Any(values));
-    }
-    Err(bad(format!("`{key}`: match takes `value` or `any`")))
-}
-
-fn parse_range(key: &str, v: &Value) -> Result<Range, EngineError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad(format!("`{key}`: range must be an object")))?;
-    let mut r = Range::default();
-    for (k, val) in obj {
-        let n = val.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
-            bad(format!(
-                "`{key}`: range bound `{k}` must be a finite number"
-            ))
-        })?;
-        match k.as_str() {
-            "gt" => r.gt = Some(n),
-            "gte" => r.gte = Some(n),
-            "lt" => r.lt = Some(n),
-            "lte" => r.lte = Some(n),
-            other => return Err(bad(format!("`{key}`: unknown range bound `{other}`"))),
-        }
-    }
-    if obj.is_empty() {
-        return Err(bad(format!("`{key}`: range needs at least one bound")));
-    }
-    Ok(r)
 }
 
 impl Condition {
@@ -259,7 +149,7 @@ impl FieldTest {
     fn matches(&self, v: Scalar<'_>) -> bool {
         match self {
             FieldTest::Match(m) => m.matches(v),
-            FieldTest::Any(list) => list.iter().any(|m| m.matches(v)),
+            FieldTest::Any(set) => set.matches(v),
             FieldTest::Range(r) => v.as_f64().is_some_and(|x| r.contains(x)),
         }
     }
@@ -416,5 +306,42 @@ mod tests {
             deep = json!({"must": [deep]});
         }
         assert!(Filter::from_json(&deep).is_err());
+        assert!(Filter::from_json_text(&deep.to_string()).is_err());
+    }
+
+    #[test]
+    fn bounds_every_dimension() {
+        let many: Vec<Value> = (0..=MAX_ANY as i64).map(Value::from).collect();
+        let any = json!({"must": [{"key": "a", "match": {"any": many}}]});
+        assert!(Filter::from_json_text(&any.to_string()).is_err());
+        let ids: Vec<Value> = (0..=MAX_HAS_ID as u64).map(Value::from).collect();
+        assert!(Filter::from_json_text(&json!({"must": [{"has_id": ids}]}).to_string()).is_err());
+        let conds: Vec<Value> = (0..=MAX_CONDITIONS)
+            .map(|i| json!({"key": "a", "match": {"value": i}}))
+            .collect();
+        assert!(Filter::from_json_text(&json!({"should": conds}).to_string()).is_err());
+        // Within the bounds, the same shapes parse.
+        let ok: Vec<Value> = (0..MAX_ANY as i64).map(Value::from).collect();
+        let f =
+            Filter::from_json_text(&json!({"must": [{"key": "a", "match": {"any": ok}}]}).to_string())
+                .unwrap();
+        let doc = p(json!({"a": 1000.0}));
+        assert!(f.matches(&PointId::Num(1), Some(&doc)));
+        assert!(!f.matches(&PointId::Num(1), Some(&p(json!({"a": 1000.5})))));
+    }
+
+    #[test]
+    fn text_and_tree_parse_alike() {
+        for v in [
+            json!({"must": [{"key": "tag", "match": {"any": ["z", "a", "z"]}}]}),
+            json!({"should": [{"has_id": [1, "550e8400-e29b-41d4-a716-446655440000"]}], "must_not": null}),
+            json!({"must": {"key": "p", "range": {"gt": 1, "lte": 2.5}}}),
+            json!({"must": [{"filter": {"must": [{"key": "x", "match": {"value": false}}]}}]}),
+        ] {
+            assert_eq!(
+                Filter::from_json(&v).unwrap(),
+                Filter::from_json_text(&v.to_string()).unwrap()
+            );
+        }
     }
 }

@@ -159,7 +159,9 @@ impl FieldIndex {
     fn test_bits(&self, test: &FieldTest, n: usize) -> KeyBits {
         match test {
             FieldTest::Match(m) => Self::bits_of(self.matching(m).into_iter(), n),
-            FieldTest::Any(list) => Self::bits_of(list.iter().flat_map(|m| self.matching(m)), n),
+            FieldTest::Any(set) => {
+                Self::bits_of(set.values().iter().flat_map(|m| self.matching(m)), n)
+            }
             FieldTest::Range(r) => {
                 let lo = match (r.gt, r.gte) {
                     (Some(a), Some(b)) => Some(a.max(b)),

@@ -11,5 +11,7 @@ pub mod server;
 pub mod store;
 
 pub use client::{HubClient, HubClientConfig, HubError, HubHealth, Secret};
+/// The SDK's request and answer types, as the client returns them.
+pub use hivehub_internal_sdk::models as sdk;
 pub use server::{SERVICE_KEY_ENV, router};
 pub use store::{HubStore, StoreError};

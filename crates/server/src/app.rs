@@ -23,6 +23,11 @@ pub struct AppState {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Who may scrape `GET /metrics`, and what it shows.
     pub metrics: crate::metrics::MetricsOptions,
+    /// The operator's token, for server-wide views.
+    pub operator: Option<Arc<crate::extract::OperatorToken>>,
+    /// A trusted proxy's header naming the client's address; `None`: the
+    /// connection's peer is the client.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 /// The permission a route needs, attached to its requests.

@@ -2,6 +2,12 @@
 //! Hub and cached under their SHA-256 (never in clear); one Hub call per new
 //! key however many requests carry it at once; cached keys keep working for
 //! a grace period while the Hub is unreachable, and nothing else gets in.
+//!
+//! Throttling cannot be turned against other clients: an address's
+//! attempt is counted before the Hub is asked (so a burst of bad keys
+//! reaches the Hub at most `max_failures` times), refused keys are cached
+//! apart from valid ones (junk never evicts a valid key), and a key the Hub
+//! validated before is never throttled for its address's failures.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -42,23 +48,21 @@ pub enum AuthError {
 
 type KeyHash = [u8; 32];
 
+/// A key the Hub validated; `expires` is the key's own expiry, which ends
+/// the entry early.
 #[derive(Clone)]
-enum Entry {
-    /// `expires` is the key's own expiry, which ends the entry early.
-    Valid {
-        tenant: Tenant,
-        at: Instant,
-        expires: Option<SystemTime>,
-    },
-    Refused {
-        at: Instant,
-    },
+struct Valid {
+    tenant: Tenant,
+    at: Instant,
+    expires: Option<SystemTime>,
 }
 
 pub struct Auth {
     hub: Arc<HubClient>,
     opts: AuthOptions,
-    cache: Mutex<HashMap<KeyHash, Entry>>,
+    valid: Mutex<HashMap<KeyHash, Valid>>,
+    /// Keys the Hub refused, by when; bounded apart from `valid`.
+    refused: Mutex<HashMap<KeyHash, Instant>>,
     /// One lock per key being validated, so that concurrent requests with
     /// the same new key wait for one Hub call instead of making their own.
     inflight: Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
@@ -91,7 +95,8 @@ impl Auth {
         Auth {
             hub,
             opts,
-            cache: Mutex::default(),
+            valid: Mutex::default(),
+            refused: Mutex::default(),
             inflight: Mutex::default(),
             failures: Mutex::default(),
             verifier,
@@ -106,53 +111,105 @@ impl Auth {
         &self.hub
     }
 
-    fn cached(&self, h: &KeyHash) -> Option<Entry> {
-        self.cache
+    fn cached(&self, h: &KeyHash) -> Option<Valid> {
+        self.valid
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(h)
             .cloned()
     }
 
-    fn remember(&self, h: KeyHash, e: Entry) {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if c.len() >= self.opts.capacity && !c.contains_key(&h) {
-            // Bounded: drop the oldest entry.
-            let oldest = c
-                .iter()
-                .min_by_key(|(_, e)| match e {
-                    Entry::Valid { at, .. } | Entry::Refused { at } => *at,
-                })
-                .map(|(k, _)| *k);
+    /// Inserts into a bounded map, dropping the oldest entry when full.
+    fn bounded<V>(
+        map: &mut HashMap<KeyHash, V>,
+        cap: usize,
+        h: KeyHash,
+        v: V,
+        at: impl Fn(&V) -> Instant,
+    ) {
+        if map.len() >= cap && !map.contains_key(&h) {
+            let oldest = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| *k);
             if let Some(k) = oldest {
-                c.remove(&k);
+                map.remove(&k);
             }
         }
-        c.insert(h, e);
+        map.insert(h, v);
+    }
+
+    fn remember_valid(&self, h: KeyHash, v: Valid) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&h);
+        let mut c = self.valid.lock().unwrap_or_else(|e| e.into_inner());
+        Self::bounded(&mut c, self.opts.capacity, h, v, |v| v.at);
+    }
+
+    fn remember_refused(&self, h: KeyHash) {
+        self.valid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&h);
+        let mut c = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        Self::bounded(&mut c, self.opts.capacity, h, Instant::now(), |at| *at);
     }
 
     /// A fresh cache answer, if there is one.
     fn fresh(&self, h: &KeyHash) -> Option<Result<Tenant, AuthError>> {
-        match self.cached(h)? {
-            Entry::Valid {
-                expires: Some(t), ..
-            } if t <= SystemTime::now() => Some(Err(AuthError::Unauthorized)),
-            Entry::Valid { tenant, at, .. } if at.elapsed() < self.opts.ttl => Some(Ok(tenant)),
-            Entry::Refused { at } if at.elapsed() < self.opts.negative_ttl => {
-                Some(Err(AuthError::Unauthorized))
+        if let Some(v) = self.cached(h) {
+            if v.expires.is_some_and(|t| t <= SystemTime::now()) {
+                return Some(Err(AuthError::Unauthorized));
             }
-            _ => None,
+            if v.at.elapsed() < self.opts.ttl {
+                return Some(Ok(v.tenant));
+            }
+            return None;
         }
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(h)
+            .copied();
+        refused
+            .filter(|at| at.elapsed() < self.opts.negative_ttl)
+            .map(|_| Err(AuthError::Unauthorized))
     }
 
-    /// The tenant a key presented from `ip` stands for; a refused key counts
-    /// against the address.
+    /// The tenant a key presented from `ip` stands for. An attempt that
+    /// needs the Hub counts against the address before the Hub is asked,
+    /// and is given back only if the key turns out valid (or the Hub could
+    /// not say); a refused key, or a check abandoned half-way, stays counted.
     pub async fn authenticate(&self, key: &str, ip: IpAddr) -> Result<Tenant, AuthError> {
-        let answer = self.authenticate_inner(key, ip).await;
-        if answer == Err(AuthError::Unauthorized) {
+        let h = hash(key);
+        if let Some(answer) = self.fresh(&h) {
+            if answer.is_err() {
+                self.failed(ip);
+            }
+            return answer;
+        }
+        // A key validated before is never held up by its address's
+        // failures: only the Hub decides about it.
+        let known = self.cached(&h).is_some();
+        if !known {
+            if let Some(wait) = self.throttled(ip) {
+                return Err(AuthError::Throttled(wait));
+            }
             self.failed(ip);
         }
+        let answer = self.check_once(key, h).await;
+        if !known && answer != Err(AuthError::Unauthorized) {
+            self.refund(ip);
+        }
         answer
+    }
+
+    /// Gives back an attempt counted in advance.
+    fn refund(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = f.get_mut(&ip) {
+            e.0 = e.0.saturating_sub(1);
+        }
     }
 
     /// Counts a failed key from `ip`.
@@ -178,15 +235,9 @@ impl Auth {
         (count >= self.opts.max_failures).then_some(left)
     }
 
-    async fn authenticate_inner(&self, key: &str, ip: IpAddr) -> Result<Tenant, AuthError> {
-        let h = hash(key);
-        // A key known to be valid works even from a throttled address.
-        if let Some(answer) = self.fresh(&h) {
-            return answer;
-        }
-        if let Some(wait) = self.throttled(ip) {
-            return Err(AuthError::Throttled(wait));
-        }
+    /// Asks the Hub about a key, once for all the requests that carry it
+    /// at the same time.
+    async fn check_once(&self, key: &str, h: KeyHash) -> Result<Tenant, AuthError> {
         let gate = self
             .inflight
             .lock()
@@ -194,17 +245,22 @@ impl Auth {
             .entry(h)
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone();
+        // Leaves no entry behind, also when this check is abandoned.
+        let _cleanup = Inflight(self, h, gate.clone());
         let _turn = gate.lock().await;
         // Whoever held the gate before may have answered already.
         if let Some(answer) = self.fresh(&h) {
             return answer;
         }
-        let answer = self.ask_hub(key, h).await;
+        self.ask_hub(key, h).await
+    }
+
+    /// Entries of keys being checked (for tests: none once checks end).
+    pub fn checks_in_flight(&self) -> usize {
         self.inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&h);
-        answer
+            .len()
     }
 
     async fn ask_hub(&self, key: &str, h: KeyHash) -> Result<Tenant, AuthError> {
@@ -222,14 +278,18 @@ impl Auth {
                         .collect(),
                     plan: v.plan.unwrap_or_default(),
                 };
+                // An expiry we cannot read is taken as passed: fail closed.
                 let expires = v
                     .expires_at
                     .clone()
                     .flatten()
-                    .and_then(|t| humantime::parse_rfc3339_weak(&t).ok());
-                self.remember(
+                    .map(|t| parse_rfc3339(&t).unwrap_or(SystemTime::UNIX_EPOCH));
+                if expires.is_some_and(|t| t <= SystemTime::now()) {
+                    return Err(AuthError::Unauthorized);
+                }
+                self.remember_valid(
                     h,
-                    Entry::Valid {
+                    Valid {
                         tenant: tenant.clone(),
                         at: Instant::now(),
                         expires,
@@ -238,13 +298,13 @@ impl Auth {
                 Ok(tenant)
             }
             Ok(_) => {
-                self.remember(h, Entry::Refused { at: Instant::now() });
+                self.remember_refused(h);
                 Err(AuthError::Unauthorized)
             }
             Err(e) => {
                 // Grace: a key validated before the outage keeps working for
                 // a while; an unknown key never gets in.
-                if let Some(Entry::Valid {
+                if let Some(Valid {
                     tenant,
                     at,
                     expires,
@@ -265,6 +325,93 @@ impl Auth {
             }
         }
     }
+}
+
+/// Removes a key's in-flight entry when its check ends or is abandoned
+/// (unless a newer check has taken the entry over).
+struct Inflight<'a>(&'a Auth, KeyHash, Arc<tokio::sync::Mutex<()>>);
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        // The map and this guard: no other request waits on this gate.
+        if m.get(&self.1).is_some_and(|g| Arc::ptr_eq(g, &self.2))
+            && Arc::strong_count(&self.2) <= 3
+        {
+            m.remove(&self.1);
+        }
+    }
+}
+
+/// Parses an RFC 3339 time with any offset (`Z`, `+02:00`, `-05:30`) and
+/// optional fractional seconds.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = digits.parse().ok()?;
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *c == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian), 1970-01-01 = 0.
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let t = if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    };
+    Some(t + Duration::from_nanos(nanos as u64))
 }
 
 /// The key a request carries: `Authorization: Bearer`, `X-API-Key` or

@@ -14,14 +14,45 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
+    pub tenants: TenantsConfig,
     pub hub: HubConfig,
+}
+
+/// Environment variables that hold secrets: read where they are used,
+/// never as configuration keys.
+pub const SECRET_ENV: &[&str] = &[
+    "VECTORIZER_OPERATOR_TOKEN",
+    "VECTORIZER_API_KEY",
+    "VECTORIZER_READ_API_KEY",
+    "VECTORIZER_ACCESS_KEY",
+];
+
+/// Each tenant's fair share of the server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantsConfig {
+    /// Requests one tenant may have in flight; more get 429.
+    pub max_in_flight: usize,
+    /// Storage and search tasks one tenant may run at once (0: half the
+    /// cores, at least 1); more wait their turn.
+    pub max_workers: usize,
+}
+
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        TenantsConfig {
+            max_in_flight: 64,
+            max_workers: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// With the Hub enabled, `GET /metrics` needs no key (else an admin one).
-    pub public: bool,
+    /// `GET /metrics` needs no credential (else the operator token).
+    /// Unset: public with the Hub off, private with it on.
+    pub public: Option<bool>,
     /// Per-tenant usage gauges, labelled by user id.
     pub tenant_labels: bool,
     /// With `tenant_labels`, the largest tenants (by vectors) labelled.
@@ -31,7 +62,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            public: true,
+            public: None,
             tenant_labels: false,
             max_tenant_labels: 100,
         }
@@ -48,6 +79,9 @@ pub struct ServerConfig {
     pub header_read_timeout_seconds: u64,
     pub max_body_bytes: usize,
     pub shutdown_timeout_seconds: u64,
+    /// A trusted proxy's header carrying the client's address (the last
+    /// one in it is used); empty: the connection's peer is the client.
+    pub client_ip_header: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -63,6 +97,8 @@ pub struct LimitsConfig {
     pub max_search_limit: usize,
     pub max_payload_bytes: usize,
     pub max_batch_searches: usize,
+    /// Largest answer one request may build (vectors and payloads), bytes.
+    pub max_answer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -93,6 +129,9 @@ pub struct HubConfig {
     /// this many seconds past their cache TTL.
     pub grace_period_seconds: u64,
     pub cache: HubCacheConfig,
+    /// This node's id: signed calls from the Hub must name it. Empty: calls
+    /// from the Hub are refused.
+    pub node_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -111,6 +150,7 @@ impl Default for ServerConfig {
             header_read_timeout_seconds: 10,
             max_body_bytes: 32 << 20,
             shutdown_timeout_seconds: 10,
+            client_ip_header: String::new(),
         }
     }
 }
@@ -130,6 +170,7 @@ impl Default for LimitsConfig {
             max_search_limit: 10_000,
             max_payload_bytes: 64 << 10,
             max_batch_searches: 100,
+            max_answer_bytes: 32 << 20,
         }
     }
 }
@@ -153,6 +194,7 @@ impl Default for HubConfig {
             usage_report_interval: 60,
             grace_period_seconds: 300,
             cache: HubCacheConfig::default(),
+            node_id: String::new(),
         }
     }
 }
@@ -209,9 +251,15 @@ impl Config {
                     .required(true),
             );
         }
+        // Only `VECTORIZER_<SECTION>__<KEY>` names configuration; secrets
+        // such as the operator token are never read as keys.
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("VECTORIZER_"))
+            .filter(|(k, _)| {
+                k.strip_prefix("VECTORIZER_")
+                    .is_some_and(|rest| rest.contains("__"))
+                    && !SECRET_ENV.contains(&k.as_str())
+            })
             .collect();
         b = b.add_source(
             config::Environment::with_prefix("VECTORIZER")
@@ -298,6 +346,32 @@ impl Config {
             return Err(bad(
                 "limits.max_payload_bytes",
                 "must be between 64 and 16 MiB",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&l.max_answer_bytes) {
+            return Err(bad(
+                "limits.max_answer_bytes",
+                "must be between 1 KiB and 1 GiB",
+            ));
+        }
+        if !(1..=100_000).contains(&self.tenants.max_in_flight) {
+            return Err(bad("tenants.max_in_flight", "must be between 1 and 100000"));
+        }
+        if self.tenants.max_workers > 1024 {
+            return Err(bad("tenants.max_workers", "must be at most 1024"));
+        }
+        if !s.client_ip_header.is_empty()
+            && axum::http::HeaderName::from_bytes(s.client_ip_header.as_bytes()).is_err()
+        {
+            return Err(bad(
+                "server.client_ip_header",
+                "must be an HTTP header name",
+            ));
+        }
+        if self.hub.node_id.len() > 128 || !self.hub.node_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "hub.node_id",
+                "must be at most 128 printable characters without spaces",
             ));
         }
         if !(1..=10_000).contains(&l.max_batch_searches) {

@@ -80,6 +80,15 @@ impl From<ServiceError> for ApiError {
                     "quota": quota, "limit": limit, "current": current, "requested": requested,
                 }),
             ),
+            ServiceError::Busy(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+                    .retry_after(std::time::Duration::from_secs(1))
+            }
+            ServiceError::Timeout => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long",
+            ),
             ServiceError::Unavailable(detail) => {
                 tracing::warn!(%detail, "service unavailable");
                 ApiError::new(

@@ -67,6 +67,84 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The operator's token (`VECTORIZER_OPERATOR_TOKEN`): server-wide views
+/// such as `/metrics` need it; it is never a tenant's key, never sent to
+/// the Hub, and compared in constant time.
+pub struct OperatorToken(Vec<u8>);
+
+impl OperatorToken {
+    pub const ENV: &'static str = "VECTORIZER_OPERATOR_TOKEN";
+
+    pub fn new(token: &str) -> Option<OperatorToken> {
+        (!token.is_empty()).then(|| OperatorToken(token.as_bytes().to_vec()))
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        let p = presented.as_bytes();
+        // Compared over the token's whole length whatever is presented.
+        let diff = self.0.iter().enumerate().fold(0u8, |acc, (i, b)| {
+            acc | (b ^ p.get(i).copied().unwrap_or(!b))
+        });
+        diff == 0 && p.len() == self.0.len()
+    }
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorToken(***)")
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// Whether the request carries the operator token.
+pub struct OperatorOf(pub bool);
+
+impl FromRequestParts<AppState> for OperatorOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(OperatorOf(
+            state
+                .operator
+                .as_ref()
+                .zip(bearer(parts))
+                .is_some_and(|(t, b)| t.matches(b)),
+        ))
+    }
+}
+
+/// The client's address: the connection's peer, or, behind a trusted
+/// proxy (`server.client_ip_header`), the last address in that header.
+pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let Some(name) = &state.client_ip_header else {
+        return peer;
+    };
+    parts
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer)
+}
+
 /// Whom the request acts for. With the Hub off, every request is local;
 /// with it on, the access key names a tenant, and the route's permission is
 /// checked here, before the body is read.
@@ -90,14 +168,16 @@ impl FromRequestParts<AppState> for CallerOf {
                 "missing or invalid access key",
             )
         };
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let ip = client_ip(parts, state);
         let Some(key) = key_of(&parts.headers) else {
             auth.failed(ip);
             return Err(unauthorized());
         };
+        // The operator's token is not a tenant's key: refused here, and
+        // never shown to the Hub.
+        if state.operator.as_ref().is_some_and(|t| t.matches(&key)) {
+            return Err(unauthorized());
+        }
         let tenant = auth.authenticate(&key, ip).await.map_err(|e| match e {
             AuthError::Unauthorized => unauthorized(),
             AuthError::Throttled(wait) => ApiError::new(

@@ -1,5 +1,6 @@
-//! Handlers: each extracts the caller and its input, runs the service
-//! operation on the blocking pool (storage and search block), and answers.
+//! Handlers: each extracts the caller and its input, calls the one service
+//! entry point of its operation, and answers. No handler touches storage:
+//! the service runs that work on the caller's share of blocking threads.
 
 use std::sync::Arc;
 
@@ -10,46 +11,38 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::json;
 use vectorizer_service::model::*;
-use vectorizer_service::{Service, ServiceError};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, CallerOf};
+use crate::extract::{ApiJson, CallerOf, OperatorOf};
 
-/// Runs `f` on the blocking pool and answers its value as JSON.
-async fn run<T: Serialize + Send + 'static>(
-    state: &AppState,
+async fn ok<T: Serialize + crate::answer::Weight + Send + 'static>(
     status: StatusCode,
-    f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
+    out: T,
 ) -> Result<Response, ApiError> {
-    let service = state.service.clone();
-    let out = tokio::task::spawn_blocking(move || f(&service))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "a storage task failed");
-            ApiError::internal()
-        })??;
-    Ok((status, Json(out)).into_response())
+    crate::answer::json(status, out).await
 }
 
-pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let service = state.service.clone();
-    let h = tokio::task::spawn_blocking(move || service.health())
-        .await
-        .map_err(|_| ApiError::internal())?;
+/// Liveness for anyone; with the Hub enabled, the details (version,
+/// counts, the Hub's state) only for the operator. Never waits for storage
+/// or tenant work: the storage state is the last probe's.
+pub async fn health(State(state): State<AppState>, operator: OperatorOf) -> Response {
+    let h = state.service.health();
     let status = if h.status == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = serde_json::to_value(h).map_err(|_| ApiError::internal())?;
+    if state.auth.is_some() && !operator.0 {
+        return (status, Json(json!({"status": h.status}))).into_response();
+    }
+    let mut body = json!(h);
     // The Hub's state, when it is in use. Degraded or down keeps the server
     // ready: keys in the cache still work.
     if let Some(auth) = &state.auth {
-        body["hub"] =
-            serde_json::to_value(auth.hub().health()).map_err(|_| ApiError::internal())?;
+        body["hub"] = json!(auth.hub().health());
     }
-    Ok((status, Json(body)).into_response())
+    (status, Json(body)).into_response()
 }
 
 /// The OpenAPI document; with the Hub enabled it needs a key like every
@@ -65,25 +58,21 @@ pub async fn usage(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,
 ) -> Result<Response, ApiError> {
-    let u = state.service.clone().usage(caller).await?;
-    Ok((StatusCode::OK, Json(u)).into_response())
+    ok(StatusCode::OK, state.service.usage(&caller).await?).await
 }
 
-/// Prometheus metrics; with the Hub enabled and `metrics.public` off, an
-/// access key with the admin permission is needed: the figures span every
-/// tenant.
+/// Prometheus metrics. Server-wide figures are the operator's: unless
+/// `metrics.public`, they need the operator token, never a tenant's key.
 pub async fn metrics(
     State(state): State<AppState>,
-    mut parts: axum::http::request::Parts,
+    operator: OperatorOf,
 ) -> Result<Response, ApiError> {
-    if !state.metrics.public && state.auth.is_some() {
-        parts
-            .extensions
-            .insert(crate::app::Needs(vectorizer_service::Permission::Admin));
-        <CallerOf as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-            &mut parts, &state,
-        )
-        .await?;
+    if !state.metrics.public && !operator.0 {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "metrics need the operator token (Authorization: Bearer)",
+        ));
     }
     let body = crate::metrics::render(&state);
     Ok((
@@ -100,7 +89,11 @@ pub async fn list_collections(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| s.list_collections(&caller)).await
+    ok(
+        StatusCode::OK,
+        state.service.list_collections(&caller).await?,
+    )
+    .await
 }
 
 pub async fn create_collection(
@@ -108,12 +101,8 @@ pub async fn create_collection(
     CallerOf(caller): CallerOf,
     ApiJson(req): ApiJson<CreateCollection>,
 ) -> Result<Response, ApiError> {
-    let made = state
-        .service
-        .clone()
-        .create_collection_registered(caller, req)
-        .await?;
-    Ok((StatusCode::CREATED, Json(made)).into_response())
+    let made = state.service.create_collection(&caller, req).await?;
+    ok(StatusCode::CREATED, made).await
 }
 
 pub async fn get_collection(
@@ -121,9 +110,10 @@ pub async fn get_collection(
     CallerOf(caller): CallerOf,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.get_collection(&caller, &name)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.get_collection(&caller, &name).await?,
+    )
     .await
 }
 
@@ -133,10 +123,11 @@ pub async fn create_payload_index(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<CreatePayloadIndex>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.create_payload_index(&caller, &name, req)
-    })
-    .await
+    let out = state
+        .service
+        .create_payload_index(&caller, &name, req)
+        .await?;
+    ok(StatusCode::OK, out).await
 }
 
 pub async fn delete_collection(
@@ -144,12 +135,8 @@ pub async fn delete_collection(
     CallerOf(caller): CallerOf,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    state
-        .service
-        .clone()
-        .delete_collection_registered(caller, name)
-        .await?;
-    Ok((StatusCode::OK, Json(json!({"deleted": true}))).into_response())
+    state.service.delete_collection(&caller, &name).await?;
+    ok(StatusCode::OK, json!({"deleted": true})).await
 }
 
 pub async fn upsert(
@@ -158,12 +145,11 @@ pub async fn upsert(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UpsertPoints>,
 ) -> Result<Response, ApiError> {
-    let out = state
-        .service
-        .clone()
-        .upsert_checked(caller, name, req)
-        .await?;
-    Ok((StatusCode::OK, Json(out)).into_response())
+    ok(
+        StatusCode::OK,
+        state.service.upsert(&caller, &name, req).await?,
+    )
+    .await
 }
 
 pub async fn get_point(
@@ -171,9 +157,10 @@ pub async fn get_point(
     CallerOf(caller): CallerOf,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.get_point(&caller, &name, &id)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.get_point(&caller, &name, &id).await?,
+    )
     .await
 }
 
@@ -183,9 +170,10 @@ pub async fn get_points(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<GetPoints>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.get_points(&caller, &name, req)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.get_points(&caller, &name, req).await?,
+    )
     .await
 }
 
@@ -195,9 +183,10 @@ pub async fn delete_points(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<DeletePoints>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.delete_points(&caller, &name, req)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.delete_points(&caller, &name, req).await?,
+    )
     .await
 }
 
@@ -207,9 +196,10 @@ pub async fn scroll(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Scroll>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.scroll(&caller, &name, req)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.scroll(&caller, &name, req).await?,
+    )
     .await
 }
 
@@ -219,9 +209,10 @@ pub async fn count(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Count>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.count(&caller, &name, req)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.count(&caller, &name, req).await?,
+    )
     .await
 }
 
@@ -231,12 +222,11 @@ pub async fn search(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Search>,
 ) -> Result<Response, ApiError> {
-    let found = state
-        .service
-        .clone()
-        .search_async(caller, name, req)
-        .await?;
-    Ok((StatusCode::OK, Json(found)).into_response())
+    ok(
+        StatusCode::OK,
+        state.service.search(&caller, &name, req).await?,
+    )
+    .await
 }
 
 pub async fn search_batch(
@@ -245,8 +235,9 @@ pub async fn search_batch(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<SearchBatch>,
 ) -> Result<Response, ApiError> {
-    run(&state, StatusCode::OK, move |s| {
-        s.search_batch(&caller, &name, req)
-    })
+    ok(
+        StatusCode::OK,
+        state.service.search_batch(&caller, &name, req).await?,
+    )
     .await
 }

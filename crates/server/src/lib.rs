@@ -1,5 +1,6 @@
 //! Vectorizer's HTTP server: a thin adapter from REST to the service layer.
 
+pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vectorizer_engine::Limits;
-use vectorizer_service::{Service, ServiceOptions};
+use vectorizer_service::{Service, ServiceOptions, ShareOptions};
 
 use crate::app::{AppState, HttpLimits};
 use crate::config::{Config, LogFormat};
@@ -27,14 +28,31 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         max_batch: cfg.limits.max_batch_points,
         max_limit: cfg.limits.max_search_limit,
         max_payload_bytes: cfg.limits.max_payload_bytes,
+        max_answer_bytes: cfg.limits.max_answer_bytes,
     };
+    let mut share = ShareOptions {
+        max_in_flight: cfg.tenants.max_in_flight,
+        ..ShareOptions::default()
+    };
+    if cfg.tenants.max_workers > 0 {
+        share.tenant_workers = cfg.tenants.max_workers;
+    }
     let options = ServiceOptions {
         data_dir: cfg.storage.data_dir.clone(),
         limits,
         max_batch_searches: cfg.limits.max_batch_searches,
+        share,
     };
     let service = Service::open(options)
         .map_err(|e| format!("opening storage at {}: {e}", cfg.storage.data_dir.display()))?;
+    let operator = std::env::var(extract::OperatorToken::ENV)
+        .ok()
+        .and_then(|t| extract::OperatorToken::new(&t))
+        .map(Arc::new);
+    let client_ip_header = (!cfg.server.client_ip_header.is_empty())
+        .then(|| axum::http::HeaderName::from_bytes(cfg.server.client_ip_header.as_bytes()))
+        .transpose()
+        .map_err(|_| "`server.client_ip_header` must be an HTTP header name".to_owned())?;
     Ok(AppState {
         service: Arc::new(service),
         limits: HttpLimits {
@@ -43,12 +61,14 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         },
         auth: None,
         metrics: metrics::MetricsOptions {
-            public: cfg.metrics.public,
+            public: cfg.metrics.public.unwrap_or(!cfg.hub.enabled),
             tenant_labels: cfg
                 .metrics
                 .tenant_labels
                 .then_some(cfg.metrics.max_tenant_labels),
         },
+        operator,
+        client_ip_header,
     })
 }
 
@@ -64,7 +84,18 @@ pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::A
                 vectorizer_hub::SERVICE_KEY_ENV
             )
         })?;
-    let verifier = internal::Verifier::new(&key);
+    let secret = std::env::var(internal::SIGNING_SECRET_ENV).ok();
+    let verifier = internal::Verifier::new(
+        secret.as_deref(),
+        Some(cfg.hub.node_id.as_str()),
+        Some(&cfg.storage.data_dir),
+    )
+    .map_err(|e| {
+        format!(
+            "opening the nonce log in {}: {e}",
+            cfg.storage.data_dir.display()
+        )
+    })?;
     let mut hc = vectorizer_hub::HubClientConfig::new(
         cfg.hub.api_url.clone(),
         vectorizer_hub::Secret::new(key),
@@ -166,12 +197,9 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
             Duration::from_millis(500),
         )
         .map_err(|e| format!("opening the usage outbox: {e}"))?;
-        state.service.attach_reporter(reporter.clone());
-        let service = state.service.clone();
-        reporter.spawn(
-            Duration::from_secs(cfg.hub.usage_report_interval),
-            move || service.all_usage(),
-        );
+        state
+            .service
+            .attach_reporter(reporter, Duration::from_secs(cfg.hub.usage_report_interval));
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
     }
     state.auth = auth;
@@ -186,11 +214,34 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
         header_read_timeout: Duration::from_secs(cfg.server.header_read_timeout_seconds),
         shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_seconds),
     };
-    serve::serve(listener, app::router(state), opts, serve::signal()).await;
-    tokio::task::spawn_blocking(move || service.flush())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("flushing storage: {e}"))?;
-    tracing::info!("storage flushed; stopped");
+    service.spawn_storage_probe(Duration::from_secs(1));
+    let budget = opts.shutdown_timeout;
+    let stopping = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            serve::signal().await;
+            let _ = stopping.set(std::time::Instant::now());
+        }
+    };
+    serve::serve(listener, app::router(state), opts, signal).await;
+    let started = stopping
+        .get()
+        .copied()
+        .unwrap_or_else(std::time::Instant::now);
+    // Requests cut off at the deadline dropped their futures, so their
+    // scans stop at the next check. The flush writes snapshots; should it
+    // not finish in time, every acknowledged write is in the log anyway.
+    let left = budget
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    match tokio::time::timeout(left, tokio::task::spawn_blocking(move || service.flush())).await {
+        Ok(Ok(Ok(()))) => tracing::info!("storage flushed; stopped"),
+        Ok(Ok(Err(e))) => return Err(format!("flushing storage: {e}")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => tracing::warn!(
+            "snapshots not finished at the shutdown deadline; the log holds every write"
+        ),
+    }
     Ok(())
 }

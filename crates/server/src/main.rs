@@ -106,6 +106,10 @@ enum HubCommand {
 }
 
 fn main() {
+    // Files and directories this process creates are its own alone
+    // (0600 and 0700): data, the local Hub's state, logs of nonces.
+    // Safety: umask only sets the process's file-mode creation mask.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve {
@@ -288,12 +292,15 @@ fn serve(cfg: Config, local_hub: bool) -> i32 {
         .thread_name("vectorizer")
         .build()
         .expect("starting the runtime");
-    match rt.block_on(vectorizer_server::run(cfg, local_hub)) {
+    let code = match rt.block_on(vectorizer_server::run(cfg, local_hub)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("vectorizer: {e}");
             1
         }
-    }
+    };
+    // Work abandoned at the shutdown deadline must not hold up the exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

@@ -223,15 +223,16 @@ pub fn render(state: &AppState) -> String {
             ("quota=\"storage\"".to_owned(), bytes),
         ],
     );
-    if let Some((delivered, failed, pending)) = state.service.report_counts() {
+    if let Some(c) = state.service.report_counts() {
         family(
             &mut out,
             "hub_usage_reports_total",
             "counter",
-            "Usage reports by result.",
+            "Usage reports by result (drift: the Hub did not know a collection that lives here).",
             [
-                ("result=\"delivered\"".to_owned(), delivered),
-                ("result=\"failed\"".to_owned(), failed),
+                ("result=\"delivered\"".to_owned(), c.delivered),
+                ("result=\"failed\"".to_owned(), c.failed),
+                ("result=\"drift\"".to_owned(), c.drift),
             ],
         );
         single(
@@ -239,9 +240,16 @@ pub fn render(state: &AppState) -> String {
             "hub_usage_reports_pending",
             "gauge",
             "Usage reports waiting for the Hub.",
-            pending,
+            c.pending,
         );
     }
+    single(
+        &mut out,
+        "vectorizer_active_tenants",
+        "gauge",
+        "Tenants with requests in flight.",
+        state.service.active_tenants(),
+    );
     // Backups are not built yet: the family is declared with no samples.
     family(
         &mut out,

@@ -29,6 +29,12 @@ pub enum ServiceError {
         current: u64,
         requested: u64,
     },
+    /// The caller has its share of requests in flight; retry shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// The request's time ran out (or its caller left) before its work ended.
+    #[error("the request took too long")]
+    Timeout,
     /// A dependency is down or the server is shutting down.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -74,6 +80,10 @@ impl From<EngineError> for ServiceError {
             EngineError::DuplicateId(_) => ServiceError::unprocessable("duplicate_id", msg),
             EngineError::InvalidPayload(_) => ServiceError::unprocessable("invalid_payload", msg),
             EngineError::InvalidRequest(_) => ServiceError::unprocessable("invalid_request", msg),
+            EngineError::AnswerTooLarge { .. } => {
+                ServiceError::unprocessable("answer_too_large", msg)
+            }
+            EngineError::Cancelled => ServiceError::Timeout,
             EngineError::Corrupt(_) | EngineError::Io { .. } | EngineError::Index(_) => {
                 ServiceError::Internal(msg)
             }

@@ -6,10 +6,13 @@ pub mod caller;
 pub mod drift;
 pub mod error;
 pub mod model;
+mod points;
 pub mod quota;
 pub mod service;
+pub mod share;
 pub mod usage;
 
 pub use caller::{Caller, Permission, Tenant};
 pub use error::ServiceError;
 pub use service::{Service, ServiceOptions};
+pub use share::ShareOptions;

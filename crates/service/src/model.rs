@@ -206,7 +206,7 @@ pub struct Scroll {
     pub cursor: Option<PointId>,
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Value>,
+    pub filter: Option<Box<serde_json::value::RawValue>>,
     #[serde(default = "yes")]
     pub with_payload: bool,
     #[serde(default)]
@@ -226,7 +226,7 @@ pub struct ScrollPage {
 pub struct Count {
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Value>,
+    pub filter: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -241,7 +241,7 @@ pub struct Search {
     pub limit: usize,
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Value>,
+    pub filter: Option<Box<serde_json::value::RawValue>>,
     /// Beam width for this search (default: the collection's ef_search).
     #[serde(default)]
     pub ef: Option<usize>,

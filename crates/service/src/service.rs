@@ -1,22 +1,24 @@
-//! The operations on collections and points, over the engine.
+//! The service: collections over the engine, with tenancy, quotas, usage
+//! reports and fair share. Every operation has one entry point, an async
+//! function taking the [`Caller`]; it checks the permission, admits the
+//! request into the caller's share, and runs storage work on a blocking
+//! thread of that share. Point operations are in `points.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use serde_json::Value;
 use vectorizer_engine::collection::Collection;
-use vectorizer_engine::{
-    CollectionConfig, Database, EngineOptions, Filter, Limits, Point, PointId, Record,
-    SearchRequest, With,
-};
+use vectorizer_engine::{CollectionConfig, Database, EngineOptions, Limits};
+use vectorizer_hub::HubClient;
 
 use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
 use crate::model::*;
-use vectorizer_hub::HubClient;
-
 use crate::quota::{Amount, Quotas};
+use crate::share::{FairShare, ShareOptions, Ticket};
 use crate::usage::{Report, Reporter};
 
 /// The longest collection name a caller may choose.
@@ -25,13 +27,8 @@ pub const MAX_NAME: usize = 64;
 pub const OWNER_KEY: &str = "owner_id";
 /// Collection metadata key holding the Hub's id for the collection.
 pub const HUB_ID_KEY: &str = "hub_collection_id";
-
-/// Runs storage work on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Internal(format!("a storage task failed: {e}")))?
-}
+/// Collection metadata key holding the project the Hub registered it under.
+pub const PROJECT_KEY: &str = "hub_project_id";
 
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -39,6 +36,8 @@ pub struct ServiceOptions {
     pub limits: Limits,
     /// Most searches in one batch request.
     pub max_batch_searches: usize,
+    /// Each tenant's share of requests in flight and of worker threads.
+    pub share: ShareOptions,
 }
 
 impl ServiceOptions {
@@ -47,19 +46,23 @@ impl ServiceOptions {
             data_dir: data_dir.into(),
             limits: Limits::default(),
             max_batch_searches: 100,
+            share: ShareOptions::default(),
         }
     }
 }
 
 pub struct Service {
-    db: Database,
-    options: ServiceOptions,
+    pub(crate) db: Database,
+    pub(crate) options: ServiceOptions,
+    pub(crate) share: Arc<FairShare>,
     /// The Hub, when it is enabled: collections are registered with it.
-    hub: std::sync::OnceLock<Arc<HubClient>>,
+    pub(crate) hub: std::sync::OnceLock<Arc<HubClient>>,
     /// Plan quotas, when the Hub is enabled.
-    quotas: std::sync::OnceLock<Arc<Quotas>>,
+    pub(crate) quotas: std::sync::OnceLock<Arc<Quotas>>,
     /// Usage reporting, when the Hub is enabled.
-    reporter: std::sync::OnceLock<Arc<Reporter>>,
+    pub(crate) reporter: std::sync::OnceLock<Arc<Reporter>>,
+    /// Whether storage accepted a durable write at the last probe.
+    storage_ok: AtomicBool,
 }
 
 /// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -83,21 +86,6 @@ pub fn validate_short_name(name: &str) -> Result<()> {
     }
 }
 
-fn parse_filter(v: Option<&Value>) -> Result<Option<Filter>> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => Ok(Some(Filter::from_json(v)?)),
-    }
-}
-
-fn record(r: Record) -> PointRecord {
-    PointRecord {
-        id: r.id,
-        vector: r.vector,
-        payload: r.payload,
-    }
-}
-
 impl Service {
     pub fn open(options: ServiceOptions) -> Result<Service> {
         let engine = EngineOptions {
@@ -105,24 +93,34 @@ impl Service {
             ..EngineOptions::default()
         };
         let db = Database::open(&options.data_dir, engine)?;
-        Ok(Service {
+        let service = Service {
             db,
+            share: FairShare::new(options.share),
             options,
             hub: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
             reporter: std::sync::OnceLock::new(),
-        })
+            storage_ok: AtomicBool::new(true),
+        };
+        service.probe_storage();
+        Ok(service)
     }
 
     pub fn options(&self) -> &ServiceOptions {
         &self.options
     }
 
+    /// Admits a request of `caller` that needs `p`.
+    pub(crate) fn admit(&self, caller: &Caller, p: Permission) -> Result<Ticket> {
+        caller.require(p)?;
+        self.share.admit(caller)
+    }
+
     /// The engine's name for the caller's collection `name`: the name
     /// itself for a local caller, `user_{user_id}:{name}` for a tenant. A
     /// short name cannot hold `:`, so no name reaches another namespace.
     /// This is the one resolution step every operation goes through.
-    fn resolve(&self, caller: &Caller, name: &str) -> Result<String> {
+    pub(crate) fn resolve(&self, caller: &Caller, name: &str) -> Result<String> {
         match (caller, validate_short_name(name)) {
             (Caller::Local, Ok(())) => Ok(name.to_owned()),
             (Caller::Tenant(t), Ok(())) => Ok(t.full_name(name)),
@@ -143,14 +141,15 @@ impl Service {
         })
     }
 
-    fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
+    /// The caller's collection `name` (a map lookup: never waits on work).
+    pub(crate) fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
         let full = self.resolve(caller, name)?;
         self.db
             .collection(&full)
             .map_err(|_| ServiceError::CollectionNotFound(name.to_owned()))
     }
 
-    fn detail(&self, name: &str, c: &Collection) -> CollectionDetail {
+    fn detail(name: &str, c: &Collection) -> CollectionDetail {
         let info = c.info();
         CollectionDetail {
             name: name.to_owned(),
@@ -169,20 +168,38 @@ impl Service {
     /// Registers tenants' collections with the Hub and enforces their
     /// plans' quotas from now on (limits cached for `quota_ttl`, kept for
     /// `grace` while the Hub is unreachable).
-    pub fn attach_hub(
-        &self,
-        hub: Arc<HubClient>,
-        quota_ttl: std::time::Duration,
-        grace: std::time::Duration,
-    ) {
+    pub fn attach_hub(&self, hub: Arc<HubClient>, quota_ttl: Duration, grace: Duration) {
         let _ = self
             .quotas
             .set(Arc::new(Quotas::new(hub.clone(), quota_ttl, grace)));
         let _ = self.hub.set(hub);
     }
 
+    /// Reports usage to the Hub from now on: a full sync every `interval`
+    /// (and at once), changes shortly after they happen, and collections
+    /// the Hub lost registered again.
+    pub fn attach_reporter(self: &Arc<Self>, reporter: Arc<Reporter>, interval: Duration) {
+        if self.reporter.set(reporter.clone()).is_err() {
+            return;
+        }
+        let service = Arc::downgrade(self);
+        reporter.spawn(interval, move || {
+            service.upgrade().map(|s| s.all_usage()).unwrap_or_default()
+        });
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                reporter.drifted().await;
+                let Some(s) = service.upgrade() else { return };
+                for id in reporter.take_drifted() {
+                    s.reregister(id).await;
+                }
+            }
+        });
+    }
+
     /// Figures for metrics: (collections, points, bytes on disk) over the
-    /// whole database.
+    /// whole database. Reads counters only.
     pub fn totals(&self) -> (usize, u64, u64) {
         let all = self.db.collections();
         (
@@ -220,16 +237,9 @@ impl Service {
         self.quotas.get().map(|q| q.checks()).unwrap_or_default()
     }
 
-    /// Usage reports (delivered, failed, pending), with the Hub enabled.
-    pub fn report_counts(&self) -> Option<(u64, u64, usize)> {
-        self.reporter
-            .get()
-            .map(|r| (r.delivered(), r.failed(), r.pending()))
-    }
-
-    /// Reports usage to the Hub from now on.
-    pub fn attach_reporter(&self, reporter: Arc<Reporter>) {
-        let _ = self.reporter.set(reporter);
+    /// Usage reports (delivered, failed, pending, drift), with the Hub enabled.
+    pub fn report_counts(&self) -> Option<crate::usage::ReportCounts> {
+        self.reporter.get().map(|r| r.counts())
     }
 
     /// Every registered collection's figures, for a full sync.
@@ -242,16 +252,16 @@ impl Service {
     }
 
     /// Queues the collection's current figures for the Hub.
-    fn report(&self, c: &Collection) {
+    pub(crate) fn report(&self, c: &Collection) {
         if let (Some(r), Some(id)) = (self.reporter.get(), hub_id(c)) {
             r.record(id, figures(c));
         }
     }
 
     /// The caller's usage, exactly, and its plan's limits.
-    pub async fn usage(self: Arc<Self>, caller: Caller) -> Result<Usage> {
-        caller.require(Permission::Read)?;
-        let limits = match (&caller, self.quotas.get()) {
+    pub async fn usage(self: &Arc<Self>, caller: &Caller) -> Result<Usage> {
+        let _ticket = self.admit(caller, Permission::Read)?;
+        let limits = match (caller, self.quotas.get()) {
             (Caller::Tenant(t), Some(q)) => match q.limits(&t.user_id).await {
                 Ok(l) => Some(UsageLimits {
                     max_collections: l.max_collections,
@@ -268,20 +278,13 @@ impl Service {
             },
             _ => None,
         };
-        let prefix = match &caller {
-            Caller::Local => String::new(),
-            Caller::Tenant(t) => t.prefix(),
-        };
         let per_collection: Vec<CollectionUsage> = self
-            .db
-            .collections()
-            .iter()
-            .filter_map(|c| {
-                Some(CollectionUsage {
-                    name: c.name().strip_prefix(prefix.as_str())?.to_owned(),
-                    vectors: c.len() as u64,
-                    storage_bytes: c.disk_bytes(),
-                })
+            .owned(caller)
+            .into_iter()
+            .map(|(short, c)| CollectionUsage {
+                name: short,
+                vectors: c.len() as u64,
+                storage_bytes: c.disk_bytes(),
             })
             .collect();
         Ok(Usage {
@@ -293,8 +296,21 @@ impl Service {
         })
     }
 
+    /// The caller's collections, with the names the caller uses.
+    fn owned(&self, caller: &Caller) -> Vec<(String, Arc<Collection>)> {
+        let prefix = match caller {
+            Caller::Local => String::new(),
+            Caller::Tenant(t) => t.prefix(),
+        };
+        self.db
+            .collections()
+            .into_iter()
+            .filter_map(|c| Some((c.name().strip_prefix(prefix.as_str())?.to_owned(), c)))
+            .collect()
+    }
+
     /// A user's exact usage: collections, and points and bytes on disk
-    /// over them.
+    /// over them (counters only: no lock of any collection is taken).
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
         let prefix = format!("user_{user}:");
         self.db
@@ -308,418 +324,283 @@ impl Service {
             })
     }
 
-    /// Upserts; with the Hub enabled, a tenant's batch is first checked
-    /// against its plan as a whole (new points against the vector limit, an
-    /// estimate of the bytes it adds against the storage limit) and the
-    /// amount reserved until the write is done.
-    pub async fn upsert_checked(
-        self: Arc<Self>,
-        caller: Caller,
-        name: String,
-        req: UpsertPoints,
-    ) -> Result<Upserted> {
-        caller.require(Permission::Write)?;
-        let (Caller::Tenant(t), Some(quotas)) = (&caller, self.quotas.get().cloned()) else {
-            return blocking(move || self.upsert(&caller, &name, req)).await;
-        };
-        let user = t.user_id;
-        let c = self.collection(&caller, &name)?;
-        let limits = quotas.limits(&user).await?;
-        let ids: Vec<vectorizer_engine::PointId> = req.points.iter().map(|p| p.id).collect();
-        let existing = if ids.is_empty() || ids.len() > self.options.limits.max_batch {
-            // The write itself refuses such a batch.
-            0
-        } else {
-            c.get(&ids, vectorizer_engine::With::default())?.len()
-        };
-        let dim = c.config().dimension as u64;
-        let bytes: u64 = req
-            .points
-            .iter()
-            .map(|p| {
-                8 + 17
-                    + 4
-                    + dim * 4
-                    + 4
-                    + p.payload
-                        .as_ref()
-                        .map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len() as u64))
-            })
-            .sum();
-        let want = Amount {
-            collections: 0,
-            vectors: (ids.len() - existing) as u64,
-            bytes,
-        };
-        let svc = self.clone();
-        let reservation = quotas.reserve(user, limits, want, || svc.usage_of(&user))?;
-        let out = blocking(move || self.upsert(&caller, &name, req)).await;
-        drop(reservation);
-        out
-    }
-
-    /// Creates a collection; with the Hub enabled, a tenant's collection is
-    /// registered with the Hub first (which enforces the plan's collection
-    /// count: its 429 is ours) and keeps the Hub's collection id.
-    pub async fn create_collection_registered(
-        self: Arc<Self>,
-        caller: Caller,
-        req: CreateCollection,
-    ) -> Result<CollectionDetail> {
-        caller.require(Permission::Write)?;
-        validate_short_name(&req.name)?;
-        let (Caller::Tenant(t), Some(hub)) = (&caller, self.hub.get().cloned()) else {
-            return blocking(move || self.create_collection(&caller, req)).await;
-        };
-        if self.db.collection(&t.full_name(&req.name)).is_ok() {
-            return Err(ServiceError::CollectionExists(req.name));
-        }
-        let user = t.user_id;
-        // The plan's collection count, checked against our own count (the
-        // Hub's registry is checked again by its create call); the
-        // reservation keeps concurrent creates from passing together.
-        let _reservation = match self.quotas.get().cloned() {
-            Some(quotas) => {
-                let limits = quotas.limits(&user).await?;
-                let svc = self.clone();
-                let want = Amount {
-                    collections: 1,
-                    ..Amount::default()
-                };
-                Some(quotas.reserve(user, limits, want, || svc.usage_of(&user))?)
-            }
-            None => None,
-        };
-        let project = t.project_id.unwrap_or(t.user_id);
-        let made = match hub
-            .create_collection(&user, &req.name, project, req.dimension as u32)
-            .await
-        {
-            Ok(made) => made,
-            Err(vectorizer_hub::HubError::QuotaExceeded(m)) => {
-                // The Hub counts collections we do not hold (made through
-                // another node, say): its refusal stands, with our figures.
-                tracing::info!(reason = %m, "the hub refused a collection for the plan");
-                let limit = match self.quotas.get() {
-                    Some(q) => q.limits(&user).await.map_or(0, |l| l.max_collections),
-                    None => 0,
-                };
-                return Err(ServiceError::QuotaExceeded {
-                    quota: "collections",
-                    limit,
-                    current: self.usage_of(&user).collections,
-                    requested: 1,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let extra = BTreeMap::from([(HUB_ID_KEY.to_owned(), made.collection_id.to_string())]);
-        let svc = self.clone();
-        let created = blocking(move || svc.create_with(&caller, req, extra)).await;
-        if created.is_err() && made.created {
-            // Undo the registration the local create could not follow.
-            if let Err(e) = hub.delete_collection(&made.collection_id).await {
-                tracing::warn!(error = %e, "could not withdraw a hub registration");
-            }
-        }
-        created
-    }
-
-    /// Deletes a collection; with the Hub enabled, the deletion of a
-    /// registered collection is reported to it.
-    pub async fn delete_collection_registered(
-        self: Arc<Self>,
-        caller: Caller,
-        name: String,
-    ) -> Result<()> {
-        let hub_id = match (&caller, self.hub.get().cloned()) {
-            (Caller::Tenant(_), Some(hub)) => self
-                .collection(&caller, &name)
-                .ok()
-                .and_then(|c| {
-                    c.metadata()
-                        .get(HUB_ID_KEY)
-                        .and_then(|id| id.parse::<uuid::Uuid>().ok())
-                })
-                .map(|id| (hub, id)),
-            _ => None,
-        };
-        let svc = self.clone();
-        blocking(move || svc.delete_collection(&caller, &name)).await?;
-        match (hub_id, self.reporter.get()) {
-            // Durable: delivered when the Hub takes it, also after a restart.
-            (Some((_, id)), Some(r)) => r.record(id, Report::Deleted),
-            (Some((hub, id)), None) => {
-                if let Err(e) = hub.delete_collection(&id).await {
-                    tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
-                }
-            }
-            (None, _) => {}
-        }
-        Ok(())
-    }
-
-    pub fn create_collection(
-        &self,
+    /// Creates a collection. The request is validated whole before anyone
+    /// is asked; with the Hub enabled, a tenant's collection is checked
+    /// against the plan's collection count and registered with the Hub
+    /// (keeping its id), after any deletion still owed to the Hub has been
+    /// delivered, so that the Hub sees a name's deletion and creation in
+    /// the order they happened.
+    pub async fn create_collection(
+        self: &Arc<Self>,
         caller: &Caller,
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
-        self.create_with(caller, req, BTreeMap::new())
-    }
-
-    fn create_with(
-        &self,
-        caller: &Caller,
-        req: CreateCollection,
-        extra: BTreeMap<String, String>,
-    ) -> Result<CollectionDetail> {
-        caller.require(Permission::Write)?;
-        // Creation refuses a name that is not a short name, for anyone.
+        let ticket = self.admit(caller, Permission::Write)?;
         validate_short_name(&req.name)?;
-        let full = self.resolve(caller, &req.name)?;
-        let mut metadata = extra;
-        if let Caller::Tenant(t) = caller {
-            metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
-        }
         let config = CollectionConfig {
             dimension: req.dimension,
             metric: req.metric,
             hnsw: req.hnsw.unwrap_or_default(),
             payload_index: req.payload_index,
         };
-        let c = self
-            .db
-            .create_collection(&full, config, metadata)
-            .map_err(|e| match e {
-                vectorizer_engine::EngineError::CollectionExists(_) => {
-                    ServiceError::CollectionExists(req.name.clone())
+        config.validate()?;
+        let full = self.resolve(caller, &req.name)?;
+        let mut metadata = BTreeMap::new();
+        let registered = match (caller, self.hub.get().cloned()) {
+            (Caller::Tenant(t), Some(hub)) => {
+                metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
+                if self.db.collection(&full).is_ok() {
+                    return Err(ServiceError::CollectionExists(req.name));
                 }
-                e => e.into(),
-            })?;
-        tracing::info!(collection = %req.name, dimension = req.dimension, "collection created");
-        Ok(self.detail(&req.name, &c))
+                let reservation = self.reserve_collection(&t.user_id).await?;
+                if let Some(r) = self.reporter.get() {
+                    r.deliver_deletions().await?;
+                }
+                let project = t.project_id.unwrap_or(t.user_id);
+                let made = self
+                    .register(&hub, &t.user_id, &req.name, project, config.dimension)
+                    .await?;
+                metadata.insert(HUB_ID_KEY.to_owned(), made.collection_id.to_string());
+                metadata.insert(PROJECT_KEY.to_owned(), project.to_string());
+                Some((hub, made, reservation))
+            }
+            (Caller::Tenant(t), None) => {
+                metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
+                None
+            }
+            (Caller::Local, _) => None,
+        };
+        let db = self.clone();
+        let name = req.name.clone();
+        let created = ticket
+            .run(move |_| {
+                let c = db
+                    .db
+                    .create_collection(&full, config, metadata)
+                    .map_err(|e| match e {
+                        vectorizer_engine::EngineError::CollectionExists(_) => {
+                            ServiceError::CollectionExists(name.clone())
+                        }
+                        e => e.into(),
+                    })?;
+                Ok(Self::detail(&name, &c))
+            })
+            .await;
+        if let Some((hub, made, _reservation)) = registered
+            && created.is_err()
+            && made.created
+        {
+            // Undo the registration the local create could not follow.
+            if let Err(e) = hub.delete_collection(&made.collection_id).await {
+                tracing::warn!(error = %e, "could not withdraw a hub registration");
+            }
+        }
+        if created.is_ok() {
+            tracing::info!(collection = %req.name, dimension = req.dimension, "collection created");
+        }
+        created
     }
 
-    /// The caller's collections, by the names the caller uses.
-    pub fn list_collections(&self, caller: &Caller) -> Result<CollectionList> {
-        caller.require(Permission::Read)?;
-        let prefix = match caller {
-            Caller::Local => String::new(),
-            Caller::Tenant(t) => t.prefix(),
+    /// The plan's collection count, checked against our own count (the
+    /// Hub's registry is checked again by its create call); the
+    /// reservation keeps concurrent creates from passing together.
+    async fn reserve_collection(
+        self: &Arc<Self>,
+        user: &uuid::Uuid,
+    ) -> Result<Option<crate::quota::Reservation>> {
+        let Some(quotas) = self.quotas.get().cloned() else {
+            return Ok(None);
         };
-        let collections = self
+        let limits = quotas.limits(user).await?;
+        let want = Amount {
+            collections: 1,
+            ..Amount::default()
+        };
+        Ok(Some(
+            quotas.reserve(*user, limits, want, || self.usage_of(user))?,
+        ))
+    }
+
+    /// Registers a collection with the Hub; its quota refusal is ours, with
+    /// our figures.
+    async fn register(
+        &self,
+        hub: &HubClient,
+        user: &uuid::Uuid,
+        name: &str,
+        project: uuid::Uuid,
+        dimension: usize,
+    ) -> Result<vectorizer_hub::sdk::CreateCollectionResponse> {
+        match hub
+            .create_collection(user, name, project, dimension as u32)
+            .await
+        {
+            Ok(made) => Ok(made),
+            Err(vectorizer_hub::HubError::QuotaExceeded(m)) => {
+                // The Hub counts collections we do not hold (made through
+                // another node, say): its refusal stands, with our figures.
+                tracing::info!(reason = %m, "the hub refused a collection for the plan");
+                let limit = match self.quotas.get() {
+                    Some(q) => q.limits(user).await.map_or(0, |l| l.max_collections),
+                    None => 0,
+                };
+                Err(ServiceError::QuotaExceeded {
+                    quota: "collections",
+                    limit,
+                    current: self.usage_of(user).collections,
+                    requested: 1,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Registers again a collection the Hub answered 404 for (it lost or
+    /// dropped it while it lives here), and reports its figures under the
+    /// new id. A collection gone here too is left alone.
+    async fn reregister(self: &Arc<Self>, lost: uuid::Uuid) {
+        let (Some(hub), Some(reporter)) = (self.hub.get(), self.reporter.get()) else {
+            return;
+        };
+        let Some(c) = self
             .db
             .collections()
             .into_iter()
-            .filter_map(|c| {
-                let short = c.name().strip_prefix(prefix.as_str())?.to_owned();
-                let info = c.info();
-                Some(CollectionSummary {
-                    name: short,
-                    dimension: info.config.dimension,
-                    metric: info.config.metric,
-                    points: info.points,
-                    bytes: info.disk_bytes,
-                })
-            })
-            .collect();
-        Ok(CollectionList { collections })
+            .find(|c| hub_id(c) == Some(lost))
+        else {
+            return;
+        };
+        let meta = c.metadata();
+        let Some(user) = meta.get(OWNER_KEY).and_then(|u| u.parse().ok()) else {
+            return;
+        };
+        let short = c
+            .name()
+            .split_once(':')
+            .map_or(c.name(), |(_, s)| s)
+            .to_owned();
+        let project = meta
+            .get(PROJECT_KEY)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(user);
+        let made = match hub
+            .create_collection(&user, &short, project, c.config().dimension as u32)
+            .await
+        {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!(error = %e, collection = %short, "could not register a collection the hub lost; retried later");
+                reporter.mark_drifted(lost);
+                return;
+            }
+        };
+        let mut meta = meta;
+        meta.insert(HUB_ID_KEY.to_owned(), made.collection_id.to_string());
+        let coll = c.clone();
+        let saved = tokio::task::spawn_blocking(move || coll.set_metadata(meta)).await;
+        match saved {
+            Ok(Ok(())) => {
+                tracing::info!(collection = %short, hub_collection = %made.collection_id, "registered again with the hub");
+                reporter.record(made.collection_id, figures(&c));
+            }
+            _ => {
+                tracing::warn!(collection = %short, "could not record a new hub id; retried later");
+                reporter.mark_drifted(lost);
+            }
+        }
     }
 
-    pub fn get_collection(&self, caller: &Caller, name: &str) -> Result<CollectionDetail> {
-        caller.require(Permission::Read)?;
+    /// Deletes a collection; with the Hub enabled, the deletion of a
+    /// registered collection is owed to the Hub (durably) until delivered.
+    pub async fn delete_collection(self: &Arc<Self>, caller: &Caller, name: &str) -> Result<()> {
+        let ticket = self.admit(caller, Permission::Delete)?;
+        let full = self.resolve(caller, name)?;
+        let hub_id = self.db.collection(&full).ok().and_then(|c| hub_id(&c));
+        let svc = self.clone();
+        let short = name.to_owned();
+        ticket
+            .run(move |_| {
+                svc.db.drop_collection(&full).map_err(|e| match e {
+                    vectorizer_engine::EngineError::CollectionNotFound(_) => {
+                        ServiceError::CollectionNotFound(short)
+                    }
+                    e => e.into(),
+                })
+            })
+            .await?;
+        tracing::info!(collection = %name, "collection deleted");
+        if let Some(id) = hub_id {
+            match (self.reporter.get(), self.hub.get()) {
+                // Durable: delivered when the Hub takes it, also after a restart.
+                (Some(r), _) => r.record(id, Report::Deleted),
+                (None, Some(hub)) => {
+                    if let Err(e) = hub.delete_collection(&id).await {
+                        tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller's collections, by the names the caller uses.
+    pub async fn list_collections(self: &Arc<Self>, caller: &Caller) -> Result<CollectionList> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let owned = self.owned(caller);
+        ticket
+            .run(move |_| {
+                let collections = owned
+                    .into_iter()
+                    .map(|(short, c)| {
+                        let info = c.info();
+                        CollectionSummary {
+                            name: short,
+                            dimension: info.config.dimension,
+                            metric: info.config.metric,
+                            points: info.points,
+                            bytes: info.disk_bytes,
+                        }
+                    })
+                    .collect();
+                Ok(CollectionList { collections })
+            })
+            .await
+    }
+
+    pub async fn get_collection(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<CollectionDetail> {
+        let ticket = self.admit(caller, Permission::Read)?;
         let c = self.collection(caller, name)?;
-        Ok(self.detail(name, &c))
+        let name = name.to_owned();
+        ticket.run(move |_| Ok(Self::detail(&name, &c))).await
     }
 
     /// Indexes one more payload field of a collection (idempotent).
-    pub fn create_payload_index(
-        &self,
+    pub async fn create_payload_index(
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         req: CreatePayloadIndex,
     ) -> Result<CollectionDetail> {
-        caller.require(Permission::Write)?;
+        let ticket = self.admit(caller, Permission::Write)?;
         let c = self.collection(caller, name)?;
-        c.create_payload_index(&req.field)?;
-        Ok(self.detail(name, &c))
-    }
-
-    pub fn delete_collection(&self, caller: &Caller, name: &str) -> Result<()> {
-        caller.require(Permission::Delete)?;
-        let full = self.resolve(caller, name)?;
-        self.db.drop_collection(&full).map_err(|e| match e {
-            vectorizer_engine::EngineError::CollectionNotFound(_) => {
-                ServiceError::CollectionNotFound(name.to_owned())
-            }
-            e => e.into(),
-        })?;
-        tracing::info!(collection = %name, "collection deleted");
-        Ok(())
-    }
-
-    pub fn upsert(&self, caller: &Caller, name: &str, req: UpsertPoints) -> Result<Upserted> {
-        caller.require(Permission::Write)?;
-        let c = self.collection(caller, name)?;
-        let points = req
-            .points
-            .into_iter()
-            .map(|p| Point {
-                id: p.id,
-                vector: p.vector,
-                payload: p.payload,
+        let name = name.to_owned();
+        ticket
+            .run(move |_| {
+                c.create_payload_index(&req.field)?;
+                Ok(Self::detail(&name, &c))
             })
-            .collect();
-        let upserted = c.upsert(points)?;
-        self.report(&c);
-        Ok(Upserted { upserted })
+            .await
     }
 
-    pub fn get_point(&self, caller: &Caller, name: &str, id: &str) -> Result<PointRecord> {
-        caller.require(Permission::Read)?;
-        let c = self.collection(caller, name)?;
-        let pid = PointId::parse_str(id)?;
-        c.get(
-            &[pid],
-            With {
-                payload: true,
-                vector: true,
-            },
-        )?
-        .into_iter()
-        .next()
-        .map(record)
-        .ok_or_else(|| ServiceError::PointNotFound(pid.to_string()))
-    }
-
-    pub fn get_points(&self, caller: &Caller, name: &str, req: GetPoints) -> Result<Points> {
-        caller.require(Permission::Read)?;
-        let c = self.collection(caller, name)?;
-        let with = With {
-            payload: req.with_payload,
-            vector: req.with_vector,
-        };
-        Ok(Points {
-            points: c.get(&req.ids, with)?.into_iter().map(record).collect(),
-        })
-    }
-
-    pub fn delete_points(&self, caller: &Caller, name: &str, req: DeletePoints) -> Result<Deleted> {
-        caller.require(Permission::Delete)?;
-        let c = self.collection(caller, name)?;
-        let deleted = c.delete(req.ids)?;
-        self.report(&c);
-        Ok(Deleted { deleted })
-    }
-
-    pub fn scroll(&self, caller: &Caller, name: &str, req: Scroll) -> Result<ScrollPage> {
-        caller.require(Permission::Read)?;
-        let c = self.collection(caller, name)?;
-        let filter = parse_filter(req.filter.as_ref())?;
-        let with = With {
-            payload: req.with_payload,
-            vector: req.with_vector,
-        };
-        let (points, next_cursor) = c.scroll(req.limit, req.cursor, filter.as_ref(), with)?;
-        Ok(ScrollPage {
-            points: points.into_iter().map(record).collect(),
-            next_cursor,
-        })
-    }
-
-    pub fn count(&self, caller: &Caller, name: &str, req: Count) -> Result<Counted> {
-        caller.require(Permission::Read)?;
-        let c = self.collection(caller, name)?;
-        let filter = parse_filter(req.filter.as_ref())?;
-        Ok(Counted {
-            count: c.count(filter.as_ref()),
-        })
-    }
-
-    fn search_request(req: Search) -> Result<SearchRequest> {
-        Ok(SearchRequest {
-            filter: parse_filter(req.filter.as_ref())?,
-            vector: req.vector,
-            limit: req.limit,
-            ef: req.ef,
-            score_threshold: req.score_threshold,
-            with_payload: req.with_payload,
-            with_vector: req.with_vector,
-        })
-    }
-
-    fn results(hits: Vec<vectorizer_engine::ScoredPoint>) -> SearchResults {
-        SearchResults {
-            results: hits
-                .into_iter()
-                .map(|h| Hit {
-                    id: h.id,
-                    score: h.score,
-                    payload: h.payload,
-                    vector: h.vector,
-                })
-                .collect(),
-        }
-    }
-
-    pub fn search(&self, caller: &Caller, name: &str, req: Search) -> Result<SearchResults> {
-        caller.require(Permission::Read)?;
-        let c = self.collection(caller, name)?;
-        Ok(Self::results(c.search(&Self::search_request(req)?)?))
-    }
-
-    /// [`search`](Self::search) from async code: a quick graph walk runs in
-    /// place, since handing it to the blocking pool costs two thread
-    /// switches, a large share of its time; anything longer (filters, wide
-    /// beams, a backlog to scan) runs on the blocking pool so that it never
-    /// holds up the runtime.
-    pub async fn search_async(
-        self: Arc<Self>,
-        caller: Caller,
-        name: String,
-        req: Search,
-    ) -> Result<SearchResults> {
-        caller.require(Permission::Read)?;
-        let c = self.collection(&caller, &name)?;
-        let req = Self::search_request(req)?;
-        if c.search_is_quick(&req) {
-            return Ok(Self::results(c.search(&req)?));
-        }
-        blocking(move || Ok(Self::results(c.search(&req)?))).await
-    }
-
-    pub fn search_batch(
-        &self,
-        caller: &Caller,
-        name: &str,
-        req: SearchBatch,
-    ) -> Result<SearchBatchResults> {
-        caller.require(Permission::Read)?;
-        let max = self.options.max_batch_searches;
-        if req.searches.is_empty() || req.searches.len() > max {
-            return Err(ServiceError::unprocessable(
-                "invalid_request",
-                format!("a batch holds 1 to {max} searches"),
-            ));
-        }
-        let c = self.collection(caller, name)?;
-        let reqs = req
-            .searches
-            .into_iter()
-            .map(Self::search_request)
-            .collect::<Result<Vec<_>>>()?;
-        let results = c.search_batch(&reqs)?;
-        Ok(SearchBatchResults {
-            results: results.into_iter().map(Self::results).collect(),
-        })
-    }
-
-    /// Liveness and readiness: storage must accept a durable write.
+    /// Liveness and readiness, from the last storage probe: answering never
+    /// waits for storage or for any tenant's work.
     pub fn health(&self) -> Health {
-        let probe = self.db.root().join(".health");
-        let ok = std::fs::write(&probe, b"ok")
-            .and_then(|_| std::fs::remove_file(&probe))
-            .is_ok();
+        let ok = self.storage_ok.load(Ordering::Relaxed);
         Health {
             status: if ok { "ok" } else { "unavailable" }.into(),
             storage: if ok { "ok" } else { "not writable" }.into(),
@@ -728,17 +609,47 @@ impl Service {
         }
     }
 
+    /// Checks that storage accepts a durable write, for [`health`](Self::health).
+    pub fn probe_storage(&self) -> bool {
+        let probe = self.db.root().join(".health");
+        let ok = std::fs::write(&probe, b"ok")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .is_ok();
+        self.storage_ok.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Probes storage every `every` on a thread of its own.
+    pub fn spawn_storage_probe(self: &Arc<Self>, every: Duration) {
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("storage-probe".into())
+            .spawn(move || {
+                while let Some(s) = me.upgrade() {
+                    s.probe_storage();
+                    drop(s);
+                    std::thread::sleep(every);
+                }
+            })
+            .expect("starting the storage probe");
+    }
+
+    /// Tenants with requests in flight now (for metrics).
+    pub fn active_tenants(&self) -> usize {
+        self.share.active_tenants()
+    }
+
     /// Snapshots every collection (for shutdown).
     pub fn flush(&self) -> Result<()> {
         Ok(self.db.flush()?)
     }
 }
 
-fn hub_id(c: &Collection) -> Option<uuid::Uuid> {
+pub(crate) fn hub_id(c: &Collection) -> Option<uuid::Uuid> {
     c.metadata().get(HUB_ID_KEY)?.parse().ok()
 }
 
-fn figures(c: &Collection) -> Report {
+pub(crate) fn figures(c: &Collection) -> Report {
     Report::Usage {
         vector_count: c.len() as u64,
         storage_bytes: c.disk_bytes(),

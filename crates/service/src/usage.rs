@@ -5,8 +5,14 @@
 //! one at start, which re-derives the truth after any crash. What cannot be
 //! re-derived, a deletion, and any report the Hub did not take, waits in a
 //! durable outbox (`usage-outbox.json`, replaced atomically) until it does.
+//!
+//! A usage report the Hub answers 404 is not delivered: the Hub lost a
+//! collection that lives here (drift). Its id is handed to the service,
+//! which registers the collection again and reports under the new id.
+//! While the Hub is down, attempts back off (1 s doubling to 60 s) and the
+//! log says when delivery stops and starts again, not every attempt.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +41,22 @@ pub struct Reporter {
     debounce: Duration,
     delivered: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
+    drift: std::sync::atomic::AtomicU64,
+    /// Hub ids the Hub answered 404 for, waiting to be registered again.
+    drifted: Mutex<BTreeSet<Uuid>>,
+    drift_wake: tokio::sync::Notify,
+    /// Whether the last delivery attempt failed (to log changes only).
+    failing: std::sync::atomic::AtomicBool,
+}
+
+/// Report counts for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportCounts {
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: usize,
+    /// Reports the Hub answered 404 for a collection that lives here.
+    pub drift: u64,
 }
 
 impl Reporter {
@@ -58,6 +80,10 @@ impl Reporter {
             debounce,
             delivered: Default::default(),
             failed: Default::default(),
+            drift: Default::default(),
+            drifted: Mutex::default(),
+            drift_wake: tokio::sync::Notify::new(),
+            failing: Default::default(),
         }))
     }
 
@@ -78,6 +104,82 @@ impl Reporter {
     /// Reports waiting.
     pub fn pending(&self) -> usize {
         self.queue().len()
+    }
+
+    pub fn counts(&self) -> ReportCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReportCounts {
+            delivered: self.delivered.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            pending: self.pending(),
+            drift: self.drift.load(Relaxed),
+        }
+    }
+
+    /// Waits until some collection needs registering again.
+    pub async fn drifted(&self) {
+        if self
+            .drifted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            self.drift_wake.notified().await;
+        }
+    }
+
+    /// The Hub ids that need registering again, taken.
+    pub fn take_drifted(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *self.drifted.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Asks for `id` to be registered again (after a failed attempt, a
+    /// little later).
+    pub fn mark_drifted(self: &Arc<Self>, id: Uuid) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            me.drifted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id);
+            me.drift_wake.notify_one();
+        });
+    }
+
+    /// Delivers every deletion still owed to the Hub, now. A collection is
+    /// registered only after this, so that the Hub never sees a name's
+    /// re-creation before its deletion (its create is idempotent by name:
+    /// it would hand back the old id, and the late deletion would then
+    /// remove the live collection).
+    pub async fn deliver_deletions(&self) -> Result<(), HubError> {
+        let owed: Vec<Uuid> = self
+            .queue()
+            .iter()
+            .filter(|(_, r)| **r == Report::Deleted)
+            .map(|(id, _)| *id)
+            .collect();
+        if owed.is_empty() {
+            return Ok(());
+        }
+        for id in owed {
+            match self.hub.delete_collection(&id).await {
+                Ok(()) | Err(HubError::NotFound(_)) => {
+                    let mut q = self.queue();
+                    if q.get(&id) == Some(&Report::Deleted) {
+                        q.remove(&id);
+                    }
+                    drop(q);
+                    self.delivered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.persist();
+        Ok(())
     }
 
     /// Queues a report, replacing an older one for the same collection.
@@ -126,24 +228,59 @@ impl Reporter {
                     .map(|_| ()),
                 Report::Deleted => self.hub.delete_collection(&id).await,
             };
+            let take = |q: &mut BTreeMap<Uuid, Report>| {
+                // Only if no newer report arrived meanwhile.
+                if q.get(&id) == Some(&report) {
+                    q.remove(&id);
+                }
+            };
             match sent {
-                // Gone at the Hub: nothing more to tell it.
-                Ok(()) | Err(HubError::NotFound(_)) => {
-                    let mut q = self.queue();
-                    // Only if no newer report arrived meanwhile.
-                    if q.get(&id) == Some(&report) {
-                        q.remove(&id);
-                    }
+                // A deletion the Hub has no record of: nothing more to tell.
+                Ok(()) | Err(HubError::NotFound(_)) if report == Report::Deleted => {
+                    take(&mut self.queue());
                     self.delivered
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                Ok(()) => {
+                    take(&mut self.queue());
+                    self.delivered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                // Usage for a collection the Hub does not know: drift. The
+                // service registers it again and reports under the new id.
+                Err(HubError::NotFound(_)) => {
+                    take(&mut self.queue());
+                    self.drift
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(hub_collection = %id, "the hub does not know a collection that lives here; registering it again");
+                    self.drifted
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id);
+                    self.drift_wake.notify_one();
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, hub_collection = %id, "usage report not delivered; kept in the outbox");
+                    tracing::debug!(error = %e, hub_collection = %id, "usage report not delivered; kept in the outbox");
                     self.failed
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     failed = true;
+                    if !self
+                        .failing
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(error = %e, "usage reports are not reaching the hub; they wait in the outbox and are retried with backoff");
+                    }
+                    // The Hub is unwell: the rest waits for the next round.
+                    break;
                 }
             }
+        }
+        if !failed
+            && self
+                .failing
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("usage reports reach the hub again");
         }
         if failed || self.path.exists() {
             // Undelivered reports survive a crash; a delivered outbox shrinks.
@@ -163,10 +300,12 @@ impl Reporter {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             let mut pending = 0;
+            let mut backoff = Duration::from_secs(1);
             loop {
-                // Undelivered reports are tried again every second.
+                // Undelivered reports are tried again, backing off while
+                // the Hub stays unreachable.
                 let retry = if pending > 0 {
-                    Duration::from_secs(1)
+                    backoff
                 } else {
                     Duration::from_secs(3600)
                 };
@@ -185,6 +324,11 @@ impl Reporter {
                     _ = tokio::time::sleep(retry) => {}
                 }
                 pending = me.deliver().await;
+                backoff = if me.failing.load(std::sync::atomic::Ordering::Relaxed) {
+                    (backoff * 2).min(Duration::from_secs(60))
+                } else {
+                    Duration::from_secs(1)
+                };
             }
         })
     }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use vectorizer_engine::{CollectionConfig, Filter, Metric, Point, PointId, SearchRequest};
+use vectorizer_engine::{
+    CollectionConfig, Deadline, Filter, Metric, Point, PointId, SearchRequest,
+};
 use vectorizer_testkit::{exact_top_k, gaussian_mixture, recall};
 
 use crate::common::{TempDir, kind, open};
@@ -82,7 +84,11 @@ fn check(indexed: &[&str]) {
     for (name, fj, pred) in cases {
         let filter = Filter::from_json(&fj).unwrap();
         let matching = (0..N).filter(|i| pred(*i)).count();
-        assert_eq!(c.count(Some(&filter)), matching, "{name}: count");
+        assert_eq!(
+            c.count(Some(&filter), &Deadline::none()).unwrap(),
+            matching,
+            "{name}: count"
+        );
         for k in [10, 50] {
             let mut total = 0.0;
             for q in &queries {
@@ -182,7 +188,11 @@ fn payload_indexes_follow_writes_compaction_and_restarts() {
                 pred(ids[i], *s, *t)
             };
             let matching = (0..ids.len()).filter(|i| ok(*i)).count();
-            assert_eq!(c.count(Some(&f)), matching, "{when} {fj}: count");
+            assert_eq!(
+                c.count(Some(&f), &Deadline::none()).unwrap(),
+                matching,
+                "{when} {fj}: count"
+            );
             for q in vectors.iter().step_by(997).take(5) {
                 let truth: Vec<u64> = exact_top_k(kind(metric), &base, q, 20, Some(&ok))
                     .into_iter()

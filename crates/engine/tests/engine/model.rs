@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 use vectorizer_engine::{
-    CollectionConfig, Database, EngineError, Filter, Metric, Point, PointId, SearchRequest, With,
+    CollectionConfig, Database, Deadline, EngineError, Filter, Metric, Point, PointId,
+    SearchRequest, With,
 };
 use vectorizer_testkit::{Kind, Rng, score};
 
@@ -235,13 +236,22 @@ fn run(seed: u64, steps: usize) {
                             })
                             .map(|(id, _)| *id)
                             .collect();
-                        assert_eq!(c.count(filter.as_ref()), want.len());
+                        assert_eq!(
+                            c.count(filter.as_ref(), &Deadline::none()).unwrap(),
+                            want.len()
+                        );
                         let limit = 1 + rng.below(40) as usize;
                         let mut got = Vec::new();
                         let mut from = None;
                         loop {
                             let (page, next) = c
-                                .scroll(limit, from, filter.as_ref(), With::default())
+                                .scroll(
+                                    limit,
+                                    from,
+                                    filter.as_ref(),
+                                    With::default(),
+                                    &Deadline::none(),
+                                )
                                 .unwrap();
                             assert!(page.len() <= limit);
                             got.extend(page.iter().map(|p| p.id));

@@ -1,29 +1,41 @@
-//! An in-process test application: real storage in a temporary directory
-//! and the real router, driven without a socket.
+//! A test application: real storage in a temporary directory, the real
+//! router, served by the real accept loop on a loopback port, and driven
+//! over HTTP by a client of its own.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::ServiceExt;
 use vectorizer_engine::Limits;
 use vectorizer_server::app::{AppState, HttpLimits, router};
-use vectorizer_service::{Service, ServiceOptions};
+use vectorizer_service::{Service, ServiceOptions, ShareOptions};
 use vectorizer_testkit::TempDir;
 
 pub struct TestApp {
     /// Kept so the data directory lives as long as the app.
     _dir: TempDir,
-    pub router: Router,
+    pub addr: SocketAddr,
+    #[allow(dead_code)]
+    pub service: Arc<Service>,
+    client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 /// Limits small enough for tests to reach.
 pub const MAX_BODY: usize = 256 << 10;
 pub const MAX_BATCH: usize = 100;
+/// The header a test sets to play a client at another address.
+pub const CLIENT_IP: &str = "x-forwarded-for";
 
 /// How a [`TestApp`] is set up; `Default` is the Hub switched off.
 pub struct AppOptions {
@@ -31,6 +43,11 @@ pub struct AppOptions {
     pub quota_ttl: Duration,
     pub grace: Duration,
     pub metrics: vectorizer_server::metrics::MetricsOptions,
+    pub operator: Option<&'static str>,
+    pub share: ShareOptions,
+    pub limits: Limits,
+    pub max_body: usize,
+    pub request_timeout: Duration,
 }
 
 impl Default for AppOptions {
@@ -43,6 +60,16 @@ impl Default for AppOptions {
                 public: true,
                 tenant_labels: Some(10),
             },
+            operator: None,
+            share: ShareOptions::default(),
+            limits: Limits {
+                max_batch: MAX_BATCH,
+                max_limit: 1000,
+                max_payload_bytes: 1024,
+                max_answer_bytes: 32 << 20,
+            },
+            max_body: MAX_BODY,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,12 +105,9 @@ impl TestApp {
         let dir = TempDir::new("server");
         let options = ServiceOptions {
             data_dir: dir.path().to_owned(),
-            limits: Limits {
-                max_batch: MAX_BATCH,
-                max_limit: 1000,
-                max_payload_bytes: 1024,
-            },
+            limits: o.limits,
             max_batch_searches: 10,
+            share: o.share,
         };
         let service = Arc::new(Service::open(options).unwrap());
         if let Some(auth) = &o.auth {
@@ -94,28 +118,55 @@ impl TestApp {
                 Duration::from_millis(20),
             )
             .unwrap();
-            service.attach_reporter(reporter.clone());
-            let svc = service.clone();
-            reporter.spawn(Duration::from_secs(3600), move || svc.all_usage());
+            service.attach_reporter(reporter, Duration::from_secs(3600));
         }
         let state = AppState {
-            service,
+            service: service.clone(),
             limits: HttpLimits {
-                max_body_bytes: MAX_BODY,
-                request_timeout: Duration::from_secs(30),
+                max_body_bytes: o.max_body,
+                request_timeout: o.request_timeout,
             },
             auth: o.auth,
             metrics: o.metrics,
+            operator: o
+                .operator
+                .and_then(vectorizer_server::extract::OperatorToken::new)
+                .map(Arc::new),
+            client_ip_header: Some(axum::http::HeaderName::from_static(CLIENT_IP)),
         };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let app = router(state);
+        let server = tokio::spawn(vectorizer_server::serve::serve(
+            listener,
+            app,
+            vectorizer_server::serve::ServeOptions {
+                header_read_timeout: Duration::from_secs(10),
+                shutdown_timeout: Duration::from_secs(1),
+            },
+            std::future::pending(),
+        ));
         TestApp {
-            router: router(state),
             _dir: dir,
+            addr,
+            service,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            server,
         }
     }
 
     /// The app's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// Sends a request; the body, if any, is sent as JSON.
@@ -156,28 +207,56 @@ impl TestApp {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, String) {
-        let mut req = Request::builder().uri(path);
+        let mut req = self.client.get(self.url(path));
         for (h, v) in headers {
             req = req.header(*h, *v);
         }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+        let resp = req.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let headers = convert_headers(resp.headers());
+        (status, headers, resp.text().await.unwrap())
     }
 
+    /// Sends `req` over HTTP. A `ConnectInfo` extension on it becomes the
+    /// trusted proxy's client-address header, so a test can play clients
+    /// at several addresses.
     pub async fn raw(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap();
+        let mut rb = self.client.request(method, self.url(&path));
+        for (k, v) in &parts.headers {
+            rb = rb.header(k.as_str(), v.as_bytes());
+        }
+        if let Some(ci) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        {
+            rb = rb.header(CLIENT_IP, ci.0.ip().to_string());
+        }
+        let resp = rb.body(bytes.to_vec()).send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let headers = convert_headers(resp.headers());
+        let raw = resp.bytes().await.unwrap();
+        let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         (status, headers, json)
     }
+}
+
+fn convert_headers(h: &reqwest::header::HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in h {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
+            HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            out.append(k, v);
+        }
+    }
+    out
 }

@@ -247,6 +247,7 @@ fn one_command_multi_tenant_with_the_local_hub() {
         .args(["serve", "--port", "0", "--local-hub", "--data-dir"])
         .arg(data.path())
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
+        .env("VECTORIZER_OPERATOR_TOKEN", "operator-secret")
         .env_remove("HIVEHUB_SERVICE_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -323,10 +324,47 @@ fn one_command_multi_tenant_with_the_local_hub() {
         .request("GET", "/collections", None, &[("authorization", &auth)])
         .unwrap();
     assert_eq!(r.json()["collections"][0]["name"], "docs");
+    // Without credentials /health tells liveness only; the operator
+    // token shows the details.
     assert_eq!(
-        c.request("GET", "/health", None, &[]).unwrap().json()["hub"],
-        "up"
+        c.request("GET", "/health", None, &[]).unwrap().json(),
+        json!({"status": "ok"})
     );
+    let full = c
+        .request(
+            "GET",
+            "/health",
+            None,
+            &[("authorization", "Bearer operator-secret")],
+        )
+        .unwrap()
+        .json();
+    assert_eq!(full["hub"], "up", "{full}");
+    // Metrics are private with the Hub on: not for a tenant's key.
+    let r = c
+        .request("GET", "/metrics", None, &[("authorization", &auth)])
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = c
+        .request(
+            "GET",
+            "/metrics",
+            None,
+            &[("authorization", "Bearer operator-secret")],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // Data files and the local Hub's state are the server's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        data.path().join("hub.json"),
+        data.path().join("collections"),
+        data.path().join("hub-nonces.log"),
+    ] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{}", p.display());
+    }
     server.stop();
 }
 

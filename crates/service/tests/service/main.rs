@@ -1,6 +1,8 @@
 //! The service layer with tenant callers: namespaces, isolation and
 //! permissions, on real storage.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use uuid::Uuid;
 use vectorizer_service::model::*;
@@ -29,41 +31,48 @@ fn search() -> Search {
     serde_json::from_value(json!({"vector": [0, 0], "limit": 10})).unwrap()
 }
 
-#[test]
-fn tenants_are_isolated() {
+#[tokio::test]
+async fn tenants_are_isolated() {
     let dir = TempDir::new("svc");
-    let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
     let all = [Permission::Admin];
     let (a, b) = (tenant(&all), tenant(&all));
-    s.create_collection(&a, create("docs")).unwrap();
-    s.create_collection(&b, create("docs")).unwrap();
-    s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).unwrap();
-    s.upsert(&b, "docs", upsert(2, [0.0, 1.0])).unwrap();
-    let ids = |c: &Caller| {
-        s.search(c, "docs", search())
-            .unwrap()
-            .results
-            .iter()
-            .map(|h| h.id)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&a), vec![1u64.into()]);
-    assert_eq!(ids(&b), vec![2u64.into()]);
-    let names = |c: &Caller| {
-        s.list_collections(c)
-            .unwrap()
-            .collections
-            .into_iter()
-            .map(|c| c.name)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(names(&a), vec!["docs".to_owned()]);
+    s.create_collection(&a, create("docs")).await.unwrap();
+    s.create_collection(&b, create("docs")).await.unwrap();
+    s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).await.unwrap();
+    s.upsert(&b, "docs", upsert(2, [0.0, 1.0])).await.unwrap();
+    let ids = |r: SearchResults| r.results.iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.search(&a, "docs", search()).await.unwrap()),
+        vec![1u64.into()]
+    );
+    assert_eq!(
+        ids(s.search(&b, "docs", search()).await.unwrap()),
+        vec![2u64.into()]
+    );
+    let names: Vec<String> = s
+        .list_collections(&a)
+        .await
+        .unwrap()
+        .collections
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, vec!["docs".to_owned()]);
 
     // Another tenant's collection answers exactly like a missing one, by
     // short name or by full name.
-    s.create_collection(&b, create("private")).unwrap();
-    let missing = s.get_collection(&a, "nothing").unwrap_err().to_string();
-    let theirs = s.get_collection(&a, "private").unwrap_err().to_string();
+    s.create_collection(&b, create("private")).await.unwrap();
+    let missing = s
+        .get_collection(&a, "nothing")
+        .await
+        .unwrap_err()
+        .to_string();
+    let theirs = s
+        .get_collection(&a, "private")
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         missing.replace("nothing", "X"),
         theirs.replace("private", "X")
@@ -73,29 +82,35 @@ fn tenants_are_isolated() {
     };
     let full = tb.full_name("private");
     assert!(matches!(
-        s.get_collection(&a, &full),
+        s.get_collection(&a, &full).await,
         Err(ServiceError::CollectionNotFound(_))
     ));
     assert!(matches!(
-        s.create_collection(&a, create(&full)),
+        s.create_collection(&a, create(&full)).await,
         Err(ServiceError::InvalidInput {
             code: "invalid_name",
             ..
         })
     ));
     assert!(matches!(
-        s.delete_collection(&a, "private"),
+        s.delete_collection(&a, "private").await,
         Err(ServiceError::CollectionNotFound(_))
     ));
-    assert_eq!(s.count(&b, "private", Count::default()).unwrap().count, 0);
+    assert_eq!(
+        s.count(&b, "private", Count::default())
+            .await
+            .unwrap()
+            .count,
+        0
+    );
     // A local caller sees plain names only as they are.
-    assert!(s.get_collection(&Caller::Local, "docs").is_err());
+    assert!(s.get_collection(&Caller::Local, "docs").await.is_err());
 }
 
-#[test]
-fn permissions_bound_what_a_key_does() {
+#[tokio::test]
+async fn permissions_bound_what_a_key_does() {
     let dir = TempDir::new("svc-perm");
-    let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
     let writer = tenant(&[Permission::Read, Permission::Write]);
     let Caller::Tenant(t) = &writer else {
         unreachable!()
@@ -109,69 +124,87 @@ fn permissions_bound_what_a_key_does() {
         ..t.clone()
     });
     assert!(matches!(
-        s.create_collection(&reader, create("docs")),
+        s.create_collection(&reader, create("docs")).await,
         Err(ServiceError::Forbidden(_))
     ));
-    s.create_collection(&writer, create("docs")).unwrap();
+    s.create_collection(&writer, create("docs")).await.unwrap();
     assert!(matches!(
-        s.upsert(&reader, "docs", upsert(1, [1.0, 1.0])),
+        s.upsert(&reader, "docs", upsert(1, [1.0, 1.0])).await,
         Err(ServiceError::Forbidden(_))
     ));
-    s.upsert(&writer, "docs", upsert(1, [1.0, 1.0])).unwrap();
+    s.upsert(&writer, "docs", upsert(1, [1.0, 1.0]))
+        .await
+        .unwrap();
     assert_eq!(
-        s.search(&reader, "docs", search()).unwrap().results.len(),
+        s.search(&reader, "docs", search())
+            .await
+            .unwrap()
+            .results
+            .len(),
         1
     );
     assert!(matches!(
-        s.search(&deleter, "docs", search()),
+        s.search(&deleter, "docs", search()).await,
         Err(ServiceError::Forbidden(_))
     ));
     let del: DeletePoints = serde_json::from_value(json!({"ids": [1]})).unwrap();
     assert!(matches!(
-        s.delete_points(&writer, "docs", del.clone()),
+        s.delete_points(&writer, "docs", del.clone()).await,
         Err(ServiceError::Forbidden(_))
     ));
-    assert_eq!(s.delete_points(&deleter, "docs", del).unwrap().deleted, 1);
+    assert_eq!(
+        s.delete_points(&deleter, "docs", del)
+            .await
+            .unwrap()
+            .deleted,
+        1
+    );
     assert!(matches!(
-        s.delete_collection(&writer, "docs"),
+        s.delete_collection(&writer, "docs").await,
         Err(ServiceError::Forbidden(_))
     ));
-    s.delete_collection(&deleter, "docs").unwrap();
+    s.delete_collection(&deleter, "docs").await.unwrap();
 }
 
-#[test]
-fn a_restart_keeps_owners_and_namespaces() {
+#[tokio::test]
+async fn a_restart_keeps_owners_and_namespaces() {
     let dir = TempDir::new("svc-restart");
     let a = tenant(&[Permission::Admin]);
     let b = tenant(&[Permission::Admin]);
     {
-        let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
-        s.create_collection(&a, create("docs")).unwrap();
-        s.create_collection(&b, create("docs")).unwrap();
-        s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).unwrap();
+        let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
+        s.create_collection(&a, create("docs")).await.unwrap();
+        s.create_collection(&b, create("docs")).await.unwrap();
+        s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).await.unwrap();
         s.flush().unwrap();
     }
-    let s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
     let (Caller::Tenant(ta), Caller::Tenant(tb)) = (&a, &b) else {
         unreachable!()
     };
     assert!(s.belongs_to(&ta.full_name("docs"), &ta.user_id));
     assert!(!s.belongs_to(&ta.full_name("docs"), &tb.user_id));
-    assert_eq!(s.count(&a, "docs", Count::default()).unwrap().count, 1);
-    assert_eq!(s.count(&b, "docs", Count::default()).unwrap().count, 0);
+    assert_eq!(
+        s.count(&a, "docs", Count::default()).await.unwrap().count,
+        1
+    );
+    assert_eq!(
+        s.count(&b, "docs", Count::default()).await.unwrap().count,
+        0
+    );
 }
 
 /// Several users issue random interleaved operations (with restarts);
 /// each user's view always equals its own reference model.
-#[test]
-fn each_user_sees_exactly_its_own_model() {
+#[tokio::test]
+async fn each_user_sees_exactly_its_own_model() {
     use std::collections::{BTreeMap, BTreeSet};
     use vectorizer_testkit::Rng;
     let dir = TempDir::new("svc-model");
     let users: Vec<Caller> = (0..3).map(|_| tenant(&[Permission::Admin])).collect();
     // Per user: collection -> set of point ids.
     let mut model: Vec<BTreeMap<String, BTreeSet<u64>>> = vec![BTreeMap::new(); users.len()];
-    let mut s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+    let mut s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
     let mut rng = Rng::new(77);
     let names = ["docs", "notes", "x"];
     for step in 0..1500 {
@@ -180,22 +213,24 @@ fn each_user_sees_exactly_its_own_model() {
         let name = names[rng.below(names.len() as u64) as usize];
         match rng.below(20) {
             0..3 => {
-                let r = s.create_collection(c, create(name));
+                let r = s.create_collection(c, create(name)).await;
                 assert_eq!(r.is_ok(), !m.contains_key(name), "step {step}");
                 m.entry(name.to_owned()).or_default();
             }
             3 => {
-                let r = s.delete_collection(c, name);
+                let r = s.delete_collection(c, name).await;
                 assert_eq!(r.is_ok(), m.remove(name).is_some(), "step {step}");
             }
             4 => {
                 s.flush().unwrap();
                 drop(s);
-                s = Service::open(ServiceOptions::new(dir.path())).unwrap();
+                s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
             }
             5..12 => {
                 let id = rng.below(30);
-                let r = s.upsert(c, name, upsert(id, [rng.normal(), rng.normal()]));
+                let r = s
+                    .upsert(c, name, upsert(id, [rng.normal(), rng.normal()]))
+                    .await;
                 match m.get_mut(name) {
                     Some(ids) => {
                         r.unwrap();
@@ -207,7 +242,7 @@ fn each_user_sees_exactly_its_own_model() {
             12..14 => {
                 let id = rng.below(30);
                 let del: DeletePoints = serde_json::from_value(json!({"ids": [id]})).unwrap();
-                let r = s.delete_points(c, name, del);
+                let r = s.delete_points(c, name, del).await;
                 match m.get_mut(name) {
                     Some(ids) => assert_eq!(r.unwrap().deleted, ids.remove(&id) as usize),
                     None => assert!(r.is_err()),
@@ -218,6 +253,7 @@ fn each_user_sees_exactly_its_own_model() {
         // The user's whole view against its model.
         let listed: BTreeSet<String> = s
             .list_collections(c)
+            .await
             .unwrap()
             .collections
             .into_iter()
@@ -232,6 +268,7 @@ fn each_user_sees_exactly_its_own_model() {
             let page: Scroll = serde_json::from_value(json!({"limit": 100})).unwrap();
             let got: BTreeSet<u64> = s
                 .scroll(c, coll, page)
+                .await
                 .unwrap()
                 .points
                 .iter()

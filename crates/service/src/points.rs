@@ -1,0 +1,265 @@
+//! Point operations: upsert (quota-checked under the collection's writer
+//! lock), get, delete, scroll, count, search and batch search.
+
+use std::sync::Arc;
+
+use vectorizer_engine::{Filter, Point, PointId, Record, SearchRequest, With};
+
+use crate::caller::{Caller, Permission};
+use crate::error::{Result, ServiceError};
+use crate::model::*;
+use crate::quota::Amount;
+use crate::service::Service;
+
+fn parse_filter(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Filter>> {
+    match raw.map(|r| r.get().trim()) {
+        None | Some("null") => Ok(None),
+        Some(text) => Ok(Some(Filter::from_json_text(text)?)),
+    }
+}
+
+fn record(r: Record) -> PointRecord {
+    PointRecord {
+        id: r.id,
+        vector: r.vector,
+        payload: r.payload,
+    }
+}
+
+fn search_request(req: Search) -> Result<SearchRequest> {
+    Ok(SearchRequest {
+        filter: parse_filter(req.filter.as_deref())?,
+        vector: req.vector,
+        limit: req.limit,
+        ef: req.ef,
+        score_threshold: req.score_threshold,
+        with_payload: req.with_payload,
+        with_vector: req.with_vector,
+        deadline: Default::default(),
+    })
+}
+
+fn results(hits: Vec<vectorizer_engine::ScoredPoint>) -> SearchResults {
+    SearchResults {
+        results: hits
+            .into_iter()
+            .map(|h| Hit {
+                id: h.id,
+                score: h.score,
+                payload: h.payload,
+                vector: h.vector,
+            })
+            .collect(),
+    }
+}
+
+impl Service {
+    /// Upserts. With the Hub enabled, a tenant's batch is checked against
+    /// its plan under the collection's writer lock: which ids are new, and
+    /// what the batch costs on disk, are decided where no other write or
+    /// delete can change them, and the amount stays reserved until the
+    /// write is applied.
+    pub async fn upsert(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: UpsertPoints,
+    ) -> Result<Upserted> {
+        let ticket = self.admit(caller, Permission::Write)?;
+        let c = self.collection(caller, name)?;
+        let plan = match (caller, self.quotas.get().cloned()) {
+            (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
+            _ => None,
+        };
+        let points: Vec<Point> = req
+            .points
+            .into_iter()
+            .map(|p| Point {
+                id: p.id,
+                vector: p.vector,
+                payload: p.payload,
+            })
+            .collect();
+        let svc = self.clone();
+        let coll = c.clone();
+        let upserted = ticket
+            .run(move |_| {
+                let (n, _reservation) = coll.upsert_admitted(points, |cost| match &plan {
+                    None => Ok(None),
+                    Some((user, limits, quotas)) => {
+                        let want = Amount {
+                            collections: 0,
+                            vectors: cost.new_points,
+                            bytes: cost.bytes,
+                        };
+                        quotas
+                            .reserve(*user, *limits, want, || svc.usage_of(user))
+                            .map(Some)
+                    }
+                })?;
+                Ok(n)
+            })
+            .await?;
+        self.report(&c);
+        Ok(Upserted { upserted })
+    }
+
+    pub async fn get_point(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        id: &str,
+    ) -> Result<PointRecord> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let c = self.collection(caller, name)?;
+        let pid = PointId::parse_str(id)?;
+        let with = With {
+            payload: true,
+            vector: true,
+        };
+        ticket
+            .run(move |_| {
+                c.get(&[pid], with)?
+                    .into_iter()
+                    .next()
+                    .map(record)
+                    .ok_or_else(|| ServiceError::PointNotFound(pid.to_string()))
+            })
+            .await
+    }
+
+    /// Points by id, each once however often it is asked for.
+    pub async fn get_points(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: GetPoints,
+    ) -> Result<Points> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let c = self.collection(caller, name)?;
+        let with = With {
+            payload: req.with_payload,
+            vector: req.with_vector,
+        };
+        ticket
+            .run(move |_| {
+                Ok(Points {
+                    points: c.get(&req.ids, with)?.into_iter().map(record).collect(),
+                })
+            })
+            .await
+    }
+
+    pub async fn delete_points(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: DeletePoints,
+    ) -> Result<Deleted> {
+        let ticket = self.admit(caller, Permission::Delete)?;
+        let c = self.collection(caller, name)?;
+        let coll = c.clone();
+        let deleted = ticket.run(move |_| Ok(coll.delete(req.ids)?)).await?;
+        self.report(&c);
+        Ok(Deleted { deleted })
+    }
+
+    pub async fn scroll(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: Scroll,
+    ) -> Result<ScrollPage> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let c = self.collection(caller, name)?;
+        let filter = parse_filter(req.filter.as_deref())?;
+        let with = With {
+            payload: req.with_payload,
+            vector: req.with_vector,
+        };
+        ticket
+            .run(move |deadline| {
+                let (points, next_cursor) =
+                    c.scroll(req.limit, req.cursor, filter.as_ref(), with, deadline)?;
+                Ok(ScrollPage {
+                    points: points.into_iter().map(record).collect(),
+                    next_cursor,
+                })
+            })
+            .await
+    }
+
+    pub async fn count(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: Count,
+    ) -> Result<Counted> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let c = self.collection(caller, name)?;
+        let filter = parse_filter(req.filter.as_deref())?;
+        ticket
+            .run(move |deadline| {
+                Ok(Counted {
+                    count: c.count(filter.as_ref(), deadline)?,
+                })
+            })
+            .await
+    }
+
+    /// Nearest neighbours. A quick graph walk runs in place when the
+    /// caller has a worker free and the collection's lock is free this
+    /// instant (handing it to a thread costs two thread switches, a large
+    /// share of its time); anything else runs on the caller's share of
+    /// blocking threads.
+    pub async fn search(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: Search,
+    ) -> Result<SearchResults> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let c = self.collection(caller, name)?;
+        let mut req = search_request(req)?;
+        if let Some(done) = ticket.try_now(|| c.try_search_quick(&req)) {
+            return Ok(results(done?));
+        }
+        ticket
+            .run(move |deadline| {
+                req.deadline = deadline.clone();
+                Ok(results(c.search(&req)?))
+            })
+            .await
+    }
+
+    pub async fn search_batch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        req: SearchBatch,
+    ) -> Result<SearchBatchResults> {
+        let ticket = self.admit(caller, Permission::Read)?;
+        let max = self.options.max_batch_searches;
+        if req.searches.is_empty() || req.searches.len() > max {
+            return Err(ServiceError::unprocessable(
+                "invalid_request",
+                format!("a batch holds 1 to {max} searches"),
+            ));
+        }
+        let c = self.collection(caller, name)?;
+        let mut reqs = req
+            .searches
+            .into_iter()
+            .map(search_request)
+            .collect::<Result<Vec<_>>>()?;
+        ticket
+            .run(move |deadline| {
+                reqs.iter_mut().for_each(|r| r.deadline = deadline.clone());
+                let found = c.search_batch(&reqs)?;
+                Ok(SearchBatchResults {
+                    results: found.into_iter().map(results).collect(),
+                })
+            })
+            .await
+    }
+}
