@@ -215,6 +215,9 @@ pub struct Collection {
     writers_waiting: AtomicUsize,
     /// The number of points, readable without any lock.
     live: AtomicUsize,
+    /// Snapshot rows (vectors, graph links, payloads) that writes since the
+    /// last snapshot will add to disk: owed, though not on disk yet.
+    owed_rows: AtomicU64,
 }
 
 /// Wakes the indexer when keys wait to be linked, and waiters when the
@@ -363,6 +366,7 @@ impl Collection {
             signal: Arc::new(Signal::default()),
             writers_waiting: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
+            owed_rows: AtomicU64::new(0),
         };
         {
             let mut w = lock(&coll.writer);
@@ -599,35 +603,51 @@ impl Collection {
                 .filter(|p| !st.ids.contains_key(&p.id))
                 .count() as u64
         };
+        let (log, rows) = self.write_parts(&points);
         let granted = admit(WriteCost {
             new_points,
-            bytes: self.write_bytes(&points),
+            bytes: log + rows,
         })?;
         self.log_locked(&mut w, WalOp::Upsert(points))?;
+        self.owed_rows.fetch_add(rows, Ordering::Relaxed);
         Ok((n, granted))
+    }
+
+    /// Bytes on disk now, plus the snapshot rows that writes since the last
+    /// snapshot owe: what a storage quota must count, so that a snapshot
+    /// never takes a collection past what was allowed.
+    pub fn committed_bytes(&self) -> u64 {
+        self.disk_bytes() + self.owed_rows.load(Ordering::Relaxed)
     }
 
     /// Bytes on disk a batch of points costs: its log record now, and a
     /// snapshot row per point later (a replaced point takes a new row too,
     /// until compaction drops the old one).
     pub fn write_bytes(&self, points: &[Point]) -> u64 {
+        let (log, rows) = self.write_parts(points);
+        log + rows
+    }
+
+    /// (log record, snapshot rows) of a batch.
+    fn write_parts(&self, points: &[Point]) -> (u64, u64) {
         let dim = self.config.dimension as u64;
         let m = self.config.hnsw.m as u64;
         // Log: record header, seq, kind, count; per point id, dim, floats,
         // payload length and text.
-        let mut bytes = 8 + 8 + 1 + 4;
+        let mut log = 8 + 8 + 1 + 4;
+        let mut rows = 0;
         for p in points {
             let payload = payload_len(p.payload.as_ref());
             let id = 17;
-            let log = id + 4 + dim * 4 + 4 + payload;
             // Snapshot: state and level, 1/norm and floats, the layer-0
             // list of 2m links and one upper layer of m (more than the
             // expected share of upper layers); key, id, payload.
             let graph = 2 + 4 + dim * 4 + 4 + 2 * m * 4 + 4 + m * 4;
             let points_row = 8 + id + 4 + payload;
-            bytes += log + graph + points_row;
+            log += id + 4 + dim * 4 + 4 + payload;
+            rows += graph + points_row;
         }
-        bytes
+        (log, rows)
     }
 
     /// Deletes points by id; returns how many existed.
@@ -768,6 +788,9 @@ impl Collection {
         self.fixed_disk_bytes
             .store(meta_len + bytes + current_len(&self.dir), Ordering::Relaxed);
         w.snapshot_bytes = bytes;
+        // The rows owed are on disk now. (A write runs only under `writer`,
+        // which the caller holds, so none is counted in between.)
+        self.owed_rows.store(0, Ordering::Relaxed);
         w.wal.reset()?;
         self.log_bytes.store(w.wal.len(), Ordering::Relaxed);
         Ok(())

@@ -322,9 +322,10 @@ mod tests {
         assert!(Filter::from_json_text(&json!({"should": conds}).to_string()).is_err());
         // Within the bounds, the same shapes parse.
         let ok: Vec<Value> = (0..MAX_ANY as i64).map(Value::from).collect();
-        let f =
-            Filter::from_json_text(&json!({"must": [{"key": "a", "match": {"any": ok}}]}).to_string())
-                .unwrap();
+        let f = Filter::from_json_text(
+            &json!({"must": [{"key": "a", "match": {"any": ok}}]}).to_string(),
+        )
+        .unwrap();
         let doc = p(json!({"a": 1000.0}));
         assert!(f.matches(&PointId::Num(1), Some(&doc)));
         assert!(!f.matches(&PointId::Num(1), Some(&p(json!({"a": 1000.5})))));

@@ -9,6 +9,7 @@ pub mod client;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod time;
 
 pub use client::{HubClient, HubClientConfig, HubError, HubHealth, Secret};
 /// The SDK's request and answer types, as the client returns them.

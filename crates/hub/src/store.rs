@@ -144,7 +144,7 @@ fn new_key() -> String {
 
 fn expired(expires_at: Option<&str>) -> bool {
     expires_at
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(crate::time::parse_rfc3339)
         .is_some_and(|t| t <= SystemTime::now())
 }
 
@@ -290,7 +290,7 @@ impl HubStore {
             ));
         }
         if let Some(t) = &req.expires_at
-            && humantime::parse_rfc3339_weak(t).is_err()
+            && crate::time::parse_rfc3339(t).is_none()
         {
             return Err(StoreError::BadRequest(
                 "expires_at must be an RFC 3339 time".into(),

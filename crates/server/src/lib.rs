@@ -210,12 +210,14 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "vectorizer listening");
     println!("vectorizer listening on http://{addr}");
+    // Of the shutdown timeout, requests in flight get all but a last share
+    // kept for the flush.
+    let budget = Duration::from_secs(cfg.server.shutdown_timeout_seconds);
     let opts = serve::ServeOptions {
         header_read_timeout: Duration::from_secs(cfg.server.header_read_timeout_seconds),
-        shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_seconds),
+        shutdown_timeout: budget.mul_f64(0.7),
     };
     service.spawn_storage_probe(Duration::from_secs(1));
-    let budget = opts.shutdown_timeout;
     let stopping = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let stopping = stopping.clone();

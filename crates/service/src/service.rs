@@ -309,8 +309,9 @@ impl Service {
             .collect()
     }
 
-    /// A user's exact usage: collections, and points and bytes on disk
-    /// over them (counters only: no lock of any collection is taken).
+    /// A user's usage as quotas count it: collections, points, and bytes
+    /// on disk plus the snapshot rows its writes owe (counters only: no
+    /// lock of any collection is taken).
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
         let prefix = format!("user_{user}:");
         self.db
@@ -320,7 +321,7 @@ impl Service {
             .fold(Amount::default(), |a, c| Amount {
                 collections: a.collections + 1,
                 vectors: a.vectors + c.len() as u64,
-                bytes: a.bytes + c.disk_bytes(),
+                bytes: a.bytes + c.committed_bytes(),
             })
     }
 

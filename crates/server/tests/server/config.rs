@@ -96,3 +96,30 @@ fn the_shipped_example_config_loads() {
     let cfg = Config::load_from(Some(&example), &Overrides::default(), env(&[])).unwrap();
     assert!(!cfg.hub.enabled);
 }
+
+/// Secrets in the environment are never read as configuration keys, and
+/// with the Hub on, metrics are private unless made public on purpose.
+#[test]
+fn secrets_are_not_config_keys_and_metrics_follow_the_hub() {
+    let secrets = env(&[
+        ("VECTORIZER_OPERATOR_TOKEN", "t"),
+        ("VECTORIZER_API_KEY", "k"),
+        ("VECTORIZER_READ_API_KEY", "r"),
+        ("VECTORIZER_ACCESS_KEY", "a"),
+        ("VECTORIZER_SERVER__PORT", "9000"),
+    ]);
+    let cfg = Config::load_from(None, &Overrides::default(), secrets).unwrap();
+    assert_eq!(cfg.server.port, 9000);
+    let dir = TempDir::new("config-metrics");
+    let state = |pairs: &[(&str, &str)]| {
+        let mut cfg = Config::load_from(None, &Overrides::default(), env(pairs)).unwrap();
+        cfg.storage.data_dir = dir.path().join(format!("d{}", pairs.len()));
+        vectorizer_server::state(&cfg).unwrap().metrics.public
+    };
+    assert!(state(&[]));
+    assert!(!state(&[("VECTORIZER_HUB__ENABLED", "true")]));
+    assert!(state(&[
+        ("VECTORIZER_HUB__ENABLED", "true"),
+        ("VECTORIZER_METRICS__PUBLIC", "true"),
+    ]));
+}

@@ -552,3 +552,79 @@ fn pending_usage_survives_sigkill() {
     let _ = hub.kill();
     let _ = hub.wait();
 }
+
+/// SIGTERM while heavy requests run (about 10 s of CPU work on 2 cores):
+/// the process exits within the shutdown timeout (2 s here, with 1 s of
+/// slack for a loaded machine) instead of waiting for the work to end.
+#[test]
+fn sigterm_exits_on_time_while_work_runs() {
+    let data = TempDir::new("e2e-term");
+    let server = start_with(
+        data.path(),
+        &[("VECTORIZER_SERVER__SHUTDOWN_TIMEOUT_SECONDS", "2")],
+    );
+    let mut c = Client::new(server.addr);
+    let r = c
+        .json(
+            "POST",
+            "/collections",
+            &json!({"name": "t", "dimension": 2, "metric": "euclidean"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201);
+    for b in 0..30u64 {
+        let pts: Vec<Value> = (b * 10_000..(b + 1) * 10_000)
+            .map(|i| json!({"id": i, "vector": [1.0, i as f32], "payload": {"t": i}}))
+            .collect();
+        let r = c
+            .json("POST", "/collections/t/points", &json!({"points": pts}))
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let conds: Vec<Value> = (0..256)
+        .map(|i| json!({"key": "t", "match": {"any": (0..64).map(|j| -1 - i * 64 - j).collect::<Vec<i64>>()}}))
+        .collect();
+    let heavy = json!({"filter": {"should": conds}});
+    let addr = server.addr;
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let heavy = heavy.clone();
+            std::thread::spawn(move || {
+                let _ = Client::new(addr).json("POST", "/collections/t/points/count", &heavy);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut server = server;
+    let child = &mut server.child;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still running {:?} after SIGTERM",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("exited {:?} after SIGTERM", started.elapsed());
+    drop(server);
+    for w in workers {
+        let _ = w.join();
+    }
+    // Every acknowledged point is there after a restart.
+    let server = start(data.path());
+    let r = Client::new(server.addr)
+        .request("GET", "/collections/t", None, &[])
+        .unwrap();
+    assert_eq!(r.json()["points"], 300_000);
+    server.stop();
+}

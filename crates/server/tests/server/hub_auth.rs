@@ -17,13 +17,13 @@ pub const KEY: &str = "svc-key";
 pub const SIGNING: &str = "signing-secret";
 pub const NODE: &str = "node-a";
 
-struct Hub {
-    store: Arc<HubStore>,
-    addr: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+pub(crate) struct Hub {
+    pub store: Arc<HubStore>,
+    pub addr: std::net::SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
-async fn hub() -> Hub {
+pub(crate) async fn hub() -> Hub {
     let store = Arc::new(HubStore::in_memory());
     store
         .create_plan(Plan {
@@ -42,7 +42,7 @@ async fn hub() -> Hub {
     Hub { store, addr, task }
 }
 
-fn key(
+pub(crate) fn key(
     store: &HubStore,
     user: uuid::Uuid,
     perms: &[&str],
@@ -53,18 +53,13 @@ fn key(
     (made.access_key, made.access_key_id)
 }
 
-fn auth(addr: std::net::SocketAddr, ttl: Duration) -> Arc<Auth> {
+pub(crate) fn auth(addr: std::net::SocketAddr, ttl: Duration) -> Arc<Auth> {
     auth_with(addr, ttl, 1000)
 }
 
-fn auth_with(addr: std::net::SocketAddr, ttl: Duration, max_failures: u32) -> Arc<Auth> {
-    let mut cfg = HubClientConfig::new(format!("http://{addr}"), Secret::new(KEY.into()));
-    cfg.timeout = Duration::from_millis(500);
-    cfg.retries = 0;
-    cfg.backoff = Duration::from_millis(5);
-    let client = Arc::new(HubClient::new(cfg).unwrap());
-    Arc::new(Auth::new(
-        client,
+pub(crate) fn auth_with(addr: std::net::SocketAddr, ttl: Duration, max_failures: u32) -> Arc<Auth> {
+    auth_custom(
+        addr,
         AuthOptions {
             ttl,
             negative_ttl: ttl,
@@ -74,10 +69,24 @@ fn auth_with(addr: std::net::SocketAddr, ttl: Duration, max_failures: u32) -> Ar
             failure_window: Duration::from_secs(60),
         },
         vectorizer_server::internal::Verifier::new(Some(SIGNING), Some(NODE), None).unwrap(),
-    ))
+    )
 }
 
-async fn send(
+/// Authentication against the Hub at `addr` with the options given.
+pub(crate) fn auth_custom(
+    addr: std::net::SocketAddr,
+    opts: AuthOptions,
+    verifier: vectorizer_server::internal::Verifier,
+) -> Arc<Auth> {
+    let mut cfg = HubClientConfig::new(format!("http://{addr}"), Secret::new(KEY.into()));
+    cfg.timeout = Duration::from_millis(500);
+    cfg.retries = 0;
+    cfg.backoff = Duration::from_millis(5);
+    let client = Arc::new(HubClient::new(cfg).unwrap());
+    Arc::new(Auth::new(client, opts, verifier))
+}
+
+pub(crate) async fn send(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -100,7 +109,7 @@ async fn send(
 }
 
 /// The status `send` gets.
-async fn status(
+pub(crate) async fn status(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -111,7 +120,7 @@ async fn status(
 }
 
 /// Waits until `cond` holds (at most 10 s).
-async fn eventually(cond: impl Fn() -> bool) {
+pub(crate) async fn eventually(cond: impl Fn() -> bool) {
     for _ in 0..500 {
         if cond() {
             return;
@@ -121,11 +130,11 @@ async fn eventually(cond: impl Fn() -> bool) {
     panic!("condition never held");
 }
 
-fn bearer(k: &str) -> Option<(&'static str, String)> {
+pub(crate) fn bearer(k: &str) -> Option<(&'static str, String)> {
     Some(("authorization", format!("Bearer {k}")))
 }
 
-async fn validations(addr: std::net::SocketAddr) -> u64 {
+pub(crate) async fn validations(addr: std::net::SocketAddr) -> u64 {
     tokio::task::spawn_blocking(move || {
         let mut c = vectorizer_testkit::http::Client::new(addr);
         let r = c
@@ -794,7 +803,7 @@ async fn drift_between_the_hub_and_here() {
     hub.task.abort();
 }
 
-fn points(first: u64, n: u64) -> Value {
+pub(crate) fn points(first: u64, n: u64) -> Value {
     json!({"points": (first..first + n).map(|i| json!({"id": i, "vector": [1.0, i as f32]})).collect::<Vec<_>>()})
 }
 
@@ -987,7 +996,7 @@ async fn parallel_upserts_cannot_overshoot_together() {
     hub.task.abort();
 }
 
-async fn set_faults(addr: std::net::SocketAddr, f: Value) {
+pub(crate) async fn set_faults(addr: std::net::SocketAddr, f: Value) {
     tokio::task::spawn_blocking(move || {
         let body = f.to_string().into_bytes();
         let r = vectorizer_testkit::http::Client::new(addr)

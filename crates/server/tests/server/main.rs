@@ -6,4 +6,6 @@ mod bad_requests;
 mod common;
 mod config;
 mod e2e;
+mod hardening;
 mod hub_auth;
+mod hub_calls;
