@@ -7,9 +7,12 @@
 //!   what `engine` left in DIR.
 //! - `http --url URL [--target vectorizer|chroma]`: HTTP load on a running
 //!   server (see `scripts/bench_http.py`).
+//! - `noisy [--bin PATH] [--seconds N]`: one tenant's search latency alone
+//!   and while another runs its heaviest requests at its limit.
 
 mod engine;
 mod http;
+mod noisy;
 mod sys;
 
 fn main() {
@@ -19,9 +22,10 @@ fn main() {
         Some("engine-open") => engine::open_only(&args[1..]),
         Some("engine-search") => engine::search_only(&args[1..]),
         Some("http") => http::run(&args[1..]),
+        Some("noisy") => noisy::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N]"
             );
             2
         }

@@ -45,6 +45,10 @@ const SAMPLE: usize = 512;
 pub const QUICK_EF: usize = 256;
 /// The most unlinked points a quick search scans exactly.
 const QUICK_BACKLOG: usize = 2048;
+/// The most vector components a quick search may compare, roughly: the
+/// graph walk's `beam × 2m` nodes and the backlog, times the dimension
+/// (4M multiply-adds are about a millisecond).
+const QUICK_COST: usize = 4 << 20;
 /// Batches at least this large are inserted into the graph on several threads.
 const PARALLEL_ADD_MIN: usize = 64;
 /// A snapshot first compacts the graph once deleted nodes exceed this and a
@@ -121,6 +125,9 @@ pub struct Record {
     pub vector: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Map<String, Value>>,
+    /// At most how many bytes of JSON this record takes in an answer.
+    #[serde(skip)]
+    pub json_bytes: usize,
 }
 
 /// A search hit.
@@ -132,6 +139,9 @@ pub struct ScoredPoint {
     pub payload: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f32>>,
+    /// At most how many bytes of JSON this hit takes in an answer.
+    #[serde(skip)]
+    pub json_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -465,7 +475,9 @@ impl Collection {
 
     /// Replaces the metadata map, durably.
     pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
-        let _w = lock(&self.writer);
+        // A dropped collection's handle must not write over the files of
+        // a collection made since under the same name.
+        let _w = self.lock_writer()?;
         let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
         next.metadata = metadata;
         self.replace_meta(next)
@@ -476,7 +488,7 @@ impl Collection {
     /// and later writes keep them. False if the field was indexed already.
     pub fn create_payload_index(&self, field: &str) -> Result<bool> {
         // No write runs meanwhile, so no payload misses the new postings.
-        let _w = lock(&self.writer);
+        let _w = self.lock_writer()?;
         let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
         if next.config.payload_index.iter().any(|f| f == field) {
             return Ok(false);
@@ -979,6 +991,7 @@ impl Collection {
             } else {
                 None
             },
+            json_bytes: self.answer_bytes(st, key, with),
         }
     }
 
@@ -986,17 +999,19 @@ impl Collection {
         st.index.get(key).map(<[f32]>::to_vec).unwrap_or_default()
     }
 
-    /// About how many bytes of JSON the record of `key` takes in an answer.
+    /// At most how many bytes of JSON the record of `key` takes in an
+    /// answer: id, score and punctuation; 16 characters a float; and the
+    /// payload's text, which was at most `max_payload_bytes` when written
+    /// and prints at most 6 bytes per byte held (escapes).
     fn answer_bytes(&self, st: &State, key: u32, with: With) -> usize {
-        // Id, score and punctuation; a float prints in at most 16 chars.
         let mut n = 64;
         if with.vector {
             n += self.config.dimension * 16;
         }
         if with.payload {
-            n += st.slots[key as usize]
-                .as_ref()
-                .map_or(0, |e| held(e.payload.as_ref()) as usize);
+            n += st.slots[key as usize].as_ref().map_or(0, |e| {
+                (held(e.payload.as_ref()) as usize * 6).min(self.options.limits.max_payload_bytes)
+            });
         }
         n
     }
@@ -1148,9 +1163,13 @@ impl Collection {
 
     fn quick_in(&self, st: &State, req: &SearchRequest) -> bool {
         let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
+        let beam = ef.max(req.limit);
+        let cost = (beam * 2 * self.config.hnsw.m + st.unindexed.len()) * self.config.dimension;
         req.filter.as_ref().is_none_or(Filter::is_empty)
-            && ef.max(req.limit) <= QUICK_EF
+            && !req.with_vector
+            && beam <= QUICK_EF
             && st.unindexed.len() <= QUICK_BACKLOG
+            && cost <= QUICK_COST
     }
 
     /// Runs `req` at once if it is quick (see [`search_is_quick`]) and the
@@ -1223,6 +1242,7 @@ impl Collection {
                     score,
                     payload: r.payload,
                     vector: r.vector,
+                    json_bytes: r.json_bytes,
                 }
             })
             .collect())

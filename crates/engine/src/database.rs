@@ -146,6 +146,31 @@ impl Database {
             .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))
     }
 
+    /// How many collections there are.
+    pub fn len(&self) -> usize {
+        self.collections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All collections, in no order (cheaper than [`collections`] where
+    /// the order does not matter).
+    ///
+    /// [`collections`]: Self::collections
+    pub fn collections_unordered(&self) -> Vec<Arc<Collection>> {
+        self.collections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// All collections, sorted by name.
     pub fn collections(&self) -> Vec<Arc<Collection>> {
         let mut v: Vec<_> = self

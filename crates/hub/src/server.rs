@@ -131,11 +131,26 @@ async fn set_faults(State(hub): State<Hub>, Json(f): Json<Faults>) -> Json<Fault
     Json(f)
 }
 
+/// Runs a store call on a blocking thread: the store reads and writes its
+/// file (with fsync), which must not hold up an async runtime that may be
+/// a server's own (`serve --local-hub`).
+async fn on_store<T: Send + 'static>(
+    hub: &Hub,
+    f: impl FnOnce(&HubStore) -> T + Send + 'static,
+) -> T {
+    let store = hub.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .expect("a hub store task panicked")
+}
+
 async fn user_collections(
     State(hub): State<Hub>,
     Path(user): Path<Uuid>,
 ) -> Result<Json<UserCollectionsResponse>, StoreError> {
-    hub.store.user_collections(&user).map(Json)
+    on_store(&hub, move |s| s.user_collections(&user))
+        .await
+        .map(Json)
 }
 
 async fn create_collection(
@@ -143,7 +158,9 @@ async fn create_collection(
     Path(user): Path<Uuid>,
     Json(req): Json<CreateCollectionRequest>,
 ) -> Result<Json<CreateCollectionResponse>, StoreError> {
-    hub.store.create_collection(&user, &req).map(Json)
+    on_store(&hub, move |s| s.create_collection(&user, &req))
+        .await
+        .map(Json)
 }
 
 #[derive(Deserialize)]
@@ -156,9 +173,11 @@ async fn validate_collection(
     Path(collection): Path<Uuid>,
     Query(q): Query<UserQuery>,
 ) -> Result<Json<CollectionValidation>, StoreError> {
-    hub.store
-        .validate_collection(&collection, &q.user_id)
-        .map(Json)
+    on_store(&hub, move |s| {
+        s.validate_collection(&collection, &q.user_id)
+    })
+    .await
+    .map(Json)
 }
 
 async fn update_usage(
@@ -166,15 +185,17 @@ async fn update_usage(
     Path(collection): Path<Uuid>,
     Json(req): Json<UpdateUsageRequest>,
 ) -> Result<Json<UpdateUsageResponse>, StoreError> {
-    hub.store.update_usage(&collection, &req).map(Json)
+    on_store(&hub, move |s| s.update_usage(&collection, &req))
+        .await
+        .map(Json)
 }
 
 async fn delete_collection(
     State(hub): State<Hub>,
     Path(collection): Path<Uuid>,
 ) -> Result<Json<serde_json::Value>, StoreError> {
-    hub.store
-        .delete_collection(&collection)
+    on_store(&hub, move |s| s.delete_collection(&collection))
+        .await
         .map(|_| Json(json!({"success": true})))
 }
 
@@ -182,14 +203,16 @@ async fn quota(
     State(hub): State<Hub>,
     Json(req): Json<QuotaCheckRequest>,
 ) -> Result<Json<QuotaCheckResponse>, StoreError> {
-    hub.store.quota_check(&req).map(Json)
+    on_store(&hub, move |s| s.quota_check(&req)).await.map(Json)
 }
 
 async fn generate_key(
     State(hub): State<Hub>,
     Json(req): Json<GenerateAccessKeyRequest>,
 ) -> Result<Json<GenerateAccessKeyResponse>, StoreError> {
-    hub.store.generate_key(&req).map(Json)
+    on_store(&hub, move |s| s.generate_key(&req))
+        .await
+        .map(Json)
 }
 
 #[derive(Deserialize)]
@@ -201,43 +224,45 @@ async fn list_keys(
     State(hub): State<Hub>,
     Query(q): Query<ServiceQuery>,
 ) -> Json<ListAccessKeysResponse> {
-    Json(hub.store.list_keys(q.service.as_deref()))
+    Json(on_store(&hub, move |s| s.list_keys(q.service.as_deref())).await)
 }
 
 async fn get_key(
     State(hub): State<Hub>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccessKeyInfo>, StoreError> {
-    hub.store.get_key(&id).map(Json)
+    on_store(&hub, move |s| s.get_key(&id)).await.map(Json)
 }
 
 async fn revoke_key(
     State(hub): State<Hub>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RevokeAccessKeyResponse>, StoreError> {
-    hub.store.revoke_key(&id).map(Json)
+    on_store(&hub, move |s| s.revoke_key(&id)).await.map(Json)
 }
 
 async fn validate_key(
     State(hub): State<Hub>,
     Json(req): Json<ValidateKeyRequest>,
 ) -> Json<ValidateKeyResponse> {
-    Json(hub.store.validate_key(&req))
+    Json(on_store(&hub, move |s| s.validate_key(&req)).await)
 }
 
 async fn register_mcp(
     State(hub): State<Hub>,
     Json(req): Json<RegisterMcpServer>,
 ) -> Result<Json<RegisterMcpResponse>, StoreError> {
-    hub.store.register_mcp(&req).map(Json)
+    on_store(&hub, move |s| s.register_mcp(&req))
+        .await
+        .map(Json)
 }
 
 async fn deregister_mcp(
     State(hub): State<Hub>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<serde_json::Value>, StoreError> {
-    hub.store
-        .deregister_mcp(&id)
+    on_store(&hub, move |s| s.deregister_mcp(&id))
+        .await
         .map(|_| Json(json!({"success": true})))
 }
 

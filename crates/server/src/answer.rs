@@ -1,39 +1,40 @@
 //! JSON answers. Small ones are written in place; large ones (many
-//! vectors or payloads) are serialized on a blocking thread, so the async
-//! workers never spend long on one answer, and sent in chunks.
+//! vectors or payloads) are serialized on one of the caller's worker
+//! threads, so that the async workers never spend long on one answer and
+//! the work counts against the caller's share, then sent in chunks. The
+//! call (and so the caller's slot) is held until the last chunk is taken;
+//! a reader that stalls is cut off by the connection's write timeout
+//! (`serve`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use vectorizer_service::Call;
 use vectorizer_service::model::*;
 
 use crate::error::ApiError;
 
-/// Answers estimated above this many bytes are serialized off the runtime.
+/// Answers weighing more than this are serialized off the runtime.
 const LARGE: usize = 256 << 10;
 /// Chunk size of a large answer's body.
 const CHUNK: usize = 64 << 10;
 
-/// About how many bytes an answer takes as JSON.
+/// At most how many bytes an answer takes as JSON (from the engine's
+/// per-record bounds; answers without records weigh by their size).
 pub trait Weight {
     fn weight(&self) -> usize {
         0
     }
 }
 
-fn record_weight(
-    vector: Option<&Vec<f32>>,
-    payload: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> usize {
-    // A float prints in at most 16 characters; a payload's own size is not
-    // known without serializing it, so count its entries generously.
-    64 + vector.map_or(0, |v| v.len() * 16) + payload.map_or(0, |p| p.len() * 64)
-}
-
 impl Weight for PointRecord {
     fn weight(&self) -> usize {
-        record_weight(self.vector.as_ref(), self.payload.as_ref())
+        self.json_bytes
     }
 }
 
@@ -51,10 +52,7 @@ impl Weight for ScrollPage {
 
 impl Weight for SearchResults {
     fn weight(&self) -> usize {
-        self.results
-            .iter()
-            .map(|h| record_weight(h.vector.as_ref(), h.payload.as_ref()))
-            .sum()
+        self.results.iter().map(|h| h.json_bytes).sum()
     }
 }
 
@@ -66,13 +64,13 @@ impl Weight for SearchBatchResults {
 
 impl Weight for CollectionList {
     fn weight(&self) -> usize {
-        self.collections.len() * 128
+        self.collections.len() * 160
     }
 }
 
 impl Weight for Usage {
     fn weight(&self) -> usize {
-        self.per_collection.len() * 128
+        self.per_collection.len() * 160
     }
 }
 
@@ -82,8 +80,9 @@ impl Weight for Deleted {}
 impl Weight for Counted {}
 impl Weight for serde_json::Value {}
 
-/// The answer `out` with `status`.
+/// The answer `out` to `call`, with `status`.
 pub async fn json<T: Serialize + Weight + Send + 'static>(
+    call: &Arc<Call>,
     status: StatusCode,
     out: T,
 ) -> Result<Response, ApiError> {
@@ -91,16 +90,17 @@ pub async fn json<T: Serialize + Weight + Send + 'static>(
         let raw = serde_json::to_vec(&out).map_err(|_| ApiError::internal())?;
         return Ok(with_type(status, Body::from(raw)));
     }
-    let raw = tokio::task::spawn_blocking(move || serde_json::to_vec(&out))
-        .await
-        .map_err(|_| ApiError::internal())?
+    let raw = call
+        .run_blocking(move || serde_json::to_vec(&out))
+        .await?
         .map_err(|_| ApiError::internal())?;
     let len = raw.len();
-    let raw = Bytes::from(raw);
-    let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
-        Ok::<_, std::convert::Infallible>(raw.slice(i * CHUNK..((i + 1) * CHUNK).min(len)))
-    });
-    let mut resp = with_type(status, Body::from_stream(futures_stream(chunks)));
+    let body = Chunks {
+        raw: Bytes::from(raw),
+        at: 0,
+        _call: call.clone(),
+    };
+    let mut resp = with_type(status, Body::from_stream(body));
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, len.into());
     Ok(resp)
@@ -110,19 +110,23 @@ fn with_type(status: StatusCode, body: Body) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// An iterator as a stream, one item per poll.
-fn futures_stream<I: Iterator + Unpin>(it: I) -> IterStream<I> {
-    IterStream(it)
+/// A serialized answer, handed out a chunk per poll.
+struct Chunks {
+    raw: Bytes,
+    at: usize,
+    /// Keeps the caller's slot until the answer is sent (or dropped).
+    _call: Arc<Call>,
 }
 
-pub struct IterStream<I>(I);
-
-impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
-    type Item = I::Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<I::Item>> {
-        std::task::Poll::Ready(self.0.next())
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.at >= self.raw.len() {
+            return Poll::Ready(None);
+        }
+        let end = (self.at + CHUNK).min(self.raw.len());
+        let chunk = self.raw.slice(self.at..end);
+        self.at = end;
+        Poll::Ready(Some(Ok(chunk)))
     }
 }

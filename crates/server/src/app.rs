@@ -30,14 +30,30 @@ pub struct AppState {
     pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
-/// The permission a route needs, attached to its requests.
-#[derive(Debug, Clone, Copy)]
-pub struct Needs(pub Permission);
-
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the handler decides what it shows (health, metrics).
+    Public,
+    /// Any admitted caller (with the Hub on, any valid key).
+    Caller,
+    /// An admitted caller whose key allows this.
+    Needs(Permission),
+}
+
+impl Access {
+    pub fn permission(self) -> Option<Permission> {
+        match self {
+            Access::Needs(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// A schema generator for a request or response body.
@@ -52,8 +68,8 @@ pub struct Route {
     pub request: Option<SchemaFn>,
     pub response: SchemaFn,
     pub status: StatusCode,
-    /// What an access key must allow; `None` for public routes.
-    pub permission: Option<Permission>,
+    /// Who may call it.
+    pub access: Access,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -74,7 +90,7 @@ pub fn routes() -> Vec<Route> {
              request,
              response,
              status,
-             permission: Option<Permission>,
+             access: Access,
              handler: MethodRouter<AppState>| Route {
         method,
         path,
@@ -83,11 +99,8 @@ pub fn routes() -> Vec<Route> {
         request,
         response,
         status,
-        permission,
-        handler: match permission {
-            Some(p) => handler.layer(axum::Extension(Needs(p))),
-            None => handler,
-        },
+        access,
+        handler,
     };
     vec![
         r(
@@ -98,7 +111,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::Health> as SchemaFn,
             StatusCode::OK,
-            None,
+            Access::Public,
             get(h::health),
         ),
         r(
@@ -109,7 +122,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<String>,
             StatusCode::OK,
-            None,
+            Access::Public,
             get(h::metrics),
         ),
         r(
@@ -120,7 +133,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<serde_json::Value>,
             StatusCode::OK,
-            None,
+            Access::Caller,
             get(h::openapi),
         ),
         r(
@@ -131,7 +144,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::Usage>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             get(h::usage),
         ),
         r(
@@ -142,7 +155,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::CollectionList>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             get(h::list_collections),
         ),
         r(
@@ -153,7 +166,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::CreateCollection> as SchemaFn),
             schema::<m::CollectionDetail>,
             StatusCode::CREATED,
-            Some(Write),
+            Access::Needs(Write),
             post(h::create_collection),
         ),
         r(
@@ -164,7 +177,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::CollectionDetail>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             get(h::get_collection),
         ),
         r(
@@ -175,7 +188,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<serde_json::Value>,
             StatusCode::OK,
-            Some(Delete),
+            Access::Needs(Delete),
             delete(h::delete_collection),
         ),
         r(
@@ -186,7 +199,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::CreatePayloadIndex>),
             schema::<m::CollectionDetail>,
             StatusCode::OK,
-            Some(Write),
+            Access::Needs(Write),
             post(h::create_payload_index),
         ),
         r(
@@ -197,7 +210,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::UpsertPoints>),
             schema::<m::Upserted>,
             StatusCode::OK,
-            Some(Write),
+            Access::Needs(Write),
             post(h::upsert),
         ),
         r(
@@ -208,7 +221,7 @@ pub fn routes() -> Vec<Route> {
             None,
             schema::<m::PointRecord>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             get(h::get_point),
         ),
         r(
@@ -219,7 +232,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::GetPoints>),
             schema::<m::Points>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             post(h::get_points),
         ),
         r(
@@ -230,7 +243,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::DeletePoints>),
             schema::<m::Deleted>,
             StatusCode::OK,
-            Some(Delete),
+            Access::Needs(Delete),
             post(h::delete_points),
         ),
         r(
@@ -241,7 +254,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::Scroll>),
             schema::<m::ScrollPage>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             post(h::scroll),
         ),
         r(
@@ -252,7 +265,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::Count>),
             schema::<m::Counted>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             post(h::count),
         ),
         r(
@@ -263,7 +276,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::Search>),
             schema::<m::SearchResults>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             post(h::search),
         ),
         r(
@@ -274,7 +287,7 @@ pub fn routes() -> Vec<Route> {
             Some(schema::<m::SearchBatch>),
             schema::<m::SearchBatchResults>,
             StatusCode::OK,
-            Some(Read),
+            Access::Needs(Read),
             post(h::search_batch),
         ),
     ]
@@ -286,9 +299,20 @@ pub fn router(state: AppState) -> Router {
     let mut app: Router<AppState> = Router::new();
     let mut paths: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for route in routes() {
+        // Every route but the public ones admits its caller first.
+        let handler = match route.access {
+            Access::Public => route.handler,
+            access => route.handler.layer(axum::middleware::from_fn_with_state(
+                crate::admission::Gate {
+                    state: state.clone(),
+                    need: access.permission(),
+                },
+                crate::admission::admit,
+            )),
+        };
         match paths.iter_mut().find(|(p, _)| *p == route.path) {
-            Some((_, mr)) => *mr = std::mem::take(mr).merge(route.handler),
-            None => paths.push((route.path, route.handler)),
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(handler),
+            None => paths.push((route.path, handler)),
         }
     }
     for (path, mr) in paths {

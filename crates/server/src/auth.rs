@@ -82,6 +82,26 @@ fn permission(p: vectorizer_hub::model::Permission) -> Permission {
     }
 }
 
+/// Client addresses whose failures are counted, at most.
+const MAX_CLIENTS: usize = 10_000;
+
+/// The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one
+/// host commonly holds a whole /64, and could otherwise take a fresh
+/// address for every guess).
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
+        },
+    }
+}
+
 fn hash(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -207,18 +227,25 @@ impl Auth {
     /// Gives back an attempt counted in advance.
     fn refund(&self, ip: IpAddr) {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = f.get_mut(&ip) {
+        if let Some(e) = f.get_mut(&client(ip)) {
             e.0 = e.0.saturating_sub(1);
         }
     }
 
     /// Counts a failed key from `ip`.
     pub fn failed(&self, ip: IpAddr) {
+        let ip = client(ip);
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.opts.failure_window;
-        if f.len() >= 10_000 {
-            // Bounded: forget addresses whose window is over.
+        if f.len() >= MAX_CLIENTS && !f.contains_key(&ip) {
+            // Bounded: forget addresses whose window is over, and if all
+            // are current, the one whose window started first.
             f.retain(|_, (_, start)| start.elapsed() < window);
+            if f.len() >= MAX_CLIENTS
+                && let Some(oldest) = f.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| *k)
+            {
+                f.remove(&oldest);
+            }
         }
         let e = f.entry(ip).or_insert((0, Instant::now()));
         if e.1.elapsed() >= window {
@@ -230,7 +257,7 @@ impl Auth {
     /// How long `ip` must wait, if it failed too often.
     fn throttled(&self, ip: IpAddr) -> Option<Duration> {
         let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (count, start) = *f.get(&ip)?;
+        let (count, start) = *f.get(&client(ip))?;
         let left = self.opts.failure_window.checked_sub(start.elapsed())?;
         (count >= self.opts.max_failures).then_some(left)
     }

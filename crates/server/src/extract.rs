@@ -10,9 +10,11 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use vectorizer_service::Caller;
+use std::sync::Arc;
 
-use crate::app::{AppState, Needs};
+use vectorizer_service::{Call, Caller, Permission};
+
+use crate::app::AppState;
 use crate::auth::{AuthError, key_of};
 use crate::error::ApiError;
 use crate::internal::InternalCall;
@@ -21,10 +23,28 @@ use crate::internal::InternalCall;
 /// the expected shape: 400. Always in the common error shape.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+/// Bodies larger than this are parsed on a blocking thread, so that the
+/// async workers never spend long on one request.
+const PARSE_IN_PLACE: usize = 64 << 10;
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    T::deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v))
+        .map_err(|e| {
+            let code = match e.classify() {
+                serde_json::error::Category::Data => "invalid_body",
+                _ => "invalid_json",
+            };
+            ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+        })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let admitted = req.extensions().get::<Admitted>().map(|a| a.0.clone());
         let json = req
             .headers()
             .get(CONTENT_TYPE)
@@ -53,17 +73,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 )
             }
         })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = T::deserialize(&mut de)
-            .and_then(|v| de.end().map(|_| v))
-            .map_err(|e| {
-                let code = match e.classify() {
-                    serde_json::error::Category::Data => "invalid_body",
-                    _ => "invalid_json",
-                };
-                ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
-            })?;
-        Ok(ApiJson(value))
+        if bytes.len() <= PARSE_IN_PLACE {
+            return parse(&bytes).map(ApiJson);
+        }
+        // A large body is parsed on one of the caller's worker threads.
+        match admitted {
+            Some(call) => call.run_blocking(move || parse(&bytes)).await?,
+            None => tokio::task::spawn_blocking(move || parse(&bytes))
+                .await
+                .map_err(|_| ApiError::internal())?,
+        }
+        .map(ApiJson)
     }
 }
 
@@ -74,6 +94,8 @@ pub struct OperatorToken(Vec<u8>);
 
 impl OperatorToken {
     pub const ENV: &'static str = "VECTORIZER_OPERATOR_TOKEN";
+    /// Shortest token accepted: a short one could be guessed.
+    pub const MIN_LEN: usize = 16;
 
     pub fn new(token: &str) -> Option<OperatorToken> {
         (!token.is_empty()).then(|| OperatorToken(token.as_bytes().to_vec()))
@@ -145,62 +167,83 @@ pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// Whom the request acts for. With the Hub off, every request is local;
-/// with it on, the access key names a tenant, and the route's permission is
-/// checked here, before the body is read.
-pub struct CallerOf(pub Caller);
+/// The admitted call a request acts as (see `admission`): its caller,
+/// checked for the route's permission, and its slot in the caller's share.
+/// Every handler that reaches data takes it.
+pub struct CallOf(pub Arc<Call>);
 
-impl FromRequestParts<AppState> for CallerOf {
+/// Put on a request by the admission layer.
+#[derive(Clone)]
+pub struct Admitted(pub Arc<Call>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CallOf {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(auth) = &state.auth else {
-            return Ok(CallerOf(Caller::Local));
-        };
-        // A call the Hub signed (verified by `internal::verify`).
-        if let Some(InternalCall(tenant)) = parts.extensions.get::<InternalCall>() {
-            return Ok(CallerOf(Caller::Tenant(tenant.clone())));
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Admitted>() {
+            Some(Admitted(call)) => Ok(CallOf(call.clone())),
+            None => {
+                tracing::error!("a handler that needs a call is not behind the admission layer");
+                Err(ApiError::internal())
+            }
         }
-        let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or invalid access key",
-            )
-        };
-        let ip = client_ip(parts, state);
-        let Some(key) = key_of(&parts.headers) else {
-            auth.failed(ip);
-            return Err(unauthorized());
-        };
-        // The operator's token is not a tenant's key: refused here, and
-        // never shown to the Hub.
-        if state.operator.as_ref().is_some_and(|t| t.matches(&key)) {
-            return Err(unauthorized());
-        }
-        let tenant = auth.authenticate(&key, ip).await.map_err(|e| match e {
-            AuthError::Unauthorized => unauthorized(),
-            AuthError::Throttled(wait) => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_failures",
-                "too many invalid access keys from this address, retry later",
-            )
-            .retry_after(wait),
-            AuthError::HubUnavailable => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "hub_unavailable",
-                "access keys cannot be checked right now, retry later",
-            ),
-        })?;
-        if let Some(Needs(p)) = parts.extensions.get::<Needs>().copied()
-            && !tenant.allows(p)
-        {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("this access key lacks the `{}` permission", p.as_str()),
-            ));
-        }
-        Ok(CallerOf(Caller::Tenant(tenant)))
     }
+}
+
+/// Whom a request acts for. With the Hub off, every request is local; with
+/// it on, the access key names a tenant, or the Hub signed the call; and
+/// `need` is checked, before anything of the body is read.
+pub async fn identify(
+    parts: &mut Parts,
+    state: &AppState,
+    need: Option<Permission>,
+) -> Result<Caller, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Caller::Local);
+    };
+    // A call the Hub signed (verified by `internal::verify`).
+    if let Some(InternalCall(tenant)) = parts.extensions.get::<InternalCall>() {
+        return Ok(Caller::Tenant(tenant.clone()));
+    }
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid access key",
+        )
+    };
+    let ip = client_ip(parts, state);
+    let Some(key) = key_of(&parts.headers) else {
+        auth.failed(ip);
+        return Err(unauthorized());
+    };
+    // The operator's token is not a tenant's key: refused here, and
+    // never shown to the Hub.
+    if state.operator.as_ref().is_some_and(|t| t.matches(&key)) {
+        return Err(unauthorized());
+    }
+    let tenant = auth.authenticate(&key, ip).await.map_err(|e| match e {
+        AuthError::Unauthorized => unauthorized(),
+        AuthError::Throttled(wait) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many invalid access keys from this address, retry later",
+        )
+        .retry_after(wait),
+        AuthError::HubUnavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hub_unavailable",
+            "access keys cannot be checked right now, retry later",
+        ),
+    })?;
+    if let Some(p) = need
+        && !tenant.allows(p)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this access key lacks the `{}` permission", p.as_str()),
+        ));
+    }
+    Ok(Caller::Tenant(tenant))
 }

@@ -10,17 +10,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::json;
+use vectorizer_service::Call;
 use vectorizer_service::model::*;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, CallerOf, OperatorOf};
+use crate::extract::{ApiJson, CallOf, OperatorOf};
 
 async fn ok<T: Serialize + crate::answer::Weight + Send + 'static>(
+    call: &Arc<Call>,
     status: StatusCode,
     out: T,
 ) -> Result<Response, ApiError> {
-    crate::answer::json(status, out).await
+    crate::answer::json(call, status, out).await
 }
 
 /// Liveness for anyone; with the Hub enabled, the details (version,
@@ -48,7 +50,7 @@ pub async fn health(State(state): State<AppState>, operator: OperatorOf) -> Resp
 /// The OpenAPI document; with the Hub enabled it needs a key like every
 /// route but `/health`.
 pub async fn openapi(
-    _caller: CallerOf,
+    _call: CallOf,
     Extension(doc): Extension<Arc<serde_json::Value>>,
 ) -> Json<serde_json::Value> {
     Json((*doc).clone())
@@ -56,9 +58,9 @@ pub async fn openapi(
 
 pub async fn usage(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
 ) -> Result<Response, ApiError> {
-    ok(StatusCode::OK, state.service.usage(&caller).await?).await
+    ok(&call, StatusCode::OK, state.service.usage(&call).await?).await
 }
 
 /// Prometheus metrics. Server-wide figures are the operator's: unless
@@ -87,157 +89,167 @@ pub async fn metrics(
 
 pub async fn list_collections(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.list_collections(&caller).await?,
+        state.service.list_collections(&call).await?,
     )
     .await
 }
 
 pub async fn create_collection(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     ApiJson(req): ApiJson<CreateCollection>,
 ) -> Result<Response, ApiError> {
-    let made = state.service.create_collection(&caller, req).await?;
-    ok(StatusCode::CREATED, made).await
+    let made = state.service.create_collection(&call, req).await?;
+    ok(&call, StatusCode::CREATED, made).await
 }
 
 pub async fn get_collection(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.get_collection(&caller, &name).await?,
+        state.service.get_collection(&call, &name).await?,
     )
     .await
 }
 
 pub async fn create_payload_index(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<CreatePayloadIndex>,
 ) -> Result<Response, ApiError> {
     let out = state
         .service
-        .create_payload_index(&caller, &name, req)
+        .create_payload_index(&call, &name, req)
         .await?;
-    ok(StatusCode::OK, out).await
+    ok(&call, StatusCode::OK, out).await
 }
 
 pub async fn delete_collection(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.service.delete_collection(&caller, &name).await?;
-    ok(StatusCode::OK, json!({"deleted": true})).await
+    state.service.delete_collection(&call, &name).await?;
+    ok(&call, StatusCode::OK, json!({"deleted": true})).await
 }
 
 pub async fn upsert(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UpsertPoints>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.upsert(&caller, &name, req).await?,
+        state.service.upsert(&call, &name, req).await?,
     )
     .await
 }
 
 pub async fn get_point(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.get_point(&caller, &name, &id).await?,
+        state.service.get_point(&call, &name, &id).await?,
     )
     .await
 }
 
 pub async fn get_points(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<GetPoints>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.get_points(&caller, &name, req).await?,
+        state.service.get_points(&call, &name, req).await?,
     )
     .await
 }
 
 pub async fn delete_points(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<DeletePoints>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.delete_points(&caller, &name, req).await?,
+        state.service.delete_points(&call, &name, req).await?,
     )
     .await
 }
 
 pub async fn scroll(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Scroll>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.scroll(&caller, &name, req).await?,
+        state.service.scroll(&call, &name, req).await?,
     )
     .await
 }
 
 pub async fn count(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Count>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.count(&caller, &name, req).await?,
+        state.service.count(&call, &name, req).await?,
     )
     .await
 }
 
 pub async fn search(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Search>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.search(&caller, &name, req).await?,
+        state.service.search(&call, &name, req).await?,
     )
     .await
 }
 
 pub async fn search_batch(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    CallOf(call): CallOf,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<SearchBatch>,
 ) -> Result<Response, ApiError> {
     ok(
+        &call,
         StatusCode::OK,
-        state.service.search_batch(&caller, &name, req).await?,
+        state.service.search_batch(&call, &name, req).await?,
     )
     .await
 }

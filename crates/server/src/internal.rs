@@ -60,13 +60,22 @@ pub struct Verifier {
     secret: Option<Vec<u8>>,
     node_id: Option<String>,
     nonces: Mutex<Nonces>,
+    /// Signed bodies being read at once: whoever knows the node's id gets
+    /// past the header checks, and each read buffers up to 1 MiB.
+    reads: tokio::sync::Semaphore,
 }
+
+/// Signed bodies read at once, at most.
+const MAX_SIGNED_READS: usize = 8;
 
 /// Nonces accepted within twice the window, by their timestamp, and the
 /// file that keeps them across restarts (`None`: memory only).
 struct Nonces {
     seen: HashMap<String, u64>,
     file: Option<(PathBuf, std::fs::File)>,
+    /// Nonces must reach the file; once it is lost (a failed rewrite),
+    /// every call is refused rather than accepted without record.
+    durable: bool,
     appended: usize,
 }
 
@@ -118,6 +127,7 @@ impl Nonces {
         let mut n = Nonces {
             seen: HashMap::new(),
             file: None,
+            durable: dir.is_some(),
             appended: 0,
         };
         let Some(dir) = dir else { return Ok(n) };
@@ -169,10 +179,16 @@ impl Nonces {
         if self.seen.contains_key(nonce) {
             return Ok(false);
         }
-        if let Some((_, f)) = &mut self.file {
-            writeln!(f, "{ts} {nonce}")?;
-            f.sync_data()?;
-            self.appended += 1;
+        match &mut self.file {
+            Some((_, f)) => {
+                writeln!(f, "{ts} {nonce}")?;
+                f.sync_data()?;
+                self.appended += 1;
+            }
+            None if self.durable => {
+                return Err(std::io::Error::other("the nonce log is not open"));
+            }
+            None => {}
         }
         self.seen.insert(nonce.to_owned(), ts);
         if self.appended > 4096 {
@@ -200,6 +216,7 @@ impl Verifier {
                 .map(|s| s.as_bytes().to_vec()),
             node_id: node_id.filter(|s| !s.is_empty()).map(str::to_owned),
             nonces: Mutex::new(Nonces::open(data_dir)?),
+            reads: tokio::sync::Semaphore::new(MAX_SIGNED_READS),
         })
     }
 
@@ -211,8 +228,10 @@ impl Verifier {
             nonces: Mutex::new(Nonces {
                 seen: HashMap::new(),
                 file: None,
+                durable: false,
                 appended: 0,
             }),
+            reads: tokio::sync::Semaphore::new(MAX_SIGNED_READS),
         }
     }
 
@@ -243,15 +262,8 @@ impl Verifier {
         if sig.len() != 64 || !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err("bad signature");
         }
-        let seen = self
-            .nonces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .seen
-            .contains_key(nonce);
-        if seen {
-            return Err("replayed nonce");
-        }
+        // The nonce is checked with the signature, on a blocking thread:
+        // its lock is held while a nonce is fsynced.
         Ok((user, ts, nonce, sig))
     }
 
@@ -318,9 +330,10 @@ pub async fn verify(State(state): State<AppState>, req: Request, next: Next) -> 
     if !req.headers().contains_key(SERVICE_HEADER) {
         return next.run(req).await;
     }
-    let Some(verifier) = state.auth.as_ref().map(|a| a.verifier()) else {
+    let Some(auth) = state.auth.clone() else {
         return refused();
     };
+    let verifier = auth.verifier();
     let method = req.method().as_str().to_owned();
     let path = req
         .uri()
@@ -345,19 +358,31 @@ pub async fn verify(State(state): State<AppState>, req: Request, next: Next) -> 
     if declared.parse::<usize>().is_ok_and(|n| n > MAX_SIGNED_BODY) {
         return too_large();
     }
+    let Ok(_reading) = verifier.reads.try_acquire() else {
+        tracing::warn!("refused an internal call: too many signed bodies being read");
+        return refused();
+    };
     let Ok(bytes) = to_bytes(body, MAX_SIGNED_BODY).await else {
         return too_large();
     };
     let user_header = header(USER_HEADER).to_owned();
     let (user, ts, nonce, sig) = checked;
     let (nonce, sig) = (nonce.to_owned(), sig.to_owned());
-    match verifier.check_signature(
-        &method,
-        &path,
-        (user, ts, &nonce, &sig),
-        &user_header,
-        &bytes,
-    ) {
+    // The nonce is fsynced before the call runs: on a blocking thread.
+    let body = bytes.clone();
+    let auth2 = auth.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        auth2.verifier().check_signature(
+            &method,
+            &path,
+            (user, ts, &nonce, &sig),
+            &user_header,
+            &body,
+        )
+    })
+    .await
+    .unwrap_or(Err("the check failed"));
+    match checked {
         Ok(user_id) => {
             let mut req = Request::from_parts(parts, Body::from(bytes));
             req.extensions_mut().insert(InternalCall(Tenant {

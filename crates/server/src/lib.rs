@@ -1,5 +1,6 @@
 //! Vectorizer's HTTP server: a thin adapter from REST to the service layer.
 
+pub mod admission;
 pub mod answer;
 pub mod app;
 pub mod auth;
@@ -45,10 +46,17 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
     };
     let service = Service::open(options)
         .map_err(|e| format!("opening storage at {}: {e}", cfg.storage.data_dir.display()))?;
-    let operator = std::env::var(extract::OperatorToken::ENV)
-        .ok()
-        .and_then(|t| extract::OperatorToken::new(&t))
-        .map(Arc::new);
+    let operator = match std::env::var(extract::OperatorToken::ENV) {
+        Ok(t) if t.len() < extract::OperatorToken::MIN_LEN => {
+            return Err(format!(
+                "{} must be at least {} characters",
+                extract::OperatorToken::ENV,
+                extract::OperatorToken::MIN_LEN
+            ));
+        }
+        Ok(t) => extract::OperatorToken::new(&t).map(Arc::new),
+        Err(_) => None,
+    };
     let client_ip_header = (!cfg.server.client_ip_header.is_empty())
         .then(|| axum::http::HeaderName::from_bytes(cfg.server.client_ip_header.as_bytes()))
         .transpose()
@@ -84,7 +92,15 @@ pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::A
                 vectorizer_hub::SERVICE_KEY_ENV
             )
         })?;
-    let secret = std::env::var(internal::SIGNING_SECRET_ENV).ok();
+    let secret = std::env::var(internal::SIGNING_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty());
+    if secret.as_deref() == Some(key.as_str()) {
+        return Err(format!(
+            "{} must differ from the service key: a node that knows the service key could forge calls from the Hub",
+            internal::SIGNING_SECRET_ENV
+        ));
+    }
     let verifier = internal::Verifier::new(
         secret.as_deref(),
         Some(cfg.hub.node_id.as_str()),

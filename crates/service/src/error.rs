@@ -63,7 +63,11 @@ impl From<EngineError> for ServiceError {
     fn from(e: EngineError) -> Self {
         let msg = e.to_string();
         match e {
-            EngineError::CollectionNotFound(n) => ServiceError::CollectionNotFound(n),
+            // The engine knows the stored name; a tenant knows its short name.
+            EngineError::CollectionNotFound(n) => ServiceError::CollectionNotFound(
+                n.split_once(':')
+                    .map_or(n.clone(), |(_, short)| short.to_owned()),
+            ),
             EngineError::CollectionExists(n) => ServiceError::CollectionExists(n),
             EngineError::InvalidName(_) => ServiceError::invalid("invalid_name", msg),
             EngineError::InvalidId(_) => ServiceError::invalid("invalid_id", msg),
@@ -105,7 +109,10 @@ impl From<vectorizer_hub::HubError> for ServiceError {
                 requested: 1,
             },
             // The Hub does not know the user or collection: not the tenant's to use.
-            H::NotFound(m) => ServiceError::Forbidden(format!("not known to the hub: {m}")),
+            H::NotFound(m) => {
+                tracing::info!(reason = %m, "the hub does not know the user or collection");
+                ServiceError::Forbidden("not known to the hub".into())
+            }
             // Our own call was refused or garbled: a failure of ours, logged only.
             H::Refused(m) | H::BadAnswer(m) => ServiceError::Internal(format!("hub: {m}")),
         }

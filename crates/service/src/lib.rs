@@ -14,5 +14,5 @@ pub mod usage;
 
 pub use caller::{Caller, Permission, Tenant};
 pub use error::ServiceError;
-pub use service::{Service, ServiceOptions};
+pub use service::{Call, Service, ServiceOptions};
 pub use share::ShareOptions;

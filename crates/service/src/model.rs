@@ -184,6 +184,10 @@ pub struct PointRecord {
     pub vector: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Map<String, Value>>,
+    /// At most how many bytes of JSON this record takes (not sent).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub json_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -264,6 +268,10 @@ pub struct Hit {
     pub payload: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f32>>,
+    /// At most how many bytes of JSON this hit takes (not sent).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub json_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

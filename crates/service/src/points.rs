@@ -9,7 +9,7 @@ use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
 use crate::model::*;
 use crate::quota::Amount;
-use crate::service::Service;
+use crate::service::{Call, Service};
 
 fn parse_filter(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Filter>> {
     match raw.map(|r| r.get().trim()) {
@@ -23,6 +23,7 @@ fn record(r: Record) -> PointRecord {
         id: r.id,
         vector: r.vector,
         payload: r.payload,
+        json_bytes: r.json_bytes,
     }
 }
 
@@ -48,6 +49,7 @@ fn results(hits: Vec<vectorizer_engine::ScoredPoint>) -> SearchResults {
                 score: h.score,
                 payload: h.payload,
                 vector: h.vector,
+                json_bytes: h.json_bytes,
             })
             .collect(),
     }
@@ -61,11 +63,11 @@ impl Service {
     /// write is applied.
     pub async fn upsert(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: UpsertPoints,
     ) -> Result<Upserted> {
-        let ticket = self.admit(caller, Permission::Write)?;
+        let (caller, ticket) = call.enter(Permission::Write)?;
         let c = self.collection(caller, name)?;
         let plan = match (caller, self.quotas.get().cloned()) {
             (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
@@ -106,11 +108,11 @@ impl Service {
 
     pub async fn get_point(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         id: &str,
     ) -> Result<PointRecord> {
-        let ticket = self.admit(caller, Permission::Read)?;
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let pid = PointId::parse_str(id)?;
         let with = With {
@@ -131,11 +133,11 @@ impl Service {
     /// Points by id, each once however often it is asked for.
     pub async fn get_points(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: GetPoints,
     ) -> Result<Points> {
-        let ticket = self.admit(caller, Permission::Read)?;
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let with = With {
             payload: req.with_payload,
@@ -152,11 +154,11 @@ impl Service {
 
     pub async fn delete_points(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: DeletePoints,
     ) -> Result<Deleted> {
-        let ticket = self.admit(caller, Permission::Delete)?;
+        let (caller, ticket) = call.enter(Permission::Delete)?;
         let c = self.collection(caller, name)?;
         let coll = c.clone();
         let deleted = ticket.run(move |_| Ok(coll.delete(req.ids)?)).await?;
@@ -166,11 +168,11 @@ impl Service {
 
     pub async fn scroll(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: Scroll,
     ) -> Result<ScrollPage> {
-        let ticket = self.admit(caller, Permission::Read)?;
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let filter = parse_filter(req.filter.as_deref())?;
         let with = With {
@@ -189,13 +191,8 @@ impl Service {
             .await
     }
 
-    pub async fn count(
-        self: &Arc<Self>,
-        caller: &Caller,
-        name: &str,
-        req: Count,
-    ) -> Result<Counted> {
-        let ticket = self.admit(caller, Permission::Read)?;
+    pub async fn count(self: &Arc<Self>, call: &Call, name: &str, req: Count) -> Result<Counted> {
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let filter = parse_filter(req.filter.as_deref())?;
         ticket
@@ -214,11 +211,11 @@ impl Service {
     /// blocking threads.
     pub async fn search(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: Search,
     ) -> Result<SearchResults> {
-        let ticket = self.admit(caller, Permission::Read)?;
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let mut req = search_request(req)?;
         if let Some(done) = ticket.try_now(|| c.try_search_quick(&req)) {
@@ -234,11 +231,11 @@ impl Service {
 
     pub async fn search_batch(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: SearchBatch,
     ) -> Result<SearchBatchResults> {
-        let ticket = self.admit(caller, Permission::Read)?;
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let max = self.options.max_batch_searches;
         if req.searches.is_empty() || req.searches.len() > max {
             return Err(ServiceError::unprocessable(

@@ -4,7 +4,7 @@
 //! request into the caller's share, and runs storage work on a blocking
 //! thread of that share. Point operations are in `points.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,35 @@ use crate::error::{Result, ServiceError};
 use crate::model::*;
 use crate::quota::{Amount, Quotas};
 use crate::share::{FairShare, ShareOptions, Ticket};
+
+/// A request admitted into its caller's share: whom it acts for, and its
+/// slot. Every operation takes one, so none runs outside a share.
+pub struct Call {
+    caller: Caller,
+    ticket: Ticket,
+}
+
+impl Call {
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The caller and the slot, once the caller is found to hold `p`.
+    pub(crate) fn enter(&self, p: Permission) -> Result<(&Caller, &Ticket)> {
+        self.caller.require(p)?;
+        Ok((&self.caller, &self.ticket))
+    }
+
+    /// Runs `f` on one of the caller's worker threads: for adapters'
+    /// own heavy work (parsing a large body, serializing a large answer),
+    /// so that it counts against the caller's share like storage work.
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        self.ticket.run(move |_| Ok(f())).await
+    }
+}
 use crate::usage::{Report, Reporter};
 
 /// The longest collection name a caller may choose.
@@ -63,6 +92,52 @@ pub struct Service {
     pub(crate) reporter: std::sync::OnceLock<Arc<Reporter>>,
     /// Whether storage accepted a durable write at the last probe.
     storage_ok: AtomicBool,
+    /// Creates and deletes of one name, one at a time.
+    names: Names,
+}
+
+/// One async lock per collection name being created or deleted, so that a
+/// name's Hub registration and its deletion report never interleave (two
+/// creates of one name, or a delete and a create). Entries live only while
+/// someone holds or waits for them.
+#[derive(Default)]
+pub(crate) struct Names(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Holds a name; frees its entry when the last holder is done.
+pub(crate) struct NameGuard<'a> {
+    names: &'a Names,
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Names {
+    async fn lock(&self, name: &str) -> NameGuard<'_> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        let held = lock.clone().lock_owned().await;
+        NameGuard {
+            names: self,
+            name: name.to_owned(),
+            lock,
+            _held: held,
+        }
+    }
+}
+
+impl Drop for NameGuard<'_> {
+    fn drop(&mut self) {
+        let mut m = self.names.0.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's, this guard's and the held guard's: nobody else waits.
+        if Arc::strong_count(&self.lock) <= 3 {
+            m.remove(&self.name);
+        }
+    }
 }
 
 /// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -101,6 +176,7 @@ impl Service {
             quotas: std::sync::OnceLock::new(),
             reporter: std::sync::OnceLock::new(),
             storage_ok: AtomicBool::new(true),
+            names: Names::default(),
         };
         service.probe_storage();
         Ok(service)
@@ -110,10 +186,13 @@ impl Service {
         &self.options
     }
 
-    /// Admits a request of `caller` that needs `p`.
-    pub(crate) fn admit(&self, caller: &Caller, p: Permission) -> Result<Ticket> {
-        caller.require(p)?;
-        self.share.admit(caller)
+    /// Admits a request of `caller` into its share of the server: the
+    /// [`Call`] every operation takes. Refused (429) when the caller has
+    /// its share of requests in flight already. Adapters admit before they
+    /// read a request's body, so a refused request costs no parsing.
+    pub fn admit(&self, caller: Caller) -> Result<Call> {
+        let ticket = self.share.admit(&caller)?;
+        Ok(Call { caller, ticket })
     }
 
     /// The engine's name for the caller's collection `name`: the name
@@ -259,8 +338,8 @@ impl Service {
     }
 
     /// The caller's usage, exactly, and its plan's limits.
-    pub async fn usage(self: &Arc<Self>, caller: &Caller) -> Result<Usage> {
-        let _ticket = self.admit(caller, Permission::Read)?;
+    pub async fn usage(self: &Arc<Self>, call: &Call) -> Result<Usage> {
+        let (caller, _ticket) = call.enter(Permission::Read)?;
         let limits = match (caller, self.quotas.get()) {
             (Caller::Tenant(t), Some(q)) => match q.limits(&t.user_id).await {
                 Ok(l) => Some(UsageLimits {
@@ -315,7 +394,7 @@ impl Service {
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
         let prefix = format!("user_{user}:");
         self.db
-            .collections()
+            .collections_unordered()
             .iter()
             .filter(|c| c.name().starts_with(&prefix))
             .fold(Amount::default(), |a, c| Amount {
@@ -328,15 +407,17 @@ impl Service {
     /// Creates a collection. The request is validated whole before anyone
     /// is asked; with the Hub enabled, a tenant's collection is checked
     /// against the plan's collection count and registered with the Hub
-    /// (keeping its id), after any deletion still owed to the Hub has been
-    /// delivered, so that the Hub sees a name's deletion and creation in
-    /// the order they happened.
+    /// (keeping its id). Creates and deletes of one name run one at a time
+    /// (see [`Names`]); and if the Hub hands back an id whose deletion is
+    /// still owed to it (the name was deleted and created again before the
+    /// deletion was delivered), the deletion is delivered first and the
+    /// collection registered anew, so the Hub sees the two in order.
     pub async fn create_collection(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
-        let ticket = self.admit(caller, Permission::Write)?;
+        let (caller, ticket) = call.enter(Permission::Write)?;
         validate_short_name(&req.name)?;
         let config = CollectionConfig {
             dimension: req.dimension,
@@ -346,6 +427,7 @@ impl Service {
         };
         config.validate()?;
         let full = self.resolve(caller, &req.name)?;
+        let _name = self.names.lock(&full).await;
         let mut metadata = BTreeMap::new();
         let registered = match (caller, self.hub.get().cloned()) {
             (Caller::Tenant(t), Some(hub)) => {
@@ -354,13 +436,19 @@ impl Service {
                     return Err(ServiceError::CollectionExists(req.name));
                 }
                 let reservation = self.reserve_collection(&t.user_id).await?;
-                if let Some(r) = self.reporter.get() {
-                    r.deliver_deletions().await?;
-                }
                 let project = t.project_id.unwrap_or(t.user_id);
-                let made = self
+                let mut made = self
                     .register(&hub, &t.user_id, &req.name, project, config.dimension)
                     .await?;
+                if let Some(r) = self.reporter.get()
+                    && !made.created
+                    && r.owes_deletion(&made.collection_id)
+                {
+                    r.deliver_deletion(&made.collection_id).await?;
+                    made = self
+                        .register(&hub, &t.user_id, &req.name, project, config.dimension)
+                        .await?;
+                }
                 metadata.insert(HUB_ID_KEY.to_owned(), made.collection_id.to_string());
                 metadata.insert(PROJECT_KEY.to_owned(), project.to_string());
                 Some((hub, made, reservation))
@@ -513,9 +601,10 @@ impl Service {
 
     /// Deletes a collection; with the Hub enabled, the deletion of a
     /// registered collection is owed to the Hub (durably) until delivered.
-    pub async fn delete_collection(self: &Arc<Self>, caller: &Caller, name: &str) -> Result<()> {
-        let ticket = self.admit(caller, Permission::Delete)?;
+    pub async fn delete_collection(self: &Arc<Self>, call: &Call, name: &str) -> Result<()> {
+        let (caller, ticket) = call.enter(Permission::Delete)?;
         let full = self.resolve(caller, name)?;
+        let _name = self.names.lock(&full).await;
         let hub_id = self.db.collection(&full).ok().and_then(|c| hub_id(&c));
         let svc = self.clone();
         let short = name.to_owned();
@@ -526,28 +615,27 @@ impl Service {
                         ServiceError::CollectionNotFound(short)
                     }
                     e => e.into(),
-                })
+                })?;
+                // Durable before the deletion is acknowledged: delivered when
+                // the Hub takes it, also after a restart.
+                if let (Some(id), Some(r)) = (hub_id, svc.reporter.get()) {
+                    r.record(id, Report::Deleted);
+                }
+                Ok(())
             })
             .await?;
         tracing::info!(collection = %name, "collection deleted");
-        if let Some(id) = hub_id {
-            match (self.reporter.get(), self.hub.get()) {
-                // Durable: delivered when the Hub takes it, also after a restart.
-                (Some(r), _) => r.record(id, Report::Deleted),
-                (None, Some(hub)) => {
-                    if let Err(e) = hub.delete_collection(&id).await {
-                        tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
-                    }
-                }
-                (None, None) => {}
-            }
+        if let (Some(id), None, Some(hub)) = (hub_id, self.reporter.get(), self.hub.get())
+            && let Err(e) = hub.delete_collection(&id).await
+        {
+            tracing::warn!(error = %e, hub_collection = %id, "could not report a deletion to the hub");
         }
         Ok(())
     }
 
     /// The caller's collections, by the names the caller uses.
-    pub async fn list_collections(self: &Arc<Self>, caller: &Caller) -> Result<CollectionList> {
-        let ticket = self.admit(caller, Permission::Read)?;
+    pub async fn list_collections(self: &Arc<Self>, call: &Call) -> Result<CollectionList> {
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let owned = self.owned(caller);
         ticket
             .run(move |_| {
@@ -571,10 +659,10 @@ impl Service {
 
     pub async fn get_collection(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
     ) -> Result<CollectionDetail> {
-        let ticket = self.admit(caller, Permission::Read)?;
+        let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let name = name.to_owned();
         ticket.run(move |_| Ok(Self::detail(&name, &c))).await
@@ -583,11 +671,11 @@ impl Service {
     /// Indexes one more payload field of a collection (idempotent).
     pub async fn create_payload_index(
         self: &Arc<Self>,
-        caller: &Caller,
+        call: &Call,
         name: &str,
         req: CreatePayloadIndex,
     ) -> Result<CollectionDetail> {
-        let ticket = self.admit(caller, Permission::Write)?;
+        let (caller, ticket) = call.enter(Permission::Write)?;
         let c = self.collection(caller, name)?;
         let name = name.to_owned();
         ticket
@@ -605,7 +693,7 @@ impl Service {
         Health {
             status: if ok { "ok" } else { "unavailable" }.into(),
             storage: if ok { "ok" } else { "not writable" }.into(),
-            collections: self.db.collections().len(),
+            collections: self.db.len(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }

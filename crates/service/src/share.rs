@@ -90,6 +90,13 @@ impl FairShare {
         self.gates.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    fn busy(&self) -> ServiceError {
+        ServiceError::Busy(format!(
+            "more than {} requests in flight for this tenant",
+            self.options.max_in_flight
+        ))
+    }
+
     /// Admits one request of `caller`, or refuses it (429) when the caller
     /// already has its share in flight.
     pub fn admit(self: &Arc<Self>, caller: &Caller) -> Result<Ticket> {
@@ -117,10 +124,7 @@ impl FairShare {
         };
         if before >= self.options.max_in_flight {
             // The ticket's drop gives the slot back.
-            return Err(ServiceError::Busy(format!(
-                "more than {} requests in flight for this tenant",
-                self.options.max_in_flight
-            )));
+            return Err(self.busy());
         }
         Ok(ticket)
     }

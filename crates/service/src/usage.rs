@@ -47,6 +47,8 @@ pub struct Reporter {
     drift_wake: tokio::sync::Notify,
     /// Whether the last delivery attempt failed (to log changes only).
     failing: std::sync::atomic::AtomicBool,
+    /// Held while the outbox file is written: one writer at a time.
+    writing: Mutex<()>,
 }
 
 /// Report counts for metrics.
@@ -68,7 +70,21 @@ impl Reporter {
     ) -> std::io::Result<Arc<Reporter>> {
         let path = data_dir.join("usage-outbox.json");
         let queue = match std::fs::read(&path) {
-            Ok(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
+            Ok(raw) => match serde_json::from_slice(&raw) {
+                Ok(q) => q,
+                Err(e) => {
+                    // Kept aside for the operator, never silently lost.
+                    let aside = path.with_extension(format!(
+                        "corrupt-{}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs())
+                    ));
+                    std::fs::rename(&path, &aside)?;
+                    tracing::error!(error = %e, kept = %aside.display(), "the usage outbox could not be read; it was set aside and usage is derived again from the data (owed deletions in it need replaying by hand)");
+                    BTreeMap::new()
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e),
         };
@@ -84,6 +100,7 @@ impl Reporter {
             drifted: Mutex::default(),
             drift_wake: tokio::sync::Notify::new(),
             failing: Default::default(),
+            writing: Mutex::default(),
         }))
     }
 
@@ -149,52 +166,62 @@ impl Reporter {
         });
     }
 
-    /// Delivers every deletion still owed to the Hub, now. A collection is
-    /// registered only after this, so that the Hub never sees a name's
-    /// re-creation before its deletion (its create is idempotent by name:
-    /// it would hand back the old id, and the late deletion would then
-    /// remove the live collection).
-    pub async fn deliver_deletions(&self) -> Result<(), HubError> {
-        let owed: Vec<Uuid> = self
-            .queue()
-            .iter()
-            .filter(|(_, r)| **r == Report::Deleted)
-            .map(|(id, _)| *id)
-            .collect();
-        if owed.is_empty() {
-            return Ok(());
-        }
-        for id in owed {
-            match self.hub.delete_collection(&id).await {
-                Ok(()) | Err(HubError::NotFound(_)) => {
-                    let mut q = self.queue();
-                    if q.get(&id) == Some(&Report::Deleted) {
-                        q.remove(&id);
-                    }
-                    drop(q);
-                    self.delivered
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.persist();
-        Ok(())
+    /// Whether a deletion of `id` is still owed to the Hub.
+    pub fn owes_deletion(&self, id: &Uuid) -> bool {
+        self.queue().get(id) == Some(&Report::Deleted)
     }
 
-    /// Queues a report, replacing an older one for the same collection.
+    /// Delivers the deletion of `id` now, for a create that needs the Hub
+    /// to have seen it first (its create is idempotent by name: it would
+    /// hand back the deleted id, and the late deletion would then remove
+    /// the live collection).
+    pub async fn deliver_deletion(self: &Arc<Self>, id: &Uuid) -> Result<(), HubError> {
+        match self.hub.delete_collection(id).await {
+            Ok(()) | Err(HubError::NotFound(_)) => {
+                {
+                    let mut q = self.queue();
+                    if q.get(id) == Some(&Report::Deleted) {
+                        q.remove(id);
+                    }
+                }
+                self.delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.persist_async().await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues a report, replacing an older one for the same collection. A
+    /// deletion, which cannot be re-derived from the data, is on disk when
+    /// this returns: call it from a blocking thread.
     pub fn record(&self, id: Uuid, report: Report) {
         let durable = report == Report::Deleted;
-        self.queue().insert(id, report);
+        {
+            let mut q = self.queue();
+            // A deletion stands: a late usage report of the same collection
+            // (a write that finished as it was dropped) must not undo it.
+            if q.get(&id) == Some(&Report::Deleted) {
+                return;
+            }
+            q.insert(id, report);
+        }
         if durable {
-            // A deletion cannot be re-derived from the data: keep it on disk.
             self.persist();
         }
         self.wake.notify_one();
     }
 
+    /// [`persist`](Self::persist) from async code, on a blocking thread.
+    async fn persist_async(self: &Arc<Self>) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.persist()).await;
+    }
+
     /// Writes the queue to the outbox (tmp, fsync, rename, fsync dir).
     fn persist(&self) {
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let raw = serde_json::to_vec(&*self.queue()).expect("serializable");
         let tmp = self.path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
@@ -213,7 +240,7 @@ impl Reporter {
     }
 
     /// Sends every queued report once; returns how many are still waiting.
-    pub async fn deliver(&self) -> usize {
+    pub async fn deliver(self: &Arc<Self>) -> usize {
         let batch: Vec<(Uuid, Report)> = self.queue().iter().map(|(k, v)| (*k, *v)).collect();
         let mut failed = false;
         for (id, report) in batch {
@@ -259,6 +286,17 @@ impl Reporter {
                         .insert(id);
                     self.drift_wake.notify_one();
                 }
+                // A final refusal of one report (not of our service key):
+                // a usage report is dropped (the next full sync derives it
+                // again), a deletion kept; the other reports go on.
+                Err(e) if !e.is_transient() && !matches!(e, HubError::Refused(_)) => {
+                    tracing::warn!(error = %e, hub_collection = %id, "the hub refused a usage report");
+                    self.failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if report != Report::Deleted {
+                        take(&mut self.queue());
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, hub_collection = %id, "usage report not delivered; kept in the outbox");
                     self.failed
@@ -270,7 +308,8 @@ impl Reporter {
                     {
                         tracing::warn!(error = %e, "usage reports are not reaching the hub; they wait in the outbox and are retried with backoff");
                     }
-                    // The Hub is unwell: the rest waits for the next round.
+                    // The Hub is unwell (or refuses our key): the rest waits
+                    // for the next round.
                     break;
                 }
             }
@@ -284,7 +323,7 @@ impl Reporter {
         }
         if failed || self.path.exists() {
             // Undelivered reports survive a crash; a delivered outbox shrinks.
-            self.persist();
+            self.persist_async().await;
         }
         self.pending()
     }

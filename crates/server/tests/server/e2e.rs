@@ -247,7 +247,7 @@ fn one_command_multi_tenant_with_the_local_hub() {
         .args(["serve", "--port", "0", "--local-hub", "--data-dir"])
         .arg(data.path())
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
-        .env("VECTORIZER_OPERATOR_TOKEN", "operator-secret")
+        .env("VECTORIZER_OPERATOR_TOKEN", "operator-secret-token")
         .env_remove("HIVEHUB_SERVICE_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -335,7 +335,7 @@ fn one_command_multi_tenant_with_the_local_hub() {
             "GET",
             "/health",
             None,
-            &[("authorization", "Bearer operator-secret")],
+            &[("authorization", "Bearer operator-secret-token")],
         )
         .unwrap()
         .json();
@@ -350,7 +350,7 @@ fn one_command_multi_tenant_with_the_local_hub() {
             "GET",
             "/metrics",
             None,
-            &[("authorization", "Bearer operator-secret")],
+            &[("authorization", "Bearer operator-secret-token")],
         )
         .unwrap();
     assert_eq!(r.status, 200);

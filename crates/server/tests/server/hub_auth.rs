@@ -1132,7 +1132,7 @@ async fn private_metrics_need_the_operator_token() {
             public: false,
             tenant_labels: None,
         },
-        operator: Some("op-token-123"),
+        operator: Some("op-token-1234567890"),
         ..Default::default()
     });
     let body = json!({"name": "c", "dimension": 2, "metric": "dot"});
@@ -1154,11 +1154,21 @@ async fn private_metrics_need_the_operator_token() {
     }
     let before = validations(hub.addr).await;
     // The operator token is no tenant key: refused, and the Hub never sees it.
-    let (s, _) = send(&app, "GET", "/collections", bearer("op-token-123"), None).await;
+    let (s, _) = send(
+        &app,
+        "GET",
+        "/collections",
+        bearer("op-token-1234567890"),
+        None,
+    )
+    .await;
     assert_eq!(s, 401);
     assert_eq!(validations(hub.addr).await, before);
     let (status, _, text) = app
-        .get_text("/metrics", &[("authorization", "Bearer op-token-123")])
+        .get_text(
+            "/metrics",
+            &[("authorization", "Bearer op-token-1234567890")],
+        )
         .await;
     assert_eq!(status, 200);
     assert!(text.contains("vectorizer_collections 1"), "{text}");

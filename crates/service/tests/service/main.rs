@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use uuid::Uuid;
 use vectorizer_service::model::*;
-use vectorizer_service::{Caller, Permission, Service, ServiceError, ServiceOptions, Tenant};
+use vectorizer_service::{Call, Caller, Permission, Service, ServiceError, ServiceOptions, Tenant};
 use vectorizer_testkit::TempDir;
 
 fn tenant(perms: &[Permission]) -> Caller {
@@ -17,6 +17,11 @@ fn tenant(perms: &[Permission]) -> Caller {
         permissions: perms.to_vec(),
         plan: "free".into(),
     })
+}
+
+/// Admits a request of `c`.
+fn call(s: &Service, c: &Caller) -> Call {
+    s.admit(c.clone()).unwrap()
 }
 
 fn create(name: &str) -> CreateCollection {
@@ -37,21 +42,29 @@ async fn tenants_are_isolated() {
     let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
     let all = [Permission::Admin];
     let (a, b) = (tenant(&all), tenant(&all));
-    s.create_collection(&a, create("docs")).await.unwrap();
-    s.create_collection(&b, create("docs")).await.unwrap();
-    s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).await.unwrap();
-    s.upsert(&b, "docs", upsert(2, [0.0, 1.0])).await.unwrap();
+    s.create_collection(&call(&s, &a), create("docs"))
+        .await
+        .unwrap();
+    s.create_collection(&call(&s, &b), create("docs"))
+        .await
+        .unwrap();
+    s.upsert(&call(&s, &a), "docs", upsert(1, [1.0, 0.0]))
+        .await
+        .unwrap();
+    s.upsert(&call(&s, &b), "docs", upsert(2, [0.0, 1.0]))
+        .await
+        .unwrap();
     let ids = |r: SearchResults| r.results.iter().map(|h| h.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(s.search(&a, "docs", search()).await.unwrap()),
+        ids(s.search(&call(&s, &a), "docs", search()).await.unwrap()),
         vec![1u64.into()]
     );
     assert_eq!(
-        ids(s.search(&b, "docs", search()).await.unwrap()),
+        ids(s.search(&call(&s, &b), "docs", search()).await.unwrap()),
         vec![2u64.into()]
     );
     let names: Vec<String> = s
-        .list_collections(&a)
+        .list_collections(&call(&s, &a))
         .await
         .unwrap()
         .collections
@@ -62,14 +75,16 @@ async fn tenants_are_isolated() {
 
     // Another tenant's collection answers exactly like a missing one, by
     // short name or by full name.
-    s.create_collection(&b, create("private")).await.unwrap();
+    s.create_collection(&call(&s, &b), create("private"))
+        .await
+        .unwrap();
     let missing = s
-        .get_collection(&a, "nothing")
+        .get_collection(&call(&s, &a), "nothing")
         .await
         .unwrap_err()
         .to_string();
     let theirs = s
-        .get_collection(&a, "private")
+        .get_collection(&call(&s, &a), "private")
         .await
         .unwrap_err()
         .to_string();
@@ -82,29 +97,33 @@ async fn tenants_are_isolated() {
     };
     let full = tb.full_name("private");
     assert!(matches!(
-        s.get_collection(&a, &full).await,
+        s.get_collection(&call(&s, &a), &full).await,
         Err(ServiceError::CollectionNotFound(_))
     ));
     assert!(matches!(
-        s.create_collection(&a, create(&full)).await,
+        s.create_collection(&call(&s, &a), create(&full)).await,
         Err(ServiceError::InvalidInput {
             code: "invalid_name",
             ..
         })
     ));
     assert!(matches!(
-        s.delete_collection(&a, "private").await,
+        s.delete_collection(&call(&s, &a), "private").await,
         Err(ServiceError::CollectionNotFound(_))
     ));
     assert_eq!(
-        s.count(&b, "private", Count::default())
+        s.count(&call(&s, &b), "private", Count::default())
             .await
             .unwrap()
             .count,
         0
     );
     // A local caller sees plain names only as they are.
-    assert!(s.get_collection(&Caller::Local, "docs").await.is_err());
+    assert!(
+        s.get_collection(&call(&s, &Caller::Local), "docs")
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -124,19 +143,23 @@ async fn permissions_bound_what_a_key_does() {
         ..t.clone()
     });
     assert!(matches!(
-        s.create_collection(&reader, create("docs")).await,
+        s.create_collection(&call(&s, &reader), create("docs"))
+            .await,
         Err(ServiceError::Forbidden(_))
     ));
-    s.create_collection(&writer, create("docs")).await.unwrap();
+    s.create_collection(&call(&s, &writer), create("docs"))
+        .await
+        .unwrap();
     assert!(matches!(
-        s.upsert(&reader, "docs", upsert(1, [1.0, 1.0])).await,
+        s.upsert(&call(&s, &reader), "docs", upsert(1, [1.0, 1.0]))
+            .await,
         Err(ServiceError::Forbidden(_))
     ));
-    s.upsert(&writer, "docs", upsert(1, [1.0, 1.0]))
+    s.upsert(&call(&s, &writer), "docs", upsert(1, [1.0, 1.0]))
         .await
         .unwrap();
     assert_eq!(
-        s.search(&reader, "docs", search())
+        s.search(&call(&s, &reader), "docs", search())
             .await
             .unwrap()
             .results
@@ -144,26 +167,29 @@ async fn permissions_bound_what_a_key_does() {
         1
     );
     assert!(matches!(
-        s.search(&deleter, "docs", search()).await,
+        s.search(&call(&s, &deleter), "docs", search()).await,
         Err(ServiceError::Forbidden(_))
     ));
     let del: DeletePoints = serde_json::from_value(json!({"ids": [1]})).unwrap();
     assert!(matches!(
-        s.delete_points(&writer, "docs", del.clone()).await,
+        s.delete_points(&call(&s, &writer), "docs", del.clone())
+            .await,
         Err(ServiceError::Forbidden(_))
     ));
     assert_eq!(
-        s.delete_points(&deleter, "docs", del)
+        s.delete_points(&call(&s, &deleter), "docs", del)
             .await
             .unwrap()
             .deleted,
         1
     );
     assert!(matches!(
-        s.delete_collection(&writer, "docs").await,
+        s.delete_collection(&call(&s, &writer), "docs").await,
         Err(ServiceError::Forbidden(_))
     ));
-    s.delete_collection(&deleter, "docs").await.unwrap();
+    s.delete_collection(&call(&s, &deleter), "docs")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -173,9 +199,15 @@ async fn a_restart_keeps_owners_and_namespaces() {
     let b = tenant(&[Permission::Admin]);
     {
         let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
-        s.create_collection(&a, create("docs")).await.unwrap();
-        s.create_collection(&b, create("docs")).await.unwrap();
-        s.upsert(&a, "docs", upsert(1, [1.0, 0.0])).await.unwrap();
+        s.create_collection(&call(&s, &a), create("docs"))
+            .await
+            .unwrap();
+        s.create_collection(&call(&s, &b), create("docs"))
+            .await
+            .unwrap();
+        s.upsert(&call(&s, &a), "docs", upsert(1, [1.0, 0.0]))
+            .await
+            .unwrap();
         s.flush().unwrap();
     }
     let s = Arc::new(Service::open(ServiceOptions::new(dir.path())).unwrap());
@@ -185,11 +217,17 @@ async fn a_restart_keeps_owners_and_namespaces() {
     assert!(s.belongs_to(&ta.full_name("docs"), &ta.user_id));
     assert!(!s.belongs_to(&ta.full_name("docs"), &tb.user_id));
     assert_eq!(
-        s.count(&a, "docs", Count::default()).await.unwrap().count,
+        s.count(&call(&s, &a), "docs", Count::default())
+            .await
+            .unwrap()
+            .count,
         1
     );
     assert_eq!(
-        s.count(&b, "docs", Count::default()).await.unwrap().count,
+        s.count(&call(&s, &b), "docs", Count::default())
+            .await
+            .unwrap()
+            .count,
         0
     );
 }
@@ -213,12 +251,12 @@ async fn each_user_sees_exactly_its_own_model() {
         let name = names[rng.below(names.len() as u64) as usize];
         match rng.below(20) {
             0..3 => {
-                let r = s.create_collection(c, create(name)).await;
+                let r = s.create_collection(&call(&s, c), create(name)).await;
                 assert_eq!(r.is_ok(), !m.contains_key(name), "step {step}");
                 m.entry(name.to_owned()).or_default();
             }
             3 => {
-                let r = s.delete_collection(c, name).await;
+                let r = s.delete_collection(&call(&s, c), name).await;
                 assert_eq!(r.is_ok(), m.remove(name).is_some(), "step {step}");
             }
             4 => {
@@ -229,7 +267,7 @@ async fn each_user_sees_exactly_its_own_model() {
             5..12 => {
                 let id = rng.below(30);
                 let r = s
-                    .upsert(c, name, upsert(id, [rng.normal(), rng.normal()]))
+                    .upsert(&call(&s, c), name, upsert(id, [rng.normal(), rng.normal()]))
                     .await;
                 match m.get_mut(name) {
                     Some(ids) => {
@@ -242,7 +280,7 @@ async fn each_user_sees_exactly_its_own_model() {
             12..14 => {
                 let id = rng.below(30);
                 let del: DeletePoints = serde_json::from_value(json!({"ids": [id]})).unwrap();
-                let r = s.delete_points(c, name, del).await;
+                let r = s.delete_points(&call(&s, c), name, del).await;
                 match m.get_mut(name) {
                     Some(ids) => assert_eq!(r.unwrap().deleted, ids.remove(&id) as usize),
                     None => assert!(r.is_err()),
@@ -252,7 +290,7 @@ async fn each_user_sees_exactly_its_own_model() {
         }
         // The user's whole view against its model.
         let listed: BTreeSet<String> = s
-            .list_collections(c)
+            .list_collections(&call(&s, c))
             .await
             .unwrap()
             .collections
@@ -267,7 +305,7 @@ async fn each_user_sees_exactly_its_own_model() {
         for (coll, ids) in m.iter() {
             let page: Scroll = serde_json::from_value(json!({"limit": 100})).unwrap();
             let got: BTreeSet<u64> = s
-                .scroll(c, coll, page)
+                .scroll(&call(&s, c), coll, page)
                 .await
                 .unwrap()
                 .points
