@@ -1147,6 +1147,12 @@ impl Collection {
                 "score_threshold must be a finite number".into(),
             ));
         }
+        // Vectors alone would exceed the answer limit: refused before the
+        // search runs.
+        let max = self.options.limits.max_answer_bytes;
+        if req.with_vector && req.limit.saturating_mul(64 + self.config.dimension * 16) > max {
+            return Err(EngineError::AnswerTooLarge { max });
+        }
         Ok(())
     }
 

@@ -204,11 +204,13 @@ impl Service {
             .await
     }
 
-    /// Nearest neighbours. A quick graph walk runs in place when the
-    /// caller has a worker free and the collection's lock is free this
-    /// instant (handing it to a thread costs two thread switches, a large
-    /// share of its time); anything else runs on the caller's share of
-    /// blocking threads.
+    /// Nearest neighbours. A quick graph walk (bounded in comparisons, see
+    /// `Collection::try_search_quick`) runs in place when the collection's
+    /// lock is free this instant: handing it to a thread costs two thread
+    /// switches, a large share of its time. It counts against the
+    /// caller's requests in flight like any request, and shares the async
+    /// workers with everyone's; anything longer runs on the caller's share
+    /// of blocking threads.
     pub async fn search(
         self: &Arc<Self>,
         call: &Call,
@@ -218,7 +220,7 @@ impl Service {
         let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         let mut req = search_request(req)?;
-        if let Some(done) = ticket.try_now(|| c.try_search_quick(&req)) {
+        if let Some(done) = c.try_search_quick(&req) {
             return Ok(results(done?));
         }
         ticket

@@ -3,8 +3,8 @@
 //! storage and search work on a bounded number of blocking threads at a
 //! time (more wait in that tenant's own queue). One tenant at its limits
 //! therefore slows only itself, and no work ever runs on the async
-//! runtime's threads except what is known to be short and can start
-//! without waiting for a lock.
+//! runtime's threads except what is known to be short (a quick search)
+//! and can start without waiting for a lock.
 //!
 //! Work handed to a thread stops early once its request is gone: the
 //! request's future, dropped by a timeout or a client that hung up, sets
@@ -181,13 +181,5 @@ impl Ticket {
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("a storage task failed: {e}")))?
-    }
-
-    /// Runs `f` in place if one of the tenant's worker permits is free this
-    /// instant; `f` must be short and must not wait for any lock (it returns
-    /// `None` when it cannot run at once). `None` if it did not run.
-    pub fn try_now<T>(&self, f: impl FnOnce() -> Option<T>) -> Option<T> {
-        let _permit = self.gate.workers.clone().try_acquire_owned().ok()?;
-        f()
     }
 }

@@ -113,6 +113,22 @@ async fn metering_survives_delete_recreate_and_a_lost_collection() {
     .await;
     assert_eq!(s, 200);
     eventually(|| at_hub(&hub.store, user) == vec![("c".to_owned(), 13)]).await;
+    // The Hub's ledger ends on the server's exact figures.
+    let (_, u) = send(&app, "GET", "/usage", bearer(&k), None).await;
+    let live = hub.store.user_collections(&user).unwrap().collections[0].collection_id;
+    let exact = (
+        u["vectors"].as_u64().unwrap(),
+        u["storage_bytes"].as_u64().unwrap(),
+    );
+    eventually(|| {
+        hub.store
+            .usage_ledger()
+            .iter()
+            .rev()
+            .find(|e| e.collection_id == live)
+            .is_some_and(|e| (e.vector_count, e.storage_bytes) == exact)
+    })
+    .await;
     hub.task.abort();
 }
 
