@@ -242,13 +242,7 @@ fn lock_dir(root: &Path) -> Result<fs::File> {
         // Safety: flock on a descriptor this function owns.
         let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r != 0 {
-            return Err(EngineError::Io {
-                context: format!(
-                    "locking {}: another process has this data directory open",
-                    root.display()
-                ),
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(EngineError::InUse(root.display().to_string()));
         }
     }
     Ok(f)

@@ -49,6 +49,11 @@ pub enum EngineError {
     /// The request's deadline passed or its caller went away.
     #[error("the request was cancelled or ran out of time")]
     Cancelled,
+    /// Another process has the data directory open.
+    #[error(
+        "the data directory {0} is in use by another process (is a server already running on it?)"
+    )]
+    InUse(String),
     /// The vector index refused an operation it should have accepted.
     #[error("vector index error: {0}")]
     Index(String),
@@ -65,7 +70,10 @@ impl EngineError {
     pub fn is_client_error(&self) -> bool {
         !matches!(
             self,
-            EngineError::Corrupt(_) | EngineError::Io { .. } | EngineError::Index(_)
+            EngineError::Corrupt(_)
+                | EngineError::Io { .. }
+                | EngineError::Index(_)
+                | EngineError::InUse(_)
         )
     }
 }

@@ -125,13 +125,25 @@ impl From<HiveHubCloudError> for HubError {
 
 /// The Hub's state as Vectorizer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum HubHealth {
     Up,
     /// The last health check failed.
     Degraded,
     /// Several health checks in a row failed.
     Down,
+    /// The Hub answers, but refuses our service key (401/403): every call
+    /// of ours fails until `HIVEHUB_SERVICE_API_KEY` is fixed.
+    KeyRefused,
+}
+
+impl HubHealth {
+    pub const ALL: [HubHealth; 4] = [
+        HubHealth::Up,
+        HubHealth::Degraded,
+        HubHealth::Down,
+        HubHealth::KeyRefused,
+    ];
 }
 
 #[derive(Default)]
@@ -281,7 +293,9 @@ impl HubClient {
                 Err(e) if e.is_transient() => {
                     self.breaker.failure();
                     self.count(name, "transient");
-                    tracing::warn!(call = name, attempt, error = %e, "hub call failed");
+                    // The health loop logs the Hub's state changes; each
+                    // failed call would say the same thing every time.
+                    tracing::debug!(call = name, attempt, error = %e, "hub call failed");
                     if attempt >= self.cfg.retries || !self.breaker.allows() {
                         return Err(e);
                     }
@@ -346,31 +360,59 @@ impl HubClient {
         }
     }
 
+    /// Checks the service key with a call that needs it and changes
+    /// nothing: a user that cannot exist (the nil UUID) answers 404 to a
+    /// valid key and 401 to a wrong one.
+    pub async fn probe_key(&self) -> Result<(), HubError> {
+        let path = format!("/api/internal/vectorizer/users/{}/collections", Uuid::nil());
+        match self
+            .send::<(), serde_json::Value>(reqwest::Method::GET, &path, None)
+            .await
+        {
+            Ok(_) | Err(HubError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Probes the Hub and updates the health state: one failure makes it
-    /// degraded, two in a row down; a success makes it up and closes the
-    /// circuit, so a Hub that comes back is used again at once.
+    /// degraded, two in a row down; a Hub that answers but refuses our
+    /// service key is `key_refused`; a success makes it up and closes the
+    /// circuit, so a Hub that comes back is used again at once. State
+    /// changes are logged, once each.
     pub async fn check_health(&self) -> HubHealth {
-        let ok = self.probe().await.is_ok();
-        if ok {
+        let state = match self.probe().await {
+            Ok(()) => match self.probe_key().await {
+                Err(HubError::Refused(_)) => Some(HubHealth::KeyRefused),
+                _ => None,
+            },
+            Err(_) => Some(HubHealth::Degraded),
+        };
+        if state != Some(HubHealth::Degraded) {
             self.breaker.success();
         }
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let before = h.0;
-        *h = if ok {
-            (HubHealth::Up, 0)
-        } else {
-            let fails = h.1 + 1;
-            (
-                if fails >= 2 {
+        *h = match state {
+            None => (HubHealth::Up, 0),
+            Some(HubHealth::KeyRefused) => (HubHealth::KeyRefused, 0),
+            _ => {
+                let fails = h.1 + 1;
+                let s = if fails >= 2 {
                     HubHealth::Down
                 } else {
                     HubHealth::Degraded
-                },
-                fails,
-            )
+                };
+                (s, fails)
+            }
         };
         if h.0 != before {
-            tracing::warn!(from = ?before, to = ?h.0, "hub health changed");
+            match h.0 {
+                HubHealth::KeyRefused => tracing::error!(
+                    "the hub refuses our service key: check HIVEHUB_SERVICE_API_KEY; no access key can be checked until it is fixed"
+                ),
+                HubHealth::Up => tracing::info!(from = ?before, "the hub is up"),
+                to => tracing::warn!(from = ?before, ?to, "hub health changed"),
+            }
         }
         h.0
     }

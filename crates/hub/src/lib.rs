@@ -1,5 +1,5 @@
 //! A local HiveHub: the control plane's HTTP contract
-//! (`shared/hub-contract.md`) implemented in full for development and
+//! (`docs/HUB_CONTRACT.md`) implemented in full for development and
 //! tests: plans, users, access keys (stored only as SHA-256 hashes), the
 //! collection registry, quota decisions, a usage ledger and MCP server
 //! registrations, persisted to one JSON file; and Vectorizer's client of

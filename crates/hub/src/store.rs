@@ -261,6 +261,15 @@ impl HubStore {
             if !st.plans.contains_key(plan) {
                 return Err(StoreError::NotFound(format!("no plan {plan}")));
             }
+            if st
+                .users
+                .values()
+                .any(|u| u.email.eq_ignore_ascii_case(email))
+            {
+                return Err(StoreError::BadRequest(format!(
+                    "a user with the e-mail address {email} exists already"
+                )));
+            }
             let u = User {
                 id: Uuid::new_v4(),
                 email: email.to_owned(),
@@ -289,12 +298,20 @@ impl HubStore {
                 "a key needs at least one permission".into(),
             ));
         }
-        if let Some(t) = &req.expires_at
-            && crate::time::parse_rfc3339(t).is_none()
-        {
-            return Err(StoreError::BadRequest(
-                "expires_at must be an RFC 3339 time".into(),
-            ));
+        if let Some(t) = &req.expires_at {
+            match crate::time::parse_rfc3339(t) {
+                None => {
+                    return Err(StoreError::BadRequest(
+                        "expires_at must be an RFC 3339 time, e.g. 2030-01-31T12:00:00Z".into(),
+                    ));
+                }
+                Some(at) if at <= SystemTime::now() => {
+                    return Err(StoreError::BadRequest(format!(
+                        "expires_at {t} has passed already"
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         self.change(|st| {
             if !st.users.contains_key(&user_id) {

@@ -28,6 +28,8 @@ pub struct AppState {
     /// A trusted proxy's header naming the client's address; `None`: the
     /// connection's peer is the client.
     pub client_ip_header: Option<axum::http::HeaderName>,
+    /// With the Hub off, the deployment's API keys, if set.
+    pub local_keys: Option<Arc<crate::extract::LocalKeys>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,6 +330,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(middleware::no_query))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::internal::verify,

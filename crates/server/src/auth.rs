@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
-use vectorizer_hub::{HubClient, HubError};
+use vectorizer_hub::HubClient;
 use vectorizer_service::{Permission, Tenant};
 
 #[derive(Debug, Clone, Copy)]
@@ -337,15 +337,12 @@ impl Auth {
                     && at.elapsed() < self.opts.ttl + self.opts.grace
                     && expires.is_none_or(|t| t > SystemTime::now())
                 {
-                    tracing::warn!(error = %e, "hub unreachable: serving a cached key in its grace period");
+                    tracing::debug!(error = %e, "hub unreachable: serving a cached key in its grace period");
                     return Ok(tenant);
                 }
-                match e {
-                    HubError::Refused(_) => {
-                        tracing::error!(error = %e, "the hub refused our service key")
-                    }
-                    _ => tracing::warn!(error = %e, "hub unreachable: cannot validate a key"),
-                }
+                // The health loop says once what is wrong (unreachable, or
+                // our service key refused); each request would repeat it.
+                tracing::debug!(error = %e, "an access key could not be checked");
                 Err(AuthError::HubUnavailable)
             }
         }

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -28,7 +28,7 @@ pub const SECRET_ENV: &[&str] = &[
 ];
 
 /// Each tenant's fair share of the server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantsConfig {
     /// Requests one tenant may have in flight; more get 429.
@@ -47,7 +47,7 @@ impl Default for TenantsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `GET /metrics` needs no credential (else the operator token).
@@ -69,7 +69,7 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub host: String,
@@ -84,13 +84,13 @@ pub struct ServerConfig {
     pub client_ip_header: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_batch_points: usize,
@@ -101,14 +101,14 @@ pub struct LimitsConfig {
     pub max_answer_bytes: usize,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoggingConfig {
     /// error, warn, info, debug or trace.
@@ -116,7 +116,7 @@ pub struct LoggingConfig {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
     pub enabled: bool,
@@ -134,7 +134,7 @@ pub struct HubConfig {
     pub node_id: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubCacheConfig {
     pub api_key_ttl_seconds: u64,
@@ -220,6 +220,40 @@ pub struct Overrides {
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// A configuration parser's message in the words of the file: the key,
+/// and what it takes, not Rust's types.
+fn plain_config_error(raw: &str) -> String {
+    let key = raw
+        .rsplit_once("for key `")
+        .and_then(|(_, k)| k.split_once('`'))
+        .map(|(k, _)| k.to_owned());
+    let Some(key) = key else {
+        return raw.to_owned();
+    };
+    let got = raw
+        .split('`')
+        .nth(1)
+        .filter(|g| *g != key.as_str())
+        .map_or(String::new(), |g| format!(" (got `{g}`)"));
+    let takes = if raw.contains("variant constructor") || raw.contains("unknown variant") {
+        match key.as_str() {
+            "logging.format" => "must be one of text, json".to_owned(),
+            _ => "is not one of the values it takes (see config.yml)".to_owned(),
+        }
+    } else if raw.contains("unsigned 16 bit") {
+        "must be a whole number from 0 to 65535".to_owned()
+    } else if raw.contains("unsigned") || raw.contains("usize") {
+        "must be a whole number, 0 or more".to_owned()
+    } else if raw.contains("expected a boolean") {
+        "must be true or false".to_owned()
+    } else if raw.contains("expected a string") {
+        "must be text".to_owned()
+    } else {
+        return raw.to_owned();
+    };
+    format!("`{key}` {takes}{got}")
+}
+
 fn bad(key: &str, why: &str) -> ConfigError {
     ConfigError(format!("`{key}` {why}"))
 }
@@ -286,7 +320,7 @@ impl Config {
         let cfg: Config = b
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| ConfigError(plain_config_error(&e.to_string())))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -299,8 +333,20 @@ impl Config {
             ));
         }
         let s = &self.server;
-        if s.host.is_empty() {
-            return Err(bad("server.host", "must not be empty"));
+        let hostname = |h: &str| {
+            h.len() <= 253
+                && h.split('.').all(|l| {
+                    (1..=63).contains(&l.len())
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        };
+        if s.host.parse::<std::net::IpAddr>().is_err() && !hostname(&s.host) {
+            return Err(bad(
+                "server.host",
+                "must be an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name",
+            ));
         }
         if !(1..=3600).contains(&s.request_timeout_seconds) {
             return Err(bad(

@@ -36,8 +36,28 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 serde_json::error::Category::Data => "invalid_body",
                 _ => "invalid_json",
             };
-            ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+            ApiError::new(StatusCode::BAD_REQUEST, code, plain(&e.to_string()))
         })
+}
+
+/// A parser's message in the words of the input, not of Rust types.
+pub fn plain(msg: &str) -> String {
+    let mut m = msg.to_owned();
+    for (rust, words) in [
+        ("u8", "a non-negative integer"),
+        ("u16", "a non-negative integer"),
+        ("u32", "a non-negative integer"),
+        ("u64", "a non-negative integer"),
+        ("usize", "a non-negative integer"),
+        ("i64", "an integer"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a boolean", "true or false"),
+    ] {
+        m = m.replace(&format!("expected {rust}"), &format!("expected {words}"));
+    }
+    m.replace("invalid type: ", "")
+        .replace("invalid value: ", "")
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
@@ -51,13 +71,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Ap
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected a body with Content-Type: application/json",
-            ));
-        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -73,6 +86,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Ap
                 )
             }
         })?;
+        // No body at all reads as `{}`: a request whose fields are all
+        // optional (count, scroll) needs none.
+        if bytes.is_empty() {
+            return parse(b"{}").map(ApiJson).map_err(|mut e| {
+                // The position is that of the `{}` read in its place.
+                if let Some((m, _)) = e.message.split_once(" at line ") {
+                    e.message = format!("{m} (the body is empty)");
+                }
+                e
+            });
+        }
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a body with Content-Type: application/json",
+            ));
+        }
         if bytes.len() <= PARSE_IN_PLACE {
             return parse(&bytes).map(ApiJson);
         }
@@ -129,20 +160,90 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The single-tenant deployment's keys (Hub off): `VECTORIZER_API_KEY`
+/// reads and writes, `VECTORIZER_READ_API_KEY` only reads. With either
+/// set, every route but `/health` needs one of them.
+#[derive(Debug)]
+pub struct LocalKeys {
+    pub write: Option<OperatorToken>,
+    pub read: Option<OperatorToken>,
+}
+
+impl LocalKeys {
+    pub const WRITE_ENV: &'static str = "VECTORIZER_API_KEY";
+    pub const READ_ENV: &'static str = "VECTORIZER_READ_API_KEY";
+
+    /// The keys in the environment; `None` if neither is set.
+    pub fn from_env() -> Result<Option<LocalKeys>, String> {
+        let read = |name: &str| match std::env::var(name) {
+            Ok(k) if k.len() < OperatorToken::MIN_LEN => Err(format!(
+                "{name} must be at least {} characters",
+                OperatorToken::MIN_LEN
+            )),
+            Ok(k) => Ok(OperatorToken::new(&k)),
+            Err(_) => Ok(None),
+        };
+        let keys = LocalKeys {
+            write: read(Self::WRITE_ENV)?,
+            read: read(Self::READ_ENV)?,
+        };
+        Ok((keys.write.is_some() || keys.read.is_some()).then_some(keys))
+    }
+
+    /// The caller a presented key stands for.
+    fn caller(&self, key: Option<&str>, need: Option<Permission>) -> Result<Caller, ApiError> {
+        let matches =
+            |t: &Option<OperatorToken>| key.zip(t.as_ref()).is_some_and(|(k, t)| t.matches(k));
+        if matches(&self.write) {
+            return Ok(Caller::Local);
+        }
+        if matches(&self.read) {
+            if need.is_some_and(|p| p != Permission::Read) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the read-only API key cannot change anything",
+                ));
+            }
+            return Ok(Caller::LocalReader);
+        }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid API key",
+        ))
+    }
+
+    /// Whether `key` is one of these keys.
+    pub fn knows(&self, key: &str) -> bool {
+        [&self.write, &self.read]
+            .into_iter()
+            .flatten()
+            .any(|t| t.matches(key))
+    }
+}
+
 /// Whether the request carries the operator token.
 pub struct OperatorOf(pub bool);
 
 impl FromRequestParts<AppState> for OperatorOf {
     type Rejection = ApiError;
 
+    /// The operator token; with the Hub off, a key of the deployment
+    /// counts too (its holder is the operator).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(OperatorOf(
-            state
-                .operator
+        let token = state
+            .operator
+            .as_ref()
+            .zip(bearer(parts))
+            .is_some_and(|(t, b)| t.matches(b));
+        let local = state.auth.is_none()
+            && state
+                .local_keys
                 .as_ref()
-                .zip(bearer(parts))
-                .is_some_and(|(t, b)| t.matches(b)),
-        ))
+                .zip(key_of(&parts.headers))
+                .is_some_and(|(k, key)| k.knows(&key));
+        Ok(OperatorOf(token || local))
     }
 }
 
@@ -199,7 +300,10 @@ pub async fn identify(
     need: Option<Permission>,
 ) -> Result<Caller, ApiError> {
     let Some(auth) = &state.auth else {
-        return Ok(Caller::Local);
+        return match &state.local_keys {
+            None => Ok(Caller::Local),
+            Some(keys) => keys.caller(key_of(&parts.headers).as_deref(), need),
+        };
     };
     // A call the Hub signed (verified by `internal::verify`).
     if let Some(InternalCall(tenant)) = parts.extensions.get::<InternalCall>() {

@@ -44,8 +44,10 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         max_batch_searches: cfg.limits.max_batch_searches,
         share,
     };
-    let service = Service::open(options)
-        .map_err(|e| format!("opening storage at {}: {e}", cfg.storage.data_dir.display()))?;
+    let service = Service::open(options).map_err(|e| match e {
+        vectorizer_engine::EngineError::InUse(_) => e.to_string(),
+        e => format!("opening storage at {}: {e}", cfg.storage.data_dir.display()),
+    })?;
     let operator = match std::env::var(extract::OperatorToken::ENV) {
         Ok(t) if t.len() < extract::OperatorToken::MIN_LEN => {
             return Err(format!(
@@ -61,6 +63,11 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         .then(|| axum::http::HeaderName::from_bytes(cfg.server.client_ip_header.as_bytes()))
         .transpose()
         .map_err(|_| "`server.client_ip_header` must be an HTTP header name".to_owned())?;
+    let local_keys = if cfg.hub.enabled {
+        None
+    } else {
+        extract::LocalKeys::from_env()?.map(Arc::new)
+    };
     Ok(AppState {
         service: Arc::new(service),
         limits: HttpLimits {
@@ -69,7 +76,10 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         },
         auth: None,
         metrics: metrics::MetricsOptions {
-            public: cfg.metrics.public.unwrap_or(!cfg.hub.enabled),
+            public: cfg
+                .metrics
+                .public
+                .unwrap_or(!cfg.hub.enabled && local_keys.is_none()),
             tenant_labels: cfg
                 .metrics
                 .tenant_labels
@@ -77,6 +87,7 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         },
         operator,
         client_ip_header,
+        local_keys,
     })
 }
 
@@ -184,6 +195,10 @@ async fn start_local_hub(cfg: &mut Config) -> Result<String, String> {
 /// Runs the server until SIGTERM or SIGINT, then flushes storage. With
 /// `local_hub`, a local Hub runs in the same process and the server uses it.
 pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
+    // The port first: a server that cannot listen touches no file.
+    let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))
+        .await
+        .map_err(|e| format!("binding {}:{}: {e}", cfg.server.host, cfg.server.port))?;
     let key = if local_hub {
         Some(start_local_hub(&mut cfg).await?)
     } else {
@@ -218,11 +233,14 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
             .attach_reporter(reporter, Duration::from_secs(cfg.hub.usage_report_interval));
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
     }
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    if auth.is_none() && state.local_keys.is_none() && !loopback {
+        tracing::warn!(
+            "listening on a non-loopback address with no authentication: anyone who can reach the port can read and delete everything; set VECTORIZER_API_KEY (and VECTORIZER_READ_API_KEY)"
+        );
+    }
     state.auth = auth;
     let service = state.service.clone();
-    let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))
-        .await
-        .map_err(|e| format!("binding {}:{}: {e}", cfg.server.host, cfg.server.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "vectorizer listening");
     println!("vectorizer listening on http://{addr}");

@@ -16,19 +16,36 @@ struct Cli {
     command: Command,
 }
 
+/// What `serve --help` says of the environment.
+const SERVE_ENV: &str = "\
+Environment:
+  VECTORIZER_<SECTION>__<KEY>  any config key, e.g. VECTORIZER_SERVER__PORT=8080
+                               (between the config file and the flags)
+  HIVEHUB_SERVICE_API_KEY      the Hub's service key (with the Hub enabled)
+  HIVEHUB_SIGNING_SECRET       checks calls signed by the Hub (with hub.node_id)
+  VECTORIZER_OPERATOR_TOKEN    the operator's token for /metrics and /health
+                               details (Authorization: Bearer; 16+ characters)
+  VECTORIZER_API_KEY           with the Hub off: a key every route but /health
+                               needs (reads and writes; 16+ characters)
+  VECTORIZER_READ_API_KEY      with the Hub off: a read-only key
+Secrets are read only from the environment, never from a file.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs the server (defaults: 127.0.0.1:15002, ./data, Hub disabled).
+    #[command(after_help = SERVE_ENV)]
     Serve {
         /// A YAML config file (see config.yml); optional.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Where collections are stored.
-        #[arg(long)]
+        /// Where collections are stored (default ./data).
+        #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1; 0.0.0.0 for every
+        /// interface).
         #[arg(long)]
         host: Option<String>,
-        /// 0 picks a free port (the address is printed).
+        /// Port to listen on (default 15002); 0 picks a free one and prints it.
         #[arg(long)]
         port: Option<u16>,
         /// Also run a local Hub in this process (state in DATA_DIR/hub.json)
@@ -36,26 +53,33 @@ enum Command {
         #[arg(long)]
         local_hub: bool,
     },
-    /// Loads and validates the configuration, prints it, and exits.
+    /// Loads and validates the configuration (file, environment), prints
+    /// the result as JSON, and exits (2 if it is invalid).
     CheckConfig {
-        #[arg(long)]
+        /// A YAML config file (see config.yml); without one, the defaults
+        /// and the environment are checked.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Compares the Hub's list of a user's collections with this data
     /// directory's and prints the drift (exit 1 if there is any).
     HubDrift {
-        #[arg(long)]
+        /// The user's id (a UUID).
+        #[arg(long, value_name = "USER_ID")]
         user: String,
-        #[arg(long)]
+        /// A YAML config file naming the Hub (hub.api_url).
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        #[arg(long)]
+        /// The data directory to compare (default ./data).
+        #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
     /// A local HiveHub for development and tests: serve it, and manage its
     /// plans, users and access keys.
     HubDev {
-        /// The local Hub's state file.
-        #[arg(long, default_value = "hub.json", global = true)]
+        /// The local Hub's state file (`serve --local-hub` keeps it in
+        /// DATA_DIR/hub.json).
+        #[arg(long, default_value = "hub.json", global = true, value_name = "FILE")]
         data: PathBuf,
         #[command(subcommand)]
         command: HubCommand,
@@ -67,42 +91,57 @@ enum HubCommand {
     /// Serves the Hub's HTTP contract; callers must send the service key
     /// from HIVEHUB_SERVICE_API_KEY as X-Service-Key.
     Serve {
+        /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// Port to listen on.
         #[arg(long, default_value_t = 12000)]
         port: u16,
     },
     /// Creates or replaces a plan.
     Plan {
+        /// The plan's name, as `user --plan` names it.
         name: String,
+        /// Most collections a user on this plan may have.
         #[arg(long)]
         max_collections: u32,
+        /// Most vectors, over all of a user's collections.
         #[arg(long)]
         max_vectors: u64,
+        /// Most bytes on disk, over all of a user's collections.
         #[arg(long)]
         max_storage_bytes: u64,
     },
     /// Creates a user on a plan and prints its id.
     User {
+        /// The user's e-mail address (unique).
         email: String,
+        /// The plan's name (made with `plan`).
         #[arg(long)]
         plan: String,
     },
     /// Creates an access key for a user and prints it (once: only its hash is kept).
     Key {
-        #[arg(long)]
+        /// The user's id (the UUID `user` printed), not the e-mail address.
+        #[arg(long, value_name = "USER_ID")]
         user: String,
         /// Comma-separated: read, write, delete, admin.
         #[arg(long, default_value = "read,write,delete")]
         permissions: String,
-        /// RFC 3339 time after which the key is refused.
-        #[arg(long)]
+        /// RFC 3339 time after which the key is refused (in the future).
+        #[arg(long, value_name = "TIME")]
         expires_at: Option<String>,
+        /// A name for the key, to tell keys apart in listings.
         #[arg(long, default_value = "vectorizer")]
         name: String,
     },
-    /// Revokes an access key by id.
-    Revoke { id: String },
+    /// Revokes an access key. Servers that cached the key honour it until
+    /// their key cache's TTL (hub.cache.api_key_ttl_seconds) runs out.
+    Revoke {
+        /// The key's id (the `access key id` that `key` printed).
+        #[arg(value_name = "KEY_ID")]
+        id: String,
+    },
 }
 
 fn main() {
@@ -135,7 +174,10 @@ fn main() {
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &Overrides::default()) {
                 Ok(cfg) => {
-                    println!("{cfg:#?}");
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&cfg).expect("serializable")
+                    );
                     0
                 }
                 Err(e) => {
@@ -180,7 +222,7 @@ fn main() {
 fn hub_drift(cfg: &Config, user: &str) -> Result<bool, String> {
     let user = user
         .parse()
-        .map_err(|_| "--user must be a UUID".to_owned())?;
+        .map_err(|_| format!("--user takes a user id (a UUID), not {user:?}"))?;
     let auth = vectorizer_server::hub_auth(cfg, None)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -262,11 +304,23 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
             expires_at,
             name,
         } => {
+            let user: uuid::Uuid = user.parse().map_err(|_| {
+                format!(
+                    "--user takes a user id (the UUID that `hub-dev user` printed), not {user:?}"
+                )
+            })?;
+            for p in permissions.split(',').map(str::trim) {
+                if !matches!(p, "read" | "write" | "delete" | "admin") {
+                    return Err(format!(
+                        "--permissions: `{p}` is not one of read, write, delete, admin"
+                    ));
+                }
+            }
             let req = serde_json::json!({
                 "service": "vectorizer",
                 "name": name,
                 "permissions": permissions.split(',').map(str::trim).collect::<Vec<_>>(),
-                "user_id": user,
+                "user_id": user.to_string(),
                 "expires_at": expires_at,
             });
             let req = serde_json::from_value(req).map_err(|e| format!("bad arguments: {e}"))?;
@@ -276,7 +330,9 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
             Ok(())
         }
         HubCommand::Revoke { id } => {
-            let id = id.parse().map_err(|_| "the id must be a UUID".to_owned())?;
+            let id = id.parse().map_err(|_| {
+                "the key id is a UUID (the `access key id` that `hub-dev key` printed)".to_owned()
+            })?;
             store.revoke_key(&id).map_err(|e| e.to_string())?;
             println!("revoked");
             Ok(())

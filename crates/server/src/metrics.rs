@@ -170,12 +170,7 @@ pub fn render(state: &AppState) -> String {
         "hub_health",
         "gauge",
         "The Hub's state as seen from here (1 for the current one).",
-        [
-            vectorizer_hub::HubHealth::Up,
-            vectorizer_hub::HubHealth::Degraded,
-            vectorizer_hub::HubHealth::Down,
-        ]
-        .map(|s| {
+        vectorizer_hub::HubHealth::ALL.map(|s| {
             let name = serde_json::to_value(s)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))

@@ -80,6 +80,20 @@ pub async fn timeout(State(limits): State<HttpLimits>, req: Request, next: Next)
     }
 }
 
+/// Refuses a query string: no route takes one, and a parameter silently
+/// ignored (`?with_vector=true`) would answer something else than asked.
+pub async fn no_query(req: Request, next: Next) -> Response {
+    match req.uri().query() {
+        Some(q) if !q.is_empty() => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "this route takes no query parameters; options go in the JSON body",
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a handler panicked");
     ApiError::internal().into_response()

@@ -72,6 +72,9 @@ pub enum Caller {
     /// A local, single-tenant deployment (the Hub switched off): full rights
     /// over every collection, addressed by plain names.
     Local,
+    /// The same deployment, through its read-only key
+    /// (`VECTORIZER_READ_API_KEY`): reads only.
+    LocalReader,
     /// A tenant authenticated by an access key: its own collections only,
     /// within its key's permissions.
     Tenant(Tenant),
@@ -82,6 +85,11 @@ impl Caller {
     pub fn require(&self, p: Permission) -> Result<(), ServiceError> {
         match self {
             Caller::Local => Ok(()),
+            Caller::LocalReader if p == Permission::Read => Ok(()),
+            Caller::LocalReader => Err(ServiceError::Forbidden(format!(
+                "the read-only API key lacks the `{}` permission",
+                p.as_str()
+            ))),
             Caller::Tenant(t) if t.allows(p) => Ok(()),
             Caller::Tenant(_) => Err(ServiceError::Forbidden(format!(
                 "this access key lacks the `{}` permission",

@@ -91,6 +91,7 @@ impl From<EngineError> for ServiceError {
             EngineError::Corrupt(_) | EngineError::Io { .. } | EngineError::Index(_) => {
                 ServiceError::Internal(msg)
             }
+            EngineError::InUse(_) => ServiceError::Unavailable(msg),
         }
     }
 }

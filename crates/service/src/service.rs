@@ -162,7 +162,11 @@ pub fn validate_short_name(name: &str) -> Result<()> {
 }
 
 impl Service {
-    pub fn open(options: ServiceOptions) -> Result<Service> {
+    /// Opens the data directory (the engine's error as it is: a boot
+    /// failure is told to an operator, not mapped for a tenant).
+    pub fn open(
+        options: ServiceOptions,
+    ) -> std::result::Result<Service, vectorizer_engine::EngineError> {
         let engine = EngineOptions {
             limits: options.limits,
             ..EngineOptions::default()
@@ -201,13 +205,13 @@ impl Service {
     /// This is the one resolution step every operation goes through.
     pub(crate) fn resolve(&self, caller: &Caller, name: &str) -> Result<String> {
         match (caller, validate_short_name(name)) {
-            (Caller::Local, Ok(())) => Ok(name.to_owned()),
+            (Caller::Local | Caller::LocalReader, Ok(())) => Ok(name.to_owned()),
             (Caller::Tenant(t), Ok(())) => Ok(t.full_name(name)),
             // A tenant naming something that is not a short name (another
             // user's full name, say) finds nothing, as for any missing
             // collection: the answer must not tell the two apart.
             (Caller::Tenant(_), Err(_)) => Err(ServiceError::CollectionNotFound(name.to_owned())),
-            (Caller::Local, Err(e)) => Err(e),
+            (Caller::Local | Caller::LocalReader, Err(e)) => Err(e),
         }
     }
 
@@ -378,7 +382,7 @@ impl Service {
     /// The caller's collections, with the names the caller uses.
     fn owned(&self, caller: &Caller) -> Vec<(String, Arc<Collection>)> {
         let prefix = match caller {
-            Caller::Local => String::new(),
+            Caller::Local | Caller::LocalReader => String::new(),
             Caller::Tenant(t) => t.prefix(),
         };
         self.db
@@ -457,7 +461,7 @@ impl Service {
                 metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
                 None
             }
-            (Caller::Local, _) => None,
+            (Caller::Local | Caller::LocalReader, _) => None,
         };
         let db = self.clone();
         let name = req.name.clone();

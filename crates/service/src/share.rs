@@ -101,7 +101,7 @@ impl FairShare {
     /// already has its share in flight.
     pub fn admit(self: &Arc<Self>, caller: &Caller) -> Result<Ticket> {
         let (key, workers) = match caller {
-            Caller::Local => (None, self.options.local_workers),
+            Caller::Local | Caller::LocalReader => (None, self.options.local_workers),
             Caller::Tenant(t) => (Some(t.user_id), self.options.tenant_workers),
         };
         let gate = self

@@ -107,7 +107,7 @@ fn cases() -> Vec<Case> {
             "application/json",
             "",
             400,
-            "invalid_json",
+            "invalid_body",
         ),
         json_case(
             "dimension as a string",
@@ -270,13 +270,8 @@ fn cases() -> Vec<Case> {
             415,
             "unsupported_media_type",
         ),
-        bare(
-            "no body, no content type",
-            "POST",
-            c,
-            415,
-            "unsupported_media_type",
-        ),
+        // No body reads as `{}`, which lacks the collection's fields.
+        bare("no body, no content type", "POST", c, 400, "invalid_body"),
         json_case(
             "wrong dimension",
             "POST",

@@ -48,6 +48,8 @@ pub struct AppOptions {
     pub limits: Limits,
     pub max_body: usize,
     pub request_timeout: Duration,
+    /// With the Hub off: the deployment's (read-write, read-only) API keys.
+    pub local_keys: Option<(&'static str, &'static str)>,
 }
 
 impl Default for AppOptions {
@@ -70,6 +72,7 @@ impl Default for AppOptions {
             },
             max_body: MAX_BODY,
             request_timeout: Duration::from_secs(30),
+            local_keys: None,
         }
     }
 }
@@ -133,6 +136,12 @@ impl TestApp {
                 .and_then(vectorizer_server::extract::OperatorToken::new)
                 .map(Arc::new),
             client_ip_header: Some(axum::http::HeaderName::from_static(CLIENT_IP)),
+            local_keys: o.local_keys.map(|(w, r)| {
+                Arc::new(vectorizer_server::extract::LocalKeys {
+                    write: vectorizer_server::extract::OperatorToken::new(w),
+                    read: vectorizer_server::extract::OperatorToken::new(r),
+                })
+            }),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();

@@ -73,6 +73,39 @@ fn bad_config_names_the_key() {
             .to_string();
         assert!(err.contains(key), "{yaml:?}: {err}");
     }
+    // The message says what the key takes, in the file's words.
+    for (yaml, says) in [
+        (
+            "logging:\n  format: xml\n",
+            "`logging.format` must be one of text, json",
+        ),
+        (
+            "server:\n  port: 70000\n",
+            "`server.port` must be a whole number from 0 to 65535",
+        ),
+        (
+            "server:\n  host: 'not a host!'\n",
+            "`server.host` must be an IP address",
+        ),
+        (
+            "hub:\n  enabled: maybe\n",
+            "`hub.enabled` must be true or false",
+        ),
+        (
+            "limits:\n  max_batch_points: -1\n",
+            "`limits.max_batch_points` must be a whole number",
+        ),
+    ] {
+        std::fs::write(&file, yaml).unwrap();
+        let err = Config::load_from(Some(&file), &Overrides::default(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{yaml:?}: {err}");
+        assert!(
+            !err.contains("integer") && !err.contains("constructor"),
+            "{err}"
+        );
+    }
     let err = Config::load_from(
         None,
         &Overrides::default(),

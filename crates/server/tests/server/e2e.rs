@@ -218,6 +218,20 @@ fn hub_dev_cli() {
     assert!(!std::fs::read_to_string(&data).unwrap().contains(&key));
     let (ok, _, err) = run(&["user", "b@example.com", "--plan", "gold"]);
     assert!(!ok && err.contains("no plan gold"), "{err}");
+    let (ok, _, err) = run(&["user", "A@example.com", "--plan", "free"]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, _, err) = run(&["key", "--user", "a@example.com"]);
+    assert!(!ok && err.contains("--user takes a user id"), "{err}");
+    let (ok, _, err) = run(&[
+        "key",
+        "--user",
+        &user,
+        "--expires-at",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(!ok && err.contains("has passed already"), "{err}");
+    let (ok, _, err) = run(&["key", "--user", &user, "--permissions", "read,fly"]);
+    assert!(!ok && err.contains("`fly` is not one of"), "{err}");
     let (ok, _, err) = run(&["serve", "--port", "0"]);
     assert!(!ok && err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
 }
@@ -627,4 +641,38 @@ fn sigterm_exits_on_time_while_work_runs() {
         .unwrap();
     assert_eq!(r.json()["points"], 300_000);
     server.stop();
+}
+
+/// A second server on a data directory in use says so (not "internal
+/// error"), and a server that cannot bind its port creates no directory.
+#[test]
+fn boot_failures_say_what_is_wrong_and_touch_nothing() {
+    let data = TempDir::new("e2e-inuse");
+    let first = start(data.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(!err.contains("internal"), "{err}");
+    // The first server's port is taken: the second one fails to bind and
+    // leaves no data directory behind.
+    let fresh = data.path().join("never");
+    let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+        .args([
+            "serve",
+            "--port",
+            &first.addr.port().to_string(),
+            "--data-dir",
+        ])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("binding"));
+    assert!(!fresh.exists());
+    first.stop();
 }

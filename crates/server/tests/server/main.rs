@@ -9,3 +9,4 @@ mod e2e;
 mod hardening;
 mod hub_auth;
 mod hub_calls;
+mod newcomer;
