@@ -228,6 +228,41 @@ pub struct Collection {
     /// Snapshot rows (vectors, graph links, payloads) that writes since the
     /// last snapshot will add to disk: owed, though not on disk yet.
     owed_rows: AtomicU64,
+    /// The default beam width of searches (changeable; see
+    /// [`Collection::set_ef_search`]).
+    ef_search: AtomicUsize,
+}
+
+/// Which points an operation acts on.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+/// A change to points' payloads.
+#[derive(Debug, Clone)]
+pub enum PayloadChange {
+    /// Sets these top-level keys, keeping the others.
+    Set(Map<String, Value>),
+    /// Replaces the whole payload.
+    Overwrite(Map<String, Value>),
+    /// Removes these top-level keys.
+    DeleteKeys(Vec<String>),
+}
+
+impl PayloadChange {
+    fn apply(&self, old: Option<Map<String, Value>>) -> Option<Map<String, Value>> {
+        let mut m = old.unwrap_or_default();
+        match self {
+            PayloadChange::Set(kv) => m.extend(kv.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            PayloadChange::Overwrite(kv) => m = kv.clone(),
+            PayloadChange::DeleteKeys(keys) => keys.iter().for_each(|k| {
+                m.remove(k);
+            }),
+        }
+        (!m.is_empty()).then_some(m)
+    }
 }
 
 /// Wakes the indexer when keys wait to be linked, and waiters when the
@@ -377,7 +412,10 @@ impl Collection {
             writers_waiting: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             owed_rows: AtomicU64::new(0),
+            ef_search: AtomicUsize::new(0),
         };
+        coll.ef_search
+            .store(coll.config.hnsw.ef_search, Ordering::Relaxed);
         {
             let mut w = lock(&coll.writer);
             for rec in records.into_iter().filter(|r| r.seq > snap_seq) {
@@ -681,6 +719,120 @@ impl Collection {
         Ok(n)
     }
 
+    /// Live ids among `ids` (each once), or matching `filter`.
+    fn select(&self, sel: &Selection, deadline: &Deadline) -> Result<Vec<PointId>> {
+        let st = self.read();
+        match sel {
+            Selection::Ids(ids) => {
+                let mut seen = HashSet::new();
+                Ok(ids
+                    .iter()
+                    .filter(|id| st.ids.contains_key(id) && seen.insert(**id))
+                    .copied()
+                    .collect())
+            }
+            Selection::Filter(f) => {
+                let cands = candidates(&st, f);
+                let mut out = Vec::new();
+                for (i, (id, key)) in st.ids.iter().enumerate() {
+                    if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                        deadline.check()?;
+                    }
+                    if cands.as_ref().is_some_and(|c| !c.contains(*key)) {
+                        continue;
+                    }
+                    let e = st.slots[*key as usize].as_ref().expect("published key");
+                    if f.matches(id, e.payload.as_ref()) {
+                        out.push(*id);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Deletes the points selected; returns how many there were. Selected
+    /// and deleted under the writer lock: one consistent set.
+    pub fn delete_selected(&self, sel: &Selection, deadline: &Deadline) -> Result<usize> {
+        if let Selection::Ids(ids) = sel {
+            self.check_batch_len(ids.len())?;
+        }
+        let mut w = self.lock_writer()?;
+        let ids = self.select(sel, deadline)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let n = ids.len();
+        self.log_locked(&mut w, WalOp::Delete(ids))?;
+        Ok(n)
+    }
+
+    /// Changes the payloads of the points selected, under the writer lock;
+    /// `admit` is asked first with what the change adds on disk (its log
+    /// record and the growth of the payloads' snapshot rows). Returns how
+    /// many points changed.
+    pub fn update_payloads<R, E: From<EngineError>>(
+        &self,
+        sel: &Selection,
+        change: &PayloadChange,
+        deadline: &Deadline,
+        admit: impl FnOnce(WriteCost) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(usize, R), E> {
+        if let Selection::Ids(ids) = sel {
+            self.check_batch_len(ids.len())?;
+        }
+        let mut w = self.lock_writer()?;
+        let ids = self.select(sel, deadline)?;
+        let max = self.options.limits.max_payload_bytes;
+        let mut changes = Vec::with_capacity(ids.len());
+        let (mut log, mut grown) = (8 + 8 + 1 + 4, 0u64);
+        {
+            let st = self.read();
+            for id in ids {
+                let key = st.ids[&id];
+                let old = st.slots[key as usize]
+                    .as_ref()
+                    .and_then(|e| e.payload.as_ref())
+                    .map(Payload::to_map);
+                let old_len = payload_len(old.as_ref());
+                let new = change.apply(old);
+                let len = payload_len(new.as_ref());
+                if len as usize > max {
+                    return Err(EngineError::InvalidPayload(format!(
+                        "the payload of point {id} would be {len} bytes, at most {max} allowed"
+                    ))
+                    .into());
+                }
+                log += 17 + 4 + len;
+                grown += len.saturating_sub(old_len);
+                changes.push((id, new));
+            }
+        }
+        if changes.is_empty() {
+            return admit(WriteCost::default()).map(|r| (0, r));
+        }
+        let granted = admit(WriteCost {
+            new_points: 0,
+            bytes: log + grown,
+        })?;
+        let n = changes.len();
+        self.log_locked(&mut w, WalOp::SetPayload(changes))?;
+        self.owed_rows.fetch_add(grown, Ordering::Relaxed);
+        Ok((n, granted))
+    }
+
+    /// The beam width searches use by default from now on (validated like
+    /// the config's), kept in `collection.json`.
+    pub fn set_ef_search(&self, ef: usize) -> Result<()> {
+        let _w = self.lock_writer()?;
+        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        next.config.hnsw.ef_search = ef;
+        next.config.validate()?;
+        self.replace_meta(next)?;
+        self.ef_search.store(ef, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn log_locked(&self, w: &mut Writer, op: WalOp) -> Result<()> {
         let seq = w.next_seq;
         w.wal.append(seq, &op)?;
@@ -711,6 +863,26 @@ impl Collection {
     fn apply(&self, w: &mut Writer, op: WalOp) -> Result<()> {
         match op {
             WalOp::Upsert(points) => self.apply_upsert(w, points),
+            WalOp::SetPayload(changes) => {
+                let mut st = self.write();
+                for (id, payload) in changes {
+                    let Some(&key) = st.ids.get(&id) else {
+                        continue;
+                    };
+                    let payload = payload.as_ref().map(Payload::from_map);
+                    // Postings of the old values stay until compaction:
+                    // candidates are a superset, checked against the payload.
+                    if let Some(p) = &payload {
+                        st.payload_index.add(key, p);
+                    }
+                    let added = held(payload.as_ref());
+                    let e = st.slots[key as usize].as_mut().expect("published key");
+                    let old = held(e.payload.as_ref());
+                    e.payload = payload;
+                    st.payload_bytes = st.payload_bytes - old + added;
+                }
+                Ok(())
+            }
             WalOp::Delete(ids) => {
                 let mut st = self.write();
                 for id in ids {
@@ -1168,7 +1340,7 @@ impl Collection {
     }
 
     fn quick_in(&self, st: &State, req: &SearchRequest) -> bool {
-        let ef = req.ef.unwrap_or(self.config.hnsw.ef_search);
+        let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
         let beam = ef.max(req.limit);
         let cost = (beam * 2 * self.config.hnsw.m + st.unindexed.len()) * self.config.dimension;
         req.filter.as_ref().is_none_or(Filter::is_empty)
@@ -1271,7 +1443,10 @@ impl Collection {
         if live == 0 {
             return Ok(Vec::new());
         }
-        let ef = req.ef.unwrap_or(self.config.hnsw.ef_search).max(k);
+        let ef = req
+            .ef
+            .unwrap_or(self.ef_search.load(Ordering::Relaxed))
+            .max(k);
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
         // Candidates from the payload indexes (and `has_id`): a superset of
         // the matches, known exactly in number.

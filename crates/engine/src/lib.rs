@@ -21,7 +21,10 @@ mod simd;
 mod snapshot;
 pub mod wal;
 
-pub use collection::{CollectionInfo, EngineOptions, Record, ScoredPoint, SearchRequest, With};
+pub use collection::{
+    CollectionInfo, EngineOptions, PayloadChange, Record, ScoredPoint, SearchRequest, Selection,
+    With,
+};
 pub use config::{CollectionConfig, HnswParams, Limits, Metric};
 pub use database::Database;
 pub use deadline::Deadline;

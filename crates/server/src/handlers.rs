@@ -253,3 +253,43 @@ pub async fn search_batch(
     )
     .await
 }
+
+pub async fn update_collection(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<UpdateCollection>,
+) -> Result<Response, ApiError> {
+    let out = state.service.update_collection(&call, &name, req).await?;
+    ok(&call, StatusCode::OK, out).await
+}
+
+pub async fn set_payload(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SetPayload>,
+) -> Result<Response, ApiError> {
+    let out = state.service.set_payload(&call, &name, req, false).await?;
+    ok(&call, StatusCode::OK, out).await
+}
+
+pub async fn overwrite_payload(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SetPayload>,
+) -> Result<Response, ApiError> {
+    let out = state.service.set_payload(&call, &name, req, true).await?;
+    ok(&call, StatusCode::OK, out).await
+}
+
+pub async fn delete_payload(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<DeletePayload>,
+) -> Result<Response, ApiError> {
+    let out = state.service.delete_payload(&call, &name, req).await?;
+    ok(&call, StatusCode::OK, out).await
+}

@@ -164,11 +164,66 @@ pub struct GetPoints {
     pub with_vector: bool,
 }
 
+/// Points to delete: by `ids`, or every point matching `filter` (exactly
+/// one of the two).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePoints {
-    #[schemars(with = "Vec<PointIdSchema>")]
-    pub ids: Vec<PointId>,
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<PointIdSchema>>")]
+    pub ids: Option<Vec<PointId>>,
+    #[serde(default)]
+    #[schemars(with = "Option<FilterSchema>")]
+    pub filter: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// A payload change for the points given by `ids` or matching `filter`
+/// (exactly one of the two). POST sets these top-level keys and keeps the
+/// others; PUT replaces the whole payload.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPayload {
+    pub payload: Map<String, Value>,
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<PointIdSchema>>")]
+    pub ids: Option<Vec<PointId>>,
+    #[serde(default)]
+    #[schemars(with = "Option<FilterSchema>")]
+    pub filter: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Top-level payload keys to remove from the points given by `ids` or
+/// matching `filter` (exactly one of the two).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePayload {
+    pub keys: Vec<String>,
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<PointIdSchema>>")]
+    pub ids: Option<Vec<PointId>>,
+    #[serde(default)]
+    #[schemars(with = "Option<FilterSchema>")]
+    pub filter: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Updated {
+    /// Points whose payload changed.
+    pub updated: usize,
+}
+
+/// Search parameters that may change after creation.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHnsw {
+    /// Default beam width while searching (1 to 4096).
+    pub ef_search: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCollection {
+    pub hnsw: UpdateHnsw,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

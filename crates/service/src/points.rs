@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use vectorizer_engine::{Filter, Point, PointId, Record, SearchRequest, With};
+use vectorizer_engine::{
+    Filter, PayloadChange, Point, PointId, Record, SearchRequest, Selection, With,
+};
 
 use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
@@ -15,6 +17,21 @@ fn parse_filter(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Filt
     match raw.map(|r| r.get().trim()) {
         None | Some("null") => Ok(None),
         Some(text) => Ok(Some(Filter::from_json_text(text)?)),
+    }
+}
+
+/// The points a request names: `ids` or `filter`, exactly one.
+fn selection(
+    ids: Option<Vec<PointId>>,
+    filter: Option<&serde_json::value::RawValue>,
+) -> Result<Selection> {
+    match (ids, parse_filter(filter)?) {
+        (Some(ids), None) => Ok(Selection::Ids(ids)),
+        (None, Some(f)) => Ok(Selection::Filter(f)),
+        _ => Err(ServiceError::unprocessable(
+            "invalid_request",
+            "name the points by exactly one of `ids` and `filter`",
+        )),
     }
 }
 
@@ -160,10 +177,88 @@ impl Service {
     ) -> Result<Deleted> {
         let (caller, ticket) = call.enter(Permission::Delete)?;
         let c = self.collection(caller, name)?;
+        let sel = selection(req.ids, req.filter.as_deref())?;
         let coll = c.clone();
-        let deleted = ticket.run(move |_| Ok(coll.delete(req.ids)?)).await?;
+        let deleted = ticket
+            .run(move |deadline| Ok(coll.delete_selected(&sel, deadline)?))
+            .await?;
         self.report(&c);
         Ok(Deleted { deleted })
+    }
+
+    /// Sets payload keys (`overwrite`: replaces whole payloads) of the
+    /// points selected. What the change adds on disk is checked against
+    /// the storage quota under the collection's writer lock, like a write.
+    pub async fn set_payload(
+        self: &Arc<Self>,
+        call: &Call,
+        name: &str,
+        req: SetPayload,
+        overwrite: bool,
+    ) -> Result<Updated> {
+        let change = if overwrite {
+            PayloadChange::Overwrite(req.payload)
+        } else {
+            PayloadChange::Set(req.payload)
+        };
+        self.change_payload(call, name, req.ids, req.filter, change)
+            .await
+    }
+
+    /// Removes payload keys of the points selected.
+    pub async fn delete_payload(
+        self: &Arc<Self>,
+        call: &Call,
+        name: &str,
+        req: DeletePayload,
+    ) -> Result<Updated> {
+        if req.keys.is_empty() {
+            return Err(ServiceError::unprocessable(
+                "invalid_request",
+                "`keys` names at least one payload key",
+            ));
+        }
+        let change = PayloadChange::DeleteKeys(req.keys);
+        self.change_payload(call, name, req.ids, req.filter, change)
+            .await
+    }
+
+    async fn change_payload(
+        self: &Arc<Self>,
+        call: &Call,
+        name: &str,
+        ids: Option<Vec<PointId>>,
+        filter: Option<Box<serde_json::value::RawValue>>,
+        change: PayloadChange,
+    ) -> Result<Updated> {
+        let (caller, ticket) = call.enter(Permission::Write)?;
+        let c = self.collection(caller, name)?;
+        let sel = selection(ids, filter.as_deref())?;
+        let plan = match (caller, self.quotas.get().cloned()) {
+            (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
+            _ => None,
+        };
+        let (svc, coll) = (self.clone(), c.clone());
+        let updated = ticket
+            .run(move |deadline| {
+                let (n, _reservation) =
+                    coll.update_payloads(&sel, &change, deadline, |cost| match &plan {
+                        Some((user, limits, quotas)) if cost.bytes > 0 => {
+                            let want = Amount {
+                                bytes: cost.bytes,
+                                ..Amount::default()
+                            };
+                            quotas
+                                .reserve(*user, *limits, want, || svc.usage_of(user))
+                                .map(Some)
+                        }
+                        _ => Ok(None),
+                    })?;
+                Ok(n)
+            })
+            .await?;
+        self.report(&c);
+        Ok(Updated { updated })
     }
 
     pub async fn scroll(

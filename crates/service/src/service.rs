@@ -672,6 +672,24 @@ impl Service {
         ticket.run(move |_| Ok(Self::detail(&name, &c))).await
     }
 
+    /// Changes a collection's search parameters (the default `ef_search`).
+    pub async fn update_collection(
+        self: &Arc<Self>,
+        call: &Call,
+        name: &str,
+        req: UpdateCollection,
+    ) -> Result<CollectionDetail> {
+        let (caller, ticket) = call.enter(Permission::Write)?;
+        let c = self.collection(caller, name)?;
+        let name = name.to_owned();
+        ticket
+            .run(move |_| {
+                c.set_ef_search(req.hnsw.ef_search)?;
+                Ok(Self::detail(&name, &c))
+            })
+            .await
+    }
+
     /// Indexes one more payload field of a collection (idempotent).
     pub async fn create_payload_index(
         self: &Arc<Self>,

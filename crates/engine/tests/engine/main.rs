@@ -6,4 +6,5 @@ mod concurrency;
 mod crash;
 mod filtered;
 mod model;
+mod payloads;
 mod recall;

@@ -509,7 +509,7 @@ async fn isolation_matrix_over_every_route() {
         )
         .await;
         let (_, detail) = send(app, "GET", "/collections/secret", bearer(&b), None).await;
-        json!({"list": list, "points": pts, "payload_index": detail["payload_index"]})
+        json!({"list": list, "points": pts, "payload_index": detail["payload_index"], "hnsw": detail["hnsw"]})
     };
     let before = bobs_view(&app).await;
 
@@ -522,6 +522,9 @@ async fn isolation_matrix_over_every_route() {
             "search" => json!({"vector": [1, 0], "limit": 3}),
             "search_batch" => json!({"searches": [{"vector": [1, 0], "limit": 3}]}),
             "create_payload_index" => json!({"field": "k"}),
+            "update_collection" => json!({"hnsw": {"ef_search": 7}}),
+            "set_payload" | "overwrite_payload" => json!({"payload": {"k": "x"}, "ids": [1]}),
+            "delete_payload" => json!({"keys": ["k"], "filter": {}}),
             other => panic!("route `{other}` needs an entry in this matrix"),
         })
     };

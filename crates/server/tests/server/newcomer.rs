@@ -159,3 +159,212 @@ async fn a_wrong_service_key_is_not_an_outage() {
     );
     hub.task.abort();
 }
+
+/// Delete by filter; set, overwrite and delete payload keys by ids or by
+/// filter; change `ef_search`. Each keeps to the caller's collections, its
+/// permissions and its storage quota.
+#[tokio::test]
+async fn points_by_filter_payload_changes_and_search_parameters() {
+    let hub = hub().await;
+    hub.store
+        .create_plan(vectorizer_hub::store::Plan {
+            name: "small".into(),
+            max_collections: 5,
+            max_vectors: 1000,
+            max_storage_bytes: 20_000,
+        })
+        .unwrap();
+    let user = hub
+        .store
+        .create_user("ops@example.com", "small")
+        .unwrap()
+        .id;
+    let other = hub
+        .store
+        .create_user("other@example.com", "small")
+        .unwrap()
+        .id;
+    let (k, _) = crate::hub_auth::key(&hub.store, user, &["admin"], None);
+    let (ro, _) = crate::hub_auth::key(&hub.store, user, &["read"], None);
+    let (o, _) = crate::hub_auth::key(&hub.store, other, &["admin"], None);
+    let app = TestApp::with_auth(crate::hub_auth::auth(hub.addr, Duration::from_secs(60)));
+    let made = json!({"name": "c", "dimension": 2, "metric": "euclidean", "payload_index": ["g"]});
+    assert_eq!(
+        status(&app, "POST", "/collections", bearer(&k), Some(made)).await,
+        201
+    );
+    let pts: Vec<_> = (0..20)
+        .map(|i| json!({"id": i, "vector": [i as f32, 1.0], "payload": {"g": i % 2, "tag": "t"}}))
+        .collect();
+    let s = status(
+        &app,
+        "POST",
+        "/collections/c/points",
+        bearer(&k),
+        Some(json!({"points": pts})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let count = async |filter: serde_json::Value| {
+        send(
+            &app,
+            "POST",
+            "/collections/c/points/count",
+            bearer(&k),
+            Some(json!({"filter": filter})),
+        )
+        .await
+        .1["count"]
+            .as_u64()
+            .unwrap()
+    };
+    // Set a key on the odd points, by filter.
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points/payload",
+        bearer(&k),
+        Some(json!({"payload": {"odd": true}, "filter": {"must": [{"key": "g", "match": {"value": 1}}]}})),
+    )
+    .await;
+    assert_eq!((s, b["updated"].as_u64()), (200, Some(10)), "{b}");
+    assert_eq!(
+        count(json!({"must": [{"key": "odd", "match": {"value": true}}]})).await,
+        10
+    );
+    // Overwrite two points by id: their other keys are gone, and the
+    // payload index answers with the new values.
+    let (s, b) = send(
+        &app,
+        "PUT",
+        "/collections/c/points/payload",
+        bearer(&k),
+        Some(json!({"payload": {"g": 7}, "ids": [0, 1, 999]})),
+    )
+    .await;
+    assert_eq!((s, b["updated"].as_u64()), (200, Some(2)), "{b}");
+    assert_eq!(
+        count(json!({"must": [{"key": "g", "match": {"value": 7}}]})).await,
+        2
+    );
+    assert_eq!(
+        count(json!({"must": [{"key": "g", "match": {"value": 1}}]})).await,
+        9
+    );
+    let (_, p) = send(&app, "GET", "/collections/c/points/1", bearer(&k), None).await;
+    assert_eq!(p["payload"], json!({"g": 7}));
+    // Remove a key everywhere.
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points/payload/delete",
+        bearer(&k),
+        Some(json!({"keys": ["tag"], "filter": {}})),
+    )
+    .await;
+    assert_eq!((s, b["updated"].as_u64()), (200, Some(20)), "{b}");
+    assert_eq!(
+        count(json!({"must": [{"key": "tag", "match": {"value": "t"}}]})).await,
+        0
+    );
+    // Delete by filter.
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points/delete",
+        bearer(&k),
+        Some(json!({"filter": {"must": [{"key": "odd", "match": {"value": true}}]}})),
+    )
+    .await;
+    assert_eq!((s, b["deleted"].as_u64()), (200, Some(9)), "{b}");
+    assert_eq!(count(json!({})).await, 11);
+    // Exactly one of ids and filter.
+    for body in [
+        json!({"payload": {"a": 1}}),
+        json!({"payload": {"a": 1}, "ids": [1], "filter": {}}),
+    ] {
+        let (s, b) = send(
+            &app,
+            "POST",
+            "/collections/c/points/payload",
+            bearer(&k),
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (422, Some("invalid_request"))
+        );
+    }
+    // ef_search changes; bad values change nothing.
+    let (s, d) = send(
+        &app,
+        "PATCH",
+        "/collections/c",
+        bearer(&k),
+        Some(json!({"hnsw": {"ef_search": 200}})),
+    )
+    .await;
+    assert_eq!(
+        (s, d["hnsw"]["ef_search"].as_u64()),
+        (200, Some(200)),
+        "{d}"
+    );
+    let (s, _) = send(
+        &app,
+        "PATCH",
+        "/collections/c",
+        bearer(&k),
+        Some(json!({"hnsw": {"ef_search": 0}})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    let (_, d) = send(&app, "GET", "/collections/c", bearer(&k), None).await;
+    assert_eq!(d["hnsw"]["ef_search"], 200);
+    // Permissions and tenancy.
+    let change = json!({"payload": {"x": 1}, "filter": {}});
+    assert_eq!(
+        status(
+            &app,
+            "POST",
+            "/collections/c/points/payload",
+            bearer(&ro),
+            Some(change.clone())
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        status(
+            &app,
+            "POST",
+            "/collections/c/points/payload",
+            bearer(&o),
+            Some(change)
+        )
+        .await,
+        404
+    );
+    // The storage quota holds for payload growth: nothing changes when refused.
+    let big = json!({"payload": {"blob": "x".repeat(900)}, "filter": {}});
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points/payload",
+        bearer(&k),
+        Some(big),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["quota"].as_str()),
+        (429, Some("storage")),
+        "{b}"
+    );
+    assert_eq!(
+        count(json!({"must": [{"key": "blob", "match": {"any": ["x"]}}]})).await,
+        0
+    );
+    let (_, p) = send(&app, "GET", "/collections/c/points/0", bearer(&k), None).await;
+    assert!(p["payload"].get("blob").is_none());
+    hub.task.abort();
+}
