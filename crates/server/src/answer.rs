@@ -78,6 +78,12 @@ impl Weight for CollectionDetail {}
 impl Weight for Upserted {}
 impl Weight for Deleted {}
 impl Weight for Updated {}
+
+impl Weight for vectorizer_service::aliases::AliasList {
+    fn weight(&self) -> usize {
+        self.aliases.len() * 160
+    }
+}
 impl Weight for Counted {}
 impl Weight for serde_json::Value {}
 

@@ -58,6 +58,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::PointNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "point_not_found", message)
             }
+            ServiceError::AliasNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "alias_not_found", message)
+            }
             ServiceError::CollectionExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "collection_exists", message)
             }

@@ -293,3 +293,20 @@ pub async fn delete_payload(
     let out = state.service.delete_payload(&call, &name, req).await?;
     ok(&call, StatusCode::OK, out).await
 }
+
+pub async fn list_aliases(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+) -> Result<Response, ApiError> {
+    let out = state.service.list_aliases(&call).await?;
+    ok(&call, StatusCode::OK, out).await
+}
+
+pub async fn update_aliases(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+    ApiJson(req): ApiJson<vectorizer_service::aliases::AliasActions>,
+) -> Result<Response, ApiError> {
+    let out = state.service.update_aliases(&call, req).await?;
+    ok(&call, StatusCode::OK, out).await
+}

@@ -9,6 +9,8 @@ pub enum ServiceError {
     CollectionNotFound(String),
     #[error("point {0} not found")]
     PointNotFound(String),
+    #[error("alias `{0}` not found")]
+    AliasNotFound(String),
     #[error("collection `{0}` already exists")]
     CollectionExists(String),
     /// Malformed input: the request cannot be read as asked.

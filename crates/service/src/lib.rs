@@ -2,6 +2,7 @@
 //! expose, over the engine. Every entry point takes the [`Caller`] it acts
 //! for, so no adapter can reach data without saying whose request it is.
 
+pub mod aliases;
 pub mod caller;
 pub mod drift;
 pub mod error;

@@ -94,6 +94,8 @@ pub struct Service {
     storage_ok: AtomicBool,
     /// Creates and deletes of one name, one at a time.
     names: Names,
+    /// Second names of collections.
+    pub(crate) aliases: crate::aliases::Aliases,
 }
 
 /// One async lock per collection name being created or deleted, so that a
@@ -172,6 +174,9 @@ impl Service {
             ..EngineOptions::default()
         };
         let db = Database::open(&options.data_dir, engine)?;
+        let aliases = crate::aliases::Aliases::open(&options.data_dir).map_err(|e| {
+            vectorizer_engine::EngineError::Corrupt(format!("reading aliases.json: {e}"))
+        })?;
         let service = Service {
             db,
             share: FairShare::new(options.share),
@@ -181,6 +186,7 @@ impl Service {
             reporter: std::sync::OnceLock::new(),
             storage_ok: AtomicBool::new(true),
             names: Names::default(),
+            aliases,
         };
         service.probe_storage();
         Ok(service)
@@ -224,11 +230,16 @@ impl Service {
         })
     }
 
-    /// The caller's collection `name` (a map lookup: never waits on work).
+    /// The caller's collection `name`, or the one its alias `name` points
+    /// at (map lookups: never waits on work).
     pub(crate) fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
         let full = self.resolve(caller, name)?;
         self.db
             .collection(&full)
+            .or_else(|_| {
+                let target = self.aliases.target(&full).ok_or(())?;
+                self.db.collection(&target).map_err(|_| ())
+            })
             .map_err(|_| ServiceError::CollectionNotFound(name.to_owned()))
     }
 
@@ -432,6 +443,9 @@ impl Service {
         config.validate()?;
         let full = self.resolve(caller, &req.name)?;
         let _name = self.names.lock(&full).await;
+        if self.aliases.is_alias(&full) {
+            return Err(ServiceError::CollectionExists(req.name));
+        }
         let mut metadata = BTreeMap::new();
         let registered = match (caller, self.hub.get().cloned()) {
             (Caller::Tenant(t), Some(hub)) => {
@@ -620,6 +634,10 @@ impl Service {
                     }
                     e => e.into(),
                 })?;
+                // Its aliases go with it.
+                if let Err(e) = svc.aliases.forget(&full) {
+                    tracing::error!(error = %e, "could not drop a deleted collection's aliases");
+                }
                 // Durable before the deletion is acknowledged: delivered when
                 // the Hub takes it, also after a restart.
                 if let (Some(id), Some(r)) = (hub_id, svc.reporter.get()) {

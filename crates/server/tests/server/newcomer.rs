@@ -368,3 +368,118 @@ async fn points_by_filter_payload_changes_and_search_parameters() {
     assert!(p["payload"].get("blob").is_none());
     hub.task.abort();
 }
+
+/// Aliases: a second name, moved atomically to publish a rebuilt
+/// collection; all actions of a request or none; per tenant.
+#[tokio::test]
+async fn aliases_publish_a_rebuilt_collection_atomically() {
+    let hub = hub().await;
+    let a = hub.store.create_user("al1@example.com", "p").unwrap().id;
+    let b = hub.store.create_user("al2@example.com", "p").unwrap().id;
+    let (ka, _) = crate::hub_auth::key(&hub.store, a, &["admin"], None);
+    let (kb, _) = crate::hub_auth::key(&hub.store, b, &["admin"], None);
+    let app = TestApp::with_auth(crate::hub_auth::auth(hub.addr, Duration::from_secs(60)));
+    for (name, v) in [("v1", 1.0), ("v2", 2.0)] {
+        let made = json!({"name": name, "dimension": 2, "metric": "euclidean"});
+        assert_eq!(
+            status(&app, "POST", "/collections", bearer(&ka), Some(made)).await,
+            201
+        );
+        let pts = json!({"points": [{"id": 1, "vector": [v, 0.0], "payload": {"v": name}}]});
+        let path = format!("/collections/{name}/points");
+        assert_eq!(
+            status(&app, "POST", &path, bearer(&ka), Some(pts)).await,
+            200
+        );
+    }
+    let point = async |k: &str| {
+        let (s, p) = send(&app, "GET", "/collections/live/points/1", bearer(k), None).await;
+        (s, p["payload"]["v"].as_str().map(str::to_owned))
+    };
+    let act = |actions: serde_json::Value| json!({"actions": actions});
+    let (s, l) = send(
+        &app,
+        "POST",
+        "/aliases",
+        bearer(&ka),
+        Some(act(
+            json!([{"create_alias": {"alias": "live", "collection": "v1"}}]),
+        )),
+    )
+    .await;
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(point(&ka).await, (200, Some("v1".to_owned())));
+    // The swap is one request.
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/aliases",
+        bearer(&ka),
+        Some(act(
+            json!([{"create_alias": {"alias": "live", "collection": "v2"}}]),
+        )),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(point(&ka).await, (200, Some("v2".to_owned())));
+    // All or nothing: a bad second action leaves the first undone.
+    let (s, b2) = send(
+        &app,
+        "POST",
+        "/aliases",
+        bearer(&ka),
+        Some(act(json!([{"create_alias": {"alias": "live", "collection": "v1"}}, {"delete_alias": {"alias": "nope"}}]))),
+    )
+    .await;
+    assert_eq!(
+        (s, b2["error"]["code"].as_str()),
+        (404, Some("alias_not_found"))
+    );
+    assert_eq!(point(&ka).await, (200, Some("v2".to_owned())));
+    // An alias cannot shadow a collection, nor point at another tenant's.
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/aliases",
+        bearer(&ka),
+        Some(act(
+            json!([{"create_alias": {"alias": "v1", "collection": "v2"}}]),
+        )),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let made = json!({"name": "live", "dimension": 2, "metric": "dot"});
+    assert_eq!(
+        status(&app, "POST", "/collections", bearer(&ka), Some(made)).await,
+        409
+    );
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/aliases",
+        bearer(&kb),
+        Some(act(
+            json!([{"create_alias": {"alias": "mine", "collection": "v2"}}]),
+        )),
+    )
+    .await;
+    assert_eq!(s, 404);
+    // Another tenant neither sees nor uses it.
+    assert_eq!(point(&kb).await.0, 404);
+    let (_, lb) = send(&app, "GET", "/aliases", bearer(&kb), None).await;
+    assert_eq!(lb, json!({"aliases": []}));
+    let (_, la) = send(&app, "GET", "/aliases", bearer(&ka), None).await;
+    assert_eq!(
+        la,
+        json!({"aliases": [{"alias": "live", "collection": "v2"}]})
+    );
+    // Deleting the collection takes its alias along.
+    assert_eq!(
+        status(&app, "DELETE", "/collections/v2", bearer(&ka), None).await,
+        200
+    );
+    assert_eq!(point(&ka).await.0, 404);
+    let (_, la) = send(&app, "GET", "/aliases", bearer(&ka), None).await;
+    assert_eq!(la, json!({"aliases": []}));
+    hub.task.abort();
+}
