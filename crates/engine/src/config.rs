@@ -42,11 +42,61 @@ impl Metric {
 #[serde(default, deny_unknown_fields)]
 pub struct HnswParams {
     /// Links per node on the upper layers (the base layer keeps twice as many).
+    #[serde(deserialize_with = "whole")]
     pub m: usize,
     /// Beam width while inserting.
+    #[serde(deserialize_with = "whole")]
     pub ef_construction: usize,
     /// Default beam width while searching; a search may override it.
+    #[serde(deserialize_with = "whole")]
     pub ef_search: usize,
+}
+
+/// A non-negative integer, also when written with a zero fraction (`5.0`):
+/// JSON, and JSON Schema, count that as the integer 5.
+pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a non-negative integer")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::custom("an integer too large"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::custom("expected a non-negative integer"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<usize, E> {
+            if v.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&v) {
+                Ok(v as usize)
+            } else {
+                Err(E::custom("expected a non-negative integer"))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
+/// [`whole`], optional.
+pub fn whole_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    struct Opt;
+    impl<'de> serde::de::Visitor<'de> for Opt {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a non-negative integer or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<usize>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<usize>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+            whole(d).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
 }
 
 impl Default for HnswParams {

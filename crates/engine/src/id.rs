@@ -27,11 +27,28 @@ impl PointId {
                 "an id string must be 1 to {MAX_ID_STR} characters"
             )));
         }
+        // Exactly two forms, as the API document states them: up to 19
+        // decimal digits, or a hyphenated UUID.
         if s.bytes().all(|b| b.is_ascii_digit()) {
+            if s.len() > 19 {
+                return Err(EngineError::InvalidId(
+                    "an integer id in a string has at most 19 digits".into(),
+                ));
+            }
             return s
                 .parse::<u64>()
                 .map(PointId::Num)
                 .map_err(|_| EngineError::InvalidId("integer id out of range".into()));
+        }
+        let hyphenated = s.len() == 36
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+        if !hyphenated {
+            return Err(EngineError::InvalidId(
+                "expected a non-negative integer or a hyphenated UUID".into(),
+            ));
         }
         Uuid::from_str(s)
             .map(PointId::Uuid)
@@ -85,8 +102,15 @@ impl<'de> Deserialize<'de> for PointId {
                     .map(PointId::Num)
                     .map_err(|_| E::custom("a point id must not be negative"))
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<PointId, E> {
-                Err(E::custom("a point id must be an integer or a UUID string"))
+            // JSON counts `5.0` as the integer 5 (so does JSON Schema).
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<PointId, E> {
+                if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                    Ok(PointId::Num(v as u64))
+                } else {
+                    Err(E::custom(
+                        "a point id must be a non-negative integer or a UUID string",
+                    ))
+                }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PointId, E> {
                 PointId::parse_str(v).map_err(E::custom)

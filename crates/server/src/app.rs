@@ -363,7 +363,14 @@ pub fn routes() -> Vec<Route> {
 
 /// The router, with every middleware, ready to serve.
 pub fn router(state: AppState) -> Router {
-    let doc = Arc::new(openapi::document(&routes()));
+    let opts = state.service.options();
+    let doc = Arc::new(openapi::document_with(
+        &routes(),
+        openapi::DocLimits {
+            engine: opts.limits,
+            max_batch_searches: opts.max_batch_searches,
+        },
+    ));
     let mut app: Router<AppState> = Router::new();
     let mut paths: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for route in routes() {

@@ -1,40 +1,78 @@
 //! The OpenAPI 3.1 document, generated from the route table and the
-//! service's body types.
+//! service's body types, then given every bound the server enforces (from
+//! the limits in force), every error status with its body, the filter
+//! grammar and the security schemes.
 
 use serde_json::{Map, Value, json};
+use vectorizer_engine::Limits;
+use vectorizer_engine::config::{MAX_DIMENSION, MAX_EF, MAX_INDEXED_FIELDS};
+use vectorizer_engine::filter::{MAX_ANY, MAX_CONDITIONS, MAX_HAS_ID};
 
-use crate::app::Route;
+use crate::app::{Access, Route};
+
+/// A collection's (or alias's) short name.
+const NAME: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// A point id in a string (a path, or a body): up to 19 decimal digits,
+/// or a hyphenated UUID.
+const POINT_ID: &str =
+    "^([0-9]{1,19}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
+/// The largest finite 32-bit float.
+const F32_MAX: f64 = 3.4028234663852886e38;
+
+/// The limits the document states (the server's, from its config).
+#[derive(Debug, Clone, Copy)]
+pub struct DocLimits {
+    pub engine: Limits,
+    pub max_batch_searches: usize,
+}
 
 pub fn document(routes: &[Route]) -> Value {
+    document_with(
+        routes,
+        DocLimits {
+            engine: Limits::default(),
+            max_batch_searches: 100,
+        },
+    )
+}
+
+pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
     let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
         s.definitions_path = "/components/schemas".into();
     });
     let mut generator = settings.into_generator();
-    let error = json!({
-        "description": "An error",
-        "content": {"application/json": {"schema": {"type": "object", "required": ["error"], "properties": {
-            "error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "description": "A stable snake_case code"},
-                "message": {"type": "string"}}}}}}}
-    });
+    let error = json!({"$ref": "#/components/responses/Error"});
     let mut paths: Map<String, Value> = Map::new();
     for r in routes {
+        let success = if r.operation == "metrics" {
+            json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        } else {
+            json!({
+                "description": "Success",
+                "content": {"application/json": {"schema": (r.response)(&mut generator).to_value()}}
+            })
+        };
+        let mut responses = Map::new();
+        responses.insert(r.status.as_u16().to_string(), success);
+        for code in error_statuses(r) {
+            responses.insert(code.to_string(), error.clone());
+        }
         let mut op = json!({
             "operationId": r.operation,
             "summary": r.summary,
-            "responses": {
-                r.status.as_u16().to_string(): {
-                    "description": "Success",
-                    "content": {"application/json": {"schema": (r.response)(&mut generator).to_value()}}
-                },
-                "default": error.clone()
-            }
+            "responses": responses,
         });
+        if r.access == Access::Public {
+            op["security"] = json!([{}, {"bearer": []}]);
+        }
         let params: Vec<Value> = r
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|p| {
+                let pattern = if p == "id" { POINT_ID } else { NAME };
+                json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "pattern": pattern}})
+            })
             .collect();
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
@@ -48,11 +86,242 @@ pub fn document(routes: &[Route]) -> Value {
         let item = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         item[r.method.as_str().to_ascii_lowercase()] = op;
     }
-    let schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    bound(&mut schemas, limits);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Vectorizer", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
-        "components": {"schemas": schemas}
+        // With the Hub on (or the deployment's keys set), a key is needed;
+        // with neither, none is.
+        "security": [{"bearer": []}, {"x_api_key": []}, {"api_key": []}, {}],
+        "components": {
+            "schemas": schemas,
+            "responses": {"Error": error_response()},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An access key the Hub issued (Hub on), or VECTORIZER_API_KEY / VECTORIZER_READ_API_KEY (Hub off); the operator token for /metrics"},
+                "x_api_key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "api_key": {"type": "apiKey", "in": "header", "name": "api-key"}
+            }
+        }
     })
+}
+
+/// The error statuses a route may answer.
+fn error_statuses(r: &Route) -> Vec<u16> {
+    if r.access == Access::Public {
+        return match r.operation {
+            "metrics" => vec![401, 500],
+            _ => vec![500, 503],
+        };
+    }
+    let mut v = vec![400, 401, 403, 404, 429, 500, 503];
+    if r.request.is_some() {
+        v.extend([413, 415, 422]);
+    } else {
+        v.push(422);
+    }
+    if matches!(r.operation, "create_collection" | "update_aliases") {
+        v.push(409);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn error_response() -> Value {
+    json!({
+        "description": "An error: a stable snake_case code and a message; a quota refusal adds its figures",
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["error"], "additionalProperties": false,
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "pattern": "^[a-z_]+$"},
+                    "message": {"type": "string"},
+                    "quota": {"type": "string", "enum": ["collections", "vectors", "storage"]},
+                    "limit": {"type": "integer", "minimum": 0},
+                    "current": {"type": "integer", "minimum": 0},
+                    "requested": {"type": "integer", "minimum": 0}
+                }
+            }}
+        }}}
+    })
+}
+
+/// Sets `constraints` on property `prop` of schema `name` (or on the
+/// schema itself for an empty `prop`).
+fn set(schemas: &mut Map<String, Value>, name: &str, prop: &str, constraints: Value) {
+    let Some(s) = schemas.get_mut(name) else {
+        return;
+    };
+    let target = if prop.is_empty() {
+        s
+    } else {
+        match s.pointer_mut(&format!("/properties/{prop}")) {
+            Some(t) => t,
+            None => return,
+        }
+    };
+    if let (Some(t), Some(c)) = (target.as_object_mut(), constraints.as_object()) {
+        t.extend(c.clone());
+    }
+}
+
+/// The bounds the server enforces, stated in the schemas.
+fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
+    let e = l.engine;
+    let vector = json!({"type": "array", "minItems": 1, "maxItems": MAX_DIMENSION,
+        "items": {"type": "number", "minimum": -F32_MAX, "maximum": F32_MAX}});
+    let ids = |max: usize| json!({"type": "array", "minItems": 1, "maxItems": max, "items": {"$ref": "#/components/schemas/PointId"}});
+    let field = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"});
+    schemas.insert(
+        "PointId".into(),
+        json!({"description": "A non-negative integer or a UUID string.", "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": 18_446_744_073_709_551_615u64},
+            {"type": "string", "pattern": POINT_ID}
+        ]}),
+    );
+    set(
+        schemas,
+        "CreateCollection",
+        "name",
+        json!({"pattern": NAME}),
+    );
+    set(
+        schemas,
+        "CreateCollection",
+        "dimension",
+        json!({"minimum": 1, "maximum": MAX_DIMENSION}),
+    );
+    set(
+        schemas,
+        "CreateCollection",
+        "payload_index",
+        json!({"maxItems": MAX_INDEXED_FIELDS, "uniqueItems": true, "items": field}),
+    );
+    // Optional, but not nullable: a field left out takes its default.
+    set(
+        schemas,
+        "HnswSchema",
+        "m",
+        json!({"type": "integer", "minimum": 2, "maximum": 128}),
+    );
+    set(
+        schemas,
+        "HnswSchema",
+        "ef_construction",
+        json!({"type": "integer", "minimum": 4, "maximum": MAX_EF}),
+    );
+    set(
+        schemas,
+        "HnswSchema",
+        "ef_search",
+        json!({"type": "integer", "minimum": 1, "maximum": MAX_EF}),
+    );
+    set(
+        schemas,
+        "UpdateHnsw",
+        "ef_search",
+        json!({"minimum": 1, "maximum": MAX_EF}),
+    );
+    set(schemas, "CreatePayloadIndex", "field", field.clone());
+    set(
+        schemas,
+        "UpsertPoints",
+        "points",
+        json!({"minItems": 1, "maxItems": e.max_batch}),
+    );
+    set(schemas, "PointInput", "vector", vector.clone());
+    set(schemas, "GetPoints", "ids", ids(e.max_batch));
+    set(schemas, "DeletePoints", "ids", ids(e.max_batch));
+    set(schemas, "SetPayload", "ids", ids(e.max_batch));
+    set(schemas, "DeletePayload", "ids", ids(e.max_batch));
+    set(
+        schemas,
+        "DeletePayload",
+        "keys",
+        json!({"minItems": 1, "items": {"type": "string"}}),
+    );
+    set(
+        schemas,
+        "Scroll",
+        "limit",
+        json!({"minimum": 1, "maximum": e.max_limit}),
+    );
+    set(
+        schemas,
+        "Search",
+        "limit",
+        json!({"minimum": 1, "maximum": e.max_limit}),
+    );
+    set(schemas, "Search", "vector", vector);
+    set(
+        schemas,
+        "Search",
+        "ef",
+        json!({"minimum": 1, "maximum": MAX_EF}),
+    );
+    set(
+        schemas,
+        "Search",
+        "score_threshold",
+        json!({"minimum": -F32_MAX, "maximum": F32_MAX}),
+    );
+    set(
+        schemas,
+        "SearchBatch",
+        "searches",
+        json!({"minItems": 1, "maxItems": l.max_batch_searches}),
+    );
+    set(
+        schemas,
+        "AliasActions",
+        "actions",
+        json!({"minItems": 1, "maxItems": 100}),
+    );
+    filter_grammar(schemas);
+}
+
+/// The filter grammar as schemas: a filter's clauses hold conditions; a
+/// condition tests a field, names ids, or nests a filter.
+fn filter_grammar(schemas: &mut Map<String, Value>) {
+    let r = |n: &str| json!({"$ref": format!("#/components/schemas/{n}")});
+    let value = json!({"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]});
+    let bound = json!({"type": "number"});
+    let clause = json!({"oneOf": [
+        {"type": "array", "maxItems": MAX_CONDITIONS, "items": r("Condition")},
+        r("Condition"),
+        {"type": "null"}
+    ]});
+    schemas.insert(
+        "Filter".into(),
+        json!({
+            "description": format!("Conditions in `must` (all hold), `should` (one holds, if any are given) and `must_not` (none holds); at most {MAX_CONDITIONS} conditions in all, nested at most 8 deep."),
+            "type": "object", "additionalProperties": false,
+            "properties": {"must": clause, "should": clause, "must_not": clause}
+        }),
+    );
+    schemas.insert(
+        "Condition".into(),
+        json!({"oneOf": [
+            {"type": "object", "additionalProperties": false, "required": ["key", "match"], "properties": {
+                "key": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"},
+                "match": {"oneOf": [
+                    {"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": value}},
+                    {"type": "object", "additionalProperties": false, "required": ["any"], "properties": {"any": {"type": "array", "maxItems": MAX_ANY, "items": value}}}
+                ]}
+            }},
+            {"type": "object", "additionalProperties": false, "required": ["key", "range"], "properties": {
+                "key": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"},
+                "range": {"type": "object", "additionalProperties": false, "minProperties": 1,
+                    "properties": {"gt": bound, "gte": bound, "lt": bound, "lte": bound}}
+            }},
+            {"type": "object", "additionalProperties": false, "required": ["has_id"], "properties": {
+                "has_id": {"type": "array", "maxItems": MAX_HAS_ID, "items": r("PointId")}
+            }},
+            {"type": "object", "additionalProperties": false, "required": ["filter"], "properties": {"filter": r("Filter")}},
+            {"allOf": [r("Filter"), {"minProperties": 1}]}
+        ]}),
+    );
 }

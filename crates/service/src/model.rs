@@ -70,6 +70,7 @@ pub struct CreateCollection {
     /// 1 to 64 characters: letters, digits, `_`, `-`.
     pub name: String,
     /// 1 to 65,536.
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub dimension: usize,
     #[schemars(with = "MetricSchema")]
     pub metric: Metric,
@@ -217,6 +218,7 @@ pub struct Updated {
 #[serde(deny_unknown_fields)]
 pub struct UpdateHnsw {
     /// Default beam width while searching (1 to 4096).
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub ef_search: usize,
 }
 
@@ -258,6 +260,7 @@ fn ten() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct Scroll {
     #[serde(default = "ten")]
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub limit: usize,
     /// Where to continue: the `next_cursor` of the previous page.
     #[serde(default)]
@@ -297,12 +300,14 @@ pub struct Counted {
 #[serde(deny_unknown_fields)]
 pub struct Search {
     pub vector: Vec<f32>,
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub limit: usize,
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<Box<serde_json::value::RawValue>>,
     /// Beam width for this search (default: the collection's ef_search).
     #[serde(default)]
+    #[serde(deserialize_with = "vectorizer_engine::config::whole_opt")]
     pub ef: Option<usize>,
     /// Cosine and dot: keep scores >= threshold; euclidean: distances <=.
     #[serde(default)]

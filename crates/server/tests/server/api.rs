@@ -221,6 +221,35 @@ async fn openapi_lists_every_route() {
             r.path
         );
     }
+    // Bounds and errors as the server enforces them: the test app's limits
+    // (100 points a batch, limit up to 1000, 10 searches a batch).
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["UpsertPoints"]["properties"]["points"]["maxItems"],
+        100
+    );
+    assert_eq!(schemas["Search"]["properties"]["limit"]["maximum"], 1000);
+    assert_eq!(
+        schemas["SearchBatch"]["properties"]["searches"]["maxItems"],
+        10
+    );
+    assert_eq!(
+        schemas["CreateCollection"]["properties"]["dimension"]["maximum"],
+        65_536
+    );
+    assert!(schemas["Condition"]["oneOf"].as_array().unwrap().len() >= 4);
+    let search = &doc["paths"]["/collections/{name}/search"]["post"];
+    assert_eq!(
+        search["parameters"][0]["schema"]["pattern"],
+        "^[A-Za-z0-9_-]{1,64}$"
+    );
+    for code in ["400", "401", "404", "413", "415", "422", "429", "503"] {
+        assert!(search["responses"][code].is_object(), "search lacks {code}");
+    }
+    assert!(
+        doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object()
+    );
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     // The schemas the paths refer to are all defined.
     let text = doc.to_string();
     for name in doc["components"]["schemas"].as_object().unwrap().keys() {
