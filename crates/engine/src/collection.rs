@@ -36,6 +36,8 @@ const META_FILE: &str = "collection.json";
 const WAL_FILE: &str = "wal.log";
 const META_VERSION: u32 = 1;
 
+/// The largest squared length a vector may have (see `check_vector`).
+const MAX_SQUARED_LENGTH: f64 = f32::MAX as f64 / 4.0;
 /// Collections at most this large are always searched exactly.
 const EXACT_BELOW: usize = 256;
 /// Points sampled to estimate a filter's selectivity.
@@ -584,6 +586,16 @@ impl Collection {
             return Err(EngineError::InvalidVector(
                 "a zero vector has no direction under cosine".into(),
             ));
+        }
+        // Scores must stay finite: with every squared length at most a
+        // quarter of f32's range, a dot product (at most the product of the
+        // lengths) and a squared distance (at most the square of their sum)
+        // both fit.
+        let squared: f64 = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+        if squared > MAX_SQUARED_LENGTH {
+            return Err(EngineError::InvalidVector(format!(
+                "the vector is too long: its squared length {squared:.3e} exceeds {MAX_SQUARED_LENGTH:.3e}"
+            )));
         }
         Ok(())
     }

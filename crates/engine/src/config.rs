@@ -171,9 +171,9 @@ impl CollectionConfig {
             )));
         }
         for (i, f) in self.payload_index.iter().enumerate() {
-            if f.is_empty() || f.len() > 256 || f.split('.').any(str::is_empty) {
+            if f.is_empty() || f.chars().count() > 256 || f.split('.').any(str::is_empty) {
                 return Err(EngineError::InvalidConfig(format!(
-                    "payload_index: `{f}` is not a field path (1 to 256 bytes, dotted, no empty part)"
+                    "payload_index: `{f}` is not a field path (1 to 256 characters, dotted, no empty part)"
                 )));
             }
             if self.payload_index[..i].contains(f) {

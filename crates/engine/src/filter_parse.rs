@@ -244,7 +244,7 @@ impl<'de> Visitor<'de> for ConditionSeed<'_> {
             return Ok(Condition::Nested(Box::new(f)));
         }
         let key = key.ok_or_else(|| de::Error::custom("a field condition needs a string `key`"))?;
-        if key.is_empty() || key.len() > MAX_KEY || key.split('.').any(str::is_empty) {
+        if key.is_empty() || key.chars().count() > MAX_KEY || key.split('.').any(str::is_empty) {
             return Err(de::Error::custom(format!("invalid key `{}`", clip(&key))));
         }
         let test = test.ok_or_else(|| {

@@ -78,9 +78,22 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
             op["parameters"] = Value::Array(params);
         }
         if let Some(req) = r.request {
+            let schema = req(&mut generator).to_value();
+            // A body whose fields are all optional may be left out (it
+            // reads as `{}`).
+            let name = schema["$ref"]
+                .as_str()
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or("");
+            let needed = generator
+                .definitions()
+                .get(name)
+                .and_then(|d| d.get("required"))
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty());
             op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": req(&mut generator).to_value()}}
+                "required": needed,
+                "content": {"application/json": {"schema": schema}}
             });
         }
         let item = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
@@ -280,7 +293,41 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
         "actions",
         json!({"minItems": 1, "maxItems": 100}),
     );
+    if let Some(a) = schemas.get_mut("AliasAction") {
+        name_patterns(a);
+    }
     filter_grammar(schemas);
+    // With the Hub on, a caller without the operator token sees liveness
+    // only; the details and the Hub's state are the operator's.
+    set(schemas, "Health", "", json!({"required": ["status"]}));
+    if let Some(Value::Object(props)) = schemas
+        .get_mut("Health")
+        .and_then(|h| h.get_mut("properties"))
+    {
+        props.insert(
+            "hub".into(),
+            json!({"type": "string", "enum": ["up", "degraded", "down", "key_refused"]}),
+        );
+    }
+}
+
+/// Gives every `alias` and `collection` property under `v` the name
+/// pattern.
+fn name_patterns(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for key in ["alias", "collection"] {
+                    if let Some(Value::Object(p)) = props.get_mut(key) {
+                        p.insert("pattern".into(), NAME.into());
+                    }
+                }
+            }
+            m.values_mut().for_each(name_patterns);
+        }
+        Value::Array(a) => a.iter_mut().for_each(name_patterns),
+        _ => {}
+    }
 }
 
 /// The filter grammar as schemas: a filter's clauses hold conditions; a

@@ -54,6 +54,7 @@ enum MetricSchema {
 }
 
 #[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct HnswSchema {
     /// Links per node on upper layers (2 to 128; default 16).
