@@ -10,3 +10,4 @@ mod hardening;
 mod hub_auth;
 mod hub_calls;
 mod newcomer;
+mod readme;
