@@ -579,7 +579,7 @@ impl Collection {
         }
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(EngineError::InvalidVector(format!(
-                "component {i} is not a finite number"
+                "component {i} is not a finite 32-bit number (NaN, infinite, or beyond ±3.4e38)"
             )));
         }
         if self.config.metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {

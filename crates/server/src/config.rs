@@ -286,7 +286,26 @@ impl Config {
             );
         }
         // Only `VECTORIZER_<SECTION>__<KEY>` names configuration; secrets
-        // such as the operator token are never read as keys.
+        // such as the operator token are never read as keys. Anything else
+        // under the prefix is a mistake (one underscore for two, say).
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        if let Some((k, _)) = env.iter().find(|(k, _)| {
+            k.strip_prefix("VECTORIZER_")
+                .is_some_and(|rest| !rest.contains("__"))
+                && !SECRET_ENV.contains(&k.as_str())
+        }) {
+            let hint = k
+                .strip_prefix("VECTORIZER_")
+                .and_then(|rest| rest.split_once('_'))
+                .map_or(String::new(), |(s, key)| {
+                    format!(
+                        " (a config key is VECTORIZER_<SECTION>__<KEY>: VECTORIZER_{s}__{key}?)"
+                    )
+                });
+            return Err(ConfigError(format!(
+                "the environment variable {k} is not a configuration variable{hint}"
+            )));
+        }
         let env: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| {

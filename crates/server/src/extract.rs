@@ -29,15 +29,31 @@ const PARSE_IN_PLACE: usize = 64 << 10;
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    T::deserialize(&mut de)
-        .and_then(|v| de.end().map(|_| v))
-        .map_err(|e| {
-            let code = match e.classify() {
-                serde_json::error::Category::Data => "invalid_body",
-                _ => "invalid_json",
-            };
-            ApiError::new(StatusCode::BAD_REQUEST, code, plain(&e.to_string()))
-        })
+    let fail = |path: String, e: serde_json::Error| {
+        let (code, message) = match e.classify() {
+            serde_json::error::Category::Data => {
+                let m = plain(&e.to_string());
+                let m = match path.as_str() {
+                    "" | "." => m,
+                    p => format!("`{p}`: {m}"),
+                };
+                ("invalid_body", m)
+            }
+            _ => (
+                "invalid_json",
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            ),
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    };
+    let v = serde_path_to_error::deserialize::<_, T>(&mut de)
+        .map_err(|e| fail(e.path().to_string(), e.into_inner()))?;
+    de.end().map_err(|e| fail(String::new(), e))?;
+    Ok(v)
 }
 
 /// A parser's message in the words of the input, not of Rust types.
@@ -56,8 +72,21 @@ pub fn plain(msg: &str) -> String {
     ] {
         m = m.replace(&format!("expected {rust}"), &format!("expected {words}"));
     }
-    m.replace("invalid type: ", "")
-        .replace("invalid value: ", "")
+    for (rust, json) in [
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+        ("invalid type: sequence", "got an array"),
+        ("invalid type: map", "got an object"),
+        ("invalid type: string", "got the string"),
+        ("invalid type: integer", "got the integer"),
+        ("invalid type: floating point", "got the number"),
+        ("invalid type: null", "got null"),
+        ("unknown variant", "unknown value"),
+    ] {
+        m = m.replace(rust, json);
+    }
+    m.replace("invalid type: ", "got ")
+        .replace("invalid value: ", "got ")
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
@@ -76,7 +105,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Ap
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    "request body too large",
+                    "request body too large (see server.max_body_bytes)",
                 )
             } else {
                 ApiError::new(

@@ -73,7 +73,7 @@ pub async fn metrics(
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "metrics need the operator token (Authorization: Bearer)",
+            "metrics need the operator token (or, with the Hub off, the API key): Authorization: Bearer",
         ));
     }
     let body = crate::metrics::render(&state);

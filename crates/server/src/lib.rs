@@ -91,6 +91,41 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
     })
 }
 
+/// Checks the secrets the environment must (or must not) hold for `cfg`,
+/// before anything is opened: a boot that would fail for one, fails first
+/// (and `check-config` says so too).
+pub fn check_environment(cfg: &Config, local_hub: bool) -> Result<(), String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let service_key = var(vectorizer_hub::SERVICE_KEY_ENV);
+    if cfg.hub.enabled && !local_hub && service_key.is_none() {
+        return Err(format!(
+            "`hub.enabled` is true but {} is not set",
+            vectorizer_hub::SERVICE_KEY_ENV
+        ));
+    }
+    for name in [
+        extract::OperatorToken::ENV,
+        extract::LocalKeys::WRITE_ENV,
+        extract::LocalKeys::READ_ENV,
+    ] {
+        if var(name).is_some_and(|v| v.len() < extract::OperatorToken::MIN_LEN) {
+            return Err(format!(
+                "{name} must be at least {} characters",
+                extract::OperatorToken::MIN_LEN
+            ));
+        }
+    }
+    if var(internal::SIGNING_SECRET_ENV).is_some()
+        && var(internal::SIGNING_SECRET_ENV) == service_key
+    {
+        return Err(format!(
+            "{} must differ from the service key",
+            internal::SIGNING_SECRET_ENV
+        ));
+    }
+    Ok(())
+}
+
 /// The Hub client and access-key authentication, from the `hub:` section
 /// and the service key in `HIVEHUB_SERVICE_API_KEY`.
 pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::Auth>, String> {
@@ -195,6 +230,7 @@ async fn start_local_hub(cfg: &mut Config) -> Result<String, String> {
 /// Runs the server until SIGTERM or SIGINT, then flushes storage. With
 /// `local_hub`, a local Hub runs in the same process and the server uses it.
 pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
+    check_environment(&cfg, local_hub)?;
     // The port first: a server that cannot listen touches no file.
     let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))
         .await

@@ -131,7 +131,8 @@ enum HubCommand {
         /// RFC 3339 time after which the key is refused (in the future).
         #[arg(long, value_name = "TIME")]
         expires_at: Option<String>,
-        /// A name for the key, to tell keys apart in listings.
+        /// A name for the key, to tell keys apart (in the Hub's key listing,
+        /// GET /api/internal/access-keys).
         #[arg(long, default_value = "vectorizer")]
         name: String,
     },
@@ -172,7 +173,10 @@ fn main() {
             }
         }
         Command::CheckConfig { config } => {
-            match Config::load(config.as_deref(), &Overrides::default()) {
+            match Config::load(config.as_deref(), &Overrides::default())
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| vectorizer_server::check_environment(&cfg, false).map(|()| cfg))
+            {
                 Ok(cfg) => {
                     println!(
                         "{}",
@@ -223,6 +227,12 @@ fn hub_drift(cfg: &Config, user: &str) -> Result<bool, String> {
     let user = user
         .parse()
         .map_err(|_| format!("--user takes a user id (a UUID), not {user:?}"))?;
+    if std::env::var(vectorizer_hub::SERVICE_KEY_ENV).is_err() {
+        return Err(format!(
+            "hub-drift asks the Hub (hub.api_url): set {} to the service key",
+            vectorizer_hub::SERVICE_KEY_ENV
+        ));
+    }
     let auth = vectorizer_server::hub_auth(cfg, None)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -49,7 +49,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     crate::metrics::METRICS.observe(&route, status, ms / 1000.0);
     span.in_scope(|| {
         if status >= 500 {

@@ -178,6 +178,12 @@ impl Service {
         let (caller, ticket) = call.enter(Permission::Delete)?;
         let c = self.collection(caller, name)?;
         let sel = selection(req.ids, req.filter.as_deref())?;
+        if matches!(&sel, Selection::Filter(f) if f.is_empty()) {
+            return Err(ServiceError::unprocessable(
+                "invalid_request",
+                "an empty filter matches every point: to delete them all, delete the collection",
+            ));
+        }
         let coll = c.clone();
         let deleted = ticket
             .run(move |deadline| Ok(coll.delete_selected(&sel, deadline)?))

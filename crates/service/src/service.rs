@@ -686,7 +686,12 @@ impl Service {
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
-        let name = name.to_owned();
+        // Through an alias, the collection's own name.
+        let name = c
+            .name()
+            .split_once(':')
+            .map_or(c.name(), |(_, short)| short)
+            .to_owned();
         ticket.run(move |_| Ok(Self::detail(&name, &c))).await
     }
 

@@ -143,6 +143,15 @@ fn secrets_are_not_config_keys_and_metrics_follow_the_hub() {
     ]);
     let cfg = Config::load_from(None, &Overrides::default(), secrets).unwrap();
     assert_eq!(cfg.server.port, 9000);
+    // One underscore for two is a mistake, said so.
+    let err = Config::load_from(
+        None,
+        &Overrides::default(),
+        env(&[("VECTORIZER_SERVER_PORT", "1")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("VECTORIZER_SERVER__PORT?"), "{err}");
     let dir = TempDir::new("config-metrics");
     let state = |pairs: &[(&str, &str)]| {
         let mut cfg = Config::load_from(None, &Overrides::default(), env(pairs)).unwrap();

@@ -643,6 +643,39 @@ fn sigterm_exits_on_time_while_work_runs() {
     server.stop();
 }
 
+/// check-config refuses what serve would: the Hub on without its key, a
+/// short API key.
+#[test]
+fn check_config_refuses_what_serve_refuses() {
+    let dir = TempDir::new("e2e-check");
+    let file = dir.path().join("c.yml");
+    std::fs::write(&file, "hub:\n  enabled: true\n").unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .env_remove("HIVEHUB_SERVICE_API_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
+    let (code, _) = run(&[("HIVEHUB_SERVICE_API_KEY", "k")]);
+    assert_eq!(code, Some(0));
+    let (code, err) = run(&[
+        ("HIVEHUB_SERVICE_API_KEY", "k"),
+        ("VECTORIZER_OPERATOR_TOKEN", "short"),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("at least 16"), "{err}");
+}
+
 /// A second server on a data directory in use says so (not "internal
 /// error"), and a server that cannot bind its port creates no directory.
 #[test]

@@ -49,6 +49,38 @@ async fn count_and_scroll_need_no_body_and_queries_are_refused() {
         msg.contains("non-negative integer") && !msg.contains("usize"),
         "{msg}"
     );
+    let (_, b) = app
+        .call(
+            "POST",
+            "/collections",
+            Some(json!({"name": "d", "dimension": "3", "metric": "dot"})),
+        )
+        .await;
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("`dimension`: got the string"), "{msg}");
+    let (_, b) = app
+        .call(
+            "POST",
+            "/collections/c/points",
+            Some(json!({"points": [{"id": 1, "vector": [1, 2], "payload": [1]}]})),
+        )
+        .await;
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`points[0].payload`") && msg.contains("an object"),
+        "{msg}"
+    );
+    let (_, _, b) = app
+        .send(
+            "POST",
+            "/collections",
+            Some(("application/json", b"not json".to_vec())),
+        )
+        .await;
+    assert_eq!(
+        b["error"]["message"],
+        "the body is not valid JSON (line 1, column 2)"
+    );
 }
 
 /// With the Hub off and the deployment's keys set, every route but
@@ -267,6 +299,20 @@ async fn points_by_filter_payload_changes_and_search_parameters() {
         count(json!({"must": [{"key": "tag", "match": {"value": "t"}}]})).await,
         0
     );
+    // An empty filter would delete every point: refused.
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections/c/points/delete",
+        bearer(&k),
+        Some(json!({"filter": {}})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
+    assert_eq!(count(json!({})).await, 20);
     // Delete by filter.
     let (s, b) = send(
         &app,
@@ -409,6 +455,9 @@ async fn aliases_publish_a_rebuilt_collection_atomically() {
     .await;
     assert_eq!(s, 200, "{l}");
     assert_eq!(point(&ka).await, (200, Some("v1".to_owned())));
+    // Through the alias, the collection says its own name.
+    let (_, d) = send(&app, "GET", "/collections/live", bearer(&ka), None).await;
+    assert_eq!(d["name"], "v1");
     // The swap is one request.
     let (s, _) = send(
         &app,
