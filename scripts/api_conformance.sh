@@ -18,10 +18,18 @@ work=$(mktemp -d)
 cleanup() {
   # The servers' process ids (`start` runs in a subshell: kept in a file).
   while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
+  for _ in $(seq 50); do
+    alive=0
+    while read -r p; do kill -0 "$p" 2>/dev/null && alive=1; done <"$work/pids"
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
   rm -rf "$work"
 }
 touch "$work/pids"
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Starts the server with the given arguments; prints its base URL.
 start() {
@@ -38,8 +46,8 @@ start() {
 
 run() {
   local url=$1; shift
-  "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
-    --url "$url" --checks all --max-examples "$examples" --seed 1 "$@"
+  timeout 900 "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
+    --url "$url" --checks all --max-examples "$examples" --seed 1 --request-timeout 30 "$@"
 }
 
 echo "== standalone"

@@ -37,7 +37,7 @@ const WAL_FILE: &str = "wal.log";
 const META_VERSION: u32 = 1;
 
 /// The largest squared length a vector may have (see `check_vector`).
-const MAX_SQUARED_LENGTH: f64 = f32::MAX as f64 / 4.0;
+const MAX_SQUARED_LENGTH: f64 = f32::MAX as f64 / 8.0;
 /// Collections at most this large are always searched exactly.
 const EXACT_BELOW: usize = 256;
 /// Points sampled to estimate a filter's selectivity.
@@ -197,6 +197,9 @@ struct State {
     /// Bumped when compaction replaces the graph (and renumbers keys), so
     /// that an indexer batch taken before it is abandoned.
     generation: u64,
+    /// Payload changes since the payload index was last built (each leaves
+    /// its old values' postings behind).
+    stale_postings: usize,
 }
 
 struct Writer {
@@ -389,6 +392,7 @@ impl Collection {
             unindexed,
             payload_index,
             generation: 0,
+            stale_postings: 0,
         };
         let log_len = wal.len();
         let coll = Collection {
@@ -771,11 +775,12 @@ impl Collection {
         }
         let mut w = self.lock_writer()?;
         let ids = self.select(sel, deadline)?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let n = ids.len();
-        self.log_locked(&mut w, WalOp::Delete(ids))?;
+        // Many matches are logged in several records (each within what one
+        // write may log), all under this one writer lock.
+        for chunk in ids.chunks(1 << 20) {
+            self.log_locked(&mut w, WalOp::Delete(chunk.to_vec()))?;
+        }
         Ok(n)
     }
 
@@ -798,6 +803,9 @@ impl Collection {
         let max = self.options.limits.max_payload_bytes;
         let mut changes = Vec::with_capacity(ids.len());
         let (mut log, mut grown) = (8 + 8 + 1 + 4, 0u64);
+        // The record is built in memory: bounded before it grows past what
+        // one write may log.
+        let cap = crate::wal::MAX_WRITE as u64 / 2;
         {
             let st = self.read();
             for id in ids {
@@ -817,6 +825,12 @@ impl Collection {
                 }
                 log += 17 + 4 + len;
                 grown += len.saturating_sub(old_len);
+                if log > cap {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "the change would log more than {cap} bytes: select fewer points"
+                    ))
+                    .into());
+                }
                 changes.push((id, new));
             }
         }
@@ -892,6 +906,14 @@ impl Collection {
                     let old = held(e.payload.as_ref());
                     e.payload = payload;
                     st.payload_bytes = st.payload_bytes - old + added;
+                    st.stale_postings += 1;
+                }
+                // Old values' postings pile up with changes: rebuilt once
+                // they outnumber the points.
+                if !st.payload_index.is_empty() && st.stale_postings > st.ids.len().max(4096) {
+                    let fields = self.info_config().payload_index;
+                    st.payload_index = index_payloads(&fields, &st.slots);
+                    st.stale_postings = 0;
                 }
                 Ok(())
             }
@@ -1048,6 +1070,7 @@ impl Collection {
         }
         let dropped = st.index.deleted();
         st.payload_index = postings;
+        st.stale_postings = 0;
         st.slots = slots;
         st.index = index;
         // The new graph holds every point linked.
@@ -1357,6 +1380,8 @@ impl Collection {
         let cost = (beam * 2 * self.config.hnsw.m + st.unindexed.len()) * self.config.dimension;
         req.filter.as_ref().is_none_or(Filter::is_empty)
             && !req.with_vector
+            // Payloads are converted for the answer: only a few in place.
+            && (!req.with_payload || req.limit <= 16)
             && beam <= QUICK_EF
             && st.unindexed.len() <= QUICK_BACKLOG
             && cost <= QUICK_COST

@@ -18,7 +18,13 @@ use crate::error::{EngineError, Result};
 use crate::fsutil::sync_dir;
 use crate::id::PointId;
 
-const MAGIC: &[u8; 8] = b"VZWAL\0\0\x01";
+/// Version 2 added the payload record (kind 3): a binary that knows only
+/// version 1 refuses such a log instead of cutting it at the first record
+/// it does not know.
+const MAGIC: &[u8; 8] = b"VZWAL\0\0\x02";
+const MAGIC_V1: &[u8; 8] = b"VZWAL\0\0\x01";
+/// The largest record a write may append (well under what opening reads).
+pub const MAX_WRITE: usize = 256 << 20;
 const HEADER: u64 = MAGIC.len() as u64;
 /// No record is larger than this; a bigger length field is damage.
 const MAX_RECORD: usize = 1 << 30;
@@ -96,7 +102,7 @@ impl Wal {
             };
             return Ok((wal, Vec::new(), recovery));
         }
-        if &data[..MAGIC.len()] != MAGIC {
+        if &data[..MAGIC.len()] != MAGIC && &data[..MAGIC.len()] != MAGIC_V1 {
             return Err(EngineError::Corrupt(format!(
                 "{} is not a write-ahead log",
                 path.display()
@@ -105,7 +111,7 @@ impl Wal {
         let mut records = Vec::new();
         let mut pos = MAGIC.len();
         let mut last_seq = 0;
-        while let Some((rec, next)) = read_record(&data, pos) {
+        while let Some((rec, next)) = read_record(&data, pos)? {
             if rec.seq <= last_seq {
                 break;
             }
@@ -140,6 +146,12 @@ impl Wal {
     /// Appends one record and makes it durable before returning.
     pub fn append(&mut self, seq: u64, op: &WalOp) -> Result<u64> {
         let body = encode_body(seq, op);
+        if body.len() > MAX_WRITE {
+            return Err(EngineError::InvalidRequest(format!(
+                "the write would take {} bytes in the log, at most {MAX_WRITE}: write less at once",
+                body.len()
+            )));
+        }
         let mut rec = Vec::with_capacity(body.len() + 8);
         rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -195,19 +207,29 @@ impl Wal {
     }
 }
 
-fn read_record(data: &[u8], pos: usize) -> Option<(WalRecord, usize)> {
-    let mut d = Dec::new(data.get(pos..)?);
-    let len = d.u32()? as usize;
-    let crc = d.u32()?;
-    if len > MAX_RECORD {
-        return None;
+/// The record at `pos`, `None` where the log's good part ends (short, bad
+/// checksum, undecodable), or an error for a whole record of a kind this
+/// binary does not know (cutting there would lose every later write).
+fn read_record(data: &[u8], pos: usize) -> Result<Option<(WalRecord, usize)>> {
+    let body = (|| {
+        let mut d = Dec::new(data.get(pos..)?);
+        let len = d.u32()? as usize;
+        let crc = d.u32()?;
+        if len > MAX_RECORD {
+            return None;
+        }
+        let body = d.take(len)?;
+        (crc32fast::hash(body) == crc).then_some(body)
+    })();
+    let Some(body) = body else { return Ok(None) };
+    if let Some(kind) = body.get(8)
+        && ![KIND_UPSERT, KIND_DELETE, KIND_PAYLOAD].contains(kind)
+    {
+        return Err(EngineError::Corrupt(format!(
+            "the write-ahead log holds a record of kind {kind}, which this version does not know"
+        )));
     }
-    let body = d.take(len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    let rec = decode_body(body)?;
-    Some((rec, pos + 8 + len))
+    Ok(decode_body(body).map(|rec| (rec, pos + 8 + body.len())))
 }
 
 fn encode_body(seq: u64, op: &WalOp) -> Vec<u8> {
@@ -329,6 +351,28 @@ mod tests {
         assert_eq!(recs[1].op, WalOp::Delete(vec![PointId::Num(1)]));
         assert!(wal.len() > good_len);
         assert!(rec.truncated_bytes > 0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A whole record of a kind this version does not know stops the open
+    /// (a cut there would lose every later write); a version-1 log opens.
+    #[test]
+    fn unknown_kinds_refuse_and_old_logs_open() {
+        let dir = std::env::temp_dir().join(format!("vz-wal-kind-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wal.log");
+        let mut body = 7u64.to_le_bytes().to_vec();
+        body.push(9);
+        let mut file = MAGIC.to_vec();
+        file.extend((body.len() as u32).to_le_bytes());
+        file.extend(crc32fast::hash(&body).to_le_bytes());
+        file.extend(&body);
+        fs::write(&path, &file).unwrap();
+        assert!(matches!(Wal::open(&path), Err(EngineError::Corrupt(_))));
+        fs::write(&path, MAGIC_V1).unwrap();
+        let (_, recs, _) = Wal::open(&path).unwrap();
+        assert!(recs.is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 }

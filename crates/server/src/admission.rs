@@ -41,8 +41,24 @@ pub async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             next.run(Request::from_parts(parts, body)).await
         }
         Err(e) => {
-            drain(body).await;
-            e.into_response()
+            // A client that waits for `100 Continue`, or declares more than
+            // is drained, is not asked to send a body only to be refused.
+            let declared = parts
+                .headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            let expects = parts.headers.contains_key(axum::http::header::EXPECT);
+            let mut resp = e.into_response();
+            if expects || declared.is_some_and(|n| n > DRAIN) {
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            } else {
+                drain(body).await;
+            }
+            resp
         }
     }
 }

@@ -23,6 +23,8 @@ use crate::error::ApiError;
 const LARGE: usize = 256 << 10;
 /// Chunk size of a large answer's body.
 const CHUNK: usize = 64 << 10;
+/// How long the whole of a large answer may take to be read.
+const SEND_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// At most how many bytes an answer takes as JSON (from the engine's
 /// per-record bounds; answers without records weigh by their size).
@@ -105,6 +107,7 @@ pub async fn json<T: Serialize + Weight + Send + 'static>(
     let body = Chunks {
         raw: Bytes::from(raw),
         at: 0,
+        until: std::time::Instant::now() + SEND_WITHIN,
         _call: call.clone(),
     };
     let mut resp = with_type(status, Body::from_stream(body));
@@ -121,6 +124,8 @@ fn with_type(status: StatusCode, body: Body) -> Response {
 struct Chunks {
     raw: Bytes,
     at: usize,
+    /// A reader that takes longer (a little at a time) is cut off.
+    until: std::time::Instant,
     /// Keeps the caller's slot until the answer is sent (or dropped).
     _call: Arc<Call>,
 }
@@ -130,6 +135,12 @@ impl futures_core::Stream for Chunks {
     fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.at >= self.raw.len() {
             return Poll::Ready(None);
+        }
+        if std::time::Instant::now() > self.until {
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read the answer too slowly",
+            ))));
         }
         let end = (self.at + CHUNK).min(self.raw.len());
         let chunk = self.raw.slice(self.at..end);

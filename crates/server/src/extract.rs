@@ -243,12 +243,10 @@ impl LocalKeys {
         ))
     }
 
-    /// Whether `key` is one of these keys.
-    pub fn knows(&self, key: &str) -> bool {
-        [&self.write, &self.read]
-            .into_iter()
-            .flatten()
-            .any(|t| t.matches(key))
+    /// Whether `key` is the read-write key (whose holder runs the
+    /// deployment, and so may see its metrics).
+    pub fn is_writer(&self, key: &str) -> bool {
+        self.write.as_ref().is_some_and(|t| t.matches(key))
     }
 }
 
@@ -271,7 +269,7 @@ impl FromRequestParts<AppState> for OperatorOf {
                 .local_keys
                 .as_ref()
                 .zip(key_of(&parts.headers))
-                .is_some_and(|(k, key)| k.knows(&key));
+                .is_some_and(|(k, key)| k.is_writer(&key));
         Ok(OperatorOf(token || local))
     }
 }

@@ -44,14 +44,19 @@ pub struct AliasList {
     pub aliases: Vec<Alias>,
 }
 
-/// The alias table, by stored names.
+/// The alias table, by stored names. Lookups take `map` only for a read;
+/// changes are serialized by `writing`, which is held across the file work,
+/// and swap the new table into `map` once it is on disk.
 pub(crate) struct Aliases {
     path: PathBuf,
     map: Mutex<BTreeMap<String, String>>,
+    writing: Mutex<()>,
 }
 
 /// Most actions in one request.
 const MAX_ACTIONS: usize = 100;
+/// Most aliases one tenant (or the local caller) may have.
+pub const MAX_ALIASES: usize = 100;
 
 impl Aliases {
     pub(crate) fn open(data_dir: &std::path::Path) -> std::io::Result<Aliases> {
@@ -64,6 +69,7 @@ impl Aliases {
         Ok(Aliases {
             path,
             map: Mutex::new(map),
+            writing: Mutex::default(),
         })
     }
 
@@ -80,15 +86,53 @@ impl Aliases {
         self.lock().contains_key(name)
     }
 
+    /// The aliases whose stored names start with `prefix` (a tenant's).
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.lock()
+            .range(prefix.to_owned()..)
+            .take_while(|(a, _)| a.starts_with(prefix))
+            .map(|(a, c)| (a.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Drops aliases whose collection is gone (a crash between a drop and
+    /// its aliases' removal).
+    pub(crate) fn prune(&self, exists: impl Fn(&str) -> bool) -> std::io::Result<()> {
+        self.change(|next| {
+            next.retain(|_, c| exists(c));
+            Ok::<_, std::io::Error>(())
+        })
+        .and_then(|r| r)
+    }
+
     /// Drops the aliases of a deleted collection.
     pub(crate) fn forget(&self, collection: &str) -> std::io::Result<()> {
-        let mut m = self.lock();
-        let before = m.len();
-        m.retain(|_, c| c != collection);
-        if m.len() != before {
-            self.save(&m)?;
+        self.change(|next| {
+            next.retain(|_, c| c != collection);
+            Ok::<_, std::io::Error>(())
+        })
+        .and_then(|r| r)
+    }
+
+    /// Applies `f` to a copy of the table; if it succeeds, writes the copy
+    /// and then makes it the table. One change at a time; lookups never
+    /// wait for the file.
+    fn change<T, E>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<T, E>,
+    ) -> std::io::Result<Result<T, E>> {
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.lock().clone();
+        let before = next.clone();
+        let out = match f(&mut next) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if next != before {
+            self.save(&next)?;
+            *self.lock() = next;
         }
-        Ok(())
+        Ok(Ok(out))
     }
 
     fn save(&self, m: &BTreeMap<String, String>) -> std::io::Result<()> {
@@ -105,6 +149,14 @@ impl Aliases {
     }
 }
 
+/// What the stored names of the caller's collections and aliases start with.
+fn prefix(caller: &Caller) -> String {
+    match caller {
+        Caller::Tenant(t) => t.prefix(),
+        _ => String::new(),
+    }
+}
+
 fn short(caller: &Caller, full: &str) -> Option<String> {
     match caller {
         Caller::Tenant(t) => full.strip_prefix(&t.prefix()).map(str::to_owned),
@@ -118,7 +170,7 @@ impl Service {
         let (caller, _ticket) = call.enter(Permission::Read)?;
         let aliases = self
             .aliases
-            .lock()
+            .with_prefix(&prefix(caller))
             .iter()
             .filter_map(|(a, c)| {
                 Some(Alias {
@@ -146,39 +198,66 @@ impl Service {
                 format!("a request holds 1 to {MAX_ACTIONS} alias actions"),
             ));
         }
+        // An alias and a collection of one name are never made at once:
+        // the names are held like a create holds its own (in order, so two
+        // requests cannot wait on each other).
+        let mut names: Vec<String> = req
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                AliasAction::CreateAlias { alias, .. } => self.resolve(caller, alias).ok(),
+                AliasAction::DeleteAlias { .. } => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut _held = Vec::with_capacity(names.len());
+        for n in &names {
+            _held.push(self.names.lock(n).await);
+        }
         let svc = self.clone();
         let who = caller.clone();
         ticket
             .run(move |_| {
-                let mut m = svc.aliases.lock();
-                let mut next = m.clone();
-                for a in &req.actions {
-                    match a {
-                        AliasAction::CreateAlias { alias, collection } => {
-                            validate_short_name(alias)?;
-                            let full = svc.resolve(&who, alias)?;
-                            if svc.db.collection(&full).is_ok() {
-                                return Err(ServiceError::CollectionExists(alias.clone()));
+                let applied = svc.aliases.change(|next| {
+                    for a in &req.actions {
+                        match a {
+                            AliasAction::CreateAlias { alias, collection } => {
+                                validate_short_name(alias)?;
+                                let full = svc.resolve(&who, alias)?;
+                                if svc.db.collection(&full).is_ok() {
+                                    return Err(ServiceError::CollectionExists(alias.clone()));
+                                }
+                                let target = svc.resolve(&who, collection)?;
+                                if svc.db.collection(&target).is_err() {
+                                    return Err(ServiceError::CollectionNotFound(
+                                        collection.clone(),
+                                    ));
+                                }
+                                next.insert(full, target);
                             }
-                            let target = svc.resolve(&who, collection)?;
-                            if svc.db.collection(&target).is_err() {
-                                return Err(ServiceError::CollectionNotFound(collection.clone()));
-                            }
-                            next.insert(full, target);
-                        }
-                        AliasAction::DeleteAlias { alias } => {
-                            let full = svc.resolve(&who, alias)?;
-                            if next.remove(&full).is_none() {
-                                return Err(ServiceError::AliasNotFound(alias.clone()));
+                            AliasAction::DeleteAlias { alias } => {
+                                let full = svc.resolve(&who, alias)?;
+                                if next.remove(&full).is_none() {
+                                    return Err(ServiceError::AliasNotFound(alias.clone()));
+                                }
                             }
                         }
                     }
-                }
-                svc.aliases
-                    .save(&next)
-                    .map_err(|e| ServiceError::Internal(format!("writing aliases: {e}")))?;
-                *m = next;
-                Ok(())
+                    let mine = prefix(&who);
+                    let count = next
+                        .range(mine.clone()..)
+                        .take_while(|(a, _)| a.starts_with(&mine))
+                        .count();
+                    if count > MAX_ALIASES {
+                        return Err(ServiceError::unprocessable(
+                            "invalid_request",
+                            format!("at most {MAX_ALIASES} aliases"),
+                        ));
+                    }
+                    Ok(())
+                });
+                applied.map_err(|e| ServiceError::Internal(format!("writing aliases: {e}")))?
             })
             .await?;
         self.list_aliases(call).await

@@ -93,7 +93,7 @@ pub struct Service {
     /// Whether storage accepted a durable write at the last probe.
     storage_ok: AtomicBool,
     /// Creates and deletes of one name, one at a time.
-    names: Names,
+    pub(crate) names: Names,
     /// Second names of collections.
     pub(crate) aliases: crate::aliases::Aliases,
 }
@@ -114,7 +114,7 @@ pub(crate) struct NameGuard<'a> {
 }
 
 impl Names {
-    async fn lock(&self, name: &str) -> NameGuard<'_> {
+    pub(crate) async fn lock(&self, name: &str) -> NameGuard<'_> {
         let lock = self
             .0
             .lock()
@@ -176,6 +176,9 @@ impl Service {
         let db = Database::open(&options.data_dir, engine)?;
         let aliases = crate::aliases::Aliases::open(&options.data_dir).map_err(|e| {
             vectorizer_engine::EngineError::Corrupt(format!("reading aliases.json: {e}"))
+        })?;
+        aliases.prune(|c| db.collection(c).is_ok()).map_err(|e| {
+            vectorizer_engine::EngineError::Corrupt(format!("writing aliases.json: {e}"))
         })?;
         let service = Service {
             db,
@@ -569,7 +572,7 @@ impl Service {
         let (Some(hub), Some(reporter)) = (self.hub.get(), self.reporter.get()) else {
             return;
         };
-        let Some(c) = self
+        let Some(found) = self
             .db
             .collections()
             .into_iter()
@@ -577,6 +580,15 @@ impl Service {
         else {
             return;
         };
+        // As a create or delete of the name would: one at a time, and the
+        // collection must still be there once the name is held.
+        let _name = self.names.lock(found.name()).await;
+        let Ok(c) = self.db.collection(found.name()) else {
+            return;
+        };
+        if hub_id(&c) != Some(lost) {
+            return;
+        }
         let meta = c.metadata();
         let Some(user) = meta.get(OWNER_KEY).and_then(|u| u.parse().ok()) else {
             return;

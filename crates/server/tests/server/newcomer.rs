@@ -530,5 +530,26 @@ async fn aliases_publish_a_rebuilt_collection_atomically() {
     assert_eq!(point(&ka).await.0, 404);
     let (_, la) = send(&app, "GET", "/aliases", bearer(&ka), None).await;
     assert_eq!(la, json!({"aliases": []}));
+    // At most 100 aliases a tenant.
+    let many: Vec<_> = (0..100)
+        .map(|i| json!({"create_alias": {"alias": format!("a{i}"), "collection": "v1"}}))
+        .collect();
+    assert_eq!(
+        status(
+            &app,
+            "POST",
+            "/aliases",
+            bearer(&ka),
+            Some(act(json!(many)))
+        )
+        .await,
+        200
+    );
+    let one = act(json!([{"create_alias": {"alias": "a100", "collection": "v1"}}]));
+    let (s, b) = send(&app, "POST", "/aliases", bearer(&ka), Some(one)).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
     hub.task.abort();
 }
