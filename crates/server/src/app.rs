@@ -30,6 +30,8 @@ pub struct AppState {
     pub client_ip_header: Option<axum::http::HeaderName>,
     /// With the Hub off, the deployment's API keys, if set.
     pub local_keys: Option<Arc<crate::extract::LocalKeys>>,
+    /// The MCP server at `/mcp`; `None` when switched off.
+    pub mcp: Option<Arc<crate::mcp::Mcp>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -392,6 +394,9 @@ pub fn router(state: AppState) -> Router {
     }
     for (path, mr) in paths {
         app = app.route(path, mr);
+    }
+    if let Some(mcp) = &state.mcp {
+        app = app.merge(crate::mcp::http_service(&state, mcp));
     }
     let limits = state.limits;
     app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })

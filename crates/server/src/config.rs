@@ -16,7 +16,85 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tenants: TenantsConfig,
     pub hub: HubConfig,
+    pub mcp: McpConfig,
 }
+
+/// The MCP server at `/mcp` (Model Context Protocol, for AI agents).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    pub enabled: bool,
+    /// The URL the Hub hands to agents; empty: `http://<host>:<port>/mcp`.
+    pub public_url: String,
+    /// `Host` values `/mcp` answers (others get 403, against DNS
+    /// rebinding); empty: loopback names and the host of `public_url`;
+    /// `["*"]`: any.
+    pub allowed_hosts: Vec<String>,
+    /// Largest MCP request body; unset: `server.max_body_bytes`, at most
+    /// 16 MiB (MCP bodies are parsed whole before a tool runs).
+    pub max_body_bytes: Option<usize>,
+    /// With the Hub on, seconds between registrations of this node's MCP
+    /// server (a Hub that lost the entry gets it back within this time).
+    pub hub_refresh_seconds: u64,
+    /// The operation log (`mcp-ops.log` in the data directory).
+    pub log: McpLogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpLogConfig {
+    pub enabled: bool,
+    /// A file reaching this size is rotated.
+    pub max_file_bytes: u64,
+    /// Rotated files kept, besides the current one.
+    pub max_files: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            enabled: true,
+            public_url: String::new(),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: None,
+            hub_refresh_seconds: 60,
+            log: McpLogConfig::default(),
+        }
+    }
+}
+
+impl Default for McpLogConfig {
+    fn default() -> Self {
+        McpLogConfig {
+            enabled: true,
+            max_file_bytes: 16 << 20,
+            max_files: 4,
+        }
+    }
+}
+
+impl McpConfig {
+    /// The largest MCP request body, in bytes.
+    pub fn body_limit(&self, server: &ServerConfig) -> usize {
+        self.max_body_bytes
+            .unwrap_or(server.max_body_bytes.min(MAX_MCP_BODY))
+    }
+
+    /// The URL agents reach this node's MCP server at.
+    pub fn url(&self, server: &ServerConfig, port: u16) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.clone();
+        }
+        let host = match server.host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(a)) => format!("[{a}]"),
+            _ => server.host.clone(),
+        };
+        format!("http://{host}:{port}/mcp")
+    }
+}
+
+/// The largest MCP request body that may be configured.
+pub const MAX_MCP_BODY: usize = 16 << 20;
 
 /// Environment variables that hold secrets: read where they are used,
 /// never as configuration keys.
@@ -477,6 +555,45 @@ impl Config {
         }
         if h.grace_period_seconds > 86_400 {
             return Err(bad("hub.grace_period_seconds", "must be at most 86400"));
+        }
+        let m = &self.mcp;
+        if m.max_body_bytes
+            .is_some_and(|b| !(1024..=MAX_MCP_BODY).contains(&b))
+        {
+            return Err(bad(
+                "mcp.max_body_bytes",
+                "must be between 1 KiB and 16 MiB",
+            ));
+        }
+        let url = &m.public_url;
+        let http = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !http {
+            return Err(bad("mcp.public_url", "must be an http(s) URL"));
+        }
+        if m.allowed_hosts.len() > 64
+            || m.allowed_hosts
+                .iter()
+                .any(|h| h.is_empty() || h.len() > 253 || !h.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(bad(
+                "mcp.allowed_hosts",
+                "must be at most 64 host names (or host:port), without spaces",
+            ));
+        }
+        if !(1..=86_400).contains(&m.hub_refresh_seconds) {
+            return Err(bad(
+                "mcp.hub_refresh_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(4096..=1 << 30).contains(&m.log.max_file_bytes) {
+            return Err(bad(
+                "mcp.log.max_file_bytes",
+                "must be between 4 KiB and 1 GiB",
+            ));
+        }
+        if !(1..=100).contains(&m.log.max_files) {
+            return Err(bad("mcp.log.max_files", "must be between 1 and 100"));
         }
         if h.cache.api_key_ttl_seconds > 86_400 || h.cache.quota_ttl_seconds > 86_400 {
             return Err(bad("hub.cache", "TTLs must be at most 86400 seconds"));

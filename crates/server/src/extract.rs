@@ -336,13 +336,7 @@ pub async fn identify(
     if let Some(InternalCall(tenant)) = parts.extensions.get::<InternalCall>() {
         return Ok(Caller::Tenant(tenant.clone()));
     }
-    let unauthorized = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or invalid access key",
-        )
-    };
+    let unauthorized = || auth_error(AuthError::Unauthorized);
     let ip = client_ip(parts, state);
     let Some(key) = key_of(&parts.headers) else {
         auth.failed(ip);
@@ -353,8 +347,27 @@ pub async fn identify(
     if state.operator.as_ref().is_some_and(|t| t.matches(&key)) {
         return Err(unauthorized());
     }
-    let tenant = auth.authenticate(&key, ip).await.map_err(|e| match e {
-        AuthError::Unauthorized => unauthorized(),
+    let tenant = auth.authenticate(&key, ip).await.map_err(auth_error)?;
+    if let Some(p) = need
+        && !tenant.allows(p)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this access key lacks the `{}` permission", p.as_str()),
+        ));
+    }
+    Ok(Caller::Tenant(tenant))
+}
+
+/// Why a key was refused, as the caller sees it.
+pub fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Unauthorized => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid access key",
+        ),
         AuthError::Throttled(wait) => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_failures",
@@ -366,15 +379,5 @@ pub async fn identify(
             "hub_unavailable",
             "access keys cannot be checked right now, retry later",
         ),
-    })?;
-    if let Some(p) = need
-        && !tenant.allows(p)
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this access key lacks the `{}` permission", p.as_str()),
-        ));
     }
-    Ok(Caller::Tenant(tenant))
 }

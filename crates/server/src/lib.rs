@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod internal;
+pub mod mcp;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -68,8 +69,11 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
     } else {
         extract::LocalKeys::from_env()?.map(Arc::new)
     };
+    let service = Arc::new(service);
+    let mcp = cfg.mcp.enabled.then(|| Arc::new(mcp_parts(cfg, &service)));
     Ok(AppState {
-        service: Arc::new(service),
+        mcp,
+        service,
         limits: HttpLimits {
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_secs(cfg.server.request_timeout_seconds),
@@ -89,6 +93,40 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         client_ip_header,
         local_keys,
     })
+}
+
+/// The MCP server's parts from the `mcp:` section.
+pub fn mcp_parts(cfg: &Config, service: &Service) -> mcp::Mcp {
+    let m = &cfg.mcp;
+    let oplog = if m.log.enabled {
+        mcp::oplog::OpLog::start(mcp::oplog::OpLogOptions {
+            dir: cfg.storage.data_dir.clone(),
+            max_file_bytes: m.log.max_file_bytes,
+            max_files: m.log.max_files,
+        })
+    } else {
+        mcp::oplog::OpLog::disabled()
+    };
+    let allowed_hosts = if m.allowed_hosts.iter().any(|h| h == "*") {
+        Vec::new()
+    } else if m.allowed_hosts.is_empty() {
+        let mut hosts = mcp::default_hosts(&m.public_url);
+        let bound = cfg.server.host.parse::<std::net::IpAddr>();
+        if !bound.is_ok_and(|a| a.is_unspecified()) {
+            hosts.push(cfg.server.host.clone());
+        }
+        hosts
+    } else {
+        m.allowed_hosts.clone()
+    };
+    mcp::Mcp::new(
+        service,
+        mcp::McpOptions {
+            allowed_hosts,
+            max_body_bytes: m.body_limit(&cfg.server),
+        },
+        oplog,
+    )
 }
 
 /// Checks the secrets the environment must (or must not) hold for `cfg`,
@@ -177,22 +215,57 @@ pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::A
     Ok(Arc::new(auth::Auth::new(hub, opts, verifier)))
 }
 
+/// Connects the service to the Hub: its health loop, quotas, and the
+/// usage reporter with its outbox.
+pub fn connect_hub(service: &Arc<Service>, auth: &auth::Auth, cfg: &Config) -> Result<(), String> {
+    auth.hub().spawn_health_loop(Duration::from_secs(10));
+    service.attach_hub(
+        auth.hub().clone(),
+        Duration::from_secs(cfg.hub.cache.quota_ttl_seconds),
+        Duration::from_secs(cfg.hub.grace_period_seconds),
+    );
+    let reporter = vectorizer_service::usage::Reporter::open(
+        auth.hub().clone(),
+        &cfg.storage.data_dir,
+        Duration::from_millis(500),
+    )
+    .map_err(|e| format!("opening the usage outbox: {e}"))?;
+    service.attach_reporter(reporter, Duration::from_secs(cfg.hub.usage_report_interval));
+    Ok(())
+}
+
 /// Installs the log subscriber: text or JSON on stderr, at the configured level.
 pub fn init_logging(cfg: &Config) {
-    let level: tracing::Level = cfg.logging.level.parse().unwrap_or(tracing::Level::INFO);
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+    use tracing::Level;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level: Level = cfg.logging.level.parse().unwrap_or(Level::INFO);
+    // The MCP library logs each stateless request's start and end at
+    // `info`: three lines per tool call, only wanted when debugging.
+    let rmcp = if level > Level::INFO {
+        level
+    } else {
+        level.min(Level::WARN)
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("rmcp", rmcp);
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match cfg.logging.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let layer = match cfg.logging.format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
 }
 
 /// Starts the local Hub in this process, with its state in the data
@@ -227,6 +300,39 @@ async fn start_local_hub(cfg: &mut Config) -> Result<String, String> {
     Ok(key)
 }
 
+/// With the Hub on and a node id, registers this node's MCP server with
+/// the Hub in the background; what the stop needs to deregister it.
+fn register_mcp(
+    state: &AppState,
+    auth: Option<&auth::Auth>,
+    cfg: &Config,
+    port: u16,
+) -> Option<(
+    Arc<mcp::register::Registration>,
+    Arc<vectorizer_hub::HubClient>,
+)> {
+    let (mcp, auth) = (state.mcp.as_ref()?, auth?);
+    if cfg.hub.node_id.is_empty() {
+        tracing::warn!("hub.node_id is empty: the MCP server is not registered with the Hub");
+        return None;
+    }
+    let announcement = mcp::register::Announcement {
+        node_id: cfg.hub.node_id.clone(),
+        url: cfg.mcp.url(&cfg.server, port),
+        tools: mcp
+            .tools
+            .iter()
+            .map(|t| vectorizer_hub::model::McpTool {
+                name: t.name.to_owned(),
+                description: t.tool.description.as_deref().unwrap_or_default().to_owned(),
+            })
+            .collect(),
+        refresh: Duration::from_secs(cfg.mcp.hub_refresh_seconds),
+    };
+    mcp.registration.spawn(auth.hub().clone(), announcement);
+    Some((mcp.registration.clone(), auth.hub().clone()))
+}
+
 /// Runs the server until SIGTERM or SIGINT, then flushes storage. With
 /// `local_hub`, a local Hub runs in the same process and the server uses it.
 pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
@@ -252,21 +358,7 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())??;
     if let Some(auth) = &auth {
-        auth.hub().spawn_health_loop(Duration::from_secs(10));
-        state.service.attach_hub(
-            auth.hub().clone(),
-            Duration::from_secs(cfg.hub.cache.quota_ttl_seconds),
-            Duration::from_secs(cfg.hub.grace_period_seconds),
-        );
-        let reporter = vectorizer_service::usage::Reporter::open(
-            auth.hub().clone(),
-            &cfg.storage.data_dir,
-            Duration::from_millis(500),
-        )
-        .map_err(|e| format!("opening the usage outbox: {e}"))?;
-        state
-            .service
-            .attach_reporter(reporter, Duration::from_secs(cfg.hub.usage_report_interval));
+        connect_hub(&state.service, auth, &cfg)?;
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
     }
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
@@ -275,9 +367,10 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
             "listening on a non-loopback address with no authentication: anyone who can reach the port can read and delete everything; set VECTORIZER_API_KEY (and VECTORIZER_READ_API_KEY)"
         );
     }
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let registered = register_mcp(&state, auth.as_deref(), &cfg, addr.port());
     state.auth = auth;
     let service = state.service.clone();
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "vectorizer listening");
     println!("vectorizer listening on http://{addr}");
     // Of the shutdown timeout, requests in flight get all but a last share
@@ -301,6 +394,12 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
         .get()
         .copied()
         .unwrap_or_else(std::time::Instant::now);
+    if let Some((registration, hub)) = registered {
+        let left = budget
+            .saturating_sub(started.elapsed())
+            .min(Duration::from_secs(3));
+        let _ = tokio::time::timeout(left, registration.deregister(&hub)).await;
+    }
     // Requests cut off at the deadline dropped their futures, so their
     // scans stop at the next check. The flush writes snapshots; should it
     // not finish in time, every acknowledged write is in the log anyway.

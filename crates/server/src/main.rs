@@ -53,6 +53,23 @@ enum Command {
         #[arg(long)]
         local_hub: bool,
     },
+    /// An MCP server for AI agents on standard input and output (a desktop
+    /// agent spawns this process). The HTTP server has one at /mcp too.
+    #[command(
+        after_help = "Environment:\n  VECTORIZER_ACCESS_KEY  with the Hub enabled: the access key the agent acts for\n  HIVEHUB_SERVICE_API_KEY  the Hub's service key (with the Hub enabled)"
+    )]
+    Mcp {
+        /// Speak MCP on stdin/stdout (the only transport of this command).
+        #[arg(long, required = true)]
+        stdio: bool,
+        /// A YAML config file (see config.yml); optional.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where collections are stored (default ./data). The HTTP server
+        /// must not be using it.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Loads and validates the configuration (file, environment), prints
     /// the result as JSON, and exits (2 if it is invalid).
     CheckConfig {
@@ -170,6 +187,23 @@ fn main() {
                     2
                 }
                 Ok(cfg) => serve(cfg, local_hub),
+            }
+        }
+        Command::Mcp {
+            stdio: _,
+            config,
+            data_dir,
+        } => {
+            let overrides = Overrides {
+                data_dir,
+                ..Overrides::default()
+            };
+            match Config::load(config.as_deref(), &overrides) {
+                Err(e) => {
+                    eprintln!("vectorizer: {e}");
+                    2
+                }
+                Ok(cfg) => mcp_stdio(cfg),
             }
         }
         Command::CheckConfig { config } => {
@@ -348,6 +382,25 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn mcp_stdio(cfg: Config) -> i32 {
+    vectorizer_server::init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .thread_name("vectorizer-mcp")
+        .build()
+        .expect("starting the runtime");
+    let code = match rt.block_on(vectorizer_server::mcp::stdio::serve(cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vectorizer mcp: {e}");
+            1
+        }
+    };
+    rt.shutdown_background();
+    code
 }
 
 fn serve(cfg: Config, local_hub: bool) -> i32 {

@@ -39,6 +39,9 @@ struct Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    /// MCP tool calls by (tool, outcome).
+    tool_calls: Mutex<BTreeMap<(String, String), u64>>,
+    tool_latency: Mutex<BTreeMap<String, Histogram>>,
 }
 
 /// The process's metrics.
@@ -48,20 +51,71 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let i = BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BOUNDS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+    }
+}
+
 impl Metrics {
     /// Counts one request on `route` (a matched route template).
     pub fn observe(&self, route: &str, status: u16, seconds: f64) {
         *lock(&self.requests)
             .entry((route.to_owned(), status))
             .or_default() += 1;
-        let mut l = lock(&self.latency);
-        let h = l.entry(route.to_owned()).or_default();
-        let i = BOUNDS
-            .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(BOUNDS.len());
-        h.counts[i] += 1;
-        h.sum += seconds;
+        lock(&self.latency)
+            .entry(route.to_owned())
+            .or_default()
+            .observe(seconds);
+    }
+
+    /// Counts one MCP tool call (`outcome`: `ok` or the error's code; tool
+    /// names and codes are fixed sets).
+    pub fn observe_tool(&self, tool: &str, outcome: &str, seconds: f64) {
+        *lock(&self.tool_calls)
+            .entry((tool.to_owned(), outcome.to_owned()))
+            .or_default() += 1;
+        lock(&self.tool_latency)
+            .entry(tool.to_owned())
+            .or_default()
+            .observe(seconds);
+    }
+}
+
+/// A histogram family, one series per label value of `label`.
+fn histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: &BTreeMap<String, Histogram>,
+) {
+    family(
+        out,
+        name,
+        "histogram",
+        help,
+        std::iter::empty::<(String, u64)>(),
+    );
+    // Histogram samples carry suffixes, so they are written by hand.
+    for (key, h) in series {
+        let k = esc(key);
+        let mut cumulative = 0;
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = BOUNDS.get(i).map_or("+Inf".to_owned(), f64::to_string);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{label}=\"{k}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{k}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{label}=\"{k}\"}} {cumulative}");
     }
 }
 
@@ -109,32 +163,56 @@ pub fn render(state: &AppState) -> String {
             (format!("route=\"{}\",status=\"{status}\"", esc(route)), *n)
         }),
     );
-    let mut latency = Vec::new();
-    for (route, h) in lock(&m.latency).iter() {
-        let r = esc(route);
-        let mut cumulative = 0;
-        for (i, count) in h.counts.iter().enumerate() {
-            cumulative += count;
-            let le = BOUNDS.get(i).map_or("+Inf".to_owned(), f64::to_string);
-            latency.push((
-                format!("_bucket{{route=\"{r}\",le=\"{le}\"}}"),
-                cumulative as f64,
-            ));
-        }
-        latency.push((format!("_sum{{route=\"{r}\"}}"), h.sum));
-        latency.push((format!("_count{{route=\"{r}\"}}"), cumulative as f64));
-    }
-    // Histogram samples carry suffixes, so they are written by hand.
-    let name = "vectorizer_http_request_duration_seconds";
-    family(
+    histograms(
         &mut out,
-        name,
-        "histogram",
+        "vectorizer_http_request_duration_seconds",
         "HTTP request latency by route.",
-        std::iter::empty::<(String, u64)>(),
+        "route",
+        &lock(&m.latency),
     );
-    for (suffix, v) in latency {
-        let _ = writeln!(out, "{name}{suffix} {v}");
+    if let Some(mcp) = &state.mcp {
+        family(
+            &mut out,
+            "mcp_tool_calls_total",
+            "counter",
+            "MCP tool calls by tool and outcome (ok, or the error's code).",
+            lock(&m.tool_calls).iter().map(|((tool, outcome), n)| {
+                (
+                    format!("tool=\"{}\",outcome=\"{}\"", esc(tool), esc(outcome)),
+                    *n,
+                )
+            }),
+        );
+        histograms(
+            &mut out,
+            "mcp_tool_call_duration_seconds",
+            "MCP tool call latency by tool.",
+            "tool",
+            &lock(&m.tool_latency),
+        );
+        single(
+            &mut out,
+            "mcp_oplog_records_written_total",
+            "counter",
+            "MCP operation log records written.",
+            mcp.oplog.written(),
+        );
+        single(
+            &mut out,
+            "mcp_oplog_records_dropped_total",
+            "counter",
+            "MCP operation log records dropped (queue full or the disk refused them).",
+            mcp.oplog.dropped(),
+        );
+        if state.auth.is_some() {
+            single(
+                &mut out,
+                "mcp_hub_registered",
+                "gauge",
+                "1 while this node's MCP server is registered with the Hub.",
+                u8::from(mcp.registration.is_registered()),
+            );
+        }
     }
     let (collections, vectors, bytes) = state.service.totals();
     single(

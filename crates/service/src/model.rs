@@ -73,8 +73,11 @@ pub struct CreateCollection {
     /// 1 to 65,536.
     #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub dimension: usize,
+    /// How closeness is measured: `cosine` (angle; vectors are
+    /// normalised), `euclidean` (distance) or `dot` (inner product).
     #[schemars(with = "MetricSchema")]
     pub metric: Metric,
+    /// Graph parameters; leave out for the defaults.
     #[serde(default)]
     #[schemars(with = "Option<HnswSchema>")]
     pub hnsw: Option<HnswParams>,
@@ -132,10 +135,13 @@ pub struct CollectionDetail {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointInput {
+    /// The point's id; a point with the same id is replaced.
     #[schemars(with = "PointIdSchema")]
     pub id: PointId,
+    /// Exactly the collection's dimension of finite numbers.
     pub vector: Vec<f32>,
-    /// A JSON object.
+    /// Any JSON object, stored with the point and returned with it;
+    /// filters test its fields.
     #[serde(default)]
     pub payload: Option<Map<String, Value>>,
 }
@@ -143,6 +149,7 @@ pub struct PointInput {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertPoints {
+    /// Points to insert or replace, all or none.
     pub points: Vec<PointInput>,
 }
 
@@ -158,10 +165,13 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetPoints {
+    /// Ids to fetch; ids that do not exist are left out of the answer.
     #[schemars(with = "Vec<PointIdSchema>")]
     pub ids: Vec<PointId>,
+    /// Return each point's payload (default true).
     #[serde(default = "yes")]
     pub with_payload: bool,
+    /// Return each point's vector (default false).
     #[serde(default)]
     pub with_vector: bool,
 }
@@ -260,6 +270,7 @@ fn ten() -> usize {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scroll {
+    /// Points per page (default 10).
     #[serde(default = "ten")]
     #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub limit: usize,
@@ -267,11 +278,14 @@ pub struct Scroll {
     #[serde(default)]
     #[schemars(with = "Option<PointIdSchema>")]
     pub cursor: Option<PointId>,
+    /// Only points matching this filter.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<Box<serde_json::value::RawValue>>,
+    /// Return each point's payload (default true).
     #[serde(default = "yes")]
     pub with_payload: bool,
+    /// Return each point's vector (default false).
     #[serde(default)]
     pub with_vector: bool,
 }
@@ -287,6 +301,7 @@ pub struct ScrollPage {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Count {
+    /// Count only points matching this filter (default: all points).
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<Box<serde_json::value::RawValue>>,
@@ -300,9 +315,12 @@ pub struct Counted {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
+    /// The query vector: exactly the collection's dimension.
     pub vector: Vec<f32>,
+    /// How many nearest points to return, best first.
     #[serde(deserialize_with = "vectorizer_engine::config::whole")]
     pub limit: usize,
+    /// Only points matching this filter are candidates.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<Box<serde_json::value::RawValue>>,
@@ -313,8 +331,10 @@ pub struct Search {
     /// Cosine and dot: keep scores >= threshold; euclidean: distances <=.
     #[serde(default)]
     pub score_threshold: Option<f32>,
+    /// Return each hit's payload (default true).
     #[serde(default = "yes")]
     pub with_payload: bool,
+    /// Return each hit's vector (default false).
     #[serde(default)]
     pub with_vector: bool,
 }
@@ -343,6 +363,7 @@ pub struct SearchResults {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBatch {
+    /// Searches run together; their results come in the same order.
     pub searches: Vec<Search>,
 }
 

@@ -123,7 +123,22 @@ impl TestApp {
             .unwrap();
             service.attach_reporter(reporter, Duration::from_secs(3600));
         }
+        let mcp = Arc::new(vectorizer_server::mcp::Mcp::new(
+            &service,
+            vectorizer_server::mcp::McpOptions {
+                allowed_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+                max_body_bytes: o.max_body.min(16 << 20),
+            },
+            vectorizer_server::mcp::oplog::OpLog::start(
+                vectorizer_server::mcp::oplog::OpLogOptions {
+                    dir: dir.path().to_owned(),
+                    max_file_bytes: 1 << 20,
+                    max_files: 2,
+                },
+            ),
+        ));
         let state = AppState {
+            mcp: Some(mcp.clone()),
             service: service.clone(),
             limits: HttpLimits {
                 max_body_bytes: o.max_body,

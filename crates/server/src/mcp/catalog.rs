@@ -1,0 +1,280 @@
+//! The tool catalog: each tool's name, the permission it needs, what it
+//! says of itself to a language model, and its argument and result
+//! schemas. The schemas are the REST bodies' own, taken from the OpenAPI
+//! document with the server's limits stated in them, plus a `collection`
+//! argument where the REST route has it in its path.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde_json::{Map, Value, json};
+use vectorizer_service::Permission;
+
+use crate::openapi::DocLimits;
+
+/// One tool.
+#[derive(Debug, Clone)]
+pub struct ToolDef {
+    pub name: &'static str,
+    pub permission: Permission,
+    /// Whether the tool names a collection (its `collection` argument).
+    pub takes_collection: bool,
+    pub tool: Tool,
+}
+
+/// What a tool is, before its schemas are resolved.
+struct Spec {
+    name: &'static str,
+    permission: Permission,
+    /// The REST body it takes, by schema name; `None`: no arguments but
+    /// the collection.
+    body: Option<&'static str>,
+    takes_collection: bool,
+    /// The REST answer, by schema name; `None`: `{"deleted": true}`.
+    result: Option<&'static str>,
+    description: String,
+}
+
+fn specs(l: DocLimits) -> Vec<Spec> {
+    use Permission::{Delete, Read, Write};
+    let e = l.engine;
+    let s = |name, permission, body, takes_collection, result, description: String| Spec {
+        name,
+        permission,
+        body,
+        takes_collection,
+        result,
+        description,
+    };
+    let filter = "A filter is {\"must\": [...], \"should\": [...], \"must_not\": [...]} of conditions on payload fields: {\"key\": \"color\", \"match\": {\"value\": \"red\"}}, {\"key\": \"tag\", \"match\": {\"any\": [\"a\", \"b\"]}}, {\"key\": \"price\", \"range\": {\"gte\": 10, \"lt\": 20}}, {\"has_id\": [1, 2]}; nested keys are dotted paths (\"meta.lang\").";
+    vec![
+        s(
+            "list_collections",
+            Read,
+            None,
+            false,
+            Some("CollectionList"),
+            "List your collections with their dimension, metric, point count and bytes on disk. Takes no arguments.".into(),
+        ),
+        s(
+            "get_collection",
+            Read,
+            None,
+            true,
+            Some("CollectionDetail"),
+            "Describe one collection: dimension, metric, graph parameters, indexed payload fields, point count, bytes on disk and in memory.".into(),
+        ),
+        s(
+            "create_collection",
+            Write,
+            Some("CreateCollection"),
+            false,
+            Some("CollectionDetail"),
+            "Create an empty collection of vectors of one fixed dimension. The name is 1 to 64 letters, digits, `_` or `-`, unique among your collections. Counts against your plan's collection quota.".into(),
+        ),
+        s(
+            "delete_collection",
+            Delete,
+            None,
+            true,
+            None,
+            "Delete a collection and every point in it, for good.".into(),
+        ),
+        s(
+            "upsert_points",
+            Write,
+            Some("UpsertPoints"),
+            true,
+            Some("Upserted"),
+            format!(
+                "Insert points, or replace the points with the same ids: 1 to {} points, each with an id, a vector of the collection's dimension and an optional JSON payload. All or nothing: one bad point and none is written. New points count against your plan's vector and storage quotas.",
+                e.max_batch
+            ),
+        ),
+        s(
+            "get_points",
+            Read,
+            Some("GetPoints"),
+            true,
+            Some("Points"),
+            format!(
+                "Fetch points by id (1 to {}), with their payloads (default) and, if asked, their vectors. Ids that do not exist are left out.",
+                e.max_batch
+            ),
+        ),
+        s(
+            "delete_points",
+            Delete,
+            Some("DeletePoints"),
+            true,
+            Some("Deleted"),
+            format!(
+                "Delete points, given either `ids` (1 to {}) or a `filter` (exactly one of the two). Answers how many were deleted. {filter}",
+                e.max_batch
+            ),
+        ),
+        s(
+            "scroll_points",
+            Read,
+            Some("Scroll"),
+            true,
+            Some("ScrollPage"),
+            format!(
+                "Page through points in id order, optionally only those matching a filter. `limit` is 1 to {} (default 10); pass the answer's `next_cursor` as `cursor` for the next page (null at the end). {filter}",
+                e.max_limit
+            ),
+        ),
+        s(
+            "count_points",
+            Read,
+            Some("Count"),
+            true,
+            Some("Counted"),
+            format!("Count the points of a collection, or those matching a filter. {filter}"),
+        ),
+        s(
+            "search",
+            Read,
+            Some("Search"),
+            true,
+            Some("SearchResults"),
+            format!(
+                "Find the points nearest to a query vector (same dimension as the collection), best first: `limit` 1 to {}, optionally only among points matching a filter. Scores are cosine similarity or dot product (higher is closer) or euclidean distance (lower is closer). `ef` (1 to 4096) trades speed for recall. {filter}",
+                e.max_limit
+            ),
+        ),
+        s(
+            "search_batch",
+            Read,
+            Some("SearchBatch"),
+            true,
+            Some("SearchBatchResults"),
+            format!(
+                "Run 1 to {} searches on one collection in one call; each takes the arguments of `search` (without `collection`), and the results come in the same order.",
+                l.max_batch_searches
+            ),
+        ),
+        s(
+            "get_usage",
+            Read,
+            None,
+            false,
+            Some("Usage"),
+            "Your usage (collections, vectors, bytes on disk, per collection) and, with a plan, its limits. Takes no arguments.".into(),
+        ),
+    ]
+}
+
+/// Every schema name `v` refers to.
+fn refs(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref")
+                && let Some(name) = r.strip_prefix("#/components/schemas/")
+            {
+                out.insert(name.to_owned());
+            }
+            m.values().for_each(|x| refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+/// Points `#/components/schemas/X` references at `#/$defs/X`.
+fn rebase(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/components/schemas/")
+            {
+                *r = format!("#/$defs/{name}");
+            }
+            m.values_mut().for_each(rebase);
+        }
+        Value::Array(a) => a.iter_mut().for_each(rebase),
+        _ => {}
+    }
+}
+
+/// A self-contained schema: `root`, with the definitions it reaches.
+fn standalone(mut root: Value, schemas: &Map<String, Value>) -> JsonObject {
+    let mut seen = BTreeSet::new();
+    refs(&root, &mut seen);
+    let mut todo: Vec<String> = seen.iter().cloned().collect();
+    while let Some(name) = todo.pop() {
+        let mut more = BTreeSet::new();
+        if let Some(s) = schemas.get(&name) {
+            refs(s, &mut more);
+        }
+        for m in more {
+            if seen.insert(m.clone()) {
+                todo.push(m);
+            }
+        }
+    }
+    if !seen.is_empty() {
+        let defs: Map<String, Value> = seen
+            .iter()
+            .filter_map(|n| schemas.get(n).map(|s| (n.clone(), s.clone())))
+            .collect();
+        root["$defs"] = Value::Object(defs);
+    }
+    rebase(&mut root);
+    match root {
+        Value::Object(m) => m,
+        _ => JsonObject::new(),
+    }
+}
+
+/// The catalog, with the server's limits in its schemas.
+pub fn catalog(limits: DocLimits) -> Arc<Vec<ToolDef>> {
+    let doc = crate::openapi::document_with(&crate::app::routes(), limits);
+    let empty = Map::new();
+    let schemas = doc["components"]["schemas"].as_object().unwrap_or(&empty);
+    let tools = specs(limits)
+        .into_iter()
+        .map(|s| {
+            let mut input = match s.body.and_then(|b| schemas.get(b)) {
+                Some(body) => body.clone(),
+                None => json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            };
+            if s.takes_collection {
+                input["properties"]["collection"] = json!({
+                    "type": "string",
+                    "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                    "description": "The collection's name (one of yours, as `list_collections` shows it) or one of its aliases."
+                });
+                let mut required = vec![json!("collection")];
+                if let Some(Value::Array(r)) = input.get("required") {
+                    required.extend(r.iter().cloned());
+                }
+                input["required"] = Value::Array(required);
+            }
+            let output = match s.result.and_then(|r| schemas.get(r)) {
+                Some(r) => r.clone(),
+                None => json!({"type": "object", "properties": {"deleted": {"type": "boolean"}}, "required": ["deleted"]}),
+            };
+            let mut tool = Tool::new(
+                s.name,
+                s.description,
+                Arc::new(standalone(input, schemas)),
+            );
+            tool.output_schema = Some(Arc::new(standalone(output, schemas)));
+            let mut hints = ToolAnnotations::default();
+            hints.read_only_hint = Some(s.permission == Permission::Read);
+            hints.destructive_hint = Some(s.permission == Permission::Delete);
+            hints.idempotent_hint = Some(s.name != "create_collection");
+            hints.open_world_hint = Some(false);
+            tool.annotations = Some(hints);
+            ToolDef {
+                name: s.name,
+                permission: s.permission,
+                takes_collection: s.takes_collection,
+                tool,
+            }
+        })
+        .collect();
+    Arc::new(tools)
+}

@@ -1,0 +1,196 @@
+//! The MCP server handler: `tools/list` shows the tools the caller's key
+//! may call, `tools/call` runs one. Over HTTP, the caller is the one the
+//! admission layer found on that very HTTP request (nothing is kept
+//! between requests); over stdio, the process's one user.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use vectorizer_service::{Call, Caller, Service};
+
+use super::catalog::ToolDef;
+use super::oplog::{OpLog, Record};
+use super::tools::{self, Failure};
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::extract::Admitted;
+
+/// Whom tool calls act for.
+#[derive(Clone)]
+pub enum Source {
+    /// Each HTTP request's caller, admitted by the `/mcp` route's layer.
+    Http,
+    /// The stdio process's one user: local with the Hub off, else the
+    /// holder of an access key, checked with the Hub like a REST key.
+    Stdio(Option<(Arc<Auth>, String)>),
+}
+
+/// One handler; over HTTP a fresh one serves each request (cheap: it
+/// holds only shared parts).
+#[derive(Clone)]
+pub struct Handler {
+    pub service: Arc<Service>,
+    pub tools: Arc<Vec<ToolDef>>,
+    pub oplog: OpLog,
+    pub source: Source,
+}
+
+/// The request's call and request id.
+struct Context {
+    call: Arc<Call>,
+    request_id: Option<String>,
+}
+
+impl Handler {
+    async fn context(&self, ctx: &RequestContext<RoleServer>) -> Result<Context, ApiError> {
+        match &self.source {
+            Source::Http => {
+                let parts = ctx.extensions.get::<http::request::Parts>();
+                let call = parts.and_then(|p| p.extensions.get::<Admitted>());
+                let Some(Admitted(call)) = call else {
+                    tracing::error!("an MCP request reached the handler without admission");
+                    return Err(ApiError::internal());
+                };
+                let request_id = parts
+                    .and_then(|p| p.headers.get(crate::middleware::REQUEST_ID))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok(Context {
+                    call: call.clone(),
+                    request_id,
+                })
+            }
+            Source::Stdio(auth) => {
+                let caller = match auth {
+                    None => Caller::Local,
+                    Some((auth, key)) => Caller::Tenant(
+                        auth.authenticate(key, IpAddr::V4(Ipv4Addr::LOCALHOST))
+                            .await
+                            .map_err(crate::extract::auth_error)?,
+                    ),
+                };
+                let call = self.service.admit(caller)?;
+                Ok(Context {
+                    call: Arc::new(call),
+                    request_id: None,
+                })
+            }
+        }
+    }
+}
+
+impl Handler {
+    /// The permission, then the arguments, then the operation.
+    async fn execute(
+        &self,
+        tool: &ToolDef,
+        call: &Arc<Call>,
+        mut args: rmcp::model::JsonObject,
+        collection: &mut Option<String>,
+    ) -> Result<tools::Done, Failure> {
+        // A call the key may not make is refused whatever its arguments.
+        call.caller().require(tool.permission)?;
+        *collection = tools::take_collection(&mut args, tool.takes_collection)?;
+        tools::run(&self.service, call, tool.name, collection.as_deref(), args).await
+    }
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("vectorizer", env!("CARGO_PKG_VERSION"))
+                    .with_title("Vectorizer"),
+            )
+            .with_instructions(
+                "A vector database. Create a collection with a fixed dimension and metric, upsert points (id, vector, optional JSON payload), then search by vector, optionally filtered by payload fields. You see and change only your own collections.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let c = self.context(&ctx).await.map_err(protocol)?;
+        let tools = self
+            .tools
+            .iter()
+            .filter(|t| c.call.caller().require(t.permission).is_ok())
+            .map(|t| t.tool.clone())
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let started = Instant::now();
+        let name = request.name.as_ref();
+        let Some(tool) = self.tools.iter().find(|t| t.name == name) else {
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{name}`"),
+                None,
+            ));
+        };
+        let (context, failed) = match self.context(&ctx).await {
+            Ok(c) => (Some(c), None),
+            Err(e) => (None, Some(Failure::Failed(e))),
+        };
+        let mut collection = None;
+        let args = request.arguments.unwrap_or_default();
+        let result = match (&context, failed) {
+            (Some(c), None) => self.execute(tool, &c.call, args, &mut collection).await,
+            (_, Some(f)) => Err(f),
+            (None, None) => Err(Failure::Failed(ApiError::internal())),
+        };
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(Failure::Invalid(_)) => "invalid_params",
+            Err(Failure::Failed(e)) => e.code,
+        };
+        let count = result.as_ref().ok().and_then(|d| d.count);
+        let seconds = started.elapsed().as_secs_f64();
+        crate::metrics::METRICS.observe_tool(tool.name, code, seconds);
+        let (user_id, access_key_id) = match context.as_ref().map(|c| c.call.caller()) {
+            Some(Caller::Tenant(t)) => (Some(t.user_id), Some(t.access_key_id)),
+            _ => (None, None),
+        };
+        self.oplog.record(&Record {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id: context.as_ref().and_then(|c| c.request_id.as_deref()),
+            user_id,
+            access_key_id,
+            tool: tool.name,
+            collection: collection.as_deref(),
+            outcome: code,
+            latency_ms: (seconds * 1e6).round() / 1e3,
+            results: count,
+        });
+        match result {
+            Ok(done) => Ok(CallToolResponse::Complete(tools::success(done))),
+            Err(Failure::Invalid(m)) => Err(McpError::invalid_params(m, None)),
+            Err(Failure::Failed(e)) => Ok(CallToolResponse::Complete(tools::failure(&e))),
+        }
+    }
+}
+
+/// An error outside a tool call (listing tools): a JSON-RPC error with the
+/// stable code in its data.
+fn protocol(e: ApiError) -> McpError {
+    let data = Some(serde_json::json!({"code": e.code}));
+    if e.status.is_server_error() {
+        McpError::internal_error(e.message, data)
+    } else {
+        McpError::invalid_request(e.message, data)
+    }
+}

@@ -1,0 +1,262 @@
+//! Running a tool: its arguments parsed exactly as the REST body is (the
+//! same parser, limits and messages), the one service entry point of its
+//! operation called with the caller's admitted call, and the answer or
+//! the error turned into a tool result.
+
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use vectorizer_service::model::*;
+use vectorizer_service::{Call, Service, ServiceError};
+
+use crate::answer::Weight;
+use crate::error::ApiError;
+
+/// Arguments holding more values than this are read on one of the
+/// caller's worker threads, as large REST bodies are.
+const PARSE_IN_PLACE: usize = 8 << 10;
+/// Answers weighing more are turned into JSON on the caller's workers.
+const LARGE: usize = 256 << 10;
+/// An answer whose JSON is at most this long is also its text rendering.
+const TEXT_IN_FULL: usize = 4 << 10;
+
+/// How a tool call went wrong.
+pub enum Failure {
+    /// Malformed arguments: a JSON-RPC invalid-params error.
+    Invalid(String),
+    /// The operation failed: a tool result with `isError`.
+    Failed(ApiError),
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        Failure::Failed(ApiError::from(e))
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Failed(e)
+    }
+}
+
+/// A tool's answer.
+pub struct Done {
+    pub value: Value,
+    /// Points, hits or collections in it, where it has them.
+    pub count: Option<usize>,
+    /// The answer's JSON text, when it is short enough to show in full.
+    pub text: Option<String>,
+}
+
+/// The `collection` argument, taken out of the others.
+pub fn take_collection(args: &mut JsonObject, takes: bool) -> Result<Option<String>, Failure> {
+    if !takes {
+        // A create names its collection in `name` (kept for the log).
+        return Ok(args.get("name").and_then(Value::as_str).map(str::to_owned));
+    }
+    match args.remove("collection") {
+        Some(Value::String(c)) => Ok(Some(c)),
+        Some(_) => Err(Failure::Invalid(
+            "`collection`: expected the collection's name as a string".into(),
+        )),
+        None => Err(Failure::Invalid("missing argument `collection`".into())),
+    }
+}
+
+/// The remaining arguments as the REST body `B`: read straight from the
+/// parsed arguments, with the REST parser's messages.
+async fn body<B: DeserializeOwned + Send + 'static>(
+    call: &Arc<Call>,
+    args: JsonObject,
+) -> Result<B, Failure> {
+    if bulk(&args) <= PARSE_IN_PLACE {
+        return from_args(args);
+    }
+    call.run_blocking(move || from_args(args)).await?
+}
+
+fn from_args<B: DeserializeOwned>(args: JsonObject) -> Result<B, Failure> {
+    serde_path_to_error::deserialize(Value::Object(args)).map_err(|e| {
+        let path = e.path().to_string();
+        let m = crate::extract::plain(&e.into_inner().to_string());
+        Failure::Invalid(match path.as_str() {
+            "" | "." => m,
+            p => format!("`{p}`: {m}"),
+        })
+    })
+}
+
+/// About how many values the arguments hold: the elements of each array
+/// argument times the size of its first element's widest array (a batch
+/// of points counts its vectors' numbers).
+fn bulk(args: &JsonObject) -> usize {
+    fn width(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.values().map(width).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    args.values()
+        .map(|v| match v {
+            Value::Array(a) => a.len() * (1 + a.first().map(width).unwrap_or(0)),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// A tool that takes no arguments but the collection.
+fn none(args: &JsonObject) -> Result<(), Failure> {
+    match args.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(Failure::Invalid(format!(
+            "unknown argument `{k}`: this tool takes no other arguments"
+        ))),
+    }
+}
+
+/// The answer as JSON (off the runtime when it is large).
+async fn done<T: Serialize + Weight + Send + 'static>(
+    call: &Arc<Call>,
+    out: T,
+    count: impl FnOnce(&T) -> Option<usize>,
+) -> Result<Done, Failure> {
+    let count = count(&out);
+    let weight = out.weight();
+    // Through text, so that numbers read as REST writes them (an f32
+    // score stays `0.99503714`, not its f64 widening).
+    let encode = move || {
+        let t = serde_json::to_vec(&out)?;
+        let value = serde_json::from_slice::<Value>(&t)?;
+        let text = (t.len() <= TEXT_IN_FULL)
+            .then(|| String::from_utf8(t).ok())
+            .flatten();
+        Ok::<_, serde_json::Error>((value, text))
+    };
+    let (value, text) = if weight > LARGE {
+        call.run_blocking(encode).await?
+    } else {
+        encode()
+    }
+    .map_err(|_| Failure::Failed(ApiError::internal()))?;
+    Ok(Done { value, count, text })
+}
+
+/// Runs tool `name` for `call`.
+pub async fn run(
+    service: &Arc<Service>,
+    call: &Arc<Call>,
+    name: &str,
+    collection: Option<&str>,
+    args: JsonObject,
+) -> Result<Done, Failure> {
+    let s = service;
+    let c = collection.unwrap_or_default();
+    match name {
+        "list_collections" => {
+            none(&args)?;
+            let out = s.list_collections(call).await?;
+            done(call, out, |o| Some(o.collections.len())).await
+        }
+        "get_collection" => {
+            none(&args)?;
+            let out = s.get_collection(call, c).await?;
+            done(call, out, |_| None).await
+        }
+        "create_collection" => {
+            let req: CreateCollection = body(call, args).await?;
+            let out = s.create_collection(call, req).await?;
+            done(call, out, |_| None).await
+        }
+        "delete_collection" => {
+            none(&args)?;
+            s.delete_collection(call, c).await?;
+            Ok(Done {
+                value: json!({"deleted": true}),
+                count: None,
+                text: Some(r#"{"deleted":true}"#.to_owned()),
+            })
+        }
+        "upsert_points" => {
+            let req: UpsertPoints = body(call, args).await?;
+            let out = s.upsert(call, c, req).await?;
+            done(call, out, |o| Some(o.upserted)).await
+        }
+        "get_points" => {
+            let req: GetPoints = body(call, args).await?;
+            let out = s.get_points(call, c, req).await?;
+            done(call, out, |o| Some(o.points.len())).await
+        }
+        "delete_points" => {
+            let req: DeletePoints = body(call, args).await?;
+            let out = s.delete_points(call, c, req).await?;
+            done(call, out, |o| Some(o.deleted)).await
+        }
+        "scroll_points" => {
+            let req: Scroll = body(call, args).await?;
+            let out = s.scroll(call, c, req).await?;
+            done(call, out, |o| Some(o.points.len())).await
+        }
+        "count_points" => {
+            let req: Count = body(call, args).await?;
+            let out = s.count(call, c, req).await?;
+            done(call, out, |o| Some(o.count)).await
+        }
+        "search" => {
+            let req: Search = body(call, args).await?;
+            let out = s.search(call, c, req).await?;
+            done(call, out, |o| Some(o.results.len())).await
+        }
+        "search_batch" => {
+            let req: SearchBatch = body(call, args).await?;
+            let out = s.search_batch(call, c, req).await?;
+            done(call, out, |o| {
+                Some(o.results.iter().map(|r| r.results.len()).sum())
+            })
+            .await
+        }
+        "get_usage" => {
+            none(&args)?;
+            let out = s.usage(call).await?;
+            done(call, out, |o| Some(o.collections)).await
+        }
+        _ => Err(Failure::Invalid(format!("unknown tool `{name}`"))),
+    }
+}
+
+/// A successful tool result: the answer as structured content, and as
+/// text for clients that show only text (in full when short).
+pub fn success(d: Done) -> CallToolResult {
+    let text = match d.text {
+        Some(t) => t,
+        None => match d.count {
+            Some(n) => format!("{n} results; the whole answer is in the structured content"),
+            None => "done; the whole answer is in the structured content".to_owned(),
+        },
+    };
+    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+    r.structured_content = Some(d.value);
+    r
+}
+
+/// A failed tool result: the REST error body as structured content, and
+/// `code: message` as text.
+pub fn failure(e: &ApiError) -> CallToolResult {
+    let mut error = json!({"code": e.code, "message": e.message});
+    if let (Some(Value::Object(extra)), Some(obj)) = (&e.extra, error.as_object_mut()) {
+        obj.extend(extra.clone());
+    }
+    if let Some(wait) = e.retry_after {
+        error["retry_after_seconds"] = json!(wait.as_secs().max(1));
+    }
+    let mut r = CallToolResult::error(vec![ContentBlock::text(format!(
+        "{}: {}",
+        e.code, e.message
+    ))]);
+    r.structured_content = Some(json!({"error": error}));
+    r
+}
