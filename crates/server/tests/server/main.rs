@@ -9,5 +9,6 @@ mod e2e;
 mod hardening;
 mod hub_auth;
 mod hub_calls;
+mod mcp;
 mod newcomer;
 mod readme;

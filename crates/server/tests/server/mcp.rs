@@ -1,0 +1,642 @@
+//! The MCP adapter over real HTTP: every tool, permissions, error codes,
+//! tenant isolation, and registration with the local Hub.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vectorizer_hub::store::Plan;
+use vectorizer_hub::{HubClient, HubClientConfig, HubStore, Secret};
+use vectorizer_server::mcp::register::{Announcement, Registration};
+
+use crate::common::TestApp;
+use crate::hub_auth::{KEY, auth, eventually, hub, key};
+
+/// One JSON-RPC exchange with `/mcp`: the HTTP status and the body.
+async fn rpc(app: &TestApp, key: Option<&str>, method: &str, params: Value) -> (u16, Value) {
+    rpc_with(app, key, &[], method, params).await
+}
+
+async fn rpc_with(
+    app: &TestApp,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    method: &str,
+    params: Value,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(app.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string());
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Calls a tool; the JSON-RPC `result` (or `error`) object.
+async fn tool(app: &TestApp, key: Option<&str>, name: &str, args: Value) -> Value {
+    let (status, body) = rpc(
+        app,
+        key,
+        "tools/call",
+        json!({"name": name, "arguments": args}),
+    )
+    .await;
+    assert_eq!(status, 200, "{name}: {body}");
+    body.get("result")
+        .or_else(|| body.get("error"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}: {body}"))
+}
+
+/// A successful tool's structured answer.
+async fn ok(app: &TestApp, key: Option<&str>, name: &str, args: Value) -> Value {
+    let r = tool(app, key, name, args).await;
+    assert_eq!(r["isError"], false, "{name}: {r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(!text.is_empty());
+    r["structuredContent"].clone()
+}
+
+/// A failed tool's error code.
+async fn fails(app: &TestApp, key: Option<&str>, name: &str, args: Value) -> String {
+    let r = tool(app, key, name, args).await;
+    assert_eq!(r["isError"], true, "{name}: {r}");
+    let code = r["structuredContent"]["error"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(r["content"][0]["text"].as_str().unwrap().starts_with(&code));
+    code
+}
+
+async fn tool_names(app: &TestApp, key: Option<&str>) -> BTreeSet<String> {
+    let (status, body) = rpc(app, key, "tools/list", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const ALL: [&str; 12] = [
+    "list_collections",
+    "get_collection",
+    "create_collection",
+    "delete_collection",
+    "upsert_points",
+    "get_points",
+    "delete_points",
+    "scroll_points",
+    "count_points",
+    "search",
+    "search_batch",
+    "get_usage",
+];
+
+#[tokio::test]
+async fn every_tool_answers_as_rest_does() {
+    let app = TestApp::new();
+    let (status, init) = rpc(
+        &app,
+        None,
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(init["result"]["serverInfo"]["name"], "vectorizer");
+    let (_, list) = rpc(&app, None, "tools/list", json!({})).await;
+    let tools = list["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), ALL.len());
+    for t in tools {
+        assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+        assert_eq!(t["outputSchema"]["type"], "object", "{t}");
+        assert!(t["description"].as_str().unwrap().len() > 30);
+    }
+    let search = tools.iter().find(|t| t["name"] == "search").unwrap();
+    assert_eq!(
+        search["inputSchema"]["properties"]["limit"]["maximum"],
+        1000
+    );
+    let required = search["inputSchema"]["required"].as_array().unwrap();
+    assert!(required.contains(&json!("collection")) && required.contains(&json!("vector")));
+
+    let made = ok(
+        &app,
+        None,
+        "create_collection",
+        json!({"name": "docs", "dimension": 2, "metric": "cosine"}),
+    )
+    .await;
+    assert_eq!(made["name"], "docs");
+    let points = json!([
+        {"id": 1, "vector": [1.0, 0.0], "payload": {"tag": "a"}},
+        {"id": 2, "vector": [0.0, 1.0], "payload": {"tag": "b"}},
+        {"id": 3, "vector": [0.7, 0.7], "payload": {"tag": "a"}}
+    ]);
+    let up = ok(
+        &app,
+        None,
+        "upsert_points",
+        json!({"collection": "docs", "points": points}),
+    )
+    .await;
+    assert_eq!(up["upserted"], 3);
+    let query = json!({"vector": [1.0, 0.1], "limit": 2, "filter": {"must": [{"key": "tag", "match": {"value": "a"}}]}});
+    let mut args = query.clone();
+    args["collection"] = json!("docs");
+    let hits = ok(&app, None, "search", args).await;
+    let (_, rest) = app
+        .call("POST", "/collections/docs/search", Some(query.clone()))
+        .await;
+    assert_eq!(hits, rest, "MCP and REST answer the same search alike");
+    assert_eq!(hits["results"][0]["id"], 1);
+    let batch = ok(
+        &app,
+        None,
+        "search_batch",
+        json!({"collection": "docs", "searches": [query.clone(), query]}),
+    )
+    .await;
+    assert_eq!(batch["results"][1], rest);
+    let got = ok(
+        &app,
+        None,
+        "get_points",
+        json!({"collection": "docs", "ids": [2, 9], "with_vector": true}),
+    )
+    .await;
+    assert_eq!(
+        got["points"],
+        json!([{"id": 2, "vector": [0.0, 1.0], "payload": {"tag": "b"}}])
+    );
+    let page = ok(
+        &app,
+        None,
+        "scroll_points",
+        json!({"collection": "docs", "limit": 2}),
+    )
+    .await;
+    assert_eq!(page["points"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_cursor"], 3);
+    let counted = ok(&app, None, "count_points", json!({"collection": "docs", "filter": {"must": [{"key": "tag", "match": {"value": "a"}}]}})).await;
+    assert_eq!(counted["count"], 2);
+    let detail = ok(&app, None, "get_collection", json!({"collection": "docs"})).await;
+    assert_eq!(detail["points"], 3);
+    let all = ok(&app, None, "list_collections", json!({})).await;
+    assert_eq!(all["collections"][0]["name"], "docs");
+    let usage = ok(&app, None, "get_usage", json!({})).await;
+    assert_eq!(usage["vectors"], 3);
+    let deleted = ok(
+        &app,
+        None,
+        "delete_points",
+        json!({"collection": "docs", "ids": [1]}),
+    )
+    .await;
+    assert_eq!(deleted["deleted"], 1);
+
+    // Errors: the REST codes as tool errors; malformed arguments as
+    // invalid params.
+    assert_eq!(
+        fails(
+            &app,
+            None,
+            "upsert_points",
+            json!({"collection": "docs", "points": [{"id": 5, "vector": [1.0]}]})
+        )
+        .await,
+        "dimension_mismatch"
+    );
+    assert_eq!(
+        fails(&app, None, "get_collection", json!({"collection": "nope"})).await,
+        "collection_not_found"
+    );
+    assert_eq!(
+        fails(
+            &app,
+            None,
+            "create_collection",
+            json!({"name": "docs", "dimension": 2, "metric": "dot"})
+        )
+        .await,
+        "collection_exists"
+    );
+    assert_eq!(
+        fails(
+            &app,
+            None,
+            "search",
+            json!({"collection": "docs", "vector": [1.0, 0.0], "limit": 5000})
+        )
+        .await,
+        "invalid_request"
+    );
+    for (name, args) in [
+        (
+            "search",
+            json!({"collection": "docs", "vector": "x", "limit": 1}),
+        ),
+        ("search", json!({"vector": [1.0, 0.0], "limit": 1})),
+        (
+            "search",
+            json!({"collection": 7, "vector": [1.0, 0.0], "limit": 1}),
+        ),
+        ("list_collections", json!({"extra": 1})),
+        (
+            "upsert_points",
+            json!({"collection": "docs", "points": [], "bogus": true}),
+        ),
+        ("no_such_tool", json!({})),
+    ] {
+        let e = tool(&app, None, name, args).await;
+        assert_eq!(e["code"], -32602, "{name}: {e}");
+        assert!(!e["message"].as_str().unwrap().contains("line 1"), "{e}");
+    }
+    // The message names the argument at fault, in JSON's words.
+    let e = tool(
+        &app,
+        None,
+        "search",
+        json!({"collection": "docs", "vector": [1.0, "y"], "limit": 1}),
+    )
+    .await;
+    let m = e["message"].as_str().unwrap();
+    assert!(
+        m.contains("`vector[1]`") && m.contains("expected a number"),
+        "{e}"
+    );
+    let ok_del = ok(
+        &app,
+        None,
+        "delete_collection",
+        json!({"collection": "docs"}),
+    )
+    .await;
+    assert_eq!(ok_del["deleted"], true);
+
+    // The operation log: one line per call, no vectors or payloads.
+    let log_path = app.data_dir().join(vectorizer_server::mcp::oplog::FILE);
+    eventually(|| std::fs::read_to_string(&log_path).is_ok_and(|l| l.lines().count() >= 20)).await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for line in log.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        for k in ["time", "request_id", "tool", "outcome", "latency_ms"] {
+            assert!(!r[k].is_null(), "{k} in {line}");
+        }
+        assert!(
+            !line.contains("vector") && !line.contains("\"tag\""),
+            "{line}"
+        );
+    }
+    assert!(log.contains("\"outcome\":\"dimension_mismatch\""));
+    assert!(log.contains("\"tool\":\"search\",\"collection\":\"docs\",\"outcome\":\"ok\""));
+    let (_, _, metrics) = app.get_text("/metrics", &[]).await;
+    assert!(
+        metrics.contains("mcp_tool_calls_total{tool=\"search\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcp_tool_call_duration_seconds_count{tool=\"search\"}"));
+}
+
+/// Refusals before any MCP message is handled are JSON errors like every
+/// other route's, and change nothing.
+#[tokio::test]
+async fn http_refusals_are_json() {
+    let app = TestApp::new();
+    let client = reqwest::Client::new();
+    let send = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = r.json().await.expect("a JSON body");
+        (
+            status,
+            body["error"]["code"].as_str().unwrap().to_owned(),
+            allow,
+        )
+    };
+    let post = |path: &str| {
+        client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+    };
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let (status, code, allow) = send(
+            client
+                .request(method, app.url("/mcp"))
+                .header("accept", "application/json, text/event-stream"),
+        )
+        .await;
+        assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+        assert_eq!(allow.as_deref(), Some("POST"));
+    }
+    let create = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "create_collection", "arguments": {"name": "c", "dimension": 2, "metric": "dot"}}})
+    .to_string();
+    for (req, want) in [
+        (post("/mcp").body("{not json"), (400, "invalid_json")),
+        (post("/mcp/x").body(create.clone()), (404, "not_found")),
+        (
+            post("/mcp")
+                .header("host", "evil.example")
+                .body(create.clone()),
+            (403, "host_not_allowed"),
+        ),
+        (
+            client
+                .post(app.url("/mcp"))
+                .header("content-type", "application/json")
+                .body(create.clone()),
+            (406, "not_acceptable"),
+        ),
+        (
+            post("/mcp").body(format!("{{\"x\":\"{}\"}}", "a".repeat(17 << 20))),
+            (413, "payload_too_large"),
+        ),
+    ] {
+        let (status, code, _) = send(req).await;
+        assert_eq!((status, code.as_str()), want);
+    }
+    let (_, list) = tool_call_list(&app).await;
+    assert_eq!(list, json!([]), "a refused request created nothing");
+}
+
+async fn tool_call_list(app: &TestApp) -> (u16, Value) {
+    let (status, body) = rpc(
+        app,
+        None,
+        "tools/call",
+        json!({"name": "list_collections", "arguments": {}}),
+    )
+    .await;
+    (
+        status,
+        body["result"]["structuredContent"]["collections"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn keys_tenants_and_permissions() {
+    let hub = hub().await;
+    hub.store
+        .create_plan(Plan {
+            name: "tiny".into(),
+            max_collections: 10,
+            max_vectors: 2,
+            max_storage_bytes: 1 << 20,
+        })
+        .unwrap();
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    let alice = hub
+        .store
+        .create_user("alice@example.com", "tiny")
+        .unwrap()
+        .id;
+    let bob = hub.store.create_user("bob@example.com", "p").unwrap().id;
+    let (a, _) = key(&hub.store, alice, &["read", "write", "delete"], None);
+    let (a_read, _) = key(&hub.store, alice, &["read"], None);
+    let (a_write, _) = key(&hub.store, alice, &["write"], None);
+    let (b, _) = key(&hub.store, bob, &["admin"], None);
+
+    // No key, or a bad one: 401 before any MCP message is read.
+    for k in [None, Some("not-a-key-at-all-really")] {
+        let (status, body) = rpc(&app, k, "tools/list", json!({})).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    // The tools a key may call, and no others.
+    assert_eq!(tool_names(&app, Some(&a)).await.len(), ALL.len());
+    let read_only = tool_names(&app, Some(&a_read)).await;
+    assert_eq!(
+        read_only,
+        [
+            "list_collections",
+            "get_collection",
+            "get_points",
+            "scroll_points",
+            "count_points",
+            "search",
+            "search_batch",
+            "get_usage"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(
+        fails(
+            &app,
+            Some(&a_read),
+            "create_collection",
+            json!({"name": "x", "dimension": 2, "metric": "dot"})
+        )
+        .await,
+        "forbidden"
+    );
+    assert_eq!(
+        fails(
+            &app,
+            Some(&a_read),
+            "upsert_points",
+            json!({"collection": "x", "points": []})
+        )
+        .await,
+        "forbidden"
+    );
+    assert_eq!(
+        fails(
+            &app,
+            Some(&a_write),
+            "delete_collection",
+            json!({"collection": "x"})
+        )
+        .await,
+        "forbidden"
+    );
+    assert_eq!(
+        fails(
+            &app,
+            Some(&a_write),
+            "delete_points",
+            json!({"collection": "x", "ids": [1]})
+        )
+        .await,
+        "forbidden"
+    );
+
+    ok(
+        &app,
+        Some(&a),
+        "create_collection",
+        json!({"name": "mine", "dimension": 2, "metric": "dot"}),
+    )
+    .await;
+    ok(&app, Some(&a), "upsert_points", json!({"collection": "mine", "points": [{"id": 1, "vector": [1.0, 0.0]}, {"id": 2, "vector": [0.0, 1.0]}]})).await;
+    // The plan allows 2 vectors: the third is a quota refusal with figures.
+    let r = tool(
+        &app,
+        Some(&a),
+        "upsert_points",
+        json!({"collection": "mine", "points": [{"id": 3, "vector": [1.0, 1.0]}]}),
+    )
+    .await;
+    assert_eq!(r["isError"], true);
+    let e = &r["structuredContent"]["error"];
+    assert_eq!(e["code"], "quota_exceeded");
+    assert_eq!(
+        (
+            e["limit"].clone(),
+            e["current"].clone(),
+            e["requested"].clone()
+        ),
+        (json!(2), json!(2), json!(1))
+    );
+    assert_eq!(
+        ok(
+            &app,
+            Some(&a_read),
+            "count_points",
+            json!({"collection": "mine"})
+        )
+        .await["count"],
+        2
+    );
+
+    // Bob reaches none of Alice's collection, by short or full name.
+    let full = format!("user_{alice}:mine");
+    for name in ["mine", full.as_str()] {
+        for (t, mut args) in [
+            ("get_collection", json!({})),
+            ("delete_collection", json!({})),
+            (
+                "upsert_points",
+                json!({"points": [{"id": 9, "vector": [1.0, 0.0]}]}),
+            ),
+            ("get_points", json!({"ids": [1]})),
+            ("delete_points", json!({"ids": [1]})),
+            ("scroll_points", json!({})),
+            ("count_points", json!({})),
+            ("search", json!({"vector": [1.0, 0.0], "limit": 1})),
+            (
+                "search_batch",
+                json!({"searches": [{"vector": [1.0, 0.0], "limit": 1}]}),
+            ),
+        ] {
+            args["collection"] = json!(name);
+            let r = tool(&app, Some(&b), t, args).await;
+            let code = r["structuredContent"]["error"]["code"]
+                .as_str()
+                .unwrap_or("");
+            assert!(
+                code == "collection_not_found" || (name == full && code == "invalid_name"),
+                "{t} on {name}: {r}"
+            );
+            if name == "mine" {
+                assert!(!r.to_string().contains(&alice.to_string()), "{r}");
+            }
+        }
+    }
+    assert_eq!(
+        ok(&app, Some(&b), "list_collections", json!({})).await["collections"],
+        json!([])
+    );
+    assert_eq!(
+        ok(&app, Some(&b), "get_usage", json!({})).await["vectors"],
+        0
+    );
+    // A session id, or any other MCP identifier, carries no one's rights:
+    // Bob's key with Alice's identifiers acts as Bob.
+    let (_, r) = rpc_with(
+        &app,
+        Some(&b),
+        &[
+            ("mcp-session-id", "alice-session"),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+        "tools/call",
+        json!({"name": "count_points", "arguments": {"collection": "mine"}}),
+    )
+    .await;
+    assert_eq!(
+        r["result"]["structuredContent"]["error"]["code"],
+        "collection_not_found"
+    );
+    assert_eq!(
+        ok(
+            &app,
+            Some(&a),
+            "get_collection",
+            json!({"collection": "mine"})
+        )
+        .await["points"],
+        2
+    );
+    let log = std::fs::read_to_string(app.data_dir().join(vectorizer_server::mcp::oplog::FILE))
+        .unwrap_or_default();
+    assert!(
+        !log.contains(&a) && !log.contains(&b),
+        "keys never in the log"
+    );
+}
+
+#[tokio::test]
+async fn registration_follows_the_hub() {
+    let first = hub().await;
+    let addr = first.addr;
+    let mut cfg = HubClientConfig::new(format!("http://{addr}"), Secret::new(KEY.into()));
+    cfg.timeout = Duration::from_secs(1);
+    cfg.retries = 0;
+    let client = std::sync::Arc::new(HubClient::new(cfg).unwrap());
+    let reg = std::sync::Arc::new(Registration::default());
+    reg.spawn(
+        client.clone(),
+        Announcement {
+            node_id: "node-mcp".into(),
+            url: "http://127.0.0.1:1/mcp".into(),
+            tools: vec![vectorizer_hub::model::McpTool {
+                name: "search".into(),
+                description: "d".into(),
+            }],
+            refresh: Duration::from_secs(1),
+        },
+    );
+    eventually(|| first.store.mcp_nodes() == ["node-mcp"]).await;
+    assert!(reg.is_registered());
+    // The Hub restarts with its entry lost: the node registers again.
+    first.task.abort();
+    let _ = first.task.await;
+    let store = std::sync::Arc::new(HubStore::in_memory());
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let router = vectorizer_hub::router(store.clone(), KEY);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    eventually(|| store.mcp_nodes() == ["node-mcp"]).await;
+    // A graceful stop removes it.
+    reg.deregister(&client).await;
+    assert!(store.mcp_nodes().is_empty());
+    assert!(!reg.is_registered());
+}
