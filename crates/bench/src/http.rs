@@ -109,6 +109,53 @@ impl Target for Vectorizer {
     }
 }
 
+/// Vectorizer loaded over REST, searched through its MCP server (`/mcp`,
+/// the `search` tool), so the two adapters are measured side by side.
+struct VectorizerMcp;
+
+impl Target for VectorizerMcp {
+    fn name(&self) -> &'static str {
+        "vectorizer-mcp"
+    }
+    fn create(&self, c: &mut Client) -> Result<(), String> {
+        Vectorizer.create(c)
+    }
+    fn upsert(&self, c: &mut Client, first: usize, vectors: &[Vec<f32>]) -> Result<(), String> {
+        Vectorizer.upsert(c, first, vectors)
+    }
+    fn wait_indexed(&self, c: &mut Client) -> Result<(), String> {
+        Vectorizer.wait_indexed(c)
+    }
+    fn search(&self, c: &mut Client, q: &[f32]) -> Result<Vec<usize>, String> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "search",
+            "arguments": {"collection": "bench", "vector": q, "limit": K, "with_payload": false}
+        }});
+        let b = serde_json::to_vec(&body).expect("serializable");
+        let v = check(
+            c.request(
+                "POST",
+                "/mcp",
+                Some(&b),
+                &[
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, text/event-stream"),
+                ],
+            ),
+            "mcp search",
+        )?;
+        let hits = &v["result"]["structuredContent"]["results"];
+        let Some(hits) = hits.as_array() else {
+            return Err(format!("mcp search: {v}"));
+        };
+        Ok(hits
+            .iter()
+            .filter_map(|h| h["id"].as_u64())
+            .map(|i| i as usize)
+            .collect())
+    }
+}
+
 /// Chroma's v2 REST API (default tenant and database).
 struct Chroma {
     collection_id: std::sync::OnceLock<String>,
@@ -195,7 +242,7 @@ pub fn run(args: &[String]) -> i32 {
     }
     let Some(url) = url else {
         eprintln!(
-            "usage: vectorizer-bench http --url http://HOST:PORT [--target vectorizer|chroma] [--n N] [--out DIR] [--search-only]"
+            "usage: vectorizer-bench http --url http://HOST:PORT [--target vectorizer|vectorizer-mcp|chroma] [--n N] [--out DIR] [--search-only]"
         );
         return 2;
     };
@@ -212,6 +259,7 @@ pub fn run(args: &[String]) -> i32 {
     };
     let t: Box<dyn Target> = match target.as_str() {
         "vectorizer" => Box::new(Vectorizer),
+        "vectorizer-mcp" => Box::new(VectorizerMcp),
         "chroma" => Box::new(Chroma {
             collection_id: Default::default(),
         }),
