@@ -32,6 +32,9 @@ use crate::payload_index::{KeyBits, PayloadIndex};
 use crate::snapshot;
 use crate::wal::{Point, Wal, WalOp};
 
+mod checkpoint;
+pub use checkpoint::Checkpoint;
+
 const META_FILE: &str = "collection.json";
 const WAL_FILE: &str = "wal.log";
 const META_VERSION: u32 = 1;

@@ -215,6 +215,84 @@ impl Database {
         Ok(())
     }
 
+    /// Makes the snapshot files in `files` (`index.hnsw`, `points.bin`, as
+    /// a [`Collection::checkpoint`] wrote them; on this file system, as
+    /// they are moved) a collection `name` with `config` and `metadata`.
+    /// The files are checked by opening the collection before it is
+    /// published. With `replace`, an existing collection of the name is
+    /// swapped for the new one in one rename: after a crash the name holds
+    /// the old collection or the new one, never a mix; writes to the old
+    /// one are refused from the swap on.
+    pub fn import_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        metadata: BTreeMap<String, String>,
+        files: &Path,
+        seq: u64,
+        replace: bool,
+    ) -> Result<Arc<Collection>> {
+        validate_name(name)?;
+        config.validate()?;
+        let old = self.collection(name).ok();
+        if old.is_some() && !replace {
+            return Err(EngineError::CollectionExists(name.to_owned()));
+        }
+        let _busy = self.claim(name, old.is_some())?;
+        let staging = self.trash_path();
+        let built = Collection::init_dir(&staging, name, &config, metadata)
+            .and_then(|()| crate::snapshot::install(&staging, files, seq))
+            // Decoded and checked whole before anything is published.
+            .and_then(|()| Collection::open(&staging, self.options.clone()).map(drop));
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let colls = self.root.join("collections");
+        let target = colls.join(name);
+        let Some(old) = old else {
+            fs::rename(&staging, &target)
+                .map_err(EngineError::io("publishing a collection"))
+                .and_then(|()| sync_dir(&colls))
+                .inspect_err(|_| {
+                    let _ = fs::remove_dir_all(&staging);
+                })?;
+            let c = Arc::new(Collection::open(&target, self.options.clone())?);
+            c.start_indexer();
+            self.map_mut().insert(name.to_owned(), c.clone());
+            return Ok(c);
+        };
+        old.mark_dropped();
+        let swapped = exchange(&staging, &target)
+            .and_then(|()| sync_dir(&colls))
+            .and_then(|()| sync_dir(&self.root.join("trash")));
+        if let Err(e) = swapped {
+            old.unmark_dropped();
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        // `staging` now holds the old collection's files.
+        match Collection::open(&target, self.options.clone()) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                c.start_indexer();
+                self.map_mut().insert(name.to_owned(), c.clone());
+                if let Err(e) = fs::remove_dir_all(&staging) {
+                    tracing::warn!(error = %e, "removing a replaced collection's files failed; retried at next open");
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                // Opened fine in staging: put the old one back all the same.
+                if exchange(&staging, &target).is_ok() {
+                    old.unmark_dropped();
+                }
+                let _ = fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
+    }
+
     /// Snapshots every collection, so that the next open replays nothing.
     pub fn flush(&self) -> Result<()> {
         for c in self.collections() {
@@ -225,6 +303,35 @@ impl Database {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+/// Swaps two directories in one atomic rename (`RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| EngineError::Corrupt(format!("{} holds a NUL byte", p.display())))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // Safety: two valid NUL-terminated paths; the call reads them only.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(EngineError::Io {
+            context: "swapping a collection's directory".into(),
+            source: std::io::Error::last_os_error(),
+        })
     }
 }
 

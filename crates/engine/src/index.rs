@@ -937,6 +937,14 @@ impl VectorIndex {
         if dim != config.dimension || m != config.hnsw.m {
             return Err(corrupt());
         }
+        // Every node takes at least its state, level, vector and a link
+        // count on disk: a header claiming more nodes than the file can
+        // hold is refused before anything is allocated for them.
+        let file_len = r.get_ref().metadata().map_or(0, |md| md.len());
+        let least = 2 + 4 + dim * 4 + 4;
+        if (n as u64).saturating_mul(least as u64) > file_len {
+            return Err(corrupt());
+        }
         let mut idx = VectorIndex::new(config);
         idx.reserve(n.max(1));
         let mut read = |len: usize| -> Result<Vec<u8>> {

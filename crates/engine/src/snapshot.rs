@@ -213,3 +213,53 @@ pub fn load(dir: &Path) -> Result<Option<Loaded>> {
         bytes: index_len + data.len() as u64,
     }))
 }
+
+/// The files of a snapshot, as a checkpoint or an import sees them.
+pub const FILES: [&str; 2] = [INDEX_FILE, POINTS_FILE];
+
+/// The live snapshot's directory and sequence number, if there is one.
+pub fn current(dir: &Path) -> Result<Option<(PathBuf, u64)>> {
+    match fs::read(dir.join(CURRENT)) {
+        Ok(raw) => {
+            let cur: Current = serde_json::from_slice(&raw)
+                .map_err(|e| EngineError::Corrupt(format!("{}: {e}", dir.display())))?;
+            Ok(Some((dir.join(cur.dir), cur.seq)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError::Io {
+            context: "reading CURRENT".into(),
+            source: e,
+        }),
+    }
+}
+
+/// Makes the files in `from` (`index.hnsw`, `points.bin`, moved, so `from`
+/// must be on the same file system) the live snapshot of the collection
+/// directory `dir`, at `seq`. Nothing is checked here beyond the files'
+/// presence: opening the collection checks and decodes them.
+pub fn install(dir: &Path, from: &Path, seq: u64) -> Result<()> {
+    let name = format!("snap-{seq:020}");
+    let snap = dir.join(&name);
+    fs::create_dir(&snap).map_err(EngineError::io("creating a snapshot directory"))?;
+    for f in FILES {
+        fs::rename(from.join(f), snap.join(f))
+            .map_err(EngineError::io("placing a snapshot file"))?;
+        File::open(snap.join(f))
+            .and_then(|f| f.sync_all())
+            .map_err(EngineError::io("syncing a snapshot file"))?;
+    }
+    sync_dir(&snap)?;
+    sync_dir(dir)?;
+    let (index_crc, _) = file_crc(&snap.join(INDEX_FILE))?;
+    let (points_crc, _) = file_crc(&snap.join(POINTS_FILE))?;
+    let current = Current {
+        dir: name,
+        seq,
+        index_crc,
+        points_crc,
+    };
+    write_atomic(
+        &dir.join(CURRENT),
+        &serde_json::to_vec(&current).expect("serializable"),
+    )
+}

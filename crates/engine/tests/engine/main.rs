@@ -1,6 +1,7 @@
 //! The engine's integration tests: real files in temporary directories,
 //! real child processes for the crash tests.
 
+mod checkpoint;
 mod common;
 mod concurrency;
 mod crash;
