@@ -640,3 +640,29 @@ async fn registration_follows_the_hub() {
     assert!(store.mcp_nodes().is_empty());
     assert!(!reg.is_registered());
 }
+
+/// The Hub down: a key checked before still works through `/mcp` (the
+/// grace), one never checked is a 503 before any MCP message is read.
+#[tokio::test]
+async fn with_the_hub_down_unchecked_keys_get_503() {
+    let hub = hub().await;
+    let user = hub.store.create_user("m@example.com", "p").unwrap().id;
+    let (known, _) = key(&hub.store, user, &["read"], None);
+    let (fresh, _) = key(&hub.store, user, &["read"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::ZERO));
+    let list = json!({"name": "list_collections", "arguments": {}});
+    assert_eq!(
+        rpc(&app, Some(&known), "tools/call", list.clone()).await.0,
+        200
+    );
+    hub.task.abort();
+    let _ = hub.task.await;
+    let (status, body) = rpc(&app, Some(&known), "tools/call", list.clone()).await;
+    assert_eq!(status, 200, "grace: {body}");
+    assert_eq!(body["result"]["isError"], false);
+    for k in [fresh.as_str(), "hvk_never_seen"] {
+        let (status, body) = rpc(&app, Some(k), "tools/call", list.clone()).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "hub_unavailable");
+    }
+}
