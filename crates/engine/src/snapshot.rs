@@ -118,16 +118,7 @@ pub fn write<'a>(
     let _ = fs::remove_dir_all(&final_dir);
     fs::rename(&tmp, &final_dir).map_err(EngineError::io("publishing a snapshot"))?;
     sync_dir(dir)?;
-    let current = Current {
-        dir: name.clone(),
-        seq,
-        index_crc,
-        points_crc,
-    };
-    write_atomic(
-        &dir.join(CURRENT),
-        &serde_json::to_vec(&current).expect("serializable"),
-    )?;
+    publish(dir, &name, seq, index_crc, points_crc)?;
     remove_stale(dir, Some(&name));
     Ok(index_len + points_len)
 }
@@ -252,8 +243,14 @@ pub fn install(dir: &Path, from: &Path, seq: u64) -> Result<()> {
     sync_dir(dir)?;
     let (index_crc, _) = file_crc(&snap.join(INDEX_FILE))?;
     let (points_crc, _) = file_crc(&snap.join(POINTS_FILE))?;
+    publish(dir, &name, seq, index_crc, points_crc)
+}
+
+/// Makes snapshot directory `name` the live one: `CURRENT` replaced
+/// atomically with its sequence number and its files' CRC32s.
+fn publish(dir: &Path, name: &str, seq: u64, index_crc: u32, points_crc: u32) -> Result<()> {
     let current = Current {
-        dir: name,
+        dir: name.to_owned(),
         seq,
         index_crc,
         points_crc,

@@ -181,13 +181,13 @@ fn main() {
                 host,
                 port,
             };
-            match Config::load(config.as_deref(), &overrides) {
-                Err(e) => {
-                    eprintln!("vectorizer: {e}");
-                    2
-                }
-                Ok(cfg) => serve(cfg, local_hub),
-            }
+            with_config(config.as_deref(), &overrides, |cfg| {
+                on_runtime(
+                    &cfg.clone(),
+                    "vectorizer",
+                    vectorizer_server::run(cfg, local_hub),
+                )
+            })
         }
         Command::Mcp {
             stdio: _,
@@ -198,13 +198,13 @@ fn main() {
                 data_dir,
                 ..Overrides::default()
             };
-            match Config::load(config.as_deref(), &overrides) {
-                Err(e) => {
-                    eprintln!("vectorizer: {e}");
-                    2
-                }
-                Ok(cfg) => mcp_stdio(cfg),
-            }
+            with_config(config.as_deref(), &overrides, |cfg| {
+                on_runtime(
+                    &cfg.clone(),
+                    "vectorizer-mcp",
+                    vectorizer_server::mcp::stdio::serve(cfg),
+                )
+            })
         }
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &Overrides::default())
@@ -384,38 +384,40 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
     }
 }
 
-fn mcp_stdio(cfg: Config) -> i32 {
-    vectorizer_server::init_logging(&cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(64)
-        .thread_name("vectorizer-mcp")
-        .build()
-        .expect("starting the runtime");
-    let code = match rt.block_on(vectorizer_server::mcp::stdio::serve(cfg)) {
-        Ok(()) => 0,
+/// Loads the configuration and hands it to `f`; an invalid one exits 2.
+fn with_config(
+    file: Option<&std::path::Path>,
+    overrides: &Overrides,
+    f: impl FnOnce(Config) -> i32,
+) -> i32 {
+    match Config::load(file, overrides) {
         Err(e) => {
-            eprintln!("vectorizer mcp: {e}");
-            1
+            eprintln!("vectorizer: {e}");
+            2
         }
-    };
-    rt.shutdown_background();
-    code
+        Ok(cfg) => f(cfg),
+    }
 }
 
-fn serve(cfg: Config, local_hub: bool) -> i32 {
-    vectorizer_server::init_logging(&cfg);
+/// Runs `main` on the server's runtime, logging as `cfg` says; exits 1 on
+/// its error.
+fn on_runtime(
+    cfg: &Config,
+    threads: &str,
+    main: impl std::future::Future<Output = Result<(), String>>,
+) -> i32 {
+    vectorizer_server::init_logging(cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(64)
-        .thread_name("vectorizer")
+        .thread_name(threads)
         .build()
         .expect("starting the runtime");
-    let code = match rt.block_on(vectorizer_server::run(cfg, local_hub)) {
+    let code = match rt.block_on(main) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("vectorizer: {e}");
+            eprintln!("{threads}: {e}");
             1
         }
     };
