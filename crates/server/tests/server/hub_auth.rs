@@ -1082,6 +1082,14 @@ async fn usage_reaches_the_hub_and_survives_an_outage() {
     assert_eq!(vectors_at_hub(&hub.store), 7);
     set_faults(hub.addr, json!({"count": 0})).await;
     eventually(|| vectors_at_hub(&hub.store) == 12).await;
+    // The Hub takes the report before the reporter rewrites its outbox.
+    let drained = || {
+        std::fs::read(&outbox)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            == Some(json!({}))
+    };
+    eventually(drained).await;
     let pending: Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
     assert_eq!(pending, json!({}), "the outbox drains once delivered");
     // The tenant reads its own usage and limits.
