@@ -11,6 +11,9 @@ pub enum ServiceError {
     PointNotFound(String),
     #[error("alias `{0}` not found")]
     AliasNotFound(String),
+    /// No backup of the caller's has this id (another user's has none).
+    #[error("backup `{0}` not found")]
+    BackupNotFound(String),
     #[error("collection `{0}` already exists")]
     CollectionExists(String),
     /// Malformed input: the request cannot be read as asked.
@@ -19,6 +22,9 @@ pub enum ServiceError {
     /// Well-formed input that the data refuses (wrong dimension, ...).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// The request's body is larger than the server takes.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     /// The caller may not do this (its key lacks the permission).
     #[error("{0}")]
     Forbidden(String),

@@ -3,6 +3,7 @@
 //! for, so no adapter can reach data without saying whose request it is.
 
 pub mod aliases;
+pub mod backup;
 pub mod caller;
 pub mod drift;
 pub mod error;

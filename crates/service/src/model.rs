@@ -47,7 +47,7 @@ impl JsonSchema for FilterSchema {
 #[derive(JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]
-enum MetricSchema {
+pub(crate) enum MetricSchema {
     Cosine,
     Euclidean,
     Dot,

@@ -67,6 +67,8 @@ pub struct ServiceOptions {
     pub max_batch_searches: usize,
     /// Each tenant's share of requests in flight and of worker threads.
     pub share: ShareOptions,
+    /// Backups: retention and the caps on uploads.
+    pub backups: crate::backup::BackupOptions,
 }
 
 impl ServiceOptions {
@@ -76,6 +78,7 @@ impl ServiceOptions {
             limits: Limits::default(),
             max_batch_searches: 100,
             share: ShareOptions::default(),
+            backups: crate::backup::BackupOptions::default(),
         }
     }
 }
@@ -96,6 +99,7 @@ pub struct Service {
     pub(crate) names: Names,
     /// Second names of collections.
     pub(crate) aliases: crate::aliases::Aliases,
+    pub(crate) backup_stats: crate::backup::BackupStats,
 }
 
 /// One async lock per collection name being created or deleted, so that a
@@ -180,6 +184,10 @@ impl Service {
         aliases.prune(|c| db.collection(c).is_ok()).map_err(|e| {
             vectorizer_engine::EngineError::Corrupt(format!("writing aliases.json: {e}"))
         })?;
+        // What an interrupted backup, upload or restore left behind.
+        let backup_bytes = crate::backup::store::clean(&options.data_dir).map_err(|e| {
+            vectorizer_engine::EngineError::Corrupt(format!("cleaning backups: {e}"))
+        })?;
         let service = Service {
             db,
             share: FairShare::new(options.share),
@@ -190,7 +198,9 @@ impl Service {
             storage_ok: AtomicBool::new(true),
             names: Names::default(),
             aliases,
+            backup_stats: crate::backup::BackupStats::default(),
         };
+        service.backup_stats.set_bytes(backup_bytes);
         service.probe_storage();
         Ok(service)
     }
@@ -394,7 +404,7 @@ impl Service {
     }
 
     /// The caller's collections, with the names the caller uses.
-    fn owned(&self, caller: &Caller) -> Vec<(String, Arc<Collection>)> {
+    pub(crate) fn owned(&self, caller: &Caller) -> Vec<(String, Arc<Collection>)> {
         let prefix = match caller {
             Caller::Local | Caller::LocalReader => String::new(),
             Caller::Tenant(t) => t.prefix(),
@@ -425,11 +435,8 @@ impl Service {
     /// Creates a collection. The request is validated whole before anyone
     /// is asked; with the Hub enabled, a tenant's collection is checked
     /// against the plan's collection count and registered with the Hub
-    /// (keeping its id). Creates and deletes of one name run one at a time
-    /// (see [`Names`]); and if the Hub hands back an id whose deletion is
-    /// still owed to it (the name was deleted and created again before the
-    /// deletion was delivered), the deletion is delivered first and the
-    /// collection registered anew, so the Hub sees the two in order.
+    /// (keeping its id: see [`provision`](Self::provision)). Creates and
+    /// deletes of one name run one at a time (see [`Names`]).
     pub async fn create_collection(
         self: &Arc<Self>,
         call: &Call,
@@ -449,36 +456,16 @@ impl Service {
         if self.aliases.is_alias(&full) {
             return Err(ServiceError::CollectionExists(req.name));
         }
-        let mut metadata = BTreeMap::new();
-        let registered = match (caller, self.hub.get().cloned()) {
-            (Caller::Tenant(t), Some(hub)) => {
-                metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
+        let (metadata, registered, _reservation) = match caller {
+            Caller::Tenant(t) => {
                 if self.db.collection(&full).is_ok() {
                     return Err(ServiceError::CollectionExists(req.name));
                 }
                 let reservation = self.reserve_collection(&t.user_id).await?;
-                let project = t.project_id.unwrap_or(t.user_id);
-                let mut made = self
-                    .register(&hub, &t.user_id, &req.name, project, config.dimension)
-                    .await?;
-                if let Some(r) = self.reporter.get()
-                    && !made.created
-                    && r.owes_deletion(&made.collection_id)
-                {
-                    r.deliver_deletion(&made.collection_id).await?;
-                    made = self
-                        .register(&hub, &t.user_id, &req.name, project, config.dimension)
-                        .await?;
-                }
-                metadata.insert(HUB_ID_KEY.to_owned(), made.collection_id.to_string());
-                metadata.insert(PROJECT_KEY.to_owned(), project.to_string());
-                Some((hub, made, reservation))
+                let (metadata, registered) = self.provision(t, &req.name, config.dimension).await?;
+                (metadata, registered, reservation)
             }
-            (Caller::Tenant(t), None) => {
-                metadata.insert(OWNER_KEY.to_owned(), t.user_id.to_string());
-                None
-            }
-            (Caller::Local | Caller::LocalReader, _) => None,
+            Caller::Local | Caller::LocalReader => (BTreeMap::new(), None, None),
         };
         let db = self.clone();
         let name = req.name.clone();
@@ -496,14 +483,8 @@ impl Service {
                 Ok(Self::detail(&name, &c))
             })
             .await;
-        if let Some((hub, made, _reservation)) = registered
-            && created.is_err()
-            && made.created
-        {
-            // Undo the registration the local create could not follow.
-            if let Err(e) = hub.delete_collection(&made.collection_id).await {
-                tracing::warn!(error = %e, "could not withdraw a hub registration");
-            }
+        if let (Some(r), Err(_)) = (registered, &created) {
+            r.withdraw().await;
         }
         if created.is_ok() {
             tracing::info!(collection = %req.name, dimension = req.dimension, "collection created");
@@ -511,10 +492,43 @@ impl Service {
         created
     }
 
+    /// The metadata of the tenant's new collection `short`, registered
+    /// with the Hub when it is enabled. If the Hub hands back an id whose
+    /// deletion is still owed to it (the name was deleted and created again
+    /// before the deletion was delivered), the deletion is delivered first
+    /// and the collection registered anew, so the Hub sees the two in order.
+    pub(crate) async fn provision(
+        &self,
+        t: &crate::caller::Tenant,
+        short: &str,
+        dimension: usize,
+    ) -> Result<(BTreeMap<String, String>, Option<Registration>)> {
+        let mut metadata = BTreeMap::from([(OWNER_KEY.to_owned(), t.user_id.to_string())]);
+        let Some(hub) = self.hub.get().cloned() else {
+            return Ok((metadata, None));
+        };
+        let project = t.project_id.unwrap_or(t.user_id);
+        let mut made = self
+            .register(&hub, &t.user_id, short, project, dimension)
+            .await?;
+        if let Some(r) = self.reporter.get()
+            && !made.created
+            && r.owes_deletion(&made.collection_id)
+        {
+            r.deliver_deletion(&made.collection_id).await?;
+            made = self
+                .register(&hub, &t.user_id, short, project, dimension)
+                .await?;
+        }
+        metadata.insert(HUB_ID_KEY.to_owned(), made.collection_id.to_string());
+        metadata.insert(PROJECT_KEY.to_owned(), project.to_string());
+        Ok((metadata, Some(Registration { hub, made })))
+    }
+
     /// The plan's collection count, checked against our own count (the
     /// Hub's registry is checked again by its create call); the
     /// reservation keeps concurrent creates from passing together.
-    async fn reserve_collection(
+    pub(crate) async fn reserve_collection(
         self: &Arc<Self>,
         user: &uuid::Uuid,
     ) -> Result<Option<crate::quota::Reservation>> {
@@ -788,6 +802,25 @@ impl Service {
     /// Snapshots every collection (for shutdown).
     pub fn flush(&self) -> Result<()> {
         Ok(self.db.flush()?)
+    }
+}
+
+/// A collection registered with the Hub, to withdraw if the local create
+/// does not follow.
+pub(crate) struct Registration {
+    hub: Arc<HubClient>,
+    made: vectorizer_hub::sdk::CreateCollectionResponse,
+}
+
+impl Registration {
+    /// Undoes the registration, if this create made it.
+    pub(crate) async fn withdraw(self) {
+        if !self.made.created {
+            return;
+        }
+        if let Err(e) = self.hub.delete_collection(&self.made.collection_id).await {
+            tracing::warn!(error = %e, "could not withdraw a hub registration");
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Checkpoint {
     /// The log sequence number it stands at.
     pub seq: u64,
     pub points: usize,
+    /// The config at that point (payload fields indexed so far included).
+    pub config: crate::CollectionConfig,
     /// Bytes of its files.
     pub bytes: u64,
 }
@@ -52,6 +54,11 @@ impl Collection {
             bytes += fs::metadata(&to).map_or(0, |m| m.len());
         }
         let points = self.read().ids.len();
-        Ok(Checkpoint { seq, points, bytes })
+        Ok(Checkpoint {
+            seq,
+            points,
+            config: self.info_config(),
+            bytes,
+        })
     }
 }

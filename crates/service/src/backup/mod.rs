@@ -1,0 +1,573 @@
+//! Per-user backups: create, list, read, download, upload, restore and
+//! delete, each one entry point taking the [`Call`]. The user is always
+//! the caller's: a backup id of another user finds nothing, and a restore
+//! writes only into the caller's namespace whatever its manifest says.
+
+pub mod archive;
+mod restore;
+pub mod store;
+mod upload;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vectorizer_engine::collection::Collection;
+
+pub use archive::ReadCaps;
+pub use restore::{RestoreBackup, Restored};
+pub use store::{BackupCollection, BackupInfo, BackupList};
+pub use upload::UploadBody;
+
+use crate::caller::{Caller, Permission};
+use crate::error::{Result, ServiceError};
+use crate::service::{Call, Service};
+
+/// Most collections one backup request names.
+pub const MAX_COLLECTIONS: usize = 1000;
+/// The longest label.
+pub const MAX_LABEL: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Backups kept per user; the oldest beyond it are removed.
+    pub max_per_user: usize,
+    /// Backups older than this are removed; `None`: kept until the count
+    /// pushes them out.
+    pub max_age: Option<Duration>,
+    /// The largest upload accepted.
+    pub max_upload_bytes: u64,
+    /// Caps on reading an uploaded archive.
+    pub caps: ReadCaps,
+    /// Longest wait for the next piece of an upload's body.
+    pub idle_timeout: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            max_per_user: 10,
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+            max_upload_bytes: 1 << 30,
+            caps: ReadCaps {
+                max_entries: 4096,
+                max_file_bytes: 16 << 30,
+                max_total_bytes: 32 << 30,
+                max_ratio: 100,
+            },
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Progress of long work, in bytes: `(done, total)`.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// No one listens.
+pub fn quiet() -> Progress {
+    Arc::new(|_, _| {})
+}
+
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackup {
+    /// The collections to back up, by name (default: all of yours).
+    #[serde(default)]
+    pub collections: Option<Vec<String>>,
+    /// A note to tell backups apart (at most 200 characters).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Backups on this node: operations by (op, result), and bytes stored.
+#[derive(Default)]
+pub struct BackupStats {
+    ops: std::sync::Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    bytes: AtomicU64,
+}
+
+impl BackupStats {
+    /// Operations so far by (op, result: ok, refused or failed).
+    pub fn ops(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Bytes of the archives stored on this node.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_bytes(&self, b: u64) {
+        self.bytes.store(b, Ordering::Relaxed);
+    }
+
+    fn record<T>(&self, op: &'static str, r: &Result<T>) {
+        let result = match r {
+            Ok(_) => "ok",
+            Err(
+                ServiceError::Internal(_) | ServiceError::Unavailable(_) | ServiceError::Timeout,
+            ) => "failed",
+            Err(_) => "refused",
+        };
+        *self
+            .ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((op, result))
+            .or_default() += 1;
+    }
+}
+
+/// Removes a file or directory when dropped, unless disarmed.
+pub(crate) struct Leftover(Option<PathBuf>);
+
+impl Leftover {
+    pub(crate) fn new(p: PathBuf) -> Self {
+        Leftover(Some(p))
+    }
+    pub(crate) fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
+    }
+}
+
+pub(crate) fn not_found(id: &str) -> ServiceError {
+    ServiceError::BackupNotFound(id.chars().take(64).collect())
+}
+
+impl Service {
+    /// The caller's backup directory.
+    fn backup_dir(&self, caller: &Caller) -> PathBuf {
+        store::dir_of(&self.options.data_dir, caller)
+    }
+
+    /// One create, upload, delete or sweep of a user's backups at a time.
+    async fn hold_backups(&self, caller: &Caller) -> crate::service::NameGuard<'_> {
+        // `/` is in no collection name: no collection lock is this one.
+        self.names
+            .lock(&format!("backups/{}", store::owner_of(caller)))
+            .await
+    }
+
+    /// The caller's backup `id`, if it has one.
+    fn find_backup(&self, caller: &Caller, id: &str) -> Result<(PathBuf, BackupInfo)> {
+        let dir = self.backup_dir(caller);
+        let parsed = store::parse_id(id).ok_or_else(|| not_found(id))?;
+        let info = store::info(&dir, &parsed).ok_or_else(|| not_found(id))?;
+        Ok((dir, info))
+    }
+
+    /// Backup operations and bytes, for metrics.
+    pub fn backup_stats(&self) -> &BackupStats {
+        &self.backup_stats
+    }
+
+    pub async fn list_backups(self: &Arc<Self>, call: &Call) -> Result<BackupList> {
+        let (caller, ticket) = call.enter(Permission::Read)?;
+        let dir = self.backup_dir(caller);
+        let r = ticket
+            .run(move |_| {
+                Ok(BackupList {
+                    backups: store::list(&dir)?,
+                })
+            })
+            .await;
+        self.backup_stats.record("list", &r);
+        r
+    }
+
+    pub async fn get_backup(self: &Arc<Self>, call: &Call, id: &str) -> Result<BackupInfo> {
+        let (caller, ticket) = call.enter(Permission::Read)?;
+        let svc = self.clone();
+        let (caller, id) = (caller.clone(), id.to_owned());
+        ticket
+            .run(move |_| svc.find_backup(&caller, &id).map(|(_, i)| i))
+            .await
+    }
+
+    /// The caller's backup `id`, checked against its stored SHA-256, and
+    /// its archive opened at the start: ready to stream.
+    pub async fn open_backup(
+        self: &Arc<Self>,
+        call: &Call,
+        id: &str,
+    ) -> Result<(BackupInfo, std::fs::File)> {
+        let (caller, ticket) = call.enter(Permission::Read)?;
+        let svc = self.clone();
+        let (caller, id) = (caller.clone(), id.to_owned());
+        let r = ticket
+            .run(move |_| {
+                let (dir, info) = svc.find_backup(&caller, &id)?;
+                let file = verified(&dir, &info, &|_| {})?;
+                Ok((info, file))
+            })
+            .await;
+        self.backup_stats.record("download", &r);
+        r
+    }
+
+    /// Checks the caller's backup `id` whole: the archive's SHA-256, then
+    /// every file against the manifest.
+    pub async fn verify_backup(
+        self: &Arc<Self>,
+        call: &Call,
+        id: &str,
+        progress: Progress,
+    ) -> Result<BackupInfo> {
+        let (caller, ticket) = call.enter(Permission::Read)?;
+        let svc = self.clone();
+        let (caller, id) = (caller.clone(), id.to_owned());
+        ticket
+            .run(move |_| {
+                let (dir, info) = svc.find_backup(&caller, &id)?;
+                let total = info.size_bytes * 2;
+                let done = AtomicU64::new(0);
+                let tick = |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);
+                drop(verified(&dir, &info, &tick)?);
+                let caps = ReadCaps {
+                    max_ratio: u64::MAX,
+                    ..svc.options.backups.caps
+                };
+                let path = store::archive_path(&dir, &info.id);
+                archive::read(&path, None, None, caps, &|_| {})?;
+                Ok(info)
+            })
+            .await
+    }
+
+    pub async fn delete_backup(self: &Arc<Self>, call: &Call, id: &str) -> Result<()> {
+        let (caller, ticket) = call.enter(Permission::Delete)?;
+        let _held = self.hold_backups(caller).await;
+        let svc = self.clone();
+        let (caller, wanted) = (caller.clone(), id.to_owned());
+        let r = ticket
+            .run(move |_| {
+                let (dir, info) = svc.find_backup(&caller, &wanted)?;
+                let size = store::remove(&dir, &info.id)?;
+                svc.backup_stats.bytes.fetch_sub(size, Ordering::Relaxed);
+                Ok(())
+            })
+            .await;
+        self.backup_stats.record("delete", &r);
+        if r.is_ok() {
+            tracing::info!(backup = %id, "backup deleted");
+        }
+        r
+    }
+
+    /// Backs up the caller's collections (all, or those named): each one
+    /// as one consistent state. With the Hub, the plan's `backup` quota is
+    /// asked first with the collections' bytes on disk as the estimate.
+    pub async fn create_backup(
+        self: &Arc<Self>,
+        call: &Call,
+        req: CreateBackup,
+        progress: Progress,
+    ) -> Result<BackupInfo> {
+        let r = self.create_backup_inner(call, req, progress).await;
+        self.backup_stats.record("create", &r);
+        r
+    }
+
+    async fn create_backup_inner(
+        self: &Arc<Self>,
+        call: &Call,
+        req: CreateBackup,
+        progress: Progress,
+    ) -> Result<BackupInfo> {
+        let (caller, ticket) = call.enter(Permission::Write)?;
+        let label = check_label(req.label)?;
+        let owned = self.owned(caller);
+        let chosen: Vec<(String, Arc<Collection>)> = match req.collections {
+            None => owned,
+            Some(names) => {
+                if names.len() > MAX_COLLECTIONS {
+                    return Err(ServiceError::invalid(
+                        "invalid_request",
+                        format!("at most {MAX_COLLECTIONS} collections per backup"),
+                    ));
+                }
+                let mut seen = HashSet::new();
+                let mut chosen = Vec::new();
+                for n in names {
+                    self.resolve(caller, &n)?;
+                    let c = owned
+                        .iter()
+                        .find(|(short, _)| *short == n)
+                        .ok_or_else(|| ServiceError::CollectionNotFound(n.clone()))?;
+                    if seen.insert(n) {
+                        chosen.push(c.clone());
+                    }
+                }
+                chosen
+            }
+        };
+        if chosen.is_empty() {
+            return Err(ServiceError::unprocessable(
+                "no_collections",
+                "there are no collections to back up",
+            ));
+        }
+        let estimate: u64 = chosen.iter().map(|(_, c)| c.disk_bytes()).sum();
+        self.check_backup_quota(caller, estimate).await?;
+        let dir = self.backup_dir(caller);
+        let owner = match caller {
+            Caller::Tenant(t) => Some(t.user_id.to_string()),
+            _ => None,
+        };
+        let (info, tmp) = {
+            let dir = dir.clone();
+            ticket
+                .run(move |_| write_backup(&dir, owner, label, chosen, &progress))
+                .await?
+        };
+        let info = self.keep_backup(caller, ticket, dir, tmp, info).await?;
+        tracing::info!(backup = %info.id, bytes = info.size_bytes, "backup created");
+        Ok(info)
+    }
+
+    /// Makes the archive written to `tmp` the caller's backup `info`, then
+    /// applies retention to the caller's backups.
+    pub(crate) async fn keep_backup(
+        self: &Arc<Self>,
+        caller: &Caller,
+        ticket: &crate::share::Ticket,
+        dir: PathBuf,
+        tmp: Leftover,
+        info: BackupInfo,
+    ) -> Result<BackupInfo> {
+        let _held = self.hold_backups(caller).await;
+        let svc = self.clone();
+        ticket
+            .run(move |_| {
+                store::commit(&dir, &tmp.path(), &info)?;
+                tmp.keep();
+                svc.backup_stats
+                    .bytes
+                    .fetch_add(info.size_bytes, Ordering::Relaxed);
+                svc.sweep(&dir);
+                Ok(info)
+            })
+            .await
+    }
+
+    /// The Hub's `backup` quota for a tenant, asked with `estimate` bytes.
+    async fn check_backup_quota(&self, caller: &Caller, estimate: u64) -> Result<()> {
+        let (Caller::Tenant(t), Some(hub)) = (caller, self.hub.get()) else {
+            return Ok(());
+        };
+        let refused = |limit: Option<i64>, remaining: Option<i64>| {
+            let limit = limit.unwrap_or(0).max(0) as u64;
+            ServiceError::QuotaExceeded {
+                quota: "backup",
+                limit,
+                current: limit.saturating_sub(remaining.unwrap_or(0).max(0) as u64),
+                requested: estimate,
+            }
+        };
+        match hub
+            .check_quota(&t.user_id, "backup", Some(estimate as i64))
+            .await
+        {
+            Ok(a) if a.allowed => Ok(()),
+            Ok(a) => Err(refused(a.limit, a.remaining)),
+            Err(vectorizer_hub::HubError::QuotaExceeded(_)) => Err(refused(None, None)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the backups in `dir` beyond the count and age the config
+    /// keeps (newest first). Failures are logged: the next sweep retries.
+    pub(crate) fn sweep(&self, dir: &Path) {
+        let opts = &self.options.backups;
+        let Ok(mut all) = store::list(dir) else {
+            return;
+        };
+        all.sort_by_key(|b| std::cmp::Reverse(b.stored_at_ms.max(b.created_at_ms)));
+        let now = store::now_ms();
+        for (i, b) in all.iter().enumerate() {
+            let old = opts.max_age.is_some_and(|a| {
+                let at = b.stored_at_ms.max(b.created_at_ms);
+                now.saturating_sub(at) > a.as_millis() as u64
+            });
+            if i >= opts.max_per_user || old {
+                match store::remove(dir, &b.id) {
+                    Ok(size) => {
+                        self.backup_stats.bytes.fetch_sub(size, Ordering::Relaxed);
+                        tracing::info!(backup = %b.id, "backup removed by retention");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "retention could not remove a backup"),
+                }
+            }
+        }
+    }
+
+    /// Sweeps every user's backups every `every`, on a thread of its own.
+    pub fn spawn_backup_sweeper(self: &Arc<Self>, every: Duration) {
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("backup-retention".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let Some(s) = me.upgrade() else { return };
+                    let root = store::root(&s.options.data_dir);
+                    let users = std::fs::read_dir(&root).into_iter().flatten().flatten();
+                    for u in users.filter(|u| u.file_type().is_ok_and(|t| t.is_dir())) {
+                        s.sweep(&u.path());
+                    }
+                }
+            })
+            .expect("starting the backup sweeper");
+    }
+}
+
+fn check_label(label: Option<String>) -> Result<Option<String>> {
+    match label {
+        Some(l) if l.chars().count() > MAX_LABEL || l.chars().any(char::is_control) => {
+            Err(ServiceError::invalid(
+                "invalid_label",
+                format!(
+                    "a label is at most {MAX_LABEL} characters, none of them control characters"
+                ),
+            ))
+        }
+        l => Ok(l),
+    }
+}
+
+/// The archive of `info`, opened once its size and SHA-256 match.
+fn verified(dir: &Path, info: &BackupInfo, tick: &dyn Fn(u64)) -> Result<std::fs::File> {
+    use std::io::Seek;
+    let path = store::archive_path(dir, &info.id);
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| ServiceError::Internal(format!("opening a backup: {e}")))?;
+    let (sha, size) = archive::sha256_of(&mut file, tick)
+        .map_err(|e| ServiceError::Internal(format!("reading a backup: {e}")))?;
+    if size != info.size_bytes || sha != info.sha256 {
+        tracing::error!(backup = %info.id, "a stored backup does not match its checksum");
+        return Err(ServiceError::unprocessable(
+            "backup_corrupt",
+            "the backup's archive does not match its SHA-256: it is damaged",
+        ));
+    }
+    file.rewind()
+        .map_err(|e| ServiceError::Internal(format!("reading a backup: {e}")))?;
+    Ok(file)
+}
+
+/// Checkpoints `chosen` into a work directory and writes their archive
+/// to a temporary file in `dir`: the info and the file, not yet committed.
+fn write_backup(
+    dir: &Path,
+    owner: Option<String>,
+    label: Option<String>,
+    chosen: Vec<(String, Arc<Collection>)>,
+    progress: &Progress,
+) -> Result<(BackupInfo, Leftover)> {
+    let io = |what: &'static str| {
+        move |e: std::io::Error| ServiceError::Internal(format!("{what}: {e}"))
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating the backup directory"))?;
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let work = dir.join(format!(".work-{id}"));
+    std::fs::create_dir(&work).map_err(io("creating a work directory"))?;
+    let _work = Leftover::new(work.clone());
+    let mut collections = Vec::new();
+    let mut dirs = Vec::new();
+    for (short, c) in &chosen {
+        let d = work.join(short);
+        std::fs::create_dir(&d).map_err(io("creating a work directory"))?;
+        let cp = c.checkpoint(&d).map_err(|e| match e {
+            vectorizer_engine::EngineError::CollectionNotFound(_) => {
+                ServiceError::CollectionNotFound(short.clone())
+            }
+            e => e.into(),
+        })?;
+        collections.push((short.clone(), cp));
+        dirs.push(d);
+    }
+    let total: u64 = collections.iter().map(|(_, cp)| cp.bytes * 2).sum();
+    let done = AtomicU64::new(0);
+    let tick = |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);
+    let mut listed = Vec::new();
+    for ((short, cp), d) in collections.iter().zip(&dirs) {
+        let mut files = Vec::new();
+        for f in archive::FILES {
+            let file = std::fs::File::open(d.join(f)).map_err(io("reading a checkpoint"))?;
+            let (sha256, size) =
+                archive::sha256_of(file, &tick).map_err(io("reading a checkpoint"))?;
+            files.push(archive::ManifestFile {
+                name: f.to_owned(),
+                size,
+                sha256,
+            });
+        }
+        listed.push(archive::ManifestCollection {
+            name: short.clone(),
+            config: cp.config.clone(),
+            points: cp.points as u64,
+            seq: cp.seq,
+            files,
+        });
+    }
+    let created_at_ms = store::now_ms();
+    let manifest = archive::Manifest {
+        format_version: archive::FORMAT_VERSION,
+        user_id: owner,
+        created_at: store::rfc3339(created_at_ms),
+        created_at_ms,
+        label,
+        collections: listed,
+    };
+    let tmp_path = dir.join(format!("{id}.tar.gz.tmp"));
+    let file = std::fs::File::create_new(&tmp_path).map_err(io("creating a backup"))?;
+    let tmp = Leftover::new(tmp_path);
+    let (size_bytes, sha256) = archive::write(file, &manifest, &dirs, &tick)?;
+    Ok((info_of(id, &manifest, size_bytes, sha256), tmp))
+}
+
+/// The info of an archive with `manifest`.
+pub(crate) fn info_of(
+    id: String,
+    manifest: &archive::Manifest,
+    size_bytes: u64,
+    sha256: String,
+) -> BackupInfo {
+    BackupInfo {
+        id,
+        label: manifest.label.clone(),
+        created_at: manifest.created_at.clone(),
+        created_at_ms: manifest.created_at_ms,
+        stored_at_ms: store::now_ms(),
+        format_version: manifest.format_version,
+        collections: manifest
+            .collections
+            .iter()
+            .map(|c| BackupCollection {
+                name: c.name.clone(),
+                dimension: c.config.dimension,
+                metric: c.config.metric,
+                points: c.points,
+            })
+            .collect(),
+        size_bytes,
+        sha256,
+    }
+}
+
+impl Leftover {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.0.clone().unwrap_or_default()
+    }
+}

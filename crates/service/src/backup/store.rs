@@ -1,0 +1,249 @@
+//! Where backups live: `<data>/backups/<user id or "local">/`, an archive
+//! `<id>.tar.gz` and its info `<id>.json` each. The info is written last,
+//! and a backup exists only when both files do: a crash at any moment
+//! leaves the whole backup or none, and [`clean`] removes the leftovers
+//! (temporary files, work directories, an archive without its info).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use vectorizer_engine::Metric;
+
+use crate::caller::Caller;
+use crate::error::{Result, ServiceError};
+
+/// What the API tells of a backup; stored beside the archive.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BackupInfo {
+    pub id: String,
+    pub label: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub created_at_ms: u64,
+    /// When this node stored it (an upload's differs from its creation):
+    /// retention counts from here.
+    #[serde(default)]
+    pub stored_at_ms: u64,
+    pub format_version: u32,
+    pub collections: Vec<BackupCollection>,
+    /// The archive's size in bytes.
+    pub size_bytes: u64,
+    /// The archive's SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BackupCollection {
+    pub name: String,
+    pub dimension: usize,
+    #[schemars(with = "crate::model::MetricSchema")]
+    pub metric: Metric,
+    pub points: u64,
+}
+
+/// The caller's backups, newest first.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct BackupList {
+    pub backups: Vec<BackupInfo>,
+}
+
+/// The directory holding every user's backups.
+pub fn root(data_dir: &Path) -> PathBuf {
+    data_dir.join("backups")
+}
+
+/// The caller's own directory: its user id, or `local` for a deployment
+/// with the Hub off. Nothing in a request chooses it.
+pub fn dir_of(data_dir: &Path, caller: &Caller) -> PathBuf {
+    root(data_dir).join(owner_of(caller))
+}
+
+pub fn owner_of(caller: &Caller) -> String {
+    match caller {
+        Caller::Tenant(t) => t.user_id.to_string(),
+        Caller::Local | Caller::LocalReader => "local".to_owned(),
+    }
+}
+
+pub fn archive_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.tar.gz"))
+}
+
+fn info_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// A backup id as the caller gave it, if it can be one of ours (a UUID):
+/// anything else names no backup, and never a path.
+pub fn parse_id(id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+fn internal(what: &'static str) -> impl Fn(std::io::Error) -> ServiceError {
+    move |e| ServiceError::Internal(format!("{what}: {e}"))
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(internal("syncing the backup directory"))
+}
+
+/// The backup `id` in `dir`, if it is whole.
+pub fn info(dir: &Path, id: &str) -> Option<BackupInfo> {
+    if !archive_path(dir, id).is_file() {
+        return None;
+    }
+    let body = fs::read(info_path(dir, id)).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Every whole backup in `dir`, newest first.
+pub fn list(dir: &Path) -> Result<Vec<BackupInfo>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(internal("listing backups")(e)),
+    };
+    let mut all: Vec<BackupInfo> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let id = parse_id(name.strip_suffix(".json")?)?;
+            info(dir, &id)
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        b.created_at_ms
+            .cmp(&a.created_at_ms)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    Ok(all)
+}
+
+/// Makes the archive at `tmp` (written and synced) backup `info.id`: the
+/// archive is renamed into place, then the info written beside it; the
+/// backup exists from that second rename on.
+pub fn commit(dir: &Path, tmp: &Path, info: &BackupInfo) -> Result<()> {
+    fs::rename(tmp, archive_path(dir, &info.id)).map_err(internal("placing a backup"))?;
+    let body = serde_json::to_vec_pretty(info).expect("serializable");
+    let info_tmp = dir.join(format!("{}.json.tmp", info.id));
+    File::create(&info_tmp)
+        .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
+        .map_err(internal("writing a backup's info"))?;
+    fs::rename(&info_tmp, info_path(dir, &info.id)).map_err(internal("writing a backup's info"))?;
+    sync_dir(dir)
+}
+
+/// Removes a backup: its info first, so that it is gone at once even if
+/// removing the archive fails. Returns the archive's size.
+pub fn remove(dir: &Path, id: &str) -> Result<u64> {
+    let size = fs::metadata(archive_path(dir, id)).map_or(0, |m| m.len());
+    fs::remove_file(info_path(dir, id)).map_err(internal("removing a backup"))?;
+    if let Err(e) = fs::remove_file(archive_path(dir, id)) {
+        tracing::warn!(error = %e, "removing a backup's archive failed; removed at next start");
+    }
+    sync_dir(dir)?;
+    Ok(size)
+}
+
+/// Removes what an interrupted create, upload or restore left behind, in
+/// every user's directory; returns the bytes of the whole backups kept.
+pub fn clean(data_dir: &Path) -> std::io::Result<u64> {
+    let root = root(data_dir);
+    let users = match fs::read_dir(&root) {
+        Ok(u) => u,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut kept = 0;
+    for user in users {
+        let user = user?;
+        if !user.file_type()?.is_dir() {
+            continue;
+        }
+        let dir = user.path();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let whole = |id: &str| parse_id(id).is_some_and(|id| info(&dir, &id).is_some());
+            let keep = if let Some(id) = name.strip_suffix(".tar.gz") {
+                whole(id)
+            } else if let Some(id) = name.strip_suffix(".json") {
+                whole(id)
+            } else {
+                false
+            };
+            if keep {
+                if name.ends_with(".tar.gz") {
+                    kept += entry.metadata()?.len();
+                }
+                continue;
+            }
+            tracing::info!(file = %name, "removing an unfinished backup file");
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// `ms` since the epoch as RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_796_083_199_000), "2026-11-30T23:59:59.000Z");
+    }
+
+    #[test]
+    fn ids_are_uuids_only() {
+        assert!(parse_id("../etc/passwd").is_none());
+        assert!(parse_id("").is_none());
+        let id = uuid::Uuid::new_v4().to_string();
+        assert_eq!(parse_id(&id.to_uppercase()), Some(id));
+    }
+}
