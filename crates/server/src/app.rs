@@ -38,6 +38,8 @@ pub struct AppState {
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// For the backup routes that move whole archives.
+    pub backup_timeout: Duration,
 }
 
 /// Who may call a route.
@@ -86,6 +88,7 @@ pub fn routes() -> Vec<Route> {
     use Permission::{Delete, Read, Write};
     use axum::routing::{delete, get, post};
     use handlers as h;
+    use vectorizer_service::backup as b;
     use vectorizer_service::model as m;
     let r = |method,
              path,
@@ -359,6 +362,85 @@ pub fn routes() -> Vec<Route> {
             StatusCode::OK,
             Access::Needs(Read),
             post(h::search_batch),
+        ),
+        r(
+            Method::GET,
+            "/api/hub/backups",
+            "list_backups",
+            "Your backups, newest first",
+            None,
+            schema::<b::BackupList>,
+            StatusCode::OK,
+            Access::Needs(Read),
+            get(crate::backups::list),
+        ),
+        r(
+            Method::POST,
+            "/api/hub/backups",
+            "create_backup",
+            "Back up your collections (all, or those named)",
+            Some(schema::<b::CreateBackup>),
+            schema::<b::BackupInfo>,
+            StatusCode::CREATED,
+            Access::Needs(Write),
+            post(crate::backups::create),
+        ),
+        r(
+            Method::GET,
+            "/api/hub/backups/{id}",
+            "get_backup",
+            "Describe a backup",
+            None,
+            schema::<b::BackupInfo>,
+            StatusCode::OK,
+            Access::Needs(Read),
+            get(crate::backups::get),
+        ),
+        r(
+            Method::DELETE,
+            "/api/hub/backups/{id}",
+            "delete_backup",
+            "Delete a backup",
+            None,
+            schema::<serde_json::Value>,
+            StatusCode::OK,
+            Access::Needs(Delete),
+            delete(crate::backups::delete),
+        ),
+        r(
+            Method::GET,
+            "/api/hub/backups/{id}/download",
+            "download_backup",
+            "The backup's archive (application/gzip), checked first; X-Checksum-SHA256 holds its SHA-256",
+            None,
+            schema::<String>,
+            StatusCode::OK,
+            Access::Needs(Read),
+            get(crate::backups::download),
+        ),
+        r(
+            Method::POST,
+            "/api/hub/backups/restore",
+            "restore_backup",
+            "Restore collections of a backup into your namespace",
+            Some(schema::<b::RestoreBackup>),
+            schema::<b::Restored>,
+            StatusCode::OK,
+            Access::Needs(Write),
+            post(crate::backups::restore),
+        ),
+        r(
+            Method::POST,
+            "/api/hub/backups/upload",
+            "upload_backup",
+            "Store an archive (the raw application/gzip body; X-Checksum-SHA256 optional) as a backup",
+            None,
+            schema::<b::BackupInfo>,
+            StatusCode::CREATED,
+            Access::Needs(Write),
+            // The archive is streamed to disk under `backups.max_upload_bytes`,
+            // not buffered under the JSON body limit.
+            post(crate::backups::upload).layer(DefaultBodyLimit::disable()),
         ),
     ]
 }

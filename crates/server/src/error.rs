@@ -61,6 +61,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::AliasNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "alias_not_found", message)
             }
+            ServiceError::BackupNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "backup_not_found", message)
+            }
+            ServiceError::TooLarge { code, .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+            }
             ServiceError::CollectionExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "collection_exists", message)
             }

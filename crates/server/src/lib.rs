@@ -4,6 +4,7 @@ pub mod admission;
 pub mod answer;
 pub mod app;
 pub mod auth;
+pub mod backups;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -44,6 +45,7 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         limits,
         max_batch_searches: cfg.limits.max_batch_searches,
         share,
+        backups: cfg.backups.options(),
     };
     let service = Service::open(options).map_err(|e| match e {
         vectorizer_engine::EngineError::InUse(_) => e.to_string(),
@@ -77,6 +79,7 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         limits: HttpLimits {
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_secs(cfg.server.request_timeout_seconds),
+            backup_timeout: Duration::from_secs(cfg.backups.request_timeout_seconds),
         },
         auth: None,
         metrics: metrics::MetricsOptions {
@@ -381,6 +384,7 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
         shutdown_timeout: budget.mul_f64(0.7),
     };
     service.spawn_storage_probe(Duration::from_secs(1));
+    service.spawn_backup_sweeper(Duration::from_secs(cfg.backups.sweep_interval_seconds));
     let stopping = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let stopping = stopping.clone();

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+mod backup_cli;
 use vectorizer_server::config::{Config, Overrides};
 
 #[derive(Parser)]
@@ -90,6 +92,12 @@ enum Command {
         /// The data directory to compare (default ./data).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+    },
+    /// Offline backups of a data directory the server is not running on:
+    /// create, list, verify, restore (progress on stderr, JSON on stdout).
+    Backup {
+        #[command(subcommand)]
+        command: backup_cli::BackupCommand,
     },
     /// A local HiveHub for development and tests: serve it, and manage its
     /// plans, users and access keys.
@@ -245,6 +253,13 @@ fn main() {
                 }
             }
         }
+        Command::Backup { command } => match backup_cli::run(command) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vectorizer backup: {e}");
+                1
+            }
+        },
         Command::HubDev { data, command } => match hub_dev(&data, command) {
             Ok(()) => 0,
             Err(e) => {

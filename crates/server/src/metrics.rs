@@ -240,6 +240,25 @@ pub fn render(state: &AppState) -> String {
         tenants(&mut out, &state.service.usage_by_owner(), cap);
     }
 
+    let backups = state.service.backup_stats();
+    family(
+        &mut out,
+        "hub_backup_operations_total",
+        "counter",
+        "Backup operations by operation and result (ok, refused: the caller's error, failed: ours).",
+        backups
+            .ops()
+            .into_iter()
+            .map(|((op, result), n)| (format!("op=\"{op}\",result=\"{result}\""), n)),
+    );
+    single(
+        &mut out,
+        "vectorizer_backup_bytes",
+        "gauge",
+        "Bytes of the backup archives stored on this node.",
+        backups.bytes(),
+    );
+
     let Some(auth) = &state.auth else { return out };
     let hub = auth.hub();
     let now = hub.health();
@@ -322,14 +341,6 @@ pub fn render(state: &AppState) -> String {
         "gauge",
         "Tenants with requests in flight.",
         state.service.active_tenants(),
-    );
-    // Backups are not built yet: the family is declared with no samples.
-    family(
-        &mut out,
-        "hub_backup_operations_total",
-        "counter",
-        "Backup operations by operation and result.",
-        std::iter::empty::<(String, u64)>(),
     );
     out
 }

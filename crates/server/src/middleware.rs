@@ -67,9 +67,20 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 
 /// Answers 503 when a request takes longer than the configured timeout.
 /// Work already handed to storage still completes (a write that was
-/// logged stays durable); only the answer is abandoned.
+/// logged stays durable); only the answer is abandoned. The backup routes
+/// that move whole archives have a timeout of their own.
 pub async fn timeout(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+    let long = req.extensions().get::<MatchedPath>().is_some_and(|p| {
+        let p = p.as_str();
+        p.starts_with("/api/hub/backups")
+            && (req.method() == axum::http::Method::POST || p.ends_with("/download"))
+    });
+    let limit = if long {
+        limits.backup_timeout
+    } else {
+        limits.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,9 @@ use crate::app::{Access, Route};
 
 /// A collection's (or alias's) short name.
 const NAME: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// A backup's id: a UUID.
+const BACKUP_ID: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 /// A point id in a string (a path, or a body): up to 19 decimal digits,
 /// or a hyphenated UUID.
 const POINT_ID: &str =
@@ -46,6 +49,12 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
     for r in routes {
         let success = if r.operation == "metrics" {
             json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        } else if r.operation == "download_backup" {
+            json!({
+                "description": "The archive (a gzip-compressed tar); its SHA-256 in X-Checksum-SHA256",
+                "headers": {"X-Checksum-SHA256": {"schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+                "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+            })
         } else {
             json!({
                 "description": "Success",
@@ -70,7 +79,11 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| {
-                let pattern = if p == "id" { POINT_ID } else { NAME };
+                let pattern = match p {
+                    "id" if r.path.starts_with("/api/hub/backups") => BACKUP_ID,
+                    "id" => POINT_ID,
+                    _ => NAME,
+                };
                 json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "pattern": pattern}})
             })
             .collect();
@@ -95,6 +108,17 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
                 "required": needed,
                 "content": {"application/json": {"schema": schema}}
             });
+        }
+        if r.operation == "upload_backup" {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+            });
+            op["parameters"] = json!([{
+                "name": "X-Checksum-SHA256", "in": "header", "required": false,
+                "description": "The archive's SHA-256, checked before it is read",
+                "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+            }]);
         }
         let item = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         item[r.method.as_str().to_ascii_lowercase()] = op;
@@ -129,12 +153,15 @@ fn error_statuses(r: &Route) -> Vec<u16> {
         };
     }
     let mut v = vec![400, 401, 403, 404, 429, 500, 503];
-    if r.request.is_some() {
+    if r.request.is_some() || r.operation == "upload_backup" {
         v.extend([413, 415, 422]);
     } else {
         v.push(422);
     }
-    if matches!(r.operation, "create_collection" | "update_aliases") {
+    if matches!(
+        r.operation,
+        "create_collection" | "update_aliases" | "restore_backup"
+    ) {
         v.push(409);
     }
     v.sort_unstable();
@@ -152,7 +179,7 @@ fn error_response() -> Value {
                 "properties": {
                     "code": {"type": "string", "pattern": "^[a-z_]+$"},
                     "message": {"type": "string"},
-                    "quota": {"type": "string", "enum": ["collections", "vectors", "storage"]},
+                    "quota": {"type": "string", "enum": ["collections", "vectors", "storage", "backup"]},
                     "limit": {"type": "integer", "minimum": 0},
                     "current": {"type": "integer", "minimum": 0},
                     "requested": {"type": "integer", "minimum": 0}

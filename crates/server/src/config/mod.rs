@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod backups;
+pub use backups::BackupsConfig;
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -17,6 +20,7 @@ pub struct Config {
     pub tenants: TenantsConfig,
     pub hub: HubConfig,
     pub mcp: McpConfig,
+    pub backups: BackupsConfig,
 }
 
 /// The MCP server at `/mcp` (Model Context Protocol, for AI agents).
@@ -598,6 +602,6 @@ impl Config {
         if h.cache.api_key_ttl_seconds > 86_400 || h.cache.quota_ttl_seconds > 86_400 {
             return Err(bad("hub.cache", "TTLs must be at most 86400 seconds"));
         }
-        Ok(())
+        self.backups.validate()
     }
 }

@@ -50,6 +50,7 @@ pub struct AppOptions {
     pub request_timeout: Duration,
     /// With the Hub off: the deployment's (read-write, read-only) API keys.
     pub local_keys: Option<(&'static str, &'static str)>,
+    pub backups: vectorizer_service::backup::BackupOptions,
 }
 
 impl Default for AppOptions {
@@ -73,6 +74,7 @@ impl Default for AppOptions {
             max_body: MAX_BODY,
             request_timeout: Duration::from_secs(30),
             local_keys: None,
+            backups: vectorizer_service::backup::BackupOptions::default(),
         }
     }
 }
@@ -111,6 +113,7 @@ impl TestApp {
             limits: o.limits,
             max_batch_searches: 10,
             share: o.share,
+            backups: o.backups,
         };
         let service = Arc::new(Service::open(options).unwrap());
         if let Some(auth) = &o.auth {
@@ -143,6 +146,7 @@ impl TestApp {
             limits: HttpLimits {
                 max_body_bytes: o.max_body,
                 request_timeout: o.request_timeout,
+                backup_timeout: o.request_timeout.max(std::time::Duration::from_secs(600)),
             },
             auth: o.auth,
             metrics: o.metrics,
