@@ -374,6 +374,15 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     let registered = register_mcp(&state, auth.as_deref(), &cfg, addr.port());
     state.auth = auth;
     let service = state.service.clone();
+    let stopping = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let stopping = stopping.clone();
+        let received = serve::signal();
+        async move {
+            received.await;
+            let _ = stopping.set(std::time::Instant::now());
+        }
+    };
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "vectorizer listening");
     println!("vectorizer listening on http://{addr}");
     // Of the shutdown timeout, requests in flight get all but a last share
@@ -385,14 +394,6 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     };
     service.spawn_storage_probe(Duration::from_secs(1));
     service.spawn_backup_sweeper(Duration::from_secs(cfg.backups.sweep_interval_seconds));
-    let stopping = Arc::new(std::sync::OnceLock::new());
-    let signal = {
-        let stopping = stopping.clone();
-        async move {
-            serve::signal().await;
-            let _ = stopping.set(std::time::Instant::now());
-        }
-    };
     serve::serve(listener, app::router(state), opts, signal).await;
     let started = stopping
         .get()

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use vectorizer_testkit::http::Client;
 use vectorizer_testkit::{Rng, TempDir};
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
 }
 
-fn start(data: &std::path::Path) -> Server {
+pub(crate) fn start(data: &std::path::Path) -> Server {
     start_with(data, &[])
 }
 
@@ -44,7 +44,7 @@ fn start_with(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
 
 impl Server {
     /// Sends SIGTERM and waits for a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
