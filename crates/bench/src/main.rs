@@ -9,7 +9,10 @@
 //!   server (see `scripts/bench_http.py`).
 //! - `noisy [--bin PATH] [--seconds N]`: one tenant's search latency alone
 //!   and while another runs its heaviest requests at its limit.
+//! - `backup [--bin PATH]`: backup, download, upload and restore
+//!   throughput of a 100,000 × 128 collection, and the archive's size.
 
+mod backup;
 mod engine;
 mod http;
 mod noisy;
@@ -23,9 +26,10 @@ fn main() {
         Some("engine-search") => engine::search_only(&args[1..]),
         Some("http") => http::run(&args[1..]),
         Some("noisy") => noisy::run(&args[1..]),
+        Some("backup") => backup::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH]"
             );
             2
         }

@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use vectorizer_testkit::gaussian_mixture;
 use vectorizer_testkit::http::Client;
 
-const DIM: usize = 128;
+pub(crate) const DIM: usize = 128;
 const CLIENTS: usize = 16;
 /// A's clients: more than its share of requests in flight (64), so that
 /// it is at both of its limits.
 const ATTACKERS: usize = 80;
 
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -30,7 +30,7 @@ impl Drop for Server {
     }
 }
 
-fn hub_dev(bin: &Path, data: &Path, args: &[&str]) -> Result<String, String> {
+pub(crate) fn hub_dev(bin: &Path, data: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new(bin)
         .arg("hub-dev")
         .arg("--data")
@@ -44,7 +44,7 @@ fn hub_dev(bin: &Path, data: &Path, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn new_key(bin: &Path, data: &Path, email: &str, perms: &str) -> Result<String, String> {
+pub(crate) fn new_key(bin: &Path, data: &Path, email: &str, perms: &str) -> Result<String, String> {
     let user = hub_dev(bin, data, &["user", email, "--plan", "bench"])?;
     let out = hub_dev(
         bin,
@@ -57,7 +57,13 @@ fn new_key(bin: &Path, data: &Path, email: &str, perms: &str) -> Result<String, 
         .ok_or_else(|| "no key printed".to_owned())
 }
 
-fn call(c: &mut Client, key: &str, method: &str, path: &str, body: &Value) -> Result<u16, String> {
+pub(crate) fn call(
+    c: &mut Client,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<u16, String> {
     send(
         c,
         key,
@@ -78,7 +84,13 @@ fn send(c: &mut Client, key: &str, method: &str, path: &str, raw: &[u8]) -> Resu
         .map_err(|e| format!("{method} {path}: {e}"))
 }
 
-fn load(addr: SocketAddr, key: &str, name: &str, n: usize, seed: u64) -> Result<(), String> {
+pub(crate) fn load(
+    addr: SocketAddr,
+    key: &str,
+    name: &str,
+    n: usize,
+    seed: u64,
+) -> Result<(), String> {
     let mut c = Client::new(addr);
     let made = json!({"name": name, "dimension": DIM, "metric": "euclidean"});
     if call(&mut c, key, "POST", "/collections", &made)? != 201 {
@@ -241,8 +253,10 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn bench(bin: &Path, d: Duration) -> Result<(), String> {
-    let data = std::env::temp_dir().join(format!("vz-noisy-{}", std::process::id()));
+/// A fresh data directory whose local Hub has the plan `bench`, roomy
+/// enough for any benchmark.
+pub(crate) fn fresh_hub(bin: &Path, tag: &str) -> Result<PathBuf, String> {
+    let data = std::env::temp_dir().join(format!("vz-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
     hub_dev(
@@ -259,11 +273,14 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
             "100000000000",
         ],
     )?;
-    let a = new_key(bin, &data, "a@bench", "read,write,delete")?;
-    let b = new_key(bin, &data, "b@bench", "read,write,delete")?;
+    Ok(data)
+}
+
+/// Starts `bin serve --local-hub` on a free port over `data`.
+pub(crate) fn start(bin: &Path, data: &Path) -> Result<(Server, SocketAddr), String> {
     let mut child = Command::new(bin)
         .args(["serve", "--local-hub", "--port", "0", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .env("VECTORIZER_LOGGING__LEVEL", "error")
         .env_remove("HIVEHUB_SERVICE_API_KEY")
         .stdout(Stdio::piped())
@@ -282,6 +299,14 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
         .ok_or("the server printed no address")?
         .parse()
         .map_err(|e| format!("{e}"))?;
+    Ok((server, addr))
+}
+
+fn bench(bin: &Path, d: Duration) -> Result<(), String> {
+    let data = fresh_hub(bin, "noisy")?;
+    let a = new_key(bin, &data, "a@bench", "read,write,delete")?;
+    let b = new_key(bin, &data, "b@bench", "read,write,delete")?;
+    let (server, addr) = start(bin, &data)?;
     println!("server on {addr}; loading tenant A (100,000 × {DIM}) and tenant B (20,000 × {DIM})");
     load(addr, &a, "a", 100_000, 1)?;
     load(addr, &b, "b", 20_000, 2)?;

@@ -342,6 +342,16 @@ impl Collection {
         let (index, snap_seq, snapshot_bytes, slots, ids, payload_bytes) = match loaded {
             Some(l) => {
                 let index = VectorIndex::load(&config, &l.index_path)?;
+                // Every key names a node of the graph, once; every id is
+                // one point's. Checked before the slot table is sized by
+                // the keys, so a damaged table cannot size it.
+                let high = index.high() as u64;
+                let bad = |what: &str| {
+                    EngineError::Corrupt(format!("the point table of `{}` {what}", meta.name))
+                };
+                if l.points.iter().any(|p| p.0 >= high) {
+                    return Err(bad("names a key outside its graph"));
+                }
                 let max_key = l
                     .points
                     .iter()
@@ -354,7 +364,9 @@ impl Collection {
                 let mut bytes = 0;
                 for (key, id, payload) in l.points {
                     bytes += held(payload.as_ref());
-                    ids.insert(id, key as u32);
+                    if ids.insert(id, key as u32).is_some() || slots[key as usize].is_some() {
+                        return Err(bad("holds a key or an id twice"));
+                    }
                     slots[key as usize] = Some(Entry { id, payload });
                 }
                 (index, l.seq, l.bytes, slots, ids, bytes)

@@ -34,6 +34,24 @@ pub struct Database {
 /// Frees a busy name when dropped.
 struct Busy<'a>(&'a Database, String);
 
+/// A collection built and checked beside the served ones, not yet served.
+/// Dropped unpublished (or once it holds a replaced collection's files),
+/// its directory is removed.
+pub struct Staged {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.dir.exists()
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(error = %e, "removing a staged collection failed; retried at next open");
+        }
+    }
+}
+
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0
@@ -217,12 +235,8 @@ impl Database {
 
     /// Makes the snapshot files in `files` (`index.hnsw`, `points.bin`, as
     /// a [`Collection::checkpoint`] wrote them; on this file system, as
-    /// they are moved) a collection `name` with `config` and `metadata`.
-    /// The files are checked by opening the collection before it is
-    /// published. With `replace`, an existing collection of the name is
-    /// swapped for the new one in one rename: after a crash the name holds
-    /// the old collection or the new one, never a mix; writes to the old
-    /// one are refused from the swap on.
+    /// they are moved) a collection `name` with `config` and `metadata`:
+    /// [`stage_import`](Self::stage_import), then [`publish`](Self::publish).
     pub fn import_collection(
         &self,
         name: &str,
@@ -232,34 +246,59 @@ impl Database {
         seq: u64,
         replace: bool,
     ) -> Result<Arc<Collection>> {
-        validate_name(name)?;
-        config.validate()?;
-        let old = self.collection(name).ok();
-        if old.is_some() && !replace {
+        // Refused before the files are moved, when it must be.
+        if !replace && self.collection(name).is_ok() {
             return Err(EngineError::CollectionExists(name.to_owned()));
         }
-        let _busy = self.claim(name, old.is_some())?;
-        let staging = self.trash_path();
-        let built = Collection::init_dir(&staging, name, &config, metadata)
-            .and_then(|()| crate::snapshot::install(&staging, files, seq))
-            // Decoded and checked whole before anything is published.
-            .and_then(|()| Collection::open(&staging, self.options.clone()).map(drop));
-        if let Err(e) = built {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
+        let staged = self.stage_import(name, config, metadata, files, seq)?;
+        self.publish(staged, replace)
+    }
+
+    /// Builds collection `name` from snapshot files beside the served ones,
+    /// and checks it by opening it (every file decoded, every bound
+    /// checked): nothing is served yet, and dropping the [`Staged`]
+    /// removes it. Files from outside are refused as [`EngineError::Corrupt`].
+    pub fn stage_import(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        metadata: BTreeMap<String, String>,
+        files: &Path,
+        seq: u64,
+    ) -> Result<Staged> {
+        validate_name(name)?;
+        config.validate()?;
+        let staged = Staged {
+            dir: self.trash_path(),
+            name: name.to_owned(),
+        };
+        Collection::init_dir(&staged.dir, name, &config, metadata)
+            .and_then(|()| crate::snapshot::install(&staged.dir, files, seq))
+            .and_then(|()| Collection::open(&staged.dir, self.options.clone()).map(drop))?;
+        Ok(staged)
+    }
+
+    /// Serves a staged collection. With `replace`, an existing collection
+    /// of the name is swapped for the new one in one rename: after a crash
+    /// the name holds the old collection or the new one, never a mix;
+    /// writes to the old one are refused from the swap on.
+    pub fn publish(&self, staged: Staged, replace: bool) -> Result<Arc<Collection>> {
+        let name = staged.name.clone();
+        let staging = staged.dir.clone();
+        let old = self.collection(&name).ok();
+        if old.is_some() && !replace {
+            return Err(EngineError::CollectionExists(name));
         }
+        let _busy = self.claim(&name, old.is_some())?;
         let colls = self.root.join("collections");
-        let target = colls.join(name);
+        let target = colls.join(&name);
         let Some(old) = old else {
             fs::rename(&staging, &target)
                 .map_err(EngineError::io("publishing a collection"))
-                .and_then(|()| sync_dir(&colls))
-                .inspect_err(|_| {
-                    let _ = fs::remove_dir_all(&staging);
-                })?;
+                .and_then(|()| sync_dir(&colls))?;
             let c = Arc::new(Collection::open(&target, self.options.clone())?);
             c.start_indexer();
-            self.map_mut().insert(name.to_owned(), c.clone());
+            self.map_mut().insert(name, c.clone());
             return Ok(c);
         };
         old.mark_dropped();
@@ -268,18 +307,14 @@ impl Database {
             .and_then(|()| sync_dir(&self.root.join("trash")));
         if let Err(e) = swapped {
             old.unmark_dropped();
-            let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        // `staging` now holds the old collection's files.
+        // `staging` now holds the old collection's files, removed with it.
         match Collection::open(&target, self.options.clone()) {
             Ok(c) => {
                 let c = Arc::new(c);
                 c.start_indexer();
-                self.map_mut().insert(name.to_owned(), c.clone());
-                if let Err(e) = fs::remove_dir_all(&staging) {
-                    tracing::warn!(error = %e, "removing a replaced collection's files failed; retried at next open");
-                }
+                self.map_mut().insert(name, c.clone());
                 Ok(c)
             }
             Err(e) => {
@@ -287,7 +322,6 @@ impl Database {
                 if exchange(&staging, &target).is_ok() {
                     old.unmark_dropped();
                 }
-                let _ = fs::remove_dir_all(&staging);
                 Err(e)
             }
         }

@@ -937,12 +937,14 @@ impl VectorIndex {
         if dim != config.dimension || m != config.hnsw.m {
             return Err(corrupt());
         }
-        // Every node takes at least its state, level, vector and a link
-        // count on disk: a header claiming more nodes than the file can
-        // hold is refused before anything is allocated for them.
+        // Every node takes at least its state, level, norm, vector and its
+        // whole layer-0 link list on disk (an empty one too): a header
+        // claiming more nodes than the file can hold is refused before
+        // anything is allocated for them, so memory stays within a small
+        // multiple of the file's size whatever the file says.
         let file_len = r.get_ref().metadata().map_or(0, |md| md.len());
-        let least = 2 + 4 + dim * 4 + 4;
-        if (n as u64).saturating_mul(least as u64) > file_len {
+        let least = 2 + 4 + dim * 4 + (2 * m + 1) * 4;
+        if (n as u64).saturating_mul(least as u64) > file_len || n > u32::MAX as usize {
             return Err(corrupt());
         }
         let mut idx = VectorIndex::new(config);
@@ -981,6 +983,9 @@ impl VectorIndex {
             let (c, i) = idx.chunk(id as u32);
             let b = &data[id * row..(id + 1) * row];
             let f = |k: usize| f32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
+            if (0..=dim).any(|k| !f(k).is_finite()) {
+                return Err(corrupt());
+            }
             // Safety: nothing else can see the index yet; the vector and
             // its norm follow the link list in the row.
             unsafe {

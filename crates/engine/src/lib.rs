@@ -26,9 +26,10 @@ pub use collection::{
     With,
 };
 pub use config::{CollectionConfig, HnswParams, Limits, Metric};
-pub use database::Database;
+pub use database::{Database, Staged};
 pub use deadline::Deadline;
 pub use error::EngineError;
 pub use filter::Filter;
 pub use id::PointId;
+pub use snapshot::points_in;
 pub use wal::Point;

@@ -181,7 +181,10 @@ pub fn load(dir: &Path) -> Result<Option<Loaded>> {
     }
     let seq = d.u64().ok_or_else(corrupt)?;
     let count = d.u64().ok_or_else(corrupt)? as usize;
-    let mut points = Vec::with_capacity(count.min(1 << 24));
+    // A row takes at least 14 bytes (key, id tag and number... or UUID,
+    // payload length): the count claimed cannot reserve more than the file
+    // can hold.
+    let mut points = Vec::with_capacity(count.min(data.len() / 14));
     for _ in 0..count {
         let key = d.u64().ok_or_else(corrupt)?;
         let id = d.id().ok_or_else(corrupt)?;
@@ -203,6 +206,23 @@ pub fn load(dir: &Path) -> Result<Option<Loaded>> {
         points,
         bytes: index_len + data.len() as u64,
     }))
+}
+
+/// The point count a `points.bin` file's header states (its rows are
+/// checked against it when the collection is opened).
+pub fn points_in(path: &Path) -> Result<u64> {
+    let corrupt = || EngineError::Corrupt(format!("{} does not decode", path.display()));
+    let mut head = [0u8; 24];
+    File::open(path)
+        .map_err(EngineError::io("opening the point table"))?
+        .read_exact(&mut head)
+        .map_err(|_| corrupt())?;
+    if &head[..8] != MAGIC {
+        return Err(corrupt());
+    }
+    Ok(u64::from_le_bytes(
+        head[16..24].try_into().expect("8 bytes"),
+    ))
 }
 
 /// The files of a snapshot, as a checkpoint or an import sees them.

@@ -133,7 +133,7 @@ async fn act(
     caller: Caller,
     command: BackupCommand,
 ) -> Result<String, String> {
-    let call = service.admit(caller).map_err(|e| e.to_string())?;
+    let call = Arc::new(service.admit(caller).map_err(|e| e.to_string())?);
     let json = |v: serde_json::Result<String>| v.map_err(|e| e.to_string());
     match command {
         BackupCommand::Create {

@@ -28,11 +28,21 @@ pub const CHECKSUM: &str = "x-checksum-sha256";
 /// Bytes of a download read in one blocking step.
 const CHUNK: usize = 256 << 10;
 
+/// How long a download of `size` bytes may take: a minute, and a second
+/// per MiB. A reader slower than that is cut off, so that no download
+/// holds its slot and its file (perhaps a deleted backup's) for ever.
+fn send_within(size: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(60 + size / (1 << 20))
+}
+
 impl crate::answer::Weight for BackupInfo {}
 impl crate::answer::Weight for Restored {}
 impl crate::answer::Weight for BackupList {
     fn weight(&self) -> usize {
-        self.backups.len() * 400
+        self.backups
+            .iter()
+            .map(|b| 300 + b.collections.len() * 120)
+            .sum()
     }
 }
 
@@ -92,6 +102,7 @@ pub async fn download(
         file: Some(file),
         left: info.size_bytes,
         reading: None,
+        until: std::time::Instant::now() + send_within(info.size_bytes),
     };
     let disposition = format!("attachment; filename=\"backup-{}.tar.gz\"", info.id);
     let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
@@ -179,6 +190,8 @@ pub async fn upload(
     let mut pumping = true;
     let out = loop {
         tokio::select! {
+            // The service first: it checks the key before the body is read.
+            biased;
             r = &mut stored => break r,
             () = &mut pump, if pumping => pumping = false,
         }
@@ -208,6 +221,7 @@ struct FileStream {
     file: Option<std::fs::File>,
     left: u64,
     reading: Option<Reading>,
+    until: std::time::Instant,
 }
 
 impl futures_core::Stream for FileStream {
@@ -217,6 +231,12 @@ impl futures_core::Stream for FileStream {
         if self.reading.is_none() {
             if self.left == 0 {
                 return Poll::Ready(None);
+            }
+            if std::time::Instant::now() > self.until {
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client read the backup too slowly",
+                ))));
             }
             let Some(mut file) = self.file.take() else {
                 return Poll::Ready(None);

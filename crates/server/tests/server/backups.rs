@@ -565,6 +565,7 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
                 max_total_bytes: 128 << 20,
                 max_ratio: 100,
             },
+            idle_timeout: Duration::from_secs(1),
             ..BackupOptions::default()
         },
         ..AppOptions::default()
@@ -622,7 +623,40 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
         e.swap(0, 1);
         e
     };
+    // Extension headers (PAX, GNU long names): refused unread.
+    let ext = |kind| {
+        pack(&[
+            Entry {
+                path: b"././@LongLink".to_vec(),
+                kind,
+                data: vec![b'a'; 64 << 10],
+                link: None,
+            },
+            file("manifest.json", manifest.clone()),
+        ])
+    };
     let cases: Vec<Case> = vec![
+        (
+            "a PAX header",
+            ext(tar::EntryType::XHeader),
+            None,
+            422,
+            "unsupported_entry",
+        ),
+        (
+            "a global PAX header",
+            ext(tar::EntryType::XGlobalHeader),
+            None,
+            422,
+            "unsupported_entry",
+        ),
+        (
+            "a GNU long name",
+            ext(tar::EntryType::GNULongName),
+            None,
+            422,
+            "unsupported_entry",
+        ),
         ("one byte flipped", flipped, None, 422, "backup_corrupt"),
         (
             "a wrong header checksum",
@@ -819,6 +853,159 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
     )
     .await;
     assert_eq!(s, 415, "{}", String::from_utf8_lossy(&b));
+    // One upload of a user's at a time; one that stalls is refused, and a
+    // client that leaves mid-body leaves nothing.
+    let stalled = {
+        let (addr, head) = (app.addr, good[..1000].to_vec());
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(s, "POST /api/hub/backups/upload HTTP/1.1\r\nhost: x\r\ncontent-type: application/gzip\r\ncontent-length: 100000\r\n\r\n").unwrap();
+            s.write_all(&head).unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, b) = upload(&app, &NONE, good.clone(), None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (429, Some("too_many_requests")),
+        "{b}"
+    );
+    let answer = stalled.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("upload_stalled"), "{answer}");
+    assert_eq!(backup_files(&app), files_before);
+    let (addr, head) = (app.addr, good[..1000].to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "POST /api/hub/backups/upload HTTP/1.1\r\nhost: x\r\ncontent-type: application/gzip\r\ncontent-length: 100000\r\n\r\n").unwrap();
+        s.write_all(&head).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    })
+    .await
+    .unwrap();
+    let app_files = || backup_files(&app);
+    for _ in 0..100 {
+        if app_files() == files_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        backup_files(&app),
+        files_before,
+        "a client that left mid-body left a file"
+    );
+
+    // Archives whose every checksum holds but whose files lie: accepted as
+    // backups (they are the caller's own bytes), refused at restore with
+    // nothing created.
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    let seq = m["collections"][0]["seq"].as_u64().unwrap();
+    let index = entries
+        .iter()
+        .find(|e| e.path.ends_with(b"index.hnsw"))
+        .unwrap()
+        .data
+        .clone();
+    let points = entries
+        .iter()
+        .find(|e| e.path.ends_with(b"points.bin"))
+        .unwrap()
+        .data
+        .clone();
+    let mut far_key = b"VZPTS\0\0\x01".to_vec();
+    far_key.extend(seq.to_le_bytes());
+    far_key.extend(1u64.to_le_bytes());
+    far_key.extend((1u64 << 36).to_le_bytes());
+    far_key.push(0);
+    far_key.extend(7u64.to_le_bytes());
+    far_key.extend(0u32.to_le_bytes());
+    let mut many_nodes = index.clone();
+    many_nodes[24..32].copy_from_slice(&(10_000_000u64).to_le_bytes());
+    let mut bad_float = index.clone();
+    let at = 40 + 200 * 2 + 4;
+    bad_float[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let forged = |index: &[u8], points: &[u8], claimed: u64| {
+        let mut m = m.clone();
+        let c = &mut m["collections"][0];
+        c["points"] = json!(claimed);
+        for f in c["files"].as_array_mut().unwrap() {
+            let data = if f["name"] == "index.hnsw" {
+                index
+            } else {
+                points
+            };
+            f["size"] = json!(data.len());
+            f["sha256"] = json!(sha(data));
+        }
+        pack(&[
+            file("manifest.json", serde_json::to_vec(&m).unwrap()),
+            file("collections/a/index.hnsw", index.to_vec()),
+            file("collections/a/points.bin", points.to_vec()),
+        ])
+    };
+    for (what, archive) in [
+        (
+            "a manifest under-counting the points",
+            forged(&index, &points, 0),
+        ),
+        (
+            "a point table naming a key far past the graph",
+            forged(&index, &far_key, 1),
+        ),
+        (
+            "a graph claiming more nodes than its file holds",
+            forged(&many_nodes, &points, 200),
+        ),
+        ("a graph holding a NaN", forged(&bad_float, &points, 200)),
+    ] {
+        let (s, up) = upload(&app, &NONE, archive, None).await;
+        assert_eq!(s, 201, "{what}: {up}");
+        let (s, b) = restore(
+            &app,
+            &NONE,
+            json!({"backup_id": up["id"], "rename": {"a": "forged"}}),
+        )
+        .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (422, Some("backup_corrupt")),
+            "{what}: {b}"
+        );
+        assert_eq!(
+            send(&app, "GET", "/collections/forged", None, None).await.0,
+            404,
+            "{what}"
+        );
+        assert!(
+            !backup_files(&app).iter().any(|f| f.contains(".work-")),
+            "{what}"
+        );
+        assert_eq!(
+            send(
+                &app,
+                "DELETE",
+                &format!("/api/hub/backups/{}", up["id"].as_str().unwrap()),
+                None,
+                None
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let trash: Vec<_> = std::fs::read_dir(app.data_dir().join("trash"))
+        .map(|d| d.flatten().count())
+        .into_iter()
+        .collect();
+    assert!(
+        trash.iter().all(|n| *n == 0),
+        "staged collections left in the trash: {trash:?}"
+    );
+
     // The good one still goes in.
     let (s, b) = upload(&app, &NONE, good, None).await;
     assert_eq!(s, 201, "{b}");

@@ -294,9 +294,12 @@ fn read_entries(
     tick: &dyn Fn(u64),
 ) -> Result<Manifest> {
     let mut archive = tar::Archive::new(r);
+    // Raw: long-name and PAX extension entries come as entries of their
+    // own (refused below), never read whole into memory by the parser.
     let entries = archive
         .entries()
-        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
+        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?
+        .raw(true);
     let mut manifest: Option<Manifest> = None;
     let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
     let mut count = 0u64;
@@ -310,6 +313,15 @@ fn read_entries(
             ));
         }
         let kind = entry.header().entry_type();
+        if !matches!(
+            kind,
+            tar::EntryType::Directory | tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            return Err(ServiceError::unprocessable(
+                "unsupported_entry",
+                format!("an entry is a {kind:?}: only regular files and directories are accepted"),
+            ));
+        }
         let path = entry
             .path()
             .map_err(|_| {
@@ -317,18 +329,8 @@ fn read_entries(
             })?
             .into_owned();
         let parts = safe_parts(&path)?;
-        match kind {
-            tar::EntryType::Directory => continue,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            other => {
-                return Err(ServiceError::unprocessable(
-                    "unsupported_entry",
-                    format!(
-                        "entry `{}` is a {other:?}: only regular files and directories are accepted",
-                        path.display()
-                    ),
-                ));
-            }
+        if kind == tar::EntryType::Directory {
+            continue;
         }
         let size = entry.size();
         if size > caps.max_file_bytes {
@@ -489,7 +491,7 @@ fn copy_checked(r: &mut impl Read, target: Option<&Path>, tick: &dyn Fn(u64)) ->
 /// collection once with exactly its snapshot files, sizes within the caps.
 fn parse_manifest(body: &[u8], caps: ReadCaps) -> Result<Manifest> {
     let bad = |m: String| ServiceError::unprocessable("invalid_manifest", m);
-    let m: Manifest =
+    let mut m: Manifest =
         serde_json::from_slice(body).map_err(|e| bad(format!("manifest.json: {e}")))?;
     if m.format_version != FORMAT_VERSION {
         return Err(ServiceError::unprocessable(
@@ -500,6 +502,7 @@ fn parse_manifest(body: &[u8], caps: ReadCaps) -> Result<Manifest> {
             ),
         ));
     }
+    check_fields(&m)?;
     let mut names = HashSet::new();
     let mut total = 0u64;
     for c in &m.collections {
@@ -547,5 +550,71 @@ fn parse_manifest(body: &[u8], caps: ReadCaps) -> Result<Manifest> {
             ),
         ));
     }
+    // The time's text is ours, from the number.
+    m.created_at = crate::backup::store::rfc3339(m.created_at_ms);
     Ok(m)
+}
+
+/// The manifest's own fields within what this server writes: a label as
+/// a create takes it, a known count of collections, a creation time not
+/// in the future, and log positions far from overflowing.
+fn check_fields(m: &Manifest) -> Result<()> {
+    let bad = |what: &str| {
+        ServiceError::unprocessable("invalid_manifest", format!("manifest.json: {what}"))
+    };
+    if m.label
+        .as_ref()
+        .is_some_and(|l| !crate::backup::label_ok(l))
+    {
+        return Err(bad("the label is too long or holds control characters"));
+    }
+    if m.collections.len() > crate::backup::MAX_COLLECTIONS {
+        return Err(bad("too many collections"));
+    }
+    if m.user_id.as_ref().is_some_and(|u| u.len() > 64) {
+        return Err(bad("user_id is too long"));
+    }
+    // A day of clock skew between nodes is tolerated.
+    if m.created_at_ms > crate::backup::store::now_ms() + 86_400_000 {
+        return Err(bad("created_at_ms is in the future"));
+    }
+    if m.collections.iter().any(|c| c.seq > MAX_SEQ) {
+        return Err(bad("a log position is out of range"));
+    }
+    Ok(())
+}
+
+/// The largest log position a manifest may state: writes after a restore
+/// continue above it.
+const MAX_SEQ: u64 = 1 << 62;
+
+/// The manifest of the archive at `path` (its first entry), checked, with
+/// nothing else read: what a restore reserves quota by before extracting.
+pub fn read_manifest(path: &Path, caps: ReadCaps) -> Result<Manifest> {
+    let file = File::open(path).map_err(ours("opening a backup"))?;
+    let gz = flate2::read::GzDecoder::new(BufReader::new(file));
+    let mut archive = tar::Archive::new(gz.take(MAX_MANIFEST + 1024));
+    let mut entries = archive
+        .entries()
+        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?
+        .raw(true);
+    let mut first = entries
+        .next()
+        .ok_or_else(|| corrupt("the archive is empty"))?
+        .map_err(|e| corrupt(format!("reading the archive: {e}")))?;
+    let named = first
+        .path()
+        .is_ok_and(|p| p.as_ref() == Path::new(MANIFEST));
+    let regular = first.header().entry_type() == tar::EntryType::Regular;
+    if !named || !regular || first.size() > MAX_MANIFEST {
+        return Err(ServiceError::unprocessable(
+            "invalid_manifest",
+            "the archive's first file must be manifest.json",
+        ));
+    }
+    let mut body = Vec::new();
+    first
+        .read_to_end(&mut body)
+        .map_err(|e| corrupt(format!("reading manifest.json: {e}")))?;
+    parse_manifest(&body, caps)
 }

@@ -21,6 +21,7 @@ pub use archive::ReadCaps;
 pub use restore::{RestoreBackup, Restored};
 pub use store::{BackupCollection, BackupInfo, BackupList};
 pub use upload::UploadBody;
+pub(crate) use upload::Uploads;
 
 use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
@@ -151,12 +152,15 @@ impl Service {
         store::dir_of(&self.options.data_dir, caller)
     }
 
-    /// One create, upload, delete or sweep of a user's backups at a time.
+    /// One store, delete or sweep of a user's backups at a time, and none
+    /// while a restore reads one.
     async fn hold_backups(&self, caller: &Caller) -> crate::service::NameGuard<'_> {
+        self.hold_backups_of(&store::owner_of(caller)).await
+    }
+
+    async fn hold_backups_of(&self, owner: &str) -> crate::service::NameGuard<'_> {
         // `/` is in no collection name: no collection lock is this one.
-        self.names
-            .lock(&format!("backups/{}", store::owner_of(caller)))
-            .await
+        self.names.lock(&format!("backups/{owner}")).await
     }
 
     /// The caller's backup `id`, if it has one.
@@ -390,16 +394,15 @@ impl Service {
     /// keeps (newest first). Failures are logged: the next sweep retries.
     pub(crate) fn sweep(&self, dir: &Path) {
         let opts = &self.options.backups;
-        let Ok(mut all) = store::list(dir) else {
+        // Newest stored first.
+        let Ok(all) = store::list(dir) else {
             return;
         };
-        all.sort_by_key(|b| std::cmp::Reverse(b.stored_at_ms.max(b.created_at_ms)));
         let now = store::now_ms();
         for (i, b) in all.iter().enumerate() {
-            let old = opts.max_age.is_some_and(|a| {
-                let at = b.stored_at_ms.max(b.created_at_ms);
-                now.saturating_sub(at) > a.as_millis() as u64
-            });
+            let old = opts
+                .max_age
+                .is_some_and(|a| now.saturating_sub(b.stored_at_ms) > a.as_millis() as u64);
             if i >= opts.max_per_user || old {
                 match store::remove(dir, &b.id) {
                     Ok(size) => {
@@ -412,36 +415,42 @@ impl Service {
         }
     }
 
-    /// Sweeps every user's backups every `every`, on a thread of its own.
+    /// Sweeps every user's backups every `every` (on the runtime; the
+    /// file work on blocking threads), each user's under its lock.
     pub fn spawn_backup_sweeper(self: &Arc<Self>, every: Duration) {
         let me = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("backup-retention".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(every);
-                    let Some(s) = me.upgrade() else { return };
-                    let root = store::root(&s.options.data_dir);
-                    let users = std::fs::read_dir(&root).into_iter().flatten().flatten();
-                    for u in users.filter(|u| u.file_type().is_ok_and(|t| t.is_dir())) {
-                        s.sweep(&u.path());
-                    }
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(s) = me.upgrade() else { return };
+                let root = store::root(&s.options.data_dir);
+                let owners = {
+                    let root = root.clone();
+                    tokio::task::spawn_blocking(move || store::owners(&root))
+                        .await
+                        .unwrap_or_default()
+                };
+                for owner in owners {
+                    let _held = s.hold_backups_of(&owner).await;
+                    let (svc, dir) = (s.clone(), root.join(&owner));
+                    let _ = tokio::task::spawn_blocking(move || svc.sweep(&dir)).await;
                 }
-            })
-            .expect("starting the backup sweeper");
+            }
+        });
     }
+}
+
+/// Whether `l` is a label a create takes.
+pub(crate) fn label_ok(l: &str) -> bool {
+    l.chars().count() <= MAX_LABEL && !l.chars().any(char::is_control)
 }
 
 fn check_label(label: Option<String>) -> Result<Option<String>> {
     match label {
-        Some(l) if l.chars().count() > MAX_LABEL || l.chars().any(char::is_control) => {
-            Err(ServiceError::invalid(
-                "invalid_label",
-                format!(
-                    "a label is at most {MAX_LABEL} characters, none of them control characters"
-                ),
-            ))
-        }
+        Some(l) if !label_ok(&l) => Err(ServiceError::invalid(
+            "invalid_label",
+            format!("a label is at most {MAX_LABEL} characters, none of them control characters"),
+        )),
         l => Ok(l),
     }
 }

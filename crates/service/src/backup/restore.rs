@@ -41,6 +41,24 @@ pub struct Restored {
     pub restored: Vec<CollectionSummary>,
 }
 
+/// One collection to import: where it goes, from which files, as what.
+struct Job {
+    full: String,
+    short: String,
+    files: std::path::PathBuf,
+    config: vectorizer_engine::CollectionConfig,
+    metadata: BTreeMap<String, String>,
+    seq: u64,
+    replace: bool,
+}
+
+fn corrupt_backup() -> ServiceError {
+    ServiceError::unprocessable(
+        "backup_corrupt",
+        "the backup's files do not decode as the collections its manifest describes",
+    )
+}
+
 /// One collection to restore: its name in the backup, and where it goes.
 struct Target {
     from: String,
@@ -51,16 +69,24 @@ struct Target {
 impl Service {
     /// Restores collections of the caller's backup into the caller's own
     /// namespace (whatever user the manifest names). Answers once every
-    /// restored collection is served.
+    /// restored collection is served. The work runs to its end even when
+    /// the caller leaves: its quota reservation, name locks, Hub
+    /// registrations and work directory are released only once the
+    /// restore is done or undone.
     pub async fn restore_backup(
         self: &Arc<Self>,
-        call: &Call,
+        call: &Arc<Call>,
         req: RestoreBackup,
         progress: Progress,
     ) -> Result<Restored> {
-        let r = self.restore_inner(call, req, progress).await;
-        self.backup_stats.record("restore", &r);
-        r
+        let (svc, call) = (self.clone(), call.clone());
+        let task = tokio::spawn(async move {
+            let r = svc.restore_inner(&call, req, progress).await;
+            svc.backup_stats.record("restore", &r);
+            r
+        });
+        task.await
+            .unwrap_or_else(|e| Err(ServiceError::Internal(format!("a restore failed: {e}"))))
     }
 
     async fn restore_inner(
@@ -93,43 +119,44 @@ impl Service {
                     return Err(ServiceError::CollectionExists(t.short.clone()));
                 }
                 caller.require(Permission::Delete)?;
+                let dimension = info
+                    .collections
+                    .iter()
+                    .find(|c| c.name == t.from)
+                    .map(|c| c.dimension);
+                // The Hub keeps a collection's dimension from its registration.
+                if crate::service::hub_id(&old).is_some()
+                    && dimension != Some(old.config().dimension)
+                {
+                    return Err(ServiceError::unprocessable(
+                        "dimension_mismatch",
+                        format!(
+                            "`{}` has another dimension than the backup's: delete it first, or restore under another name",
+                            t.short
+                        ),
+                    ));
+                }
                 replaced.push(old);
             }
         }
-        // The archive is read whole while no retention or delete of the
-        // caller's backups can remove it.
-        let work = {
-            let held = self.hold_backups(caller).await;
-            let work = dir.join(format!(".work-{}", uuid::Uuid::new_v4()));
-            let leftover = Leftover::new(work.clone());
-            let keep: HashSet<String> = targets.iter().map(|t| t.from.clone()).collect();
-            let caps = ReadCaps {
-                max_ratio: u64::MAX,
-                ..self.options.backups.caps
-            };
-            let info = info.clone();
-            let manifest = ticket
+        // The archive is read while no retention or delete of the caller's
+        // backups can remove it: checked whole against its SHA-256, its
+        // manifest read, the quota reserved by it, then the chosen files
+        // extracted (each checked against the manifest).
+        let held = self.hold_backups(caller).await;
+        let manifest = {
+            let (dir, info, caps) = (dir.clone(), info.clone(), self.options.backups.caps);
+            let progress = progress.clone();
+            ticket
                 .run(move |_| {
-                    let total = info.size_bytes + info.collections.len() as u64;
+                    let total = info.size_bytes * 2;
                     let done = AtomicU64::new(0);
                     let tick = |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);
                     drop(verified(&dir, &info, &tick)?);
-                    std::fs::create_dir(&work).map_err(|e| {
-                        ServiceError::Internal(format!("creating a work directory: {e}"))
-                    })?;
-                    archive::read(
-                        &store::archive_path(&dir, &info.id),
-                        Some(&work),
-                        Some(&keep),
-                        caps,
-                        &|_| {},
-                    )
+                    archive::read_manifest(&store::archive_path(&dir, &info.id), caps)
                 })
-                .await?;
-            drop(held);
-            (leftover, manifest)
+                .await?
         };
-        let (work, manifest) = work;
         let chosen: Vec<(&Target, &archive::ManifestCollection)> = targets
             .iter()
             .map(|t| {
@@ -143,8 +170,49 @@ impl Service {
             })
             .collect::<Result<_>>()?;
         let _reservation = self.reserve_restore(caller, &chosen, &replaced).await?;
+        let work = dir.join(format!(".work-{}", uuid::Uuid::new_v4()));
+        let work = Leftover::new(work);
+        {
+            let keep: HashSet<String> = targets.iter().map(|t| t.from.clone()).collect();
+            let caps = ReadCaps {
+                max_ratio: u64::MAX,
+                ..self.options.backups.caps
+            };
+            let (path, work, info) = (
+                store::archive_path(&dir, &info.id),
+                work.path(),
+                info.clone(),
+            );
+            let expected: Vec<(String, u64)> = chosen
+                .iter()
+                .map(|(t, c)| (t.from.clone(), c.points))
+                .collect();
+            ticket
+                .run(move |_| {
+                    let total = info.size_bytes * 2;
+                    let done = AtomicU64::new(info.size_bytes);
+                    let tick = |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);
+                    std::fs::create_dir(&work).map_err(|e| {
+                        ServiceError::Internal(format!("creating a work directory: {e}"))
+                    })?;
+                    archive::read(&path, Some(&work), Some(&keep), caps, &tick)?;
+                    // The quota was reserved by the manifest's counts: they
+                    // must be the files'.
+                    for (from, points) in expected {
+                        let stated =
+                            vectorizer_engine::points_in(&work.join(&from).join("points.bin"))
+                                .map_err(|_| corrupt_backup())?;
+                        if stated != points {
+                            return Err(corrupt_backup());
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        drop(held);
         let mut metadata = Vec::new();
-        let mut registrations: Vec<Registration> = Vec::new();
+        let mut registrations: Vec<(String, Registration)> = Vec::new();
         let provisioned = async {
             for (t, c) in &chosen {
                 match self.db.collection(&t.full) {
@@ -155,7 +223,7 @@ impl Service {
                             let (m, r) =
                                 self.provision(tenant, &t.short, c.config.dimension).await?;
                             metadata.push(m);
-                            registrations.extend(r);
+                            registrations.extend(r.map(|r| (t.full.clone(), r)));
                         }
                         Caller::Local | Caller::LocalReader => metadata.push(BTreeMap::new()),
                     },
@@ -165,59 +233,85 @@ impl Service {
         }
         .await;
         if let Err(e) = provisioned {
-            for r in registrations {
+            for (_, r) in registrations {
                 r.withdraw().await;
             }
             return Err(e);
         }
-        let jobs: Vec<_> = chosen
+        let jobs: Vec<Job> = chosen
             .iter()
             .zip(metadata)
-            .map(|((t, c), m)| {
-                let exists = self.db.collection(&t.full).is_ok();
-                let job = (t.full.clone(), t.short.clone(), t.from.clone());
-                (job, c.config.clone(), m, c.seq, exists)
+            .map(|((t, c), metadata)| Job {
+                full: t.full.clone(),
+                short: t.short.clone(),
+                files: work.path().join(&t.from),
+                config: c.config.clone(),
+                metadata,
+                seq: c.seq,
+                replace: self.db.collection(&t.full).is_ok(),
             })
             .collect();
         let svc = self.clone();
-        let dir = work.path();
-        let imported = ticket
+        let imported = ticket.run(move |_| svc.import_all(jobs)).await;
+        // Removed on a worker thread: it may be large.
+        let _ = ticket
             .run(move |_| {
-                let mut done = Vec::new();
-                for ((full, short, from), config, meta, seq, exists) in jobs {
-                    let files = dir.join(&from);
-                    let c = svc
-                        .db
-                        .import_collection(&full, config, meta, &files, seq, exists)?;
-                    done.push((short, c));
-                }
-                Ok(done)
+                drop(work);
+                Ok(())
             })
             .await;
-        drop(work);
-        let imported = match imported {
-            Ok(i) => i,
+        match imported {
+            Ok(restored) => Ok(Restored { restored }),
             Err(e) => {
-                for r in registrations {
-                    r.withdraw().await;
+                // Those served keep their registration; the rest give theirs back.
+                for (full, r) in registrations {
+                    if self.db.collection(&full).is_err() {
+                        r.withdraw().await;
+                    }
                 }
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Stages every job (each collection decoded and checked whole), then
+    /// serves them all: a file that does not decode stops the restore
+    /// before anything is served. (Serving fails only when the disk does;
+    /// those served before stay.)
+    fn import_all(&self, jobs: Vec<Job>) -> Result<Vec<CollectionSummary>> {
+        let mut staged = Vec::new();
+        for j in &jobs {
+            let s = self
+                .db
+                .stage_import(
+                    &j.full,
+                    j.config.clone(),
+                    j.metadata.clone(),
+                    &j.files,
+                    j.seq,
+                )
+                .map_err(|e| match e {
+                    vectorizer_engine::EngineError::Corrupt(_)
+                    | vectorizer_engine::EngineError::Index(_) => corrupt_backup(),
+                    e => e.into(),
+                })?;
+            staged.push(s);
+        }
         let mut restored = Vec::new();
-        for (short, c) in imported {
+        for (j, s) in jobs.iter().zip(staged) {
+            let c = self.db.publish(s, j.replace)?;
             self.report(&c);
-            tracing::info!(collection = %short, points = c.len(), "collection restored");
+            tracing::info!(collection = %j.short, points = c.len(), "collection restored");
             let info = c.info();
             restored.push(CollectionSummary {
-                name: short,
+                name: j.short.clone(),
                 dimension: info.config.dimension,
                 metric: info.config.metric,
                 points: info.points,
                 bytes: info.disk_bytes,
             });
         }
-        Ok(Restored { restored })
+        Ok(restored)
     }
 
     /// The collections `req` restores and their new names, checked.
@@ -305,12 +399,15 @@ impl Service {
         let limits = quotas.limits(&t.user_id).await?;
         let adds = Amount {
             collections: (chosen.len() - replaced.len()) as u64,
-            vectors: chosen.iter().map(|(_, c)| c.points).sum(),
+            vectors: chosen
+                .iter()
+                .map(|(_, c)| c.points)
+                .fold(0, u64::saturating_add),
             bytes: chosen
                 .iter()
                 .flat_map(|(_, c)| &c.files)
                 .map(|f| f.size)
-                .sum(),
+                .fold(0, u64::saturating_add),
         };
         let goes = Amount {
             collections: 0,

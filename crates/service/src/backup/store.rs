@@ -24,7 +24,7 @@ pub struct BackupInfo {
     pub created_at: String,
     pub created_at_ms: u64,
     /// When this node stored it (an upload's differs from its creation):
-    /// retention counts from here.
+    /// lists are ordered, and retention counts, by this.
     #[serde(default)]
     pub stored_at_ms: u64,
     pub format_version: u32,
@@ -103,7 +103,18 @@ pub fn info(dir: &Path, id: &str) -> Option<BackupInfo> {
     serde_json::from_slice(&body).ok()
 }
 
-/// Every whole backup in `dir`, newest first.
+/// The owners with a backup directory under `root`.
+pub fn owners(root: &Path) -> Vec<String> {
+    fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// Every whole backup in `dir`, newest first (by when it was stored here).
 pub fn list(dir: &Path) -> Result<Vec<BackupInfo>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -118,9 +129,7 @@ pub fn list(dir: &Path) -> Result<Vec<BackupInfo>> {
         })
         .collect();
     all.sort_by(|a, b| {
-        b.created_at_ms
-            .cmp(&a.created_at_ms)
-            .then_with(|| b.id.cmp(&a.id))
+        (b.stored_at_ms, b.created_at_ms, &b.id).cmp(&(a.stored_at_ms, a.created_at_ms, &a.id))
     });
     Ok(all)
 }

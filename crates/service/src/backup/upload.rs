@@ -29,6 +29,28 @@ impl UploadBody {
     }
 }
 
+/// Users with an upload under way: one each, so that the temporary files
+/// of one user's uploads never pass one cap.
+#[derive(Default)]
+pub(crate) struct Uploads(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// One user's upload under way; ends when dropped.
+pub(crate) struct Uploading<'a>(&'a Uploads, String);
+
+impl Uploads {
+    fn start(&self, owner: String) -> Option<Uploading<'_>> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(owner.clone()).then(|| Uploading(self, owner))
+    }
+}
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&self.1);
+    }
+}
+
 /// What an upload's body was refused for, when it is too large.
 fn too_large(max: u64) -> ServiceError {
     ServiceError::TooLarge {
@@ -63,6 +85,9 @@ impl Service {
         mut body: UploadBody,
     ) -> Result<store::BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        let _one = self.uploads.start(store::owner_of(caller)).ok_or_else(|| {
+            ServiceError::Busy("an upload of yours is under way: retry once it is done".into())
+        })?;
         let checksum = match checksum {
             Some(c) if archive::is_sha256(c.trim()) => Some(c.trim().to_ascii_lowercase()),
             Some(_) => {
