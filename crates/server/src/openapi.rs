@@ -112,7 +112,10 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
         if r.operation == "upload_backup" {
             op["requestBody"] = json!({
                 "required": true,
-                "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+                "content": {
+                    "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                }
             });
             op["parameters"] = json!([{
                 "name": "X-Checksum-SHA256", "in": "header", "required": false,
@@ -273,6 +276,27 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
         json!({"minItems": 1, "maxItems": e.max_batch}),
     );
     set(schemas, "PointInput", "vector", vector.clone());
+    let names = |min: usize| json!({"minItems": min, "maxItems": 1000, "items": {"type": "string", "pattern": NAME}});
+    set(schemas, "CreateBackup", "collections", names(0));
+    set(
+        schemas,
+        "CreateBackup",
+        "label",
+        json!({"maxLength": 200, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}),
+    );
+    set(
+        schemas,
+        "RestoreBackup",
+        "backup_id",
+        json!({"pattern": BACKUP_ID}),
+    );
+    set(schemas, "RestoreBackup", "collections", names(1));
+    set(
+        schemas,
+        "RestoreBackup",
+        "rename",
+        json!({"maxProperties": 1000, "propertyNames": {"pattern": NAME}, "additionalProperties": {"type": "string", "pattern": NAME}}),
+    );
     set(schemas, "GetPoints", "ids", ids(e.max_batch));
     set(schemas, "DeletePoints", "ids", ids(e.max_batch));
     set(schemas, "SetPayload", "ids", ids(e.max_batch));
