@@ -33,6 +33,7 @@ use crate::snapshot;
 use crate::wal::{Point, Wal, WalOp};
 
 mod checkpoint;
+mod rename;
 pub use checkpoint::Checkpoint;
 
 const META_FILE: &str = "collection.json";

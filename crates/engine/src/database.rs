@@ -71,20 +71,40 @@ impl Database {
         for d in [&root, &colls, &trash] {
             fs::create_dir_all(d).map_err(EngineError::io(format!("creating {}", d.display())))?;
         }
+        // Only once the lock is held: the trash of a running process is
+        // its work in progress.
+        let lock = lock_dir(&root)?;
         if let Ok(entries) = fs::read_dir(&trash) {
             for e in entries.flatten() {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
-        let lock = lock_dir(&root)?;
         let mut map = HashMap::new();
-        let entries = fs::read_dir(&colls).map_err(EngineError::io("listing collections"))?;
-        for e in entries {
+        let mut dirs = Vec::new();
+        for e in fs::read_dir(&colls).map_err(EngineError::io("listing collections"))? {
             let e = e.map_err(EngineError::io("listing collections"))?;
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                dirs.push(e.path());
             }
-            let c = Arc::new(Collection::open(&e.path(), options.clone())?);
+        }
+        for dir in dirs {
+            let mut c = Collection::open(&dir, options.clone())?;
+            let named = colls.join(c.name());
+            if named != dir {
+                // A rename cut short after its metadata named the new name.
+                if named.exists() {
+                    return Err(EngineError::Corrupt(format!(
+                        "two directories hold collection `{}`",
+                        c.name()
+                    )));
+                }
+                drop(c);
+                fs::rename(&dir, &named)
+                    .map_err(EngineError::io("completing a rename"))
+                    .and_then(|()| sync_dir(&colls))?;
+                c = Collection::open(&named, options.clone())?;
+            }
+            let c = Arc::new(c);
             c.start_indexer();
             map.insert(c.name().to_owned(), c);
         }
@@ -325,6 +345,44 @@ impl Database {
                 Err(e)
             }
         }
+    }
+
+    /// Renames collection `old` to `new`, with `metadata` in place of its
+    /// own; its data is not touched. Its metadata file is rewritten naming
+    /// `new`, then its directory renamed: a crash between the two leaves a
+    /// directory whose metadata names `new`, and the next open completes
+    /// the rename. Handles to the old name take no writes from the start.
+    pub fn rename_collection(
+        &self,
+        old: &str,
+        new: &str,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Arc<Collection>> {
+        validate_name(new)?;
+        let c = self.collection(old)?;
+        let _old = self.claim(old, true)?;
+        let _new = self.claim(new, false)?;
+        let before = c.metadata();
+        c.mark_dropped();
+        let colls = self.root.join("collections");
+        let moved = c.write_meta_named(new, metadata).and_then(|()| {
+            fs::rename(colls.join(old), colls.join(new))
+                .map_err(EngineError::io("renaming a collection"))
+                .and_then(|()| sync_dir(&colls))
+        });
+        if let Err(e) = moved {
+            if colls.join(old).exists() {
+                let _ = c.write_meta_named(old, before);
+                c.unmark_dropped();
+            }
+            return Err(e);
+        }
+        let renamed = Arc::new(Collection::open(&colls.join(new), self.options.clone())?);
+        renamed.start_indexer();
+        let mut map = self.map_mut();
+        map.remove(old);
+        map.insert(new.to_owned(), renamed.clone());
+        Ok(renamed)
     }
 
     /// Snapshots every collection, so that the next open replays nothing.

@@ -172,3 +172,59 @@ fn a_checkpoint_imports_as_the_same_collection() {
         "nothing left behind"
     );
 }
+
+/// A rename keeps every point and payload, takes the new metadata, and
+/// survives a restart; one cut short after its metadata named the new
+/// name is completed at the next open.
+#[test]
+fn a_rename_keeps_the_data_and_completes_after_a_crash() {
+    let dir = TempDir::new("rename");
+    let db = open(&dir);
+    let config = CollectionConfig::new(4, Metric::Euclidean);
+    let c = db
+        .create_collection("plain", config.clone(), BTreeMap::new())
+        .unwrap();
+    let pts: Vec<Point> = (0..300u64)
+        .map(|i| Point {
+            id: PointId::Num(i),
+            vector: vec![i as f32, 1.0, 2.0, 3.0],
+            payload: Some(json!({"i": i}).as_object().unwrap().clone()),
+        })
+        .collect();
+    c.upsert(pts).unwrap();
+    let want = contents(&c);
+    let meta = BTreeMap::from([("owner_id".to_owned(), "u".to_owned())]);
+    let renamed = db
+        .rename_collection("plain", "user_u:plain", meta.clone())
+        .unwrap();
+    assert_eq!(contents(&renamed), want);
+    assert_eq!(renamed.metadata(), meta);
+    assert!(db.collection("plain").is_err());
+    // The old handle takes no writes.
+    assert!(
+        c.upsert(vec![Point {
+            id: PointId::Num(9),
+            vector: vec![0.0; 4],
+            payload: None
+        }])
+        .is_err()
+    );
+    assert!(
+        db.rename_collection("user_u:plain", "user_u:plain", BTreeMap::new())
+            .is_err()
+    );
+    drop((c, renamed));
+    drop(db);
+    let db = open(&dir);
+    assert_eq!(contents(&db.collection("user_u:plain").unwrap()), want);
+    drop(db);
+    // Cut short: the metadata names the old name again, the directory
+    // still has the new one.
+    let moved = dir.0.join("collections/user_u:plain/collection.json");
+    let raw = std::fs::read_to_string(&moved).unwrap();
+    std::fs::write(&moved, raw.replace("\"user_u:plain\"", "\"plain\"")).unwrap();
+    let db = open(&dir);
+    assert_eq!(contents(&db.collection("plain").unwrap()), want);
+    assert!(dir.0.join("collections/plain").is_dir());
+    assert!(!dir.0.join("collections/user_u:plain").exists());
+}
