@@ -80,6 +80,10 @@ pub struct EngineOptions {
     /// sooner but slows searches while it lasts.
     pub max_unindexed: usize,
     pub limits: Limits,
+    /// Whether collections link points and take snapshots in the
+    /// background. Off, opening a database writes nothing to it (no
+    /// interrupted rename is completed either): for looking only.
+    pub background: bool,
 }
 
 impl Default for EngineOptions {
@@ -90,6 +94,7 @@ impl Default for EngineOptions {
             min_snapshot_log_bytes: 32 << 20,
             max_unindexed: 200_000,
             limits: Limits::default(),
+            background: true,
         }
     }
 }

@@ -74,7 +74,8 @@ impl Database {
         // Only once the lock is held: the trash of a running process is
         // its work in progress.
         let lock = lock_dir(&root)?;
-        if let Ok(entries) = fs::read_dir(&trash) {
+        let writes = options.background;
+        if let Ok(entries) = fs::read_dir(&trash).map(|e| e.filter(|_| writes)) {
             for e in entries.flatten() {
                 let _ = fs::remove_dir_all(e.path());
             }
@@ -90,7 +91,7 @@ impl Database {
         for dir in dirs {
             let mut c = Collection::open(&dir, options.clone())?;
             let named = colls.join(c.name());
-            if named != dir {
+            if named != dir && writes {
                 // A rename cut short after its metadata named the new name.
                 if named.exists() {
                     return Err(EngineError::Corrupt(format!(
@@ -105,7 +106,9 @@ impl Database {
                 c = Collection::open(&named, options.clone())?;
             }
             let c = Arc::new(c);
-            c.start_indexer();
+            if writes {
+                c.start_indexer();
+            }
             map.insert(c.name().to_owned(), c);
         }
         tracing::info!(root = %root.display(), collections = map.len(), "database opened");

@@ -199,13 +199,7 @@ pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::A
             cfg.storage.data_dir.display()
         )
     })?;
-    let mut hc = vectorizer_hub::HubClientConfig::new(
-        cfg.hub.api_url.clone(),
-        vectorizer_hub::Secret::new(key),
-    );
-    hc.timeout = Duration::from_secs(cfg.hub.timeout_seconds);
-    hc.retries = cfg.hub.retries;
-    let hub = Arc::new(vectorizer_hub::HubClient::new(hc).map_err(|e| e.to_string())?);
+    let hub = hub_client(cfg, key)?;
     let ttl = Duration::from_secs(cfg.hub.cache.api_key_ttl_seconds);
     let opts = auth::AuthOptions {
         ttl,
@@ -216,6 +210,19 @@ pub fn hub_auth(cfg: &Config, service_key: Option<String>) -> Result<Arc<auth::A
         failure_window: Duration::from_secs(60),
     };
     Ok(Arc::new(auth::Auth::new(hub, opts, verifier)))
+}
+
+/// A client of the Hub named by the `hub:` section, with service key `key`.
+pub fn hub_client(cfg: &Config, key: String) -> Result<Arc<vectorizer_hub::HubClient>, String> {
+    let mut hc = vectorizer_hub::HubClientConfig::new(
+        cfg.hub.api_url.clone(),
+        vectorizer_hub::Secret::new(key),
+    );
+    hc.timeout = Duration::from_secs(cfg.hub.timeout_seconds);
+    hc.retries = cfg.hub.retries;
+    Ok(Arc::new(
+        vectorizer_hub::HubClient::new(hc).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// Connects the service to the Hub: its health loop, quotas, and the
@@ -363,6 +370,14 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     if let Some(auth) = &auth {
         connect_hub(&state.service, auth, &cfg)?;
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
+        let unowned = state.service.unowned_collections();
+        if unowned > 0 {
+            tracing::warn!(
+                collections = unowned,
+                "{unowned} collections have no owner: no tenant can reach them, and they count in no tenant's usage; to assign them to users, stop the server and run `vectorizer migrate plan --data-dir {}` (see docs/HUB_MIGRATION.md)",
+                cfg.storage.data_dir.display()
+            );
+        }
     }
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     if auth.is_none() && state.local_keys.is_none() && !loopback {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod backup_cli;
+mod migrate_cli;
 use vectorizer_server::config::{Config, Overrides};
 
 #[derive(Parser)]
@@ -98,6 +99,12 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: backup_cli::BackupCommand,
+    },
+    /// Assigns the collections of a single-tenant data directory to users:
+    /// plan, run, status, rollback (see docs/HUB_MIGRATION.md).
+    Migrate {
+        #[command(subcommand)]
+        command: migrate_cli::MigrateCommand,
     },
     /// A local HiveHub for development and tests: serve it, and manage its
     /// plans, users and access keys.
@@ -257,6 +264,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("vectorizer backup: {e}");
+                1
+            }
+        },
+        Command::Migrate { command } => match migrate_cli::run(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("vectorizer migrate: {e}");
                 1
             }
         },

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod caller;
 pub mod drift;
 pub mod error;
+pub mod migrate;
 pub mod model;
 mod points;
 pub mod quota;

@@ -341,6 +341,12 @@ impl Service {
         all
     }
 
+    /// Collections with no owner (from a single-tenant deployment): with
+    /// the Hub on, no tenant reaches them until a migration assigns them.
+    pub fn unowned_collections(&self) -> usize {
+        crate::migrate::count_unowned(&self.db)
+    }
+
     /// Quota checks by (quota, result), with the Hub enabled.
     pub fn quota_checks(&self) -> crate::quota::CheckCounts {
         self.quotas.get().map(|q| q.checks()).unwrap_or_default()

@@ -477,7 +477,7 @@ fn verified(dir: &Path, info: &BackupInfo, tick: &dyn Fn(u64)) -> Result<std::fs
 
 /// Checkpoints `chosen` into a work directory and writes their archive
 /// to a temporary file in `dir`: the info and the file, not yet committed.
-fn write_backup(
+pub(crate) fn write_backup(
     dir: &Path,
     owner: Option<String>,
     label: Option<String>,

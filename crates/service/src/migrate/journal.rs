@@ -1,0 +1,146 @@
+//! The migration journal: `<data>/migration/journal.jsonl`, one JSON
+//! record a line, appended and fsynced before the step it announces and
+//! after the step it confirms. Read back, it tells where a run stands; a
+//! torn last line (a crash mid-append) is ignored, as its step had not
+//! been confirmed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Result, ServiceError};
+
+/// One collection of a run, as planned when it began.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Item {
+    pub name: String,
+    pub user: Uuid,
+    /// The engine's name it gets: `user_{user}:{name}`.
+    pub target: String,
+    /// Its metadata before the run, restored exactly by a rollback.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub dimension: usize,
+    /// The Hub had a collection of this name for this user before the run:
+    /// a rollback leaves that registration alone.
+    pub hub_had: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Record {
+    Begin {
+        run: String,
+        at_ms: u64,
+        items: Vec<Item>,
+    },
+    BackingUp,
+    BackedUp {
+        backup: String,
+    },
+    Renaming {
+        name: String,
+    },
+    Renamed {
+        name: String,
+    },
+    Registering {
+        name: String,
+    },
+    Registered {
+        name: String,
+        hub_id: Uuid,
+    },
+    Reported {
+        name: String,
+    },
+    Done,
+    RollbackBegin,
+    Unregistered {
+        name: String,
+    },
+    Restored {
+        name: String,
+    },
+    RolledBack,
+}
+
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("migration")
+}
+
+fn path(data_dir: &Path) -> PathBuf {
+    dir(data_dir).join("journal.jsonl")
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> ServiceError {
+    move |e| ServiceError::Internal(format!("{what}: {e}"))
+}
+
+/// The records of the current journal, oldest first (none without one).
+pub fn load(data_dir: &Path) -> Result<Vec<Record>> {
+    let raw = match fs::read_to_string(path(data_dir)) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("reading the migration journal")(e)),
+    };
+    let lines: Vec<&str> = raw.split_inclusive('\n').collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let whole = line.ends_with('\n');
+        match serde_json::from_str::<Record>(line.trim_end()) {
+            Ok(r) if whole => out.push(r),
+            // The last line, torn by a crash: its step was never confirmed.
+            _ if i + 1 == lines.len() => break,
+            Err(e) => {
+                return Err(ServiceError::Internal(format!(
+                    "the migration journal is damaged at line {}: {e}",
+                    i + 1
+                )));
+            }
+            Ok(_) => unreachable!("only the last line can lack its newline"),
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `r` durably.
+pub fn append(data_dir: &Path, r: &Record) -> Result<()> {
+    let d = dir(data_dir);
+    fs::create_dir_all(&d).map_err(io("creating the migration directory"))?;
+    let p = path(data_dir);
+    // A torn last line is cut before the next record goes after it.
+    let raw = fs::read(&p).unwrap_or_default();
+    if !raw.is_empty() && !raw.ends_with(b"\n") {
+        let keep = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .map_err(io("repairing the migration journal"))?;
+        f.set_len(keep as u64)
+            .and_then(|()| f.sync_all())
+            .map_err(io("repairing the migration journal"))?;
+    }
+    let mut line = serde_json::to_vec(r).expect("serializable");
+    line.push(b'\n');
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .map_err(io("writing the migration journal"))?;
+    f.write_all(&line)
+        .and_then(|()| f.sync_data())
+        .map_err(io("writing the migration journal"))?;
+    File::open(&d)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing the migration directory"))
+}
+
+/// Sets a finished journal aside (`journal-<run>.jsonl`), so that the next
+/// run starts a journal of its own.
+pub fn archive(data_dir: &Path, run: &str) -> Result<()> {
+    let to = dir(data_dir).join(format!("journal-{run}.jsonl"));
+    fs::rename(path(data_dir), to).map_err(io("setting the finished journal aside"))
+}
