@@ -355,8 +355,11 @@ impl Collection {
                 let bad = |what: &str| {
                     EngineError::Corrupt(format!("the point table of `{}` {what}", meta.name))
                 };
-                if l.points.iter().any(|p| p.0 >= high) {
-                    return Err(bad("names a key outside its graph"));
+                if l.points
+                    .iter()
+                    .any(|p| p.0 >= high || !index.is_live(p.0 as u32))
+                {
+                    return Err(bad("names a key that is no live node of its graph"));
                 }
                 let max_key = l
                     .points

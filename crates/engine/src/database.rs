@@ -316,24 +316,36 @@ impl Database {
         let colls = self.root.join("collections");
         let target = colls.join(&name);
         let Some(old) = old else {
-            fs::rename(&staging, &target)
-                .map_err(EngineError::io("publishing a collection"))
-                .and_then(|()| sync_dir(&colls))?;
-            let c = Arc::new(Collection::open(&target, self.options.clone())?);
-            c.start_indexer();
-            self.map_mut().insert(name, c.clone());
-            return Ok(c);
+            fs::rename(&staging, &target).map_err(EngineError::io("publishing a collection"))?;
+            let opened =
+                sync_dir(&colls).and_then(|()| Collection::open(&target, self.options.clone()));
+            return match opened {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    c.start_indexer();
+                    self.map_mut().insert(name, c.clone());
+                    Ok(c)
+                }
+                Err(e) => {
+                    // Back into the trash, so that the name stays free.
+                    if fs::rename(&target, &staging).is_ok() {
+                        let _ = sync_dir(&colls);
+                    }
+                    Err(e)
+                }
+            };
         };
         old.mark_dropped();
-        let swapped = exchange(&staging, &target)
-            .and_then(|()| sync_dir(&colls))
-            .and_then(|()| sync_dir(&self.root.join("trash")));
-        if let Err(e) = swapped {
+        if let Err(e) = exchange(&staging, &target) {
             old.unmark_dropped();
             return Err(e);
         }
-        // `staging` now holds the old collection's files, removed with it.
-        match Collection::open(&target, self.options.clone()) {
+        // Swapped: `staging` holds the old collection's files, removed with
+        // it once the new one is served.
+        let opened = sync_dir(&colls)
+            .and_then(|()| sync_dir(&self.root.join("trash")))
+            .and_then(|()| Collection::open(&target, self.options.clone()));
+        match opened {
             Ok(c) => {
                 let c = Arc::new(c);
                 c.start_indexer();
@@ -341,9 +353,24 @@ impl Database {
                 Ok(c)
             }
             Err(e) => {
-                // Opened fine in staging: put the old one back all the same.
-                if exchange(&staging, &target).is_ok() {
+                // Put the old one back: the new one goes with the staging.
+                if exchange(&staging, &target)
+                    .and_then(|()| sync_dir(&colls))
+                    .is_ok()
+                {
                     old.unmark_dropped();
+                } else {
+                    // Neither is where it belongs: keep the old files out of
+                    // the trash (emptied at open) for the operator.
+                    let kept = self.root.join(format!(
+                        "recovered-{}",
+                        staged
+                            .dir
+                            .file_name()
+                            .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+                    ));
+                    let _ = fs::rename(&staging, &kept);
+                    tracing::error!(collection = %name, kept = %kept.display(), "a swap could not be undone: the replaced collection's files are kept aside");
                 }
                 Err(e)
             }

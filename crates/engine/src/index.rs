@@ -503,6 +503,15 @@ impl VectorIndex {
     }
 
     /// Whether `key` is fully linked into the graph.
+    /// Whether `key` names a published, not deleted node: one a point
+    /// of the table must name.
+    pub fn is_live(&self, key: u32) -> bool {
+        (key as usize) < self.high() && {
+            let s = self.state(key);
+            s & VISIBLE != 0 && s & DELETED == 0
+        }
+    }
+
     pub fn is_linked(&self, key: u32) -> bool {
         (key as usize) < self.capacity() && self.state(key) & LINKED != 0
     }
@@ -1021,7 +1030,10 @@ impl VectorIndex {
                 let _ = c.upper[i].set(up);
             }
         }
-        // Every stored link must name a node that exists.
+        // Every stored link must name a stored node that reaches its layer.
+        let reaches = |x: u32, layer: usize| {
+            (x as usize) < n && idx.state(x) != EMPTY && idx.level(x) >= layer
+        };
         for id in 0..n as u32 {
             if idx.state(id) == EMPTY {
                 continue;
@@ -1032,7 +1044,7 @@ impl VectorIndex {
                 if cnt >= l.len()
                     || l[1..=cnt]
                         .iter()
-                        .any(|x| x.load(Ordering::Relaxed) as usize >= n)
+                        .any(|x| !reaches(x.load(Ordering::Relaxed), layer))
                 {
                     return Err(corrupt());
                 }
@@ -1045,7 +1057,10 @@ impl VectorIndex {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if entry != u64::MAX && (entry as u32 as usize >= n || (entry >> 32) as usize > MAX_LEVEL) {
+        // The entry point is a stored node at the level it is entered at.
+        if entry != u64::MAX
+            && (!reaches(entry as u32, 0) || idx.level(entry as u32) as u64 != entry >> 32)
+        {
             return Err(corrupt());
         }
         idx.entry.store(entry, Ordering::Release);

@@ -637,6 +637,21 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
     };
     let cases: Vec<Case> = vec![
         (
+            "a directory before the manifest",
+            pack(&[
+                Entry {
+                    path: b"collections/".to_vec(),
+                    kind: tar::EntryType::Directory,
+                    data: Vec::new(),
+                    link: None,
+                },
+                file("manifest.json", manifest.clone()),
+            ]),
+            None,
+            422,
+            "invalid_manifest",
+        ),
+        (
             "a PAX header",
             ext(tar::EntryType::XHeader),
             None,

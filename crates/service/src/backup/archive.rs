@@ -329,7 +329,8 @@ fn read_entries(
             })?
             .into_owned();
         let parts = safe_parts(&path)?;
-        if kind == tar::EntryType::Directory {
+        // Nothing comes before the manifest; directories may come after.
+        if kind == tar::EntryType::Directory && manifest.is_some() {
             continue;
         }
         let size = entry.size();
@@ -344,7 +345,7 @@ fn read_entries(
             ));
         }
         let Some(m) = &manifest else {
-            if parts != [MANIFEST] {
+            if parts != [MANIFEST] || kind == tar::EntryType::Directory {
                 return Err(ServiceError::unprocessable(
                     "invalid_manifest",
                     "the archive's first file must be manifest.json",
@@ -578,7 +579,7 @@ fn check_fields(m: &Manifest) -> Result<()> {
     if m.created_at_ms > crate::backup::store::now_ms() + 86_400_000 {
         return Err(bad("created_at_ms is in the future"));
     }
-    if m.collections.iter().any(|c| c.seq > MAX_SEQ) {
+    if m.collections.iter().any(|c| c.seq >= MAX_SEQ) {
         return Err(bad("a log position is out of range"));
     }
     Ok(())
@@ -605,7 +606,10 @@ pub fn read_manifest(path: &Path, caps: ReadCaps) -> Result<Manifest> {
     let named = first
         .path()
         .is_ok_and(|p| p.as_ref() == Path::new(MANIFEST));
-    let regular = first.header().entry_type() == tar::EntryType::Regular;
+    let regular = matches!(
+        first.header().entry_type(),
+        tar::EntryType::Regular | tar::EntryType::Continuous
+    );
     if !named || !regular || first.size() > MAX_MANIFEST {
         return Err(ServiceError::unprocessable(
             "invalid_manifest",

@@ -122,6 +122,28 @@ impl BackupStats {
     }
 }
 
+/// Runs `work` to its end on a task of its own, even when the caller
+/// leaves: the locks, reservations and files it holds are released only
+/// by the work itself, once it is done.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(ServiceError::Internal(format!("backup work failed: {e}"))))
+}
+
+/// Caps for reading a backup this node stores: it passed every cap when
+/// it was made or uploaded, and its SHA-256 is checked before it is read.
+pub(crate) fn trusted() -> ReadCaps {
+    ReadCaps {
+        max_entries: u64::MAX,
+        max_file_bytes: u64::MAX,
+        max_total_bytes: u64::MAX,
+        max_ratio: u64::MAX,
+    }
+}
+
 /// Removes a file or directory when dropped, unless disarmed.
 pub(crate) struct Leftover(Option<PathBuf>);
 
@@ -238,35 +260,39 @@ impl Service {
                 let done = AtomicU64::new(0);
                 let tick = |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);
                 drop(verified(&dir, &info, &tick)?);
-                let caps = ReadCaps {
-                    max_ratio: u64::MAX,
-                    ..svc.options.backups.caps
-                };
                 let path = store::archive_path(&dir, &info.id);
-                archive::read(&path, None, None, caps, &|_| {})?;
+                archive::read(&path, None, None, trusted(), &|_| {})?;
                 Ok(info)
             })
             .await
     }
 
-    pub async fn delete_backup(self: &Arc<Self>, call: &Call, id: &str) -> Result<()> {
+    pub async fn delete_backup(self: &Arc<Self>, call: &Arc<Call>, id: &str) -> Result<()> {
+        let (svc, call, id) = (self.clone(), call.clone(), id.to_owned());
+        detached(async move {
+            let r = svc.delete_inner(&call, &id).await;
+            svc.backup_stats.record("delete", &r);
+            if r.is_ok() {
+                tracing::info!(backup = %id, "backup deleted");
+            }
+            r
+        })
+        .await
+    }
+
+    async fn delete_inner(self: &Arc<Self>, call: &Call, id: &str) -> Result<()> {
         let (caller, ticket) = call.enter(Permission::Delete)?;
         let _held = self.hold_backups(caller).await;
         let svc = self.clone();
         let (caller, wanted) = (caller.clone(), id.to_owned());
-        let r = ticket
+        ticket
             .run(move |_| {
                 let (dir, info) = svc.find_backup(&caller, &wanted)?;
                 let size = store::remove(&dir, &info.id)?;
                 svc.backup_stats.bytes.fetch_sub(size, Ordering::Relaxed);
                 Ok(())
             })
-            .await;
-        self.backup_stats.record("delete", &r);
-        if r.is_ok() {
-            tracing::info!(backup = %id, "backup deleted");
-        }
-        r
+            .await
     }
 
     /// Backs up the caller's collections (all, or those named): each one
@@ -274,13 +300,17 @@ impl Service {
     /// asked first with the collections' bytes on disk as the estimate.
     pub async fn create_backup(
         self: &Arc<Self>,
-        call: &Call,
+        call: &Arc<Call>,
         req: CreateBackup,
         progress: Progress,
     ) -> Result<BackupInfo> {
-        let r = self.create_backup_inner(call, req, progress).await;
-        self.backup_stats.record("create", &r);
-        r
+        let (svc, call) = (self.clone(), call.clone());
+        detached(async move {
+            let r = svc.create_backup_inner(&call, req, progress).await;
+            svc.backup_stats.record("create", &r);
+            r
+        })
+        .await
     }
 
     async fn create_backup_inner(
@@ -291,8 +321,15 @@ impl Service {
     ) -> Result<BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Write)?;
         let label = check_label(req.label)?;
+        let _one = self.writing_backup(caller)?;
         let owned = self.owned(caller);
         let chosen: Vec<(String, Arc<Collection>)> = match req.collections {
+            None if owned.len() > MAX_COLLECTIONS => {
+                return Err(ServiceError::invalid(
+                    "invalid_request",
+                    format!("at most {MAX_COLLECTIONS} collections per backup: name them"),
+                ));
+            }
             None => owned,
             Some(names) => {
                 if names.len() > MAX_COLLECTIONS {

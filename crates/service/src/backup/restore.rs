@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Leftover, MAX_COLLECTIONS, Progress, ReadCaps, archive, store, verified};
+use super::{Leftover, MAX_COLLECTIONS, Progress, archive, store, verified};
 use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
 use crate::model::CollectionSummary;
@@ -145,13 +145,17 @@ impl Service {
         // extracted (each checked against the manifest).
         let held = self.hold_backups(caller).await;
         let manifest = {
-            let (dir, info, caps) = (dir.clone(), info.clone(), self.options.backups.caps);
+            let (dir, info, caps) = (dir.clone(), info.clone(), super::trusted());
             let progress = progress.clone();
             ticket
                 .run(move |_| {
                     let total = info.size_bytes * 2;
                     let done = AtomicU64::new(0);
                     let tick = |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);
+                    // Removed meanwhile (retention, a delete): not found.
+                    if store::info(&dir, &info.id).is_none() {
+                        return Err(super::not_found(&info.id));
+                    }
                     drop(verified(&dir, &info, &tick)?);
                     archive::read_manifest(&store::archive_path(&dir, &info.id), caps)
                 })
@@ -174,10 +178,7 @@ impl Service {
         let work = Leftover::new(work);
         {
             let keep: HashSet<String> = targets.iter().map(|t| t.from.clone()).collect();
-            let caps = ReadCaps {
-                max_ratio: u64::MAX,
-                ..self.options.backups.caps
-            };
+            let caps = super::trusted();
             let (path, work, info) = (
                 store::archive_path(&dir, &info.id),
                 work.path(),
@@ -195,18 +196,25 @@ impl Service {
                     std::fs::create_dir(&work).map_err(|e| {
                         ServiceError::Internal(format!("creating a work directory: {e}"))
                     })?;
-                    archive::read(&path, Some(&work), Some(&keep), caps, &tick)?;
-                    // The quota was reserved by the manifest's counts: they
-                    // must be the files'.
-                    for (from, points) in expected {
-                        let stated =
-                            vectorizer_engine::points_in(&work.join(&from).join("points.bin"))
-                                .map_err(|_| corrupt_backup())?;
-                        if stated != points {
-                            return Err(corrupt_backup());
-                        }
+                    let extracted = archive::read(&path, Some(&work), Some(&keep), caps, &tick)
+                        .and_then(|_| {
+                            // The quota was reserved by the manifest's
+                            // counts: they must be the files'.
+                            for (from, points) in expected {
+                                let file = work.join(&from).join("points.bin");
+                                let stated = vectorizer_engine::points_in(&file)
+                                    .map_err(|_| corrupt_backup())?;
+                                if stated != points {
+                                    return Err(corrupt_backup());
+                                }
+                            }
+                            Ok(())
+                        });
+                    if extracted.is_err() {
+                        // Here, not on the runtime: it may be large.
+                        let _ = std::fs::remove_dir_all(&work);
                     }
-                    Ok(())
+                    extracted
                 })
                 .await?;
         }

@@ -29,12 +29,12 @@ impl UploadBody {
     }
 }
 
-/// Users with an upload under way: one each, so that the temporary files
-/// of one user's uploads never pass one cap.
+/// Users with a create or upload under way: one each, so that the
+/// temporary files of one user's archives never pass one cap.
 #[derive(Default)]
 pub(crate) struct Uploads(std::sync::Mutex<std::collections::HashSet<String>>);
 
-/// One user's upload under way; ends when dropped.
+/// One user's create or upload under way; ends when dropped.
 pub(crate) struct Uploading<'a>(&'a Uploads, String);
 
 impl Uploads {
@@ -67,14 +67,30 @@ impl Service {
     /// the cap.
     pub async fn upload_backup(
         self: &Arc<Self>,
-        call: &Call,
+        call: &Arc<Call>,
         declared: Option<u64>,
         checksum: Option<&str>,
         body: UploadBody,
     ) -> Result<store::BackupInfo> {
-        let r = self.upload_inner(call, declared, checksum, body).await;
-        self.backup_stats.record("upload", &r);
-        r
+        let (svc, call, checksum) = (self.clone(), call.clone(), checksum.map(str::to_owned));
+        super::detached(async move {
+            let r = svc
+                .upload_inner(&call, declared, checksum.as_deref(), body)
+                .await;
+            svc.backup_stats.record("upload", &r);
+            r
+        })
+        .await
+    }
+
+    /// One create or upload of the caller's at a time (429 otherwise), so
+    /// that the archives being written for one user never pass one cap.
+    pub(crate) fn writing_backup(&self, caller: &crate::caller::Caller) -> Result<Uploading<'_>> {
+        self.uploads.start(store::owner_of(caller)).ok_or_else(|| {
+            ServiceError::Busy(
+                "a backup or upload of yours is being written: retry once it is done".into(),
+            )
+        })
     }
 
     async fn upload_inner(
@@ -85,9 +101,7 @@ impl Service {
         mut body: UploadBody,
     ) -> Result<store::BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Write)?;
-        let _one = self.uploads.start(store::owner_of(caller)).ok_or_else(|| {
-            ServiceError::Busy("an upload of yours is under way: retry once it is done".into())
-        })?;
+        let _one = self.writing_backup(caller)?;
         let checksum = match checksum {
             Some(c) if archive::is_sha256(c.trim()) => Some(c.trim().to_ascii_lowercase()),
             Some(_) => {

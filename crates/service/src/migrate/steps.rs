@@ -458,12 +458,7 @@ fn restore_item(db: &Database, data_dir: &Path, item: &Item, backup: Option<&str
     std::fs::create_dir(work.path())
         .map_err(|e| ServiceError::Internal(format!("creating a work directory: {e}")))?;
     let keep = HashSet::from([item.name.clone()]);
-    let caps = archive::ReadCaps {
-        max_entries: u64::MAX,
-        max_file_bytes: u64::MAX,
-        max_total_bytes: u64::MAX,
-        max_ratio: u64::MAX,
-    };
+    let caps = crate::backup::trusted();
     let m = archive::read(
         &store::archive_path(&dir, id),
         Some(&work.path()),
