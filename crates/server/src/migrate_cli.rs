@@ -230,6 +230,9 @@ fn backup_path(data: &Path, id: &str) -> PathBuf {
 }
 
 fn summary(data: &Path, r: &migrate::Report) -> String {
+    if r.run.is_empty() {
+        return "no collection without an owner: nothing to migrate".into();
+    }
     let mut out = format!("migration {}: {}", r.run, r.phase);
     if let Some(b) = &r.backup {
         out += &format!("\nbackup: {}", backup_path(data, b).display());

@@ -11,5 +11,6 @@ mod hardening;
 mod hub_auth;
 mod hub_calls;
 mod mcp;
+mod migrate;
 mod newcomer;
 mod readme;

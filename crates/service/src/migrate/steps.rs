@@ -181,6 +181,11 @@ pub(super) async fn run(
             ));
         }
         "done" | "rolled_back" | "none" => {
+            // Nothing left to migrate: the last run stays the one a
+            // rollback undoes.
+            if plan.collections.is_empty() {
+                return Ok(state.report());
+            }
             if let Some(run) = &state.run {
                 journal::archive(data_dir, run)?;
             }
