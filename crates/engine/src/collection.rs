@@ -81,8 +81,10 @@ pub struct EngineOptions {
     pub max_unindexed: usize,
     pub limits: Limits,
     /// Whether collections link points and take snapshots in the
-    /// background. Off, opening a database writes nothing to it (no
-    /// interrupted rename is completed either): for looking only.
+    /// background. Off (for looking only), opening a database takes no
+    /// action of its own: no linking, snapshot, emptying of the trash or
+    /// completion of a rename, and a missing database is an error; what
+    /// any open recovers after a crash (a torn log tail) is still recovered.
     pub background: bool,
 }
 

@@ -68,6 +68,13 @@ impl Database {
         let root = root.as_ref().to_owned();
         let colls = root.join("collections");
         let trash = root.join("trash");
+        if !options.background && !colls.is_dir() {
+            // For looking only: a mistyped path is not a new database.
+            return Err(EngineError::Io {
+                context: format!("{} holds no database", root.display()),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
         for d in [&root, &colls, &trash] {
             fs::create_dir_all(d).map_err(EngineError::io(format!("creating {}", d.display())))?;
         }
@@ -90,6 +97,15 @@ impl Database {
         }
         for dir in dirs {
             let mut c = Collection::open(&dir, options.clone())?;
+            validate_name(c.name()).map_err(|_| {
+                EngineError::Corrupt(format!("{} names no valid collection", dir.display()))
+            })?;
+            if map.contains_key(c.name()) {
+                return Err(EngineError::Corrupt(format!(
+                    "two directories hold collection `{}`",
+                    c.name()
+                )));
+            }
             let named = colls.join(c.name());
             if named != dir && writes {
                 // A rename cut short after its metadata named the new name.

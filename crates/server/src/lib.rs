@@ -27,6 +27,22 @@ use crate::config::{Config, LogFormat};
 
 /// Opens storage and builds the application state from the configuration.
 pub fn state(cfg: &Config) -> Result<AppState, String> {
+    // A migration cut short must be finished (or undone) first: serving
+    // would report and register collections halfway between two names.
+    let migration =
+        vectorizer_service::migrate::status(&cfg.storage.data_dir).map_err(|e| e.to_string())?;
+    if matches!(migration.phase, "running" | "rolling_back") {
+        return Err(format!(
+            "a migration of {} stopped part way ({}): finish it with `vectorizer migrate {}` first (see docs/HUB_MIGRATION.md)",
+            cfg.storage.data_dir.display(),
+            migration.phase,
+            if migration.phase == "running" {
+                "run"
+            } else {
+                "rollback"
+            }
+        ));
+    }
     let limits = Limits {
         max_batch: cfg.limits.max_batch_points,
         max_limit: cfg.limits.max_search_limit,

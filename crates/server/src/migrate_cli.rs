@@ -148,12 +148,12 @@ async fn act(cfg: &Config, command: &MigrateCommand, json: bool) -> Result<i32, 
             let db = migrate::open(&data, false).map_err(|e| e.to_string())?;
             let mapping = mapping(users)?;
             let hub = hub(cfg, false)?;
-            let mut plan = migrate::plan(&db, &mapping, hub.as_deref())
+            let mut plan = migrate::plan(&db, &data, &mapping, hub.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
             if users.interactive {
                 let mapping = ask(&plan, mapping)?;
-                plan = migrate::plan(&db, &mapping, hub.as_deref())
+                plan = migrate::plan(&db, &data, &mapping, hub.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -162,31 +162,43 @@ async fn act(cfg: &Config, command: &MigrateCommand, json: bool) -> Result<i32, 
         }
         MigrateCommand::Run { users, dry_run, .. } => {
             let status = migrate::status(&data).map_err(|e| e.to_string())?;
-            let resuming = status.phase == "running";
-            let db = Arc::new(migrate::open(&data, !dry_run).map_err(|e| e.to_string())?);
-            let hub = hub(cfg, true)?.expect("needed");
-            let mut mapping = if resuming {
-                Mapping::default()
-            } else {
-                mapping(users)?
-            };
-            let mut plan = migrate::plan(&db, &mapping, Some(&hub))
-                .await
-                .map_err(|e| e.to_string())?;
-            if users.interactive && !resuming {
-                mapping = ask(&plan, mapping)?;
-                plan = migrate::plan(&db, &mapping, Some(&hub))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
             if status.phase == "rolling_back" {
                 return Err(
                     "a rollback is under way: finish it with `vectorizer migrate rollback`".into(),
                 );
             }
-            if *dry_run || (!resuming && plan.conflicts() > 0) {
+            let resuming = status.phase == "running";
+            let hub = hub(cfg, true)?.expect("needed");
+            // Planned on the directory opened for looking only: a run that
+            // stops at a check has written nothing.
+            let plan = {
+                let db = migrate::open(&data, false).map_err(|e| e.to_string())?;
+                let mut mapping = if resuming {
+                    Mapping::default()
+                } else {
+                    mapping(users)?
+                };
+                let mut plan = migrate::plan(&db, &data, &mapping, Some(&hub))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if users.interactive && !resuming {
+                    mapping = ask(&plan, mapping)?;
+                    plan = migrate::plan(&db, &data, &mapping, Some(&hub))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                plan
+            };
+            if resuming && *dry_run {
+                eprintln!(
+                    "run {} stopped part way: `run` resumes it with the plan it began with",
+                    status.run.unwrap_or_default()
+                );
+                return Ok(0);
+            }
+            if !resuming && (*dry_run || plan.conflicts() > 0) {
                 show_plan(json, &plan);
-                if plan.conflicts() > 0 && !resuming {
+                if plan.conflicts() > 0 {
                     eprintln!(
                         "vectorizer migrate: {} conflicts; nothing was changed",
                         plan.conflicts()
@@ -199,6 +211,7 @@ async fn act(cfg: &Config, command: &MigrateCommand, json: bool) -> Result<i32, 
             if resuming {
                 eprintln!("resuming run {}", status.run.unwrap_or_default());
             }
+            let db = Arc::new(migrate::open(&data, true).map_err(|e| e.to_string())?);
             let (bars, progress) = bars();
             let report = migrate::run(db.clone(), &data, &plan, hub, &progress).await;
             bars.clear().ok();

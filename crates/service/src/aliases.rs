@@ -95,6 +95,42 @@ impl Aliases {
             .collect()
     }
 
+    /// Every alias and its collection.
+    pub(crate) fn all(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|(a, c)| (a.clone(), c.clone()))
+            .collect()
+    }
+
+    /// The aliases (stored names) pointing at `collection`.
+    pub(crate) fn of(&self, collection: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, c)| *c == collection)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// Removes the aliases `remove` and sets `set` (alias → collection), in
+    /// one replacement of the file.
+    pub(crate) fn move_all(
+        &self,
+        remove: &[String],
+        set: &[(String, String)],
+    ) -> std::io::Result<()> {
+        self.change(|next| {
+            for a in remove {
+                next.remove(a);
+            }
+            for (a, c) in set {
+                next.insert(a.clone(), c.clone());
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .and_then(|r| r)
+    }
+
     /// Drops aliases whose collection is gone (a crash between a drop and
     /// its aliases' removal).
     pub(crate) fn prune(&self, exists: impl Fn(&str) -> bool) -> std::io::Result<()> {

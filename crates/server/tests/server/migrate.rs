@@ -137,6 +137,14 @@ fn populate(data: &Path) {
             json!({"ids": [0, 1, 2]}),
         );
     }
+    let (s, b) = call(
+        &mut c,
+        None,
+        "POST",
+        "/aliases",
+        json!({"actions": [{"create_alias": {"alias": "docs-live", "collection": "docs"}}]}),
+    );
+    assert_eq!(s, 200, "{b}");
     drop(c);
     // In snapshots.
     term(server);
@@ -203,6 +211,11 @@ fn logical(data: &Path) -> BTreeMap<String, Value> {
         );
     }
     out
+}
+
+/// The alias table on disk.
+fn aliases(data: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(data.join("aliases.json")).unwrap()).unwrap()
 }
 
 /// Every file under `dir` with its bytes.
@@ -489,6 +502,11 @@ fn a_migration_serves_each_user_its_own_and_rolls_back_exactly() {
     let backup = report["backup"].as_str().unwrap();
     assert!(data.join(format!("migration/{backup}.tar.gz")).is_file());
     assert_eq!(without_hub_ids(logical(&data)), moved(&before, &hub));
+    let u0 = &hub.users[0];
+    assert_eq!(
+        aliases(&data),
+        json!({format!("user_{u0}:docs-live"): format!("user_{u0}:docs")})
+    );
     let (_, status, _) = migrate(&["status", "--json"], &data);
     assert_eq!(
         serde_json::from_str::<Value>(&status).unwrap()["phase"],
@@ -537,6 +555,18 @@ fn a_migration_serves_each_user_its_own_and_rolls_back_exactly() {
             assert_eq!(s, 200, "{r}");
             assert!(!r["results"].as_array().unwrap().is_empty());
         }
+        let (s, _) = call(
+            &mut c,
+            Some(key),
+            "POST",
+            "/collections/docs-live/points/count",
+            json!({}),
+        );
+        assert_eq!(
+            s,
+            if u == 0 { 200 } else { 404 },
+            "the alias moved with its collection"
+        );
         let other = if u == 0 { "team-a" } else { "docs" };
         assert_eq!(
             call(
@@ -561,6 +591,7 @@ fn a_migration_serves_each_user_its_own_and_rolls_back_exactly() {
         "rolled_back"
     );
     assert_eq!(logical(&data), before);
+    assert_eq!(aliases(&data), json!({"docs-live": "docs"}));
     assert!(hub.collections(&hub.users[0]).is_empty());
     assert!(hub.collections(&hub.users[1]).is_empty());
     let (code, _, err) = migrate(&["rollback", "--config", cfg], &data);
@@ -658,6 +689,47 @@ fn conflicts_and_unknown_users_stop_a_run_before_its_first_step() {
         "a refused run changed the data directory"
     );
     assert!(!data.join("migration").exists());
+    // A name the Hub has already for the user is a conflict.
+    let taken = Client::new(hub.addr)
+        .request(
+            "POST",
+            &format!(
+                "/api/internal/vectorizer/users/{}/collections",
+                hub.users[0]
+            ),
+            Some(
+                json!({"collection_name": "misc", "project_id": hub.users[0], "dimension": 8})
+                    .to_string()
+                    .as_bytes(),
+            ),
+            &[("x-service-key", SVC), ("content-type", "application/json")],
+        )
+        .unwrap();
+    assert!(
+        taken.status < 300,
+        "{}",
+        String::from_utf8_lossy(&taken.body)
+    );
+    let (code, out, _) = migrate(
+        &[
+            "plan",
+            "--config",
+            cfg,
+            "--default-user",
+            &hub.users[0],
+            "--json",
+        ],
+        &data,
+    );
+    assert_eq!(code, 1);
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let misc = plan["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "misc")
+        .unwrap();
+    assert_eq!(misc["conflict"], "hub_exists", "{plan}");
     // A server holding the directory refuses the migration.
     let (server, _) = serve(&data, None);
     let (code, _, err) = migrate(
@@ -718,6 +790,23 @@ fn sigkill_during_a_run_is_finished_by_run_or_rollback() {
         let status = child.wait().unwrap();
         if status.code().is_none() {
             cut += 1;
+        }
+        let (_, status, _) = migrate(&["status", "--json"], &data);
+        if serde_json::from_str::<Value>(&status).unwrap()["phase"] == "running" {
+            let out = Command::new(BIN)
+                .args(["serve", "--port", "0", "--data-dir"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "round {round}: a server started mid-migration"
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("vectorizer migrate run"),
+                "round {round}"
+            );
         }
         if round % 2 == 0 {
             let (code, _, err) = migrate(&["run", "--config", cfg, "--mapping", mapping], &data);

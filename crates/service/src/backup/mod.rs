@@ -369,7 +369,7 @@ impl Service {
         let (info, tmp) = {
             let dir = dir.clone();
             ticket
-                .run(move |_| write_backup(&dir, owner, label, chosen, &progress))
+                .run(move |_| write_backup(&dir, None, owner, label, chosen, &progress))
                 .await?
         };
         let info = self.keep_backup(caller, ticket, dir, tmp, info).await?;
@@ -516,6 +516,7 @@ fn verified(dir: &Path, info: &BackupInfo, tick: &dyn Fn(u64)) -> Result<std::fs
 /// to a temporary file in `dir`: the info and the file, not yet committed.
 pub(crate) fn write_backup(
     dir: &Path,
+    id: Option<String>,
     owner: Option<String>,
     label: Option<String>,
     chosen: Vec<(String, Arc<Collection>)>,
@@ -525,7 +526,7 @@ pub(crate) fn write_backup(
         move |e: std::io::Error| ServiceError::Internal(format!("{what}: {e}"))
     };
     std::fs::create_dir_all(dir).map_err(io("creating the backup directory"))?;
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
     let work = dir.join(format!(".work-{id}"));
     std::fs::create_dir(&work).map_err(io("creating a work directory"))?;
     let _work = Leftover::new(work.clone());

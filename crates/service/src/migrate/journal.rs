@@ -26,6 +26,13 @@ pub struct Item {
     /// The Hub had a collection of this name for this user before the run:
     /// a rollback leaves that registration alone.
     pub hub_had: bool,
+    /// When the collection was created: a rollback moves back only this
+    /// collection, not one made under the name since.
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// Its aliases before the run (stored names), moved with it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,7 +43,9 @@ pub enum Record {
         at_ms: u64,
         items: Vec<Item>,
     },
-    BackingUp,
+    BackingUp {
+        backup: String,
+    },
     BackedUp {
         backup: String,
     },
@@ -81,18 +90,28 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> ServiceError {
 
 /// The records of the current journal, oldest first (none without one).
 pub fn load(data_dir: &Path) -> Result<Vec<Record>> {
-    let raw = match fs::read_to_string(path(data_dir)) {
+    let raw = match fs::read(path(data_dir)) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io("reading the migration journal")(e)),
     };
-    let lines: Vec<&str> = raw.split_inclusive('\n').collect();
+    parse(&raw).map(|(records, _)| records)
+}
+
+/// The records of `raw`, and the length of the part they fill. The last
+/// line may be torn (a crash mid-append: its step was never confirmed) and
+/// is left out; any other line that does not parse is damage.
+fn parse(raw: &[u8]) -> Result<(Vec<Record>, usize)> {
     let mut out = Vec::new();
+    let mut at = 0;
+    let lines: Vec<&[u8]> = raw.split_inclusive(|b| *b == b'\n').collect();
     for (i, line) in lines.iter().enumerate() {
-        let whole = line.ends_with('\n');
-        match serde_json::from_str::<Record>(line.trim_end()) {
-            Ok(r) if whole => out.push(r),
-            // The last line, torn by a crash: its step was never confirmed.
+        let whole = line.ends_with(b"\n");
+        match serde_json::from_slice::<Record>(line) {
+            Ok(r) if whole => {
+                out.push(r);
+                at += line.len();
+            }
             _ if i + 1 == lines.len() => break,
             Err(e) => {
                 return Err(ServiceError::Internal(format!(
@@ -103,18 +122,27 @@ pub fn load(data_dir: &Path) -> Result<Vec<Record>> {
             Ok(_) => unreachable!("only the last line can lack its newline"),
         }
     }
-    Ok(out)
+    Ok((out, at))
+}
+
+fn sync(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing the migration directory"))
 }
 
 /// Appends `r` durably.
 pub fn append(data_dir: &Path, r: &Record) -> Result<()> {
     let d = dir(data_dir);
-    fs::create_dir_all(&d).map_err(io("creating the migration directory"))?;
+    if !d.exists() {
+        fs::create_dir_all(&d).map_err(io("creating the migration directory"))?;
+        sync(data_dir)?;
+    }
     let p = path(data_dir);
-    // A torn last line is cut before the next record goes after it.
+    // A torn last record is cut before the next one goes after it.
     let raw = fs::read(&p).unwrap_or_default();
-    if !raw.is_empty() && !raw.ends_with(b"\n") {
-        let keep = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let (_, keep) = parse(&raw)?;
+    if keep < raw.len() {
         let f = OpenOptions::new()
             .write(true)
             .open(&p)
@@ -133,14 +161,13 @@ pub fn append(data_dir: &Path, r: &Record) -> Result<()> {
     f.write_all(&line)
         .and_then(|()| f.sync_data())
         .map_err(io("writing the migration journal"))?;
-    File::open(&d)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing the migration directory"))
+    sync(&d)
 }
 
 /// Sets a finished journal aside (`journal-<run>.jsonl`), so that the next
 /// run starts a journal of its own.
 pub fn archive(data_dir: &Path, run: &str) -> Result<()> {
     let to = dir(data_dir).join(format!("journal-{run}.jsonl"));
-    fs::rename(path(data_dir), to).map_err(io("setting the finished journal aside"))
+    fs::rename(path(data_dir), to).map_err(io("setting the finished journal aside"))?;
+    sync(&dir(data_dir))
 }

@@ -110,10 +110,20 @@ pub fn unowned(c: &vectorizer_engine::collection::Collection) -> bool {
 
 /// What a run would do, with every conflict flagged; changes nothing.
 /// With the Hub, every user is checked with it.
-pub async fn plan(db: &Database, mapping: &Mapping, hub: Option<&HubClient>) -> Result<Plan> {
+pub async fn plan(
+    db: &Database,
+    data_dir: &Path,
+    mapping: &Mapping,
+    hub: Option<&HubClient>,
+) -> Result<Plan> {
     let all = db.collections();
-    let names: HashSet<String> = all.iter().map(|c| c.name().to_owned()).collect();
-    let mut users: BTreeMap<Uuid, Option<HashSet<String>>> = BTreeMap::new();
+    let aliases = crate::aliases::Aliases::open(data_dir)
+        .map_err(|e| ServiceError::Internal(format!("reading aliases.json: {e}")))?;
+    let mut names: HashSet<String> = all.iter().map(|c| c.name().to_owned()).collect();
+    names.extend(aliases.all().into_iter().map(|(a, _)| a));
+    // Per user: the Hub's names for it and its plan's collection limit
+    // (`None`: the Hub does not know the user).
+    let mut users: BTreeMap<Uuid, Option<(HashSet<String>, u64)>> = BTreeMap::new();
     let mut collections = Vec::new();
     let mut already_owned = 0;
     for c in &all {
@@ -124,10 +134,16 @@ pub async fn plan(db: &Database, mapping: &Mapping, hub: Option<&HubClient>) -> 
         let name = c.name().to_owned();
         let user = mapping.user_for(&name);
         let target = user.map(|u| format!("user_{u}:{name}"));
+        let alias_taken = user.is_some_and(|u| {
+            aliases
+                .of(&name)
+                .iter()
+                .any(|a| names.contains(&format!("user_{u}:{a}")))
+        });
         let conflict = match (&user, &target) {
             _ if crate::service::validate_short_name(&name).is_err() => Some("invalid_name"),
             (None, _) => Some("unmapped"),
-            (_, Some(t)) if names.contains(t) => Some("target_exists"),
+            (_, Some(t)) if names.contains(t) || alias_taken => Some("target_exists"),
             _ => None,
         };
         if let Some(u) = user {
@@ -145,22 +161,41 @@ pub async fn plan(db: &Database, mapping: &Mapping, hub: Option<&HubClient>) -> 
     if let Some(hub) = hub {
         for (u, known) in users.iter_mut() {
             *known = match hub.user_collections(u).await {
-                Ok(r) => Some(
+                Ok(r) => Some((
                     r.collections
                         .into_iter()
                         .map(|c| c.collection_name)
                         .collect(),
-                ),
+                    r.collection_limit as u64,
+                )),
                 Err(vectorizer_hub::HubError::NotFound(_)) => None,
                 Err(e) => return Err(e.into()),
             };
         }
         for item in &mut collections {
-            if let Some(u) = item.user
-                && item.conflict.is_none()
-                && users.get(&u).is_some_and(Option::is_none)
-            {
-                item.conflict = Some("unknown_user");
+            let Some(u) = item.user else { continue };
+            if item.conflict.is_some() {
+                continue;
+            }
+            item.conflict = match users.get(&u) {
+                Some(None) => Some("unknown_user"),
+                Some(Some((at_hub, _))) if at_hub.contains(&item.name) => Some("hub_exists"),
+                _ => None,
+            };
+        }
+        // What each user would hold at the Hub afterwards, against its plan.
+        for (u, known) in &users {
+            let Some((at_hub, limit)) = known else {
+                continue;
+            };
+            let adding = collections
+                .iter()
+                .filter(|c| c.user == Some(*u) && c.conflict.is_none())
+                .count() as u64;
+            if at_hub.len() as u64 + adding > *limit {
+                for c in collections.iter_mut().filter(|c| c.user == Some(*u)) {
+                    c.conflict.get_or_insert("collection_limit");
+                }
             }
         }
     }

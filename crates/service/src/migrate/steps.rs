@@ -14,6 +14,7 @@ use vectorizer_hub::HubClient;
 
 use super::journal::{self, Item, Record};
 use super::{ItemStatus, Plan, Status};
+use crate::aliases::Aliases;
 use crate::backup::{Leftover, archive, store};
 use crate::error::{Result, ServiceError};
 use crate::service::{HUB_ID_KEY, OWNER_KEY, PROJECT_KEY};
@@ -52,6 +53,7 @@ pub struct Report {
 pub(super) struct State {
     run: Option<String>,
     items: Vec<Item>,
+    backing_up: Option<String>,
     backup: Option<String>,
     done: bool,
     rolling_back: bool,
@@ -68,6 +70,7 @@ impl State {
         let mut s = State {
             run: None,
             items: Vec::new(),
+            backing_up: None,
             backup: None,
             done: false,
             rolling_back: false,
@@ -103,7 +106,8 @@ impl State {
                     s.restored.insert(name.clone());
                 }
                 Record::RolledBack => s.rolled_back = true,
-                Record::BackingUp | Record::Renaming { .. } | Record::Registering { .. } => {}
+                Record::BackingUp { backup } => s.backing_up = Some(backup.clone()),
+                Record::Renaming { .. } | Record::Registering { .. } => {}
             }
         }
         s
@@ -161,6 +165,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| ServiceError::Internal(format!("a migration step failed: {e}")))?
 }
 
+fn open_aliases(data_dir: &Path) -> Result<Arc<Aliases>> {
+    Aliases::open(data_dir)
+        .map(Arc::new)
+        .map_err(|e| ServiceError::Internal(format!("reading aliases.json: {e}")))
+}
+
+/// The alias `a` (a stored name before the run) in `user`'s namespace.
+fn user_alias(user: &Uuid, a: &str) -> String {
+    format!("user_{user}:{a}")
+}
+
 /// Runs a migration by `plan`, or resumes the one the journal holds (its
 /// own plan then stands). Refused while the plan has conflicts, and while
 /// a rollback is under way.
@@ -173,6 +188,7 @@ pub(super) async fn run(
 ) -> Result<Report> {
     let records = journal::load(data_dir)?;
     let mut state = State::of(&records);
+    let aliases = open_aliases(data_dir)?;
     match state.phase() {
         "rolling_back" => {
             return Err(ServiceError::unprocessable(
@@ -185,9 +201,6 @@ pub(super) async fn run(
             // rollback undoes.
             if plan.collections.is_empty() {
                 return Ok(state.report());
-            }
-            if let Some(run) = &state.run {
-                journal::archive(data_dir, run)?;
             }
             if plan.conflicts() > 0 {
                 return Err(ServiceError::unprocessable(
@@ -203,7 +216,7 @@ pub(super) async fn run(
                     "the users were not checked with the Hub".into(),
                 ));
             }
-            let items: Vec<Item> = plan
+            let items = plan
                 .collections
                 .iter()
                 .map(|p| {
@@ -214,18 +227,16 @@ pub(super) async fn run(
                         target: p.target.clone().expect("no conflict: mapped"),
                         metadata: c.metadata(),
                         dimension: c.config().dimension,
+                        // The plan refuses names the Hub has already.
                         hub_had: false,
+                        created_at_ms: c.info().created_at_ms,
+                        aliases: aliases.of(&p.name),
                     })
                 })
-                .collect::<Result<_>>()?;
-            let mut items = items;
-            for i in &mut items {
-                i.hub_had = hub
-                    .user_collections(&i.user)
-                    .await?
-                    .collections
-                    .iter()
-                    .any(|c| c.collection_name == i.name);
+                .collect::<Result<Vec<_>>>()?;
+            // Only now is the last run set aside: every check has passed.
+            if let Some(run) = &state.run {
+                journal::archive(data_dir, run)?;
             }
             let begin = Record::Begin {
                 run: Uuid::new_v4().to_string(),
@@ -238,8 +249,22 @@ pub(super) async fn run(
         _ => {}
     }
     if state.backup.is_none() {
-        journal::append(data_dir, &Record::BackingUp)?;
-        let backup = back_up(&db, data_dir, &state.items, progress)?;
+        // The id is journaled first, so a backup cut short is found again.
+        let id = match &state.backing_up {
+            Some(id) => id.clone(),
+            None => {
+                let id = Uuid::new_v4().hyphenated().to_string();
+                journal::append(data_dir, &Record::BackingUp { backup: id.clone() })?;
+                id
+            }
+        };
+        let (db2, dd, items, p) = (
+            db.clone(),
+            data_dir.to_owned(),
+            state.items.clone(),
+            progress.clone(),
+        );
+        let backup = blocking(move || back_up(&db2, &dd, &id, &items, &p)).await?;
         journal::append(
             data_dir,
             &Record::BackedUp {
@@ -250,32 +275,18 @@ pub(super) async fn run(
     }
     let total = state.items.len();
     for (n, item) in state.items.clone().iter().enumerate() {
+        let name = || item.name.clone();
         if !state.renamed.contains(&item.name) {
-            journal::append(
-                data_dir,
-                &Record::Renaming {
-                    name: item.name.clone(),
-                },
-            )?;
-            let (db, item2) = (db.clone(), item.clone());
-            blocking(move || rename_in(&db, &item2)).await?;
-            journal::append(
-                data_dir,
-                &Record::Renamed {
-                    name: item.name.clone(),
-                },
-            )?;
-            state.renamed.insert(item.name.clone());
+            journal::append(data_dir, &Record::Renaming { name: name() })?;
+            let (db, item2, aliases) = (db.clone(), item.clone(), aliases.clone());
+            blocking(move || rename_in(&db, &aliases, &item2)).await?;
+            journal::append(data_dir, &Record::Renamed { name: name() })?;
+            state.renamed.insert(name());
         }
         let hub_id = match state.registered.get(&item.name) {
             Some(id) => *id,
             None => {
-                journal::append(
-                    data_dir,
-                    &Record::Registering {
-                        name: item.name.clone(),
-                    },
-                )?;
+                journal::append(data_dir, &Record::Registering { name: name() })?;
                 // The Hub's create is idempotent by name: asked again after
                 // a crash, it answers the same id.
                 let made = hub
@@ -294,11 +305,11 @@ pub(super) async fn run(
                 journal::append(
                     data_dir,
                     &Record::Registered {
-                        name: item.name.clone(),
+                        name: name(),
                         hub_id: id,
                     },
                 )?;
-                state.registered.insert(item.name.clone(), id);
+                state.registered.insert(name(), id);
                 id
             }
         };
@@ -306,13 +317,8 @@ pub(super) async fn run(
             let c = db.collection(&item.target)?;
             hub.update_usage(&hub_id, c.len() as u64, c.disk_bytes())
                 .await?;
-            journal::append(
-                data_dir,
-                &Record::Reported {
-                    name: item.name.clone(),
-                },
-            )?;
-            state.reported.insert(item.name.clone());
+            journal::append(data_dir, &Record::Reported { name: name() })?;
+            state.reported.insert(name());
         }
         (progress.step)(&item.name, n + 1, total);
         tracing::info!(collection = %item.name, user = %item.user, "collection migrated");
@@ -323,25 +329,41 @@ pub(super) async fn run(
 }
 
 /// Renames `item`'s collection into its user's namespace with its owner
-/// set, unless that is done already.
-fn rename_in(db: &Database, item: &Item) -> Result<()> {
-    if db.collection(&item.target).is_ok() {
-        return Ok(());
+/// set, and moves its aliases with it, unless that is done already.
+fn rename_in(db: &Database, aliases: &Aliases, item: &Item) -> Result<()> {
+    if db.collection(&item.target).is_err() {
+        let mut meta = item.metadata.clone();
+        meta.insert(OWNER_KEY.to_owned(), item.user.to_string());
+        db.rename_collection(&item.name, &item.target, meta)?;
     }
-    let mut meta = item.metadata.clone();
-    meta.insert(OWNER_KEY.to_owned(), item.user.to_string());
-    db.rename_collection(&item.name, &item.target, meta)?;
-    Ok(())
+    let set: Vec<(String, String)> = item
+        .aliases
+        .iter()
+        .map(|a| (user_alias(&item.user, a), item.target.clone()))
+        .collect();
+    aliases
+        .move_all(&item.aliases, &set)
+        .map_err(|e| ServiceError::Internal(format!("writing aliases.json: {e}")))
 }
 
 /// Writes one archive of every item's collection (under its name before
-/// the run) into the migration directory; its id.
-fn back_up(db: &Database, data_dir: &Path, items: &[Item], progress: &Progress) -> Result<String> {
+/// the run) into the migration directory as backup `id`, unless it is
+/// there whole already.
+fn back_up(
+    db: &Database,
+    data_dir: &Path,
+    id: &str,
+    items: &[Item],
+    progress: &Progress,
+) -> Result<String> {
     let dir = journal::dir(data_dir);
+    if store::info(&dir, id).is_some() {
+        return Ok(id.to_owned());
+    }
     // What a backup cut short left.
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") || name.starts_with(".work-") {
+        if name.ends_with(".tmp") || name.starts_with(".work-") || name == format!("{id}.tar.gz") {
             let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
         }
     }
@@ -351,6 +373,7 @@ fn back_up(db: &Database, data_dir: &Path, items: &[Item], progress: &Progress) 
         .collect::<Result<Vec<_>>>()?;
     let (info, tmp) = crate::backup::write_backup(
         &dir,
+        Some(id.to_owned()),
         None,
         Some("before migration".into()),
         chosen,
@@ -363,7 +386,8 @@ fn back_up(db: &Database, data_dir: &Path, items: &[Item], progress: &Progress) 
 
 /// Undoes the run the journal holds, finished or not: the Hub
 /// registrations it made are deleted, and every collection gets back its
-/// name and metadata (from the backup, if it is found under neither name).
+/// name, metadata and aliases (from the backup, if it is found under
+/// neither name).
 pub(super) async fn rollback(
     db: Arc<Database>,
     data_dir: &Path,
@@ -385,8 +409,28 @@ pub(super) async fn rollback(
             state.rolling_back = true;
         }
     }
+    let aliases = open_aliases(data_dir)?;
     let total = state.items.len();
     for (n, item) in state.items.clone().iter().enumerate().rev() {
+        // Names and metadata first: a Hub entry is gone only once nothing
+        // here names it.
+        if !state.restored.contains(&item.name) {
+            let (db2, item2, backup, dd) = (
+                db.clone(),
+                item.clone(),
+                state.backup.clone(),
+                data_dir.to_owned(),
+            );
+            let aliases = aliases.clone();
+            blocking(move || restore_item(&db2, &aliases, &dd, &item2, backup.as_deref())).await?;
+            journal::append(
+                data_dir,
+                &Record::Restored {
+                    name: item.name.clone(),
+                },
+            )?;
+            state.restored.insert(item.name.clone());
+        }
         if !state.unregistered.contains(&item.name) {
             if !item.hub_had {
                 let id = match state.registered.get(&item.name) {
@@ -415,22 +459,6 @@ pub(super) async fn rollback(
             )?;
             state.unregistered.insert(item.name.clone());
         }
-        if !state.restored.contains(&item.name) {
-            let (db2, item2, backup, dd) = (
-                db.clone(),
-                item.clone(),
-                state.backup.clone(),
-                data_dir.to_owned(),
-            );
-            blocking(move || restore_item(&db2, &dd, &item2, backup.as_deref())).await?;
-            journal::append(
-                data_dir,
-                &Record::Restored {
-                    name: item.name.clone(),
-                },
-            )?;
-            state.restored.insert(item.name.clone());
-        }
         (progress.step)(&item.name, total - n, total);
     }
     journal::append(data_dir, &Record::RolledBack)?;
@@ -439,16 +467,52 @@ pub(super) async fn rollback(
     Ok(state.report())
 }
 
-/// Gives `item`'s collection back its name and metadata.
-fn restore_item(db: &Database, data_dir: &Path, item: &Item, backup: Option<&str>) -> Result<()> {
-    if db.collection(&item.target).is_ok() {
-        db.rename_collection(&item.target, &item.name, item.metadata.clone())?;
-        return Ok(());
-    }
+/// Gives `item`'s collection back its name, metadata and aliases.
+fn restore_item(
+    db: &Database,
+    aliases: &Aliases,
+    data_dir: &Path,
+    item: &Item,
+    backup: Option<&str>,
+) -> Result<()> {
+    restore_collection(db, data_dir, item, backup)?;
+    let moved: Vec<String> = item
+        .aliases
+        .iter()
+        .map(|a| user_alias(&item.user, a))
+        .collect();
+    let set: Vec<(String, String)> = item
+        .aliases
+        .iter()
+        .map(|a| (a.clone(), item.name.clone()))
+        .collect();
+    aliases
+        .move_all(&moved, &set)
+        .map_err(|e| ServiceError::Internal(format!("writing aliases.json: {e}")))
+}
+
+/// The collection `item` moved, back under its name with its metadata: the
+/// one at its new name if it is that collection (not one made there
+/// since), else from the backup.
+fn restore_collection(
+    db: &Database,
+    data_dir: &Path,
+    item: &Item,
+    backup: Option<&str>,
+) -> Result<()> {
+    let ours = |c: &vectorizer_engine::collection::Collection| {
+        item.created_at_ms == 0 || c.info().created_at_ms == item.created_at_ms
+    };
     if let Ok(c) = db.collection(&item.name) {
         if c.metadata() != item.metadata {
             c.set_metadata(item.metadata.clone())?;
         }
+        return Ok(());
+    }
+    if let Ok(c) = db.collection(&item.target)
+        && ours(&c)
+    {
+        db.rename_collection(&item.target, &item.name, item.metadata.clone())?;
         return Ok(());
     }
     // Under neither name: from the backup taken before the run.
@@ -463,12 +527,11 @@ fn restore_item(db: &Database, data_dir: &Path, item: &Item, backup: Option<&str
     std::fs::create_dir(work.path())
         .map_err(|e| ServiceError::Internal(format!("creating a work directory: {e}")))?;
     let keep = HashSet::from([item.name.clone()]);
-    let caps = crate::backup::trusted();
     let m = archive::read(
         &store::archive_path(&dir, id),
         Some(&work.path()),
         Some(&keep),
-        caps,
+        crate::backup::trusted(),
         &|_| {},
     )?;
     let c = m
