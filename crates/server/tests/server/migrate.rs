@@ -689,6 +689,23 @@ fn conflicts_and_unknown_users_stop_a_run_before_its_first_step() {
         "a refused run changed the data directory"
     );
     assert!(!data.join("migration").exists());
+    // Asking needs a terminal.
+    let out = Command::new(BIN)
+        .args([
+            "migrate",
+            "plan",
+            "--interactive",
+            "--config",
+            cfg,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("HIVEHUB_SERVICE_API_KEY", SVC)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a terminal"));
     // A name the Hub has already for the user is a conflict.
     let taken = Client::new(hub.addr)
         .request(
