@@ -213,6 +213,11 @@ fn logical(data: &Path) -> BTreeMap<String, Value> {
     out
 }
 
+/// A filtered search every collection answers.
+fn query() -> Value {
+    json!({"vector": [1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25], "limit": 5, "filter": {"must": [{"key": "g", "match": {"value": 1}}]}})
+}
+
 /// The alias table on disk.
 fn aliases(data: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(data.join("aliases.json")).unwrap()).unwrap()
@@ -398,6 +403,25 @@ fn a_migration_serves_each_user_its_own_and_rolls_back_exactly() {
     populate(&data);
     let before = logical(&data);
     assert_eq!(before.len(), 4);
+    // Search answers before, with the Hub off.
+    let (server, addr) = serve(&data, None);
+    let mut c = Client::new(addr);
+    let answers_before: BTreeMap<String, Value> = before
+        .keys()
+        .map(|name| {
+            let (s, r) = call(
+                &mut c,
+                None,
+                "POST",
+                &format!("/collections/{name}/search"),
+                query(),
+            );
+            assert_eq!(s, 200, "{r}");
+            (name.clone(), r["results"].clone())
+        })
+        .collect();
+    drop(c);
+    kill(server);
     let hub = hub(dir.path());
     let (cfg, on, mapping) = files(dir.path(), &hub);
     let (cfg, on, mapping) = (
@@ -544,15 +568,18 @@ fn a_migration_serves_each_user_its_own_and_rolls_back_exactly() {
                 json!({}),
             );
             assert_eq!((s, r["count"].as_u64()), (200, Some(want(u)[name])));
-            let q = json!({"vector": [1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25], "limit": 5, "filter": {"must": [{"key": "g", "match": {"value": 1}}]}});
             let (s, r) = call(
                 &mut c,
                 Some(key),
                 "POST",
                 &format!("/collections/{name}/search"),
-                q,
+                query(),
             );
             assert_eq!(s, 200, "{r}");
+            assert_eq!(
+                r["results"], answers_before[name],
+                "{name}: other answers than before"
+            );
             assert!(!r["results"].as_array().unwrap().is_empty());
         }
         let (s, _) = call(
