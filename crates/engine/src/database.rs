@@ -75,7 +75,10 @@ impl Database {
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        for d in [&root, &colls, &trash] {
+        for d in [&root, &colls, &trash]
+            .into_iter()
+            .filter(|_| options.background)
+        {
             fs::create_dir_all(d).map_err(EngineError::io(format!("creating {}", d.display())))?;
         }
         // Only once the lock is held: the trash of a running process is

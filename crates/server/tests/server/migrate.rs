@@ -178,14 +178,22 @@ fn populate(data: &Path) {
 /// The logical state of every collection: name, config, metadata, and
 /// every point with vector and payload (read without writing a byte).
 fn logical(data: &Path) -> BTreeMap<String, Value> {
-    let db = Database::open(
-        data,
-        EngineOptions {
-            background: false,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let options = EngineOptions {
+        background: false,
+        ..EngineOptions::default()
+    };
+    // A process this test binary spawns inherits open files until it
+    // execs: the lock of a directory just closed may linger for a moment.
+    let mut tries = 0;
+    let db = loop {
+        match Database::open(data, options.clone()) {
+            Err(vectorizer_engine::EngineError::InUse(_)) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let mut out = BTreeMap::new();
     for c in db.collections() {
         let mut points = Vec::new();
@@ -331,19 +339,28 @@ impl Hub {
 
 /// Runs `vectorizer migrate <args> --data-dir <data>`: exit code, stdout.
 fn migrate(args: &[&str], data: &Path) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("migrate")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("HIVEHUB_SERVICE_API_KEY", SVC)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    for _ in 0..20 {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .env("HIVEHUB_SERVICE_API_KEY", SVC)
+            .output()
+            .unwrap();
+        let answer = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        // The lock may linger a moment in a process just spawned (see
+        // `logical`); a server that holds it holds it throughout.
+        if !answer.2.contains("in use by a running server") {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the data directory stayed in use");
 }
 
 /// The config naming the Hub, and the mapping: `team-*` to the second
@@ -776,11 +793,16 @@ fn conflicts_and_unknown_users_stop_a_run_before_its_first_step() {
     assert_eq!(misc["conflict"], "hub_exists", "{plan}");
     // A server holding the directory refuses the migration.
     let (server, _) = serve(&data, None);
-    let (code, _, err) = migrate(
-        &["run", "--config", cfg, "--default-user", &hub.users[0]],
-        &data,
-    );
-    assert_eq!(code, 1);
+    let out = Command::new(BIN)
+        .args(["migrate", "run", "--config", cfg, "--default-user"])
+        .arg(&hub.users[0])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("HIVEHUB_SERVICE_API_KEY", SVC)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by a running server"), "{err}");
     kill(server);
 }

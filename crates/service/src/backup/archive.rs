@@ -431,6 +431,19 @@ fn read_entries(
 /// An entry's path as its parts: relative, with no `..`, `.`, root or
 /// prefix anywhere.
 fn safe_parts(path: &Path) -> Result<Vec<&str>> {
+    // As written, not as `components` normalizes it (`a/./b`, `a//b`): a
+    // backup's paths hold neither.
+    let raw = path.to_str().unwrap_or_default();
+    let trimmed = raw.strip_suffix('/').unwrap_or(raw);
+    if trimmed.split('/').any(|p| p.is_empty() || p == ".") {
+        return Err(ServiceError::unprocessable(
+            "unsafe_path",
+            format!(
+                "entry `{}`: a path without `.` or empty parts is expected",
+                path.display()
+            ),
+        ));
+    }
     let mut parts = Vec::new();
     for c in path.components() {
         match c {

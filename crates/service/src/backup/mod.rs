@@ -325,7 +325,7 @@ impl Service {
         let owned = self.owned(caller);
         let chosen: Vec<(String, Arc<Collection>)> = match req.collections {
             None if owned.len() > MAX_COLLECTIONS => {
-                return Err(ServiceError::invalid(
+                return Err(ServiceError::unprocessable(
                     "invalid_request",
                     format!("at most {MAX_COLLECTIONS} collections per backup: name them"),
                 ));
@@ -333,7 +333,7 @@ impl Service {
             None => owned,
             Some(names) => {
                 if names.len() > MAX_COLLECTIONS {
-                    return Err(ServiceError::invalid(
+                    return Err(ServiceError::unprocessable(
                         "invalid_request",
                         format!("at most {MAX_COLLECTIONS} collections per backup"),
                     ));

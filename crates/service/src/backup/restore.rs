@@ -334,7 +334,7 @@ impl Service {
             None => in_backup.iter().map(|s| (*s).to_owned()).collect(),
             Some(names) => {
                 if names.is_empty() || names.len() > MAX_COLLECTIONS {
-                    return Err(ServiceError::invalid(
+                    return Err(ServiceError::unprocessable(
                         "invalid_request",
                         format!("name 1 to {MAX_COLLECTIONS} collections, or none for all"),
                     ));
@@ -359,7 +359,10 @@ impl Service {
             }
         };
         if req.rename.len() > MAX_COLLECTIONS {
-            return Err(ServiceError::invalid("invalid_rename", "too many renames"));
+            return Err(ServiceError::unprocessable(
+                "invalid_rename",
+                "too many renames",
+            ));
         }
         for from in req.rename.keys() {
             if !chosen.contains(from) {
