@@ -911,3 +911,36 @@ fn copy(from: &Path, to: &Path) {
         .unwrap();
     assert!(ok.success());
 }
+
+/// A collection a tenant deleted after the run comes back from the backup
+/// on rollback, as it was before the run.
+#[test]
+fn rollback_restores_from_the_backup_what_was_deleted_since() {
+    let dir = TempDir::new("migrate-deleted");
+    let data = dir.path().join("data");
+    populate(&data);
+    let before = logical(&data);
+    let hub = hub(dir.path());
+    let (cfg, on, mapping) = files(dir.path(), &hub);
+    let (cfg, mapping) = (cfg.to_str().unwrap(), mapping.to_str().unwrap());
+    assert_eq!(
+        migrate(&["run", "--config", cfg, "--mapping", mapping], &data).0,
+        0
+    );
+    let (server, addr) = serve(&data, Some(&on));
+    let (s, b) = call(
+        &mut Client::new(addr),
+        Some(&hub.keys[0]),
+        "DELETE",
+        "/collections/misc",
+        Value::Null,
+    );
+    assert_eq!(s, 200, "{b}");
+    term(server);
+    assert!(!logical(&data).keys().any(|n| n.ends_with(":misc")));
+    let (code, _, err) = migrate(&["rollback", "--config", cfg], &data);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(logical(&data), before);
+    assert!(hub.collections(&hub.users[0]).is_empty());
+    assert!(hub.collections(&hub.users[1]).is_empty());
+}
