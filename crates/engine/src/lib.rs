@@ -12,7 +12,7 @@ pub mod distance;
 pub mod error;
 pub mod filter;
 mod filter_parse;
-mod fsutil;
+pub mod fsutil;
 pub mod id;
 mod index;
 pub mod payload;

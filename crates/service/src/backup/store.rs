@@ -4,13 +4,13 @@
 //! leaves the whole backup or none, and [`clean`] removes the leftovers
 //! (temporary files, work directories, an archive without its info).
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use vectorizer_engine::Metric;
+use vectorizer_engine::fsutil::{sync_dir, write_atomic};
 
 use crate::caller::Caller;
 use crate::error::{Result, ServiceError};
@@ -88,12 +88,6 @@ fn internal(what: &'static str) -> impl Fn(std::io::Error) -> ServiceError {
     move |e| ServiceError::Internal(format!("{what}: {e}"))
 }
 
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(internal("syncing the backup directory"))
-}
-
 /// The backup `id` in `dir`, if it is whole.
 pub fn info(dir: &Path, id: &str) -> Option<BackupInfo> {
     if !archive_path(dir, id).is_file() {
@@ -140,12 +134,8 @@ pub fn list(dir: &Path) -> Result<Vec<BackupInfo>> {
 pub fn commit(dir: &Path, tmp: &Path, info: &BackupInfo) -> Result<()> {
     fs::rename(tmp, archive_path(dir, &info.id)).map_err(internal("placing a backup"))?;
     let body = serde_json::to_vec_pretty(info).expect("serializable");
-    let info_tmp = dir.join(format!("{}.json.tmp", info.id));
-    File::create(&info_tmp)
-        .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
-        .map_err(internal("writing a backup's info"))?;
-    fs::rename(&info_tmp, info_path(dir, &info.id)).map_err(internal("writing a backup's info"))?;
-    sync_dir(dir)
+    // Synced with the directory, so the rename of the archive too.
+    Ok(write_atomic(&info_path(dir, &info.id), &body)?)
 }
 
 /// Removes a backup: its info first, so that it is gone at once even if
@@ -215,26 +205,7 @@ pub fn now_ms() -> u64 {
 
 /// `ms` since the epoch as RFC 3339 in UTC, to the millisecond.
 pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 #[cfg(test)]

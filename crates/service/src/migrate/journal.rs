@@ -4,7 +4,7 @@
 //! torn last line (a crash mid-append) is ignored, as its step had not
 //! been confirmed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -126,9 +126,7 @@ fn parse(raw: &[u8]) -> Result<(Vec<Record>, usize)> {
 }
 
 fn sync(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing the migration directory"))
+    Ok(vectorizer_engine::fsutil::sync_dir(dir)?)
 }
 
 /// Appends `r` durably.
