@@ -170,10 +170,15 @@ impl Database {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let c = Arc::new(Collection::open(&target, self.options.clone())?);
+        Ok(self.serve(Collection::open(&target, self.options.clone())?))
+    }
+
+    /// Serves an opened collection under its name, its indexer started.
+    fn serve(&self, c: Collection) -> Arc<Collection> {
+        let c = Arc::new(c);
         c.start_indexer();
-        self.map_mut().insert(name.to_owned(), c.clone());
-        Ok(c)
+        self.map_mut().insert(c.name().to_owned(), c.clone());
+        c
     }
 
     fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Collection>>> {
@@ -339,12 +344,7 @@ impl Database {
             let opened =
                 sync_dir(&colls).and_then(|()| Collection::open(&target, self.options.clone()));
             return match opened {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    c.start_indexer();
-                    self.map_mut().insert(name, c.clone());
-                    Ok(c)
-                }
+                Ok(c) => Ok(self.serve(c)),
                 Err(e) => {
                     // Back into the trash, so that the name stays free.
                     if fs::rename(&target, &staging).is_ok() {
@@ -365,12 +365,7 @@ impl Database {
             .and_then(|()| sync_dir(&self.root.join("trash")))
             .and_then(|()| Collection::open(&target, self.options.clone()));
         match opened {
-            Ok(c) => {
-                let c = Arc::new(c);
-                c.start_indexer();
-                self.map_mut().insert(name, c.clone());
-                Ok(c)
-            }
+            Ok(c) => Ok(self.serve(c)),
             Err(e) => {
                 // Put the old one back: the new one goes with the staging.
                 if exchange(&staging, &target)
@@ -426,12 +421,9 @@ impl Database {
             }
             return Err(e);
         }
-        let renamed = Arc::new(Collection::open(&colls.join(new), self.options.clone())?);
-        renamed.start_indexer();
-        let mut map = self.map_mut();
-        map.remove(old);
-        map.insert(new.to_owned(), renamed.clone());
-        Ok(renamed)
+        let renamed = Collection::open(&colls.join(new), self.options.clone())?;
+        self.map_mut().remove(old);
+        Ok(self.serve(renamed))
     }
 
     /// Snapshots every collection, so that the next open replays nothing.

@@ -80,13 +80,12 @@ impl Service {
         progress: Progress,
     ) -> Result<Restored> {
         let (svc, call) = (self.clone(), call.clone());
-        let task = tokio::spawn(async move {
+        super::detached(async move {
             let r = svc.restore_inner(&call, req, progress).await;
             svc.backup_stats.record("restore", &r);
             r
-        });
-        task.await
-            .unwrap_or_else(|e| Err(ServiceError::Internal(format!("a restore failed: {e}"))))
+        })
+        .await
     }
 
     async fn restore_inner(
