@@ -57,13 +57,32 @@ impl Tenant {
 
     /// The engine's name for this tenant's collection `short`.
     pub fn full_name(&self, short: &str) -> String {
-        format!("{}{short}", self.prefix())
+        stored_name(&self.user_id, short)
     }
 
     /// What every engine name of this tenant's collections starts with.
     pub fn prefix(&self) -> String {
-        format!("user_{}:", self.user_id)
+        stored_name(&self.user_id, "")
     }
+}
+
+/// The engine's name of `user`'s collection (or alias) `short`:
+/// `user_{user}:{short}`. The one place the per-user namespace is spelt.
+pub fn stored_name(user: &Uuid, short: &str) -> String {
+    format!("user_{user}:{short}")
+}
+
+/// The user and short name an engine name holds, if it is in a user's
+/// namespace.
+pub fn split_stored(name: &str) -> Option<(Uuid, &str)> {
+    let (id, short) = name.strip_prefix("user_")?.split_once(':')?;
+    Some((Uuid::parse_str(id).ok()?, short))
+}
+
+/// The name a caller knows a collection by: its short name in a user's
+/// namespace, else the name itself.
+pub fn short_name(name: &str) -> &str {
+    split_stored(name).map_or(name, |(_, short)| short)
 }
 
 /// The party a request acts for.
@@ -96,5 +115,22 @@ impl Caller {
                 p.as_str()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    #[test]
+    fn only_a_user_id_makes_a_namespace() {
+        let u = Uuid::from_u128(7);
+        let name = stored_name(&u, "docs");
+        assert_eq!(split_stored(&name), Some((u, "docs")));
+        assert_eq!(short_name(&name), "docs");
+        // A single-tenant name that merely looks like one is its own.
+        assert_eq!(split_stored("user_events"), None);
+        assert_eq!(split_stored("user_x:docs"), None);
+        assert_eq!(short_name("user_events"), "user_events");
     }
 }

@@ -31,7 +31,7 @@ impl Drift {
 /// `data_dir`. Reads only metadata files, so a running server is not
 /// disturbed.
 pub async fn drift(data_dir: &Path, hub: &HubClient, user: Uuid) -> Result<Drift> {
-    let prefix = format!("user_{user}:");
+    let prefix = crate::caller::stored_name(&user, "");
     let here: BTreeMap<String, Option<String>> =
         vectorizer_engine::database::read_catalog(data_dir)?
             .into_iter()

@@ -72,10 +72,9 @@ impl From<EngineError> for ServiceError {
         let msg = e.to_string();
         match e {
             // The engine knows the stored name; a tenant knows its short name.
-            EngineError::CollectionNotFound(n) => ServiceError::CollectionNotFound(
-                n.split_once(':')
-                    .map_or(n.clone(), |(_, short)| short.to_owned()),
-            ),
+            EngineError::CollectionNotFound(n) => {
+                ServiceError::CollectionNotFound(crate::caller::short_name(&n).to_owned())
+            }
             EngineError::CollectionExists(n) => ServiceError::CollectionExists(n),
             EngineError::InvalidName(_) => ServiceError::invalid("invalid_name", msg),
             EngineError::InvalidId(_) => ServiceError::invalid("invalid_id", msg),

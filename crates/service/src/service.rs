@@ -323,14 +323,10 @@ impl Service {
     pub fn usage_by_owner(&self) -> Vec<(String, Amount)> {
         let mut by: BTreeMap<String, Amount> = BTreeMap::new();
         for c in self.db.collections() {
-            let Some(owner) = c
-                .name()
-                .strip_prefix("user_")
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(id, _)| id.to_owned())
-            else {
+            let Some((owner, _)) = crate::caller::split_stored(c.name()) else {
                 continue;
             };
+            let owner = owner.to_string();
             let a = by.entry(owner).or_default();
             a.collections += 1;
             a.vectors += c.len() as u64;
@@ -428,7 +424,7 @@ impl Service {
     /// on disk plus the snapshot rows its writes owe (counters only: no
     /// lock of any collection is taken).
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
-        let prefix = format!("user_{user}:");
+        let prefix = crate::caller::stored_name(user, "");
         self.db
             .collections_unordered()
             .iter()
@@ -615,11 +611,7 @@ impl Service {
         let Some(user) = meta.get(OWNER_KEY).and_then(|u| u.parse().ok()) else {
             return;
         };
-        let short = c
-            .name()
-            .split_once(':')
-            .map_or(c.name(), |(_, s)| s)
-            .to_owned();
+        let short = crate::caller::short_name(c.name()).to_owned();
         let project = meta
             .get(PROJECT_KEY)
             .and_then(|p| p.parse().ok())
@@ -721,11 +713,7 @@ impl Service {
         let (caller, ticket) = call.enter(Permission::Read)?;
         let c = self.collection(caller, name)?;
         // Through an alias, the collection's own name.
-        let name = c
-            .name()
-            .split_once(':')
-            .map_or(c.name(), |(_, short)| short)
-            .to_owned();
+        let name = crate::caller::short_name(c.name()).to_owned();
         ticket.run(move |_| Ok(Self::detail(&name, &c))).await
     }
 

@@ -20,6 +20,7 @@ use vectorizer_hub::HubClient;
 pub use journal::{Item, Record};
 pub use steps::Report;
 
+use crate::caller::stored_name;
 use crate::error::{Result, ServiceError};
 use crate::service::OWNER_KEY;
 
@@ -103,9 +104,10 @@ pub fn open(data_dir: &Path, writes: bool) -> Result<Database> {
     })
 }
 
-/// Whether the engine collection `c` has no owner (a single-tenant one).
+/// Whether the engine collection `c` has no owner (a single-tenant one):
+/// no owner in its metadata, and a name in no user's namespace.
 pub fn unowned(c: &vectorizer_engine::collection::Collection) -> bool {
-    !c.metadata().contains_key(OWNER_KEY) && !c.name().starts_with("user_")
+    !c.metadata().contains_key(OWNER_KEY) && crate::caller::split_stored(c.name()).is_none()
 }
 
 /// What a run would do, with every conflict flagged; changes nothing.
@@ -133,12 +135,12 @@ pub async fn plan(
         }
         let name = c.name().to_owned();
         let user = mapping.user_for(&name);
-        let target = user.map(|u| format!("user_{u}:{name}"));
+        let target = user.map(|u| stored_name(&u, &name));
         let alias_taken = user.is_some_and(|u| {
             aliases
                 .of(&name)
                 .iter()
-                .any(|a| names.contains(&format!("user_{u}:{a}")))
+                .any(|a| names.contains(&stored_name(&u, a)))
         });
         let conflict = match (&user, &target) {
             _ if crate::service::validate_short_name(&name).is_err() => Some("invalid_name"),

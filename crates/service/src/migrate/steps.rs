@@ -171,11 +171,6 @@ fn open_aliases(data_dir: &Path) -> Result<Arc<Aliases>> {
         .map_err(|e| ServiceError::Internal(format!("reading aliases.json: {e}")))
 }
 
-/// The alias `a` (a stored name before the run) in `user`'s namespace.
-fn user_alias(user: &Uuid, a: &str) -> String {
-    format!("user_{user}:{a}")
-}
-
 /// Runs a migration by `plan`, or resumes the one the journal holds (its
 /// own plan then stands). Refused while the plan has conflicts, and while
 /// a rollback is under way.
@@ -339,7 +334,12 @@ fn rename_in(db: &Database, aliases: &Aliases, item: &Item) -> Result<()> {
     let set: Vec<(String, String)> = item
         .aliases
         .iter()
-        .map(|a| (user_alias(&item.user, a), item.target.clone()))
+        .map(|a| {
+            (
+                crate::caller::stored_name(&item.user, a),
+                item.target.clone(),
+            )
+        })
         .collect();
     aliases
         .move_all(&item.aliases, &set)
@@ -479,7 +479,7 @@ fn restore_item(
     let moved: Vec<String> = item
         .aliases
         .iter()
-        .map(|a| user_alias(&item.user, a))
+        .map(|a| crate::caller::stored_name(&item.user, a))
         .collect();
     let set: Vec<(String, String)> = item
         .aliases
