@@ -100,7 +100,7 @@ pub struct Service {
     /// Second names of collections.
     pub(crate) aliases: crate::aliases::Aliases,
     pub(crate) backup_stats: crate::backup::BackupStats,
-    pub(crate) uploads: crate::backup::Uploads,
+    pub(crate) writers: crate::backup::Writers,
 }
 
 /// One async lock per collection name being created or deleted, so that a
@@ -200,7 +200,7 @@ impl Service {
             names: Names::default(),
             aliases,
             backup_stats: crate::backup::BackupStats::default(),
-            uploads: crate::backup::Uploads::default(),
+            writers: crate::backup::Writers::default(),
         };
         service.backup_stats.set_bytes(backup_bytes);
         service.probe_storage();

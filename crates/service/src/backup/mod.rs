@@ -21,7 +21,6 @@ pub use archive::ReadCaps;
 pub use restore::{RestoreBackup, Restored};
 pub use store::{BackupCollection, BackupInfo, BackupList};
 pub use upload::UploadBody;
-pub(crate) use upload::Uploads;
 
 use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
@@ -144,6 +143,28 @@ pub(crate) fn trusted() -> ReadCaps {
     }
 }
 
+/// Users with a create or upload under way: one each, so that the
+/// temporary files of one user's archives never pass one cap.
+#[derive(Default)]
+pub(crate) struct Writers(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// One user's create or upload under way; ends when dropped.
+pub(crate) struct Writing<'a>(&'a Writers, String);
+
+impl Writers {
+    fn start(&self, owner: String) -> Option<Writing<'_>> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(owner.clone()).then(|| Writing(self, owner))
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&self.1);
+    }
+}
+
 /// Removes a file or directory when dropped, unless disarmed.
 pub(crate) struct Leftover(Option<PathBuf>);
 
@@ -153,6 +174,9 @@ impl Leftover {
     }
     pub(crate) fn keep(mut self) {
         self.0 = None;
+    }
+    pub(crate) fn path(&self) -> PathBuf {
+        self.0.clone().unwrap_or_default()
     }
 }
 
@@ -169,6 +193,16 @@ pub(crate) fn not_found(id: &str) -> ServiceError {
 }
 
 impl Service {
+    /// One create or upload of the caller's at a time (429 otherwise), so
+    /// that the archives being written for one user never pass one cap.
+    pub(crate) fn writing_backup(&self, caller: &crate::caller::Caller) -> Result<Writing<'_>> {
+        self.writers.start(store::owner_of(caller)).ok_or_else(|| {
+            ServiceError::Busy(
+                "a backup or upload of yours is being written: retry once it is done".into(),
+            )
+        })
+    }
+
     /// The caller's backup directory.
     fn backup_dir(&self, caller: &Caller) -> PathBuf {
         store::dir_of(&self.options.data_dir, caller)
@@ -610,11 +644,5 @@ pub(crate) fn info_of(
             .collect(),
         size_bytes,
         sha256,
-    }
-}
-
-impl Leftover {
-    pub(crate) fn path(&self) -> PathBuf {
-        self.0.clone().unwrap_or_default()
     }
 }

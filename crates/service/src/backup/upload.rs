@@ -29,28 +29,6 @@ impl UploadBody {
     }
 }
 
-/// Users with a create or upload under way: one each, so that the
-/// temporary files of one user's archives never pass one cap.
-#[derive(Default)]
-pub(crate) struct Uploads(std::sync::Mutex<std::collections::HashSet<String>>);
-
-/// One user's create or upload under way; ends when dropped.
-pub(crate) struct Uploading<'a>(&'a Uploads, String);
-
-impl Uploads {
-    fn start(&self, owner: String) -> Option<Uploading<'_>> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(owner.clone()).then(|| Uploading(self, owner))
-    }
-}
-
-impl Drop for Uploading<'_> {
-    fn drop(&mut self) {
-        let mut m = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(&self.1);
-    }
-}
-
 /// What an upload's body was refused for, when it is too large.
 fn too_large(max: u64) -> ServiceError {
     ServiceError::TooLarge {
@@ -81,16 +59,6 @@ impl Service {
             r
         })
         .await
-    }
-
-    /// One create or upload of the caller's at a time (429 otherwise), so
-    /// that the archives being written for one user never pass one cap.
-    pub(crate) fn writing_backup(&self, caller: &crate::caller::Caller) -> Result<Uploading<'_>> {
-        self.uploads.start(store::owner_of(caller)).ok_or_else(|| {
-            ServiceError::Busy(
-                "a backup or upload of yours is being written: retry once it is done".into(),
-            )
-        })
     }
 
     async fn upload_inner(
