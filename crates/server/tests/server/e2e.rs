@@ -20,13 +20,28 @@ pub(crate) fn start(data: &std::path::Path) -> Server {
 }
 
 fn start_with(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let args = ["serve", "--port", "0", "--data-dir", data.to_str().unwrap()];
+    spawn(&args, env, "vectorizer listening on http://", None)
+}
+
+/// Starts `vectorizer <args>` with `env` (its log to `log`, or nowhere)
+/// and reads the address its first line gives after `prefix`.
+pub(crate) fn spawn(
+    args: &[&str],
+    env: &[(&str, &str)],
+    prefix: &str,
+    log: Option<&std::path::Path>,
+) -> Server {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(data)
+        .args(args)
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -35,7 +50,7 @@ fn start_with(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
         .unwrap();
     let addr = line
         .trim()
-        .strip_prefix("vectorizer listening on http://")
+        .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .unwrap();

@@ -5,10 +5,9 @@
 //! and SIGKILL at any moment is finished by `run` or `rollback`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -20,48 +19,20 @@ use vectorizer_testkit::{Rng, TempDir};
 const BIN: &str = env!("CARGO_BIN_EXE_vectorizer");
 const SVC: &str = "svc-migrate";
 
-struct Proc(Child);
+use crate::e2e::Server;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `vectorizer <args>` with the service key, its log to `log`.
+fn spawn_logged(args: &[&str], prefix: &str, log: Option<&Path>) -> (Server, SocketAddr) {
+    let server = crate::e2e::spawn(args, &[("HIVEHUB_SERVICE_API_KEY", SVC)], prefix, log);
+    let addr = server.addr;
+    (server, addr)
 }
 
-/// Starts `vectorizer <args>` and reads the address from its first line.
-fn spawn(args: &[&str], prefix: &str) -> (Proc, SocketAddr) {
+fn spawn(args: &[&str], prefix: &str) -> (Server, SocketAddr) {
     spawn_logged(args, prefix, None)
 }
 
-/// As [`spawn`], its log written to `log`.
-fn spawn_logged(args: &[&str], prefix: &str, log: Option<&Path>) -> (Proc, SocketAddr) {
-    let stderr = match log {
-        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
-        None => Stdio::null(),
-    };
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("VECTORIZER_LOGGING__LEVEL", "warn")
-        .env("HIVEHUB_SERVICE_API_KEY", SVC)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    (Proc(child), addr)
-}
-
-fn serve(data: &Path, config: Option<&Path>) -> (Proc, SocketAddr) {
+fn serve(data: &Path, config: Option<&Path>) -> (Server, SocketAddr) {
     let mut args = vec!["serve", "--port", "0", "--data-dir", data.to_str().unwrap()];
     if let Some(c) = config {
         args.extend(["--config", c.to_str().unwrap()]);
@@ -69,21 +40,14 @@ fn serve(data: &Path, config: Option<&Path>) -> (Proc, SocketAddr) {
     spawn(&args, "vectorizer listening on http://")
 }
 
-fn kill(mut p: Proc) {
-    p.0.kill().unwrap();
-    p.0.wait().unwrap();
+/// SIGKILL (a server dropped is killed).
+fn kill(server: Server) {
+    drop(server);
 }
 
-fn term(mut p: Proc) {
-    Command::new("kill")
-        .args(["-TERM", &p.0.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// SIGTERM, and a clean exit.
+fn term(server: Server) {
+    server.stop();
 }
 
 fn call(c: &mut Client, key: Option<&str>, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -248,7 +212,7 @@ fn bytes_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 struct Hub {
-    _proc: Proc,
+    _proc: Server,
     addr: SocketAddr,
     users: [String; 2],
     keys: [String; 2],
