@@ -301,17 +301,22 @@ impl Hub {
     }
 }
 
+/// `vectorizer migrate <args> --data-dir <data>` with the service key, to
+/// run as the caller likes.
+fn migrate_cmd(args: &[&str], data: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("migrate")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("HIVEHUB_SERVICE_API_KEY", SVC);
+    c
+}
+
 /// Runs `vectorizer migrate <args> --data-dir <data>`: exit code, stdout.
 fn migrate(args: &[&str], data: &Path) -> (i32, String, String) {
     for _ in 0..20 {
-        let out = Command::new(BIN)
-            .arg("migrate")
-            .args(args)
-            .arg("--data-dir")
-            .arg(data)
-            .env("HIVEHUB_SERVICE_API_KEY", SVC)
-            .output()
-            .unwrap();
+        let out = migrate_cmd(args, data).output().unwrap();
         let answer = (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -676,20 +681,13 @@ fn conflicts_and_unknown_users_stop_a_run_before_its_first_step() {
     assert_eq!(code, 1);
     assert!(out.contains("unknown_user"), "{out}");
     // No Hub: nothing can be checked, so nothing runs.
-    let out = Command::new(BIN)
-        .args([
-            "migrate",
-            "run",
-            "--default-user",
-            &hub.users[0],
-            "--config",
-            cfg,
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env_remove("HIVEHUB_SERVICE_API_KEY")
-        .output()
-        .unwrap();
+    let out = migrate_cmd(
+        &["run", "--default-user", &hub.users[0], "--config", cfg],
+        &data,
+    )
+    .env_remove("HIVEHUB_SERVICE_API_KEY")
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HIVEHUB_SERVICE_API_KEY"));
     assert!(
@@ -698,17 +696,7 @@ fn conflicts_and_unknown_users_stop_a_run_before_its_first_step() {
     );
     assert!(!data.join("migration").exists());
     // Asking needs a terminal.
-    let out = Command::new(BIN)
-        .args([
-            "migrate",
-            "plan",
-            "--interactive",
-            "--config",
-            cfg,
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("HIVEHUB_SERVICE_API_KEY", SVC)
+    let out = migrate_cmd(&["plan", "--interactive", "--config", cfg], &data)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -757,14 +745,12 @@ fn conflicts_and_unknown_users_stop_a_run_before_its_first_step() {
     assert_eq!(misc["conflict"], "hub_exists", "{plan}");
     // A server holding the directory refuses the migration.
     let (server, _) = serve(&data, None);
-    let out = Command::new(BIN)
-        .args(["migrate", "run", "--config", cfg, "--default-user"])
-        .arg(&hub.users[0])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("HIVEHUB_SERVICE_API_KEY", SVC)
-        .output()
-        .unwrap();
+    let out = migrate_cmd(
+        &["run", "--config", cfg, "--default-user", &hub.users[0]],
+        &data,
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by a running server"), "{err}");
@@ -799,18 +785,7 @@ fn sigkill_during_a_run_is_finished_by_run_or_rollback() {
     for round in 0..10 {
         let data = dir.path().join(format!("round-{round}"));
         copy(&template, &data);
-        let mut child = Command::new(BIN)
-            .args([
-                "migrate",
-                "run",
-                "--config",
-                cfg,
-                "--mapping",
-                mapping,
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env("HIVEHUB_SERVICE_API_KEY", SVC)
+        let mut child = migrate_cmd(&["run", "--config", cfg, "--mapping", mapping], &data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
