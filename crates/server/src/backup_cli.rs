@@ -103,11 +103,7 @@ pub fn run(command: BackupCommand) -> Result<(), String> {
             plan: "operator".into(),
         }),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = crate::tool_runtime()?;
     rt.block_on(async move {
         let state = tokio::task::spawn_blocking({
             let cfg = cfg.clone();

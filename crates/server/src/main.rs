@@ -297,10 +297,7 @@ fn hub_drift(cfg: &Config, user: &str) -> Result<bool, String> {
         ));
     }
     let auth = vectorizer_server::hub_auth(cfg, None)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = tool_runtime()?;
     let d = rt
         .block_on(vectorizer_service::drift::drift(
             &cfg.storage.data_dir,
@@ -411,6 +408,16 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The runtime of an offline command (backup, migrate, hub-drift): two
+/// workers, whose blocking work goes to blocking threads.
+fn tool_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Loads the configuration and hands it to `f`; an invalid one exits 2.

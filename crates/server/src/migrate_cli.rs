@@ -85,11 +85,7 @@ pub fn run(command: MigrateCommand) -> Result<i32, String> {
         ..Overrides::default()
     };
     let cfg = Config::load(common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = crate::tool_runtime()?;
     rt.block_on(act(&cfg, &command, common.json))
 }
 
