@@ -526,6 +526,22 @@ impl Collection {
         self.fixed_disk_bytes.load(Ordering::Relaxed) + self.log_bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes a snapshot row of one point takes, payload aside: a figure of
+    /// the config alone (see `write_parts`).
+    pub fn row_bytes(&self) -> u64 {
+        let dim = self.config.dimension as u64;
+        let m = self.config.hnsw.m as u64;
+        (2 + 4 + dim * 4 + 4 + 2 * m * 4 + 4 + m * 4) + (8 + 17 + 4)
+    }
+
+    /// The collection's size as a function of its points alone (rows and
+    /// payload text), whatever its files look like: copies that hold the
+    /// same points agree on it, where their log and snapshot sizes differ.
+    pub fn logical_bytes(&self) -> u64 {
+        let payload = self.read().payload_bytes;
+        self.len() as u64 * self.row_bytes() + payload
+    }
+
     fn memory_bytes(st: &State) -> u64 {
         let per_point =
             std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<(PointId, u32)>() + 16;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub local_keys: Option<Arc<crate::extract::LocalKeys>>,
     /// The MCP server at `/mcp`; `None` when switched off.
     pub mcp: Option<Arc<crate::mcp::Mcp>>,
+    /// This node of a cluster; `None` when it runs alone.
+    pub cluster: Option<Arc<vectorizer_cluster::Node>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +133,28 @@ pub fn routes() -> Vec<Route> {
             StatusCode::OK,
             Access::Public,
             get(h::metrics),
+        ),
+        r(
+            Method::GET,
+            "/cluster",
+            "cluster_status",
+            "Cluster mode: nodes, groups, leaders and lag (operator token)",
+            None,
+            schema::<serde_json::Value>,
+            StatusCode::OK,
+            Access::Public,
+            get(crate::cluster_admin::status),
+        ),
+        r(
+            Method::POST,
+            "/cluster/replace-node",
+            "cluster_replace_node",
+            "Cluster mode: put a new node in the place of a lost one (operator token)",
+            Some(schema::<crate::cluster_admin::ReplaceNode> as SchemaFn),
+            schema::<serde_json::Value>,
+            StatusCode::OK,
+            Access::Public,
+            post(crate::cluster_admin::replace_node),
         ),
         r(
             Method::GET,

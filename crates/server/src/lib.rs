@@ -5,6 +5,7 @@ pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod backups;
+pub mod cluster_admin;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -111,6 +112,7 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         operator,
         client_ip_header,
         local_keys,
+        cluster: None,
     })
 }
 
@@ -159,6 +161,16 @@ pub fn check_environment(cfg: &Config, local_hub: bool) -> Result<(), String> {
             "`hub.enabled` is true but {} is not set",
             vectorizer_hub::SERVICE_KEY_ENV
         ));
+    }
+    if cfg.cluster.is_some() {
+        let secret = var(vectorizer_cluster::SECRET_ENV).unwrap_or_default();
+        if secret.len() < vectorizer_cluster::sign::MIN_SECRET {
+            return Err(format!(
+                "a `cluster:` section needs {} of at least {} characters, the same on every node",
+                vectorizer_cluster::SECRET_ENV,
+                vectorizer_cluster::sign::MIN_SECRET
+            ));
+        }
     }
     for name in [
         extract::OperatorToken::ENV,
@@ -277,7 +289,9 @@ pub fn init_logging(cfg: &Config) {
     };
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(level)
-        .with_target("rmcp", rmcp);
+        .with_target("rmcp", rmcp)
+        // Raft's library narrates every vote and replication at `info`.
+        .with_target("openraft", rmcp);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
@@ -395,6 +409,16 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
             );
         }
     }
+    if let Some(c) = &cfg.cluster {
+        let options = c.options(&cfg.storage.data_dir)?;
+        let node = vectorizer_cluster::Node::start(options, &state.service).await?;
+        tracing::info!(
+            node = c.node_id,
+            shards = c.shards,
+            "cluster mode: this node serves every user through the shards' leaders"
+        );
+        state.cluster = Some(node);
+    }
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     if auth.is_none() && state.local_keys.is_none() && !loopback {
         tracing::warn!(
@@ -405,6 +429,7 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     let registered = register_mcp(&state, auth.as_deref(), &cfg, addr.port());
     state.auth = auth;
     let service = state.service.clone();
+    let cluster = state.cluster.clone();
     let stopping = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let stopping = stopping.clone();
@@ -442,7 +467,14 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     let left = budget
         .saturating_sub(started.elapsed())
         .max(Duration::from_secs(1));
-    match tokio::time::timeout(left, tokio::task::spawn_blocking(move || service.flush())).await {
+    let flush = move || {
+        service.flush()?;
+        match &cluster {
+            Some(node) => node.flush(),
+            None => Ok(()),
+        }
+    };
+    match tokio::time::timeout(left, tokio::task::spawn_blocking(flush)).await {
         Ok(Ok(Ok(()))) => tracing::info!("storage flushed; stopped"),
         Ok(Ok(Err(e))) => return Err(format!("flushing storage: {e}")),
         Ok(Err(e)) => return Err(e.to_string()),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod backup_cli;
+mod cluster_cli;
 mod migrate_cli;
 use vectorizer_server::config::{Config, Overrides};
 
@@ -31,6 +32,8 @@ Environment:
   VECTORIZER_API_KEY           with the Hub off: a key every route but /health
                                needs (reads and writes; 16+ characters)
   VECTORIZER_READ_API_KEY      with the Hub off: a read-only key
+  VECTORIZER_CLUSTER_SECRET    with a `cluster:` section: the secret every node
+                               shares, signing calls between nodes (32+ characters)
 Secrets are read only from the environment, never from a file.";
 
 #[derive(Subcommand)]
@@ -105,6 +108,12 @@ enum Command {
     Migrate {
         #[command(subcommand)]
         command: migrate_cli::MigrateCommand,
+    },
+    /// Cluster mode: the cluster's status, and replacing a lost node (see
+    /// docs/CLUSTER.md). Needs VECTORIZER_OPERATOR_TOKEN.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cli::ClusterCommand,
     },
     /// A local HiveHub for development and tests: serve it, and manage its
     /// plans, users and access keys.
@@ -271,6 +280,13 @@ fn main() {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("vectorizer migrate: {e}");
+                1
+            }
+        },
+        Command::Cluster { command } => match cluster_cli::run(command) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vectorizer cluster: {e}");
                 1
             }
         },

@@ -170,6 +170,43 @@ pub fn render(state: &AppState) -> String {
         "route",
         &lock(&m.latency),
     );
+    if let Some(node) = &state.cluster {
+        let figures = node.raft_figures();
+        let by_group = |f: fn(&(String, bool, u64, u64, u64)) -> u64| {
+            figures
+                .iter()
+                .map(move |g| (format!("group=\"{}\"", esc(&g.0)), f(g)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut out,
+            "vectorizer_raft_leader",
+            "gauge",
+            "1 where this node leads the Raft group.",
+            by_group(|g| u64::from(g.1)),
+        );
+        family(
+            &mut out,
+            "vectorizer_raft_term",
+            "gauge",
+            "The Raft group's current term on this node.",
+            by_group(|g| g.2),
+        );
+        family(
+            &mut out,
+            "vectorizer_raft_last_log_index",
+            "gauge",
+            "The last entry of the group's log on this node.",
+            by_group(|g| g.3),
+        );
+        family(
+            &mut out,
+            "vectorizer_raft_applied_index",
+            "gauge",
+            "The last entry this node applied to the group's state.",
+            by_group(|g| g.4),
+        );
+    }
     if let Some(mcp) = &state.mcp {
         family(
             &mut out,

@@ -204,6 +204,7 @@ impl Service {
     /// The caller's aliases.
     pub async fn list_aliases(self: &Arc<Self>, call: &Call) -> Result<AliasList> {
         let (caller, _ticket) = call.enter(Permission::Read)?;
+        crate::service::unclustered(self, "aliases")?;
         let aliases = self
             .aliases
             .with_prefix(&prefix(caller))
@@ -228,6 +229,7 @@ impl Service {
         req: AliasActions,
     ) -> Result<AliasList> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::unclustered(self, "aliases")?;
         if req.actions.is_empty() || req.actions.len() > MAX_ACTIONS {
             return Err(ServiceError::unprocessable(
                 "invalid_request",

@@ -5,7 +5,10 @@ use uuid::Uuid;
 use crate::error::ServiceError;
 
 /// What an access key allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Permission {
     /// List, get, search.
     Read,
@@ -39,7 +42,7 @@ impl Permission {
 }
 
 /// A tenant as its access key describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     pub user_id: Uuid,
     pub access_key_id: Uuid,
@@ -86,7 +89,7 @@ pub fn short_name(name: &str) -> &str {
 }
 
 /// The party a request acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Caller {
     /// A local, single-tenant deployment (the Hub switched off): full rights
     /// over every collection, addressed by plain names.

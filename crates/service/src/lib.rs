@@ -5,6 +5,7 @@
 pub mod aliases;
 pub mod backup;
 pub mod caller;
+pub mod cluster;
 pub mod drift;
 pub mod error;
 pub mod migrate;
@@ -16,6 +17,7 @@ pub mod share;
 pub mod usage;
 
 pub use caller::{Caller, Permission, Tenant};
+pub use cluster::{Answer, ClusterRouter, Op};
 pub use error::ServiceError;
 pub use service::{Call, Service, ServiceOptions};
 pub use share::ShareOptions;

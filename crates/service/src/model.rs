@@ -65,7 +65,7 @@ struct HnswSchema {
     ef_search: Option<usize>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
     /// 1 to 64 characters: letters, digits, `_`, `-`.
@@ -87,14 +87,14 @@ pub struct CreateCollection {
     pub payload_index: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayloadIndex {
     /// A payload field, as a dotted path.
     pub field: String,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CollectionSummary {
     pub name: String,
     pub dimension: usize,
@@ -105,12 +105,12 @@ pub struct CollectionSummary {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CollectionList {
     pub collections: Vec<CollectionSummary>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CollectionDetail {
     pub name: String,
     pub dimension: usize,
@@ -132,7 +132,7 @@ pub struct CollectionDetail {
     pub created_at_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointInput {
     /// The point's id; a point with the same id is replaced.
@@ -146,14 +146,14 @@ pub struct PointInput {
     pub payload: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertPoints {
     /// Points to insert or replace, all or none.
     pub points: Vec<PointInput>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Upserted {
     pub upserted: usize,
 }
@@ -162,7 +162,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetPoints {
     /// Ids to fetch; ids that do not exist are left out of the answer.
@@ -178,7 +178,7 @@ pub struct GetPoints {
 
 /// Points to delete: by `ids`, or every point matching `filter` (exactly
 /// one of the two).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePoints {
     #[serde(default)]
@@ -192,7 +192,7 @@ pub struct DeletePoints {
 /// A payload change for the points given by `ids` or matching `filter`
 /// (exactly one of the two). POST sets these top-level keys and keeps the
 /// others; PUT replaces the whole payload.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPayload {
     pub payload: Map<String, Value>,
@@ -206,7 +206,7 @@ pub struct SetPayload {
 
 /// Top-level payload keys to remove from the points given by `ids` or
 /// matching `filter` (exactly one of the two).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePayload {
     pub keys: Vec<String>,
@@ -218,14 +218,14 @@ pub struct DeletePayload {
     pub filter: Option<Box<serde_json::value::RawValue>>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Updated {
     /// Points whose payload changed.
     pub updated: usize,
 }
 
 /// Search parameters that may change after creation.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateHnsw {
     /// Default beam width while searching (1 to 4096).
@@ -233,18 +233,18 @@ pub struct UpdateHnsw {
     pub ef_search: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCollection {
     pub hnsw: UpdateHnsw,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Deleted {
     pub deleted: usize,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PointRecord {
     #[schemars(with = "PointIdSchema")]
     pub id: PointId,
@@ -258,7 +258,7 @@ pub struct PointRecord {
     pub json_bytes: usize,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Points {
     pub points: Vec<PointRecord>,
 }
@@ -267,7 +267,7 @@ fn ten() -> usize {
     10
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scroll {
     /// Points per page (default 10).
@@ -290,7 +290,7 @@ pub struct Scroll {
     pub with_vector: bool,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ScrollPage {
     pub points: Vec<PointRecord>,
     /// The cursor for the next page; null at the end.
@@ -298,7 +298,7 @@ pub struct ScrollPage {
     pub next_cursor: Option<PointId>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Count {
     /// Count only points matching this filter (default: all points).
@@ -307,12 +307,12 @@ pub struct Count {
     pub filter: Option<Box<serde_json::value::RawValue>>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Counted {
     pub count: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
     /// The query vector: exactly the collection's dimension.
@@ -339,7 +339,7 @@ pub struct Search {
     pub with_vector: bool,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Hit {
     #[schemars(with = "PointIdSchema")]
     pub id: PointId,
@@ -355,31 +355,31 @@ pub struct Hit {
     pub json_bytes: usize,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SearchResults {
     pub results: Vec<Hit>,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBatch {
     /// Searches run together; their results come in the same order.
     pub searches: Vec<Search>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SearchBatchResults {
     pub results: Vec<SearchResults>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CollectionUsage {
     pub name: String,
     pub vectors: u64,
     pub storage_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct UsageLimits {
     pub max_collections: u64,
     pub max_vectors: u64,
@@ -387,7 +387,7 @@ pub struct UsageLimits {
 }
 
 /// The caller's usage (the engine's exact figures) and plan limits.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     pub collections: usize,
     pub vectors: u64,
@@ -399,7 +399,7 @@ pub struct Usage {
     pub per_collection: Vec<CollectionUsage>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
     /// `ok` when storage is usable, else `unavailable`.
     pub status: String,

@@ -8,6 +8,7 @@ use vectorizer_engine::{
 };
 
 use crate::caller::{Caller, Permission};
+use crate::cluster::Op;
 use crate::error::{Result, ServiceError};
 use crate::model::*;
 use crate::quota::Amount;
@@ -85,6 +86,15 @@ impl Service {
         req: UpsertPoints,
     ) -> Result<Upserted> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::Upsert {
+                name: name.into(),
+                req
+            },
+            upserted
+        );
         let c = self.collection(caller, name)?;
         let plan = match (caller, self.quotas.get().cloned()) {
             (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
@@ -130,6 +140,15 @@ impl Service {
         id: &str,
     ) -> Result<PointRecord> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::GetPoint {
+                name: name.into(),
+                id: id.into()
+            },
+            point
+        );
         let c = self.collection(caller, name)?;
         let pid = PointId::parse_str(id)?;
         let with = With {
@@ -155,6 +174,15 @@ impl Service {
         req: GetPoints,
     ) -> Result<Points> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::GetPoints {
+                name: name.into(),
+                req
+            },
+            points
+        );
         let c = self.collection(caller, name)?;
         let with = With {
             payload: req.with_payload,
@@ -176,6 +204,15 @@ impl Service {
         req: DeletePoints,
     ) -> Result<Deleted> {
         let (caller, ticket) = call.enter(Permission::Delete)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::DeletePoints {
+                name: name.into(),
+                req
+            },
+            deleted
+        );
         let c = self.collection(caller, name)?;
         let sel = selection(req.ids, req.filter.as_deref())?;
         if matches!(&sel, Selection::Filter(f) if f.is_empty()) {
@@ -202,6 +239,17 @@ impl Service {
         req: SetPayload,
         overwrite: bool,
     ) -> Result<Updated> {
+        let (caller, _) = call.enter(Permission::Write)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::SetPayload {
+                name: name.into(),
+                req,
+                overwrite
+            },
+            updated
+        );
         let change = if overwrite {
             PayloadChange::Overwrite(req.payload)
         } else {
@@ -218,6 +266,16 @@ impl Service {
         name: &str,
         req: DeletePayload,
     ) -> Result<Updated> {
+        let (caller, _) = call.enter(Permission::Write)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::DeletePayload {
+                name: name.into(),
+                req
+            },
+            updated
+        );
         if req.keys.is_empty() {
             return Err(ServiceError::unprocessable(
                 "invalid_request",
@@ -274,6 +332,15 @@ impl Service {
         req: Scroll,
     ) -> Result<ScrollPage> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::Scroll {
+                name: name.into(),
+                req
+            },
+            page
+        );
         let c = self.collection(caller, name)?;
         let filter = parse_filter(req.filter.as_deref())?;
         let with = With {
@@ -294,6 +361,15 @@ impl Service {
 
     pub async fn count(self: &Arc<Self>, call: &Call, name: &str, req: Count) -> Result<Counted> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::Count {
+                name: name.into(),
+                req
+            },
+            counted
+        );
         let c = self.collection(caller, name)?;
         let filter = parse_filter(req.filter.as_deref())?;
         ticket
@@ -319,6 +395,15 @@ impl Service {
         req: Search,
     ) -> Result<SearchResults> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::Search {
+                name: name.into(),
+                req
+            },
+            results
+        );
         let c = self.collection(caller, name)?;
         let mut req = search_request(req)?;
         if let Some(done) = c.try_search_quick(&req) {
@@ -339,6 +424,15 @@ impl Service {
         req: SearchBatch,
     ) -> Result<SearchBatchResults> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::SearchBatch {
+                name: name.into(),
+                req
+            },
+            batch
+        );
         let max = self.options.max_batch_searches;
         if req.searches.is_empty() || req.searches.len() > max {
             return Err(ServiceError::unprocessable(

@@ -12,7 +12,7 @@ use vectorizer_hub::HubClient;
 
 use crate::error::{Result, ServiceError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlanLimits {
     pub max_collections: u64,
     pub max_vectors: u64,

@@ -15,6 +15,7 @@ use vectorizer_engine::{CollectionConfig, Database, EngineOptions, Limits};
 use vectorizer_hub::HubClient;
 
 use crate::caller::{Caller, Permission};
+use crate::cluster::Op;
 use crate::error::{Result, ServiceError};
 use crate::model::*;
 use crate::quota::{Amount, Quotas};
@@ -49,6 +50,29 @@ impl Call {
     }
 }
 use crate::usage::{Report, Reporter};
+
+/// In cluster mode, runs `$op` where the caller's home shard is led and
+/// returns its answer (taken out by `Answer::$take`) from the enclosing
+/// operation. Placed right after the permission check of each entry point.
+macro_rules! routed {
+    ($self:ident, $caller:expr, $op:expr, $take:ident) => {
+        if let Some(cl) = $self.cluster() {
+            return cl.run($caller, $op).await?.$take();
+        }
+    };
+}
+pub(crate) use routed;
+
+/// Refuses, in cluster mode, an operation that runs on one node only.
+pub(crate) fn unclustered(service: &Service, what: &str) -> Result<()> {
+    match service.cluster() {
+        None => Ok(()),
+        Some(_) => Err(ServiceError::invalid(
+            "not_in_cluster_mode",
+            format!("{what} are not available in cluster mode yet"),
+        )),
+    }
+}
 
 /// The longest collection name a caller may choose.
 pub const MAX_NAME: usize = 64;
@@ -101,6 +125,8 @@ pub struct Service {
     pub(crate) aliases: crate::aliases::Aliases,
     pub(crate) backup_stats: crate::backup::BackupStats,
     pub(crate) writers: crate::backup::Writers,
+    /// In cluster mode, where operations run.
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterRouter>>,
 }
 
 /// One async lock per collection name being created or deleted, so that a
@@ -201,6 +227,7 @@ impl Service {
             aliases,
             backup_stats: crate::backup::BackupStats::default(),
             writers: crate::backup::Writers::default(),
+            cluster: std::sync::OnceLock::new(),
         };
         service.backup_stats.set_bytes(backup_bytes);
         service.probe_storage();
@@ -369,9 +396,35 @@ impl Service {
         }
     }
 
+    /// The caller's plan limits as the Hub gives them (cached), if the
+    /// Hub is on and they are known.
+    pub async fn plan_limits(&self, caller: &Caller) -> Result<Option<crate::quota::PlanLimits>> {
+        match (caller, self.quotas.get()) {
+            (Caller::Tenant(t), Some(q)) => q.limits(&t.user_id).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn limits_of(&self, caller: &Caller) -> Option<UsageLimits> {
+        self.plan_limits(caller)
+            .await
+            .ok()
+            .flatten()
+            .map(|l| UsageLimits {
+                max_collections: l.max_collections,
+                max_vectors: l.max_vectors,
+                max_storage_bytes: l.max_storage_bytes,
+            })
+    }
+
     /// The caller's usage, exactly, and its plan's limits.
     pub async fn usage(self: &Arc<Self>, call: &Call) -> Result<Usage> {
         let (caller, _ticket) = call.enter(Permission::Read)?;
+        if let Some(cl) = self.cluster() {
+            let mut u = cl.run(caller, Op::Usage).await?.usage()?;
+            u.limits = self.limits_of(caller).await;
+            return Ok(u);
+        }
         let limits = match (caller, self.quotas.get()) {
             (Caller::Tenant(t), Some(q)) => match q.limits(&t.user_id).await {
                 Ok(l) => Some(UsageLimits {
@@ -424,6 +477,11 @@ impl Service {
     /// on disk plus the snapshot rows its writes owe (counters only: no
     /// lock of any collection is taken).
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
+        self.usage_with(user, Collection::committed_bytes)
+    }
+
+    /// A user's collections and points, and bytes as `bytes` counts them.
+    pub(crate) fn usage_with(&self, user: &uuid::Uuid, bytes: fn(&Collection) -> u64) -> Amount {
         let prefix = crate::caller::stored_name(user, "");
         self.db
             .collections_unordered()
@@ -432,7 +490,7 @@ impl Service {
             .fold(Amount::default(), |a, c| Amount {
                 collections: a.collections + 1,
                 vectors: a.vectors + c.len() as u64,
-                bytes: a.bytes + c.committed_bytes(),
+                bytes: a.bytes + bytes(c),
             })
     }
 
@@ -447,6 +505,7 @@ impl Service {
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::routed!(self, caller, Op::CreateCollection { req }, detail);
         validate_short_name(&req.name)?;
         let config = CollectionConfig {
             dimension: req.dimension,
@@ -647,6 +706,12 @@ impl Service {
     /// registered collection is owed to the Hub (durably) until delivered.
     pub async fn delete_collection(self: &Arc<Self>, call: &Call, name: &str) -> Result<()> {
         let (caller, ticket) = call.enter(Permission::Delete)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::DeleteCollection { name: name.into() },
+            done
+        );
         let full = self.resolve(caller, name)?;
         let _name = self.names.lock(&full).await;
         let hub_id = self.db.collection(&full).ok().and_then(|c| hub_id(&c));
@@ -684,6 +749,7 @@ impl Service {
     /// The caller's collections, by the names the caller uses.
     pub async fn list_collections(self: &Arc<Self>, call: &Call) -> Result<CollectionList> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(self, caller, Op::ListCollections, list);
         let owned = self.owned(caller);
         ticket
             .run(move |_| {
@@ -711,6 +777,12 @@ impl Service {
         name: &str,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::GetCollection { name: name.into() },
+            detail
+        );
         let c = self.collection(caller, name)?;
         // Through an alias, the collection's own name.
         let name = crate::caller::short_name(c.name()).to_owned();
@@ -725,6 +797,15 @@ impl Service {
         req: UpdateCollection,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::UpdateCollection {
+                name: name.into(),
+                req
+            },
+            detail
+        );
         let c = self.collection(caller, name)?;
         let name = name.to_owned();
         ticket
@@ -743,6 +824,15 @@ impl Service {
         req: CreatePayloadIndex,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::CreatePayloadIndex {
+                name: name.into(),
+                req
+            },
+            detail
+        );
         let c = self.collection(caller, name)?;
         let name = name.to_owned();
         ticket
@@ -803,14 +893,14 @@ impl Service {
 
 /// A collection registered with the Hub, to withdraw if the local create
 /// does not follow.
-pub(crate) struct Registration {
+pub struct Registration {
     hub: Arc<HubClient>,
     made: vectorizer_hub::sdk::CreateCollectionResponse,
 }
 
 impl Registration {
     /// Undoes the registration, if this create made it.
-    pub(crate) async fn withdraw(self) {
+    pub async fn withdraw(self) {
         if !self.made.created {
             return;
         }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod backups;
+mod cluster;
 pub use backups::BackupsConfig;
+pub use cluster::{ClusterConfig, ClusterNode};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +23,9 @@ pub struct Config {
     pub hub: HubConfig,
     pub mcp: McpConfig,
     pub backups: BackupsConfig,
+    /// Cluster mode; absent: a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The MCP server at `/mcp` (Model Context Protocol, for AI agents).
@@ -107,6 +112,7 @@ pub const SECRET_ENV: &[&str] = &[
     "VECTORIZER_API_KEY",
     "VECTORIZER_READ_API_KEY",
     "VECTORIZER_ACCESS_KEY",
+    "VECTORIZER_CLUSTER_SECRET",
 ];
 
 /// Each tenant's fair share of the server.
@@ -602,6 +608,10 @@ impl Config {
         if h.cache.api_key_ttl_seconds > 86_400 || h.cache.quota_ttl_seconds > 86_400 {
             return Err(bad("hub.cache", "TTLs must be at most 86400 seconds"));
         }
-        self.backups.validate()
+        self.backups.validate()?;
+        match &self.cluster {
+            Some(c) => c.validate(),
+            None => Ok(()),
+        }
     }
 }

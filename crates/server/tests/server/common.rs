@@ -161,6 +161,7 @@ impl TestApp {
                     read: vectorizer_server::extract::OperatorToken::new(r),
                 })
             }),
+            cluster: None,
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();

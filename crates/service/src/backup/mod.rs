@@ -234,6 +234,7 @@ impl Service {
 
     pub async fn list_backups(self: &Arc<Self>, call: &Call) -> Result<BackupList> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::unclustered(self, "backups")?;
         let dir = self.backup_dir(caller);
         let r = ticket
             .run(move |_| {
@@ -248,6 +249,7 @@ impl Service {
 
     pub async fn get_backup(self: &Arc<Self>, call: &Call, id: &str) -> Result<BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::unclustered(self, "backups")?;
         let svc = self.clone();
         let (caller, id) = (caller.clone(), id.to_owned());
         ticket
@@ -263,6 +265,7 @@ impl Service {
         id: &str,
     ) -> Result<(BackupInfo, std::fs::File)> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::unclustered(self, "backups")?;
         let svc = self.clone();
         let (caller, id) = (caller.clone(), id.to_owned());
         let r = ticket
@@ -285,6 +288,7 @@ impl Service {
         progress: Progress,
     ) -> Result<BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Read)?;
+        crate::service::unclustered(self, "backups")?;
         let svc = self.clone();
         let (caller, id) = (caller.clone(), id.to_owned());
         ticket
@@ -316,6 +320,7 @@ impl Service {
 
     async fn delete_inner(self: &Arc<Self>, call: &Call, id: &str) -> Result<()> {
         let (caller, ticket) = call.enter(Permission::Delete)?;
+        crate::service::unclustered(self, "backups")?;
         let _held = self.hold_backups(caller).await;
         let svc = self.clone();
         let (caller, wanted) = (caller.clone(), id.to_owned());
@@ -354,6 +359,7 @@ impl Service {
         progress: Progress,
     ) -> Result<BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::unclustered(self, "backups")?;
         let label = check_label(req.label)?;
         let _one = self.writing_backup(caller)?;
         let owned = self.owned(caller);

@@ -95,6 +95,7 @@ impl Service {
         progress: Progress,
     ) -> Result<Restored> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::unclustered(self, "backups")?;
         let (dir, info) = {
             let (svc, caller, id) = (self.clone(), caller.clone(), req.backup_id.clone());
             ticket.run(move |_| svc.find_backup(&caller, &id)).await?

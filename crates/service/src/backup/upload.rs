@@ -69,6 +69,7 @@ impl Service {
         mut body: UploadBody,
     ) -> Result<store::BackupInfo> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::unclustered(self, "backups")?;
         let _one = self.writing_backup(caller)?;
         let checksum = match checksum {
             Some(c) if archive::is_sha256(c.trim()) => Some(c.trim().to_ascii_lowercase()),

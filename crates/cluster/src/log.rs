@@ -1,0 +1,229 @@
+//! A group's Raft log and vote, in a redb file of its own
+//! (`raft/group-<g>.redb`): entries by index as JSON, and the vote, the
+//! committed id and the last purged id in a small table beside them.
+//! redb commits with fsync, so an append is durable before openraft is
+//! told it is flushed. Every file access runs on a blocking thread.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogId, StorageIOError, Vote};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::types::{Entry, LogId, NodeId, StorageError, Tc};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<redb::Database>,
+}
+
+fn io(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::error(e.to_string())).into()
+}
+
+fn read_err(e: impl ToString) -> StorageError {
+    io(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl ToString) -> StorageError {
+    io(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<LogStore, String> {
+        let db = redb::Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let w = db.begin_write().map_err(|e| e.to_string())?;
+        w.open_table(LOG).map_err(|e| e.to_string())?;
+        w.open_table(META).map_err(|e| e.to_string())?;
+        w.commit().map_err(|e| e.to_string())?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    /// Runs `f` with the database on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::Database) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(write_err)?
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        db: &redb::Database,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        let r = db.begin_read().map_err(read_err)?;
+        let t = r.open_table(META).map_err(read_err)?;
+        match t.get(key).map_err(read_err)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        db: &redb::Database,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(write_err)?;
+        let w = db.begin_write().map_err(write_err)?;
+        {
+            let mut t = w.open_table(META).map_err(write_err)?;
+            t.insert(key, bytes.as_slice()).map_err(write_err)?;
+        }
+        w.commit().map_err(write_err)
+    }
+
+    /// Whether this group has ever stored a vote or an entry here.
+    pub fn is_pristine(&self) -> Result<bool, String> {
+        let r = self.db.begin_read().map_err(|e| e.to_string())?;
+        let log = r.open_table(LOG).map_err(|e| e.to_string())?;
+        let meta = r.open_table(META).map_err(|e| e.to_string())?;
+        Ok(log.is_empty().map_err(|e| e.to_string())?
+            && meta.get("vote").map_err(|e| e.to_string())?.is_none()
+            && meta.get("purged").map_err(|e| e.to_string())?.is_none())
+    }
+}
+
+impl RaftLogReader<Tc> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
+        self.blocking(move |db| {
+            let r = db.begin_read().map_err(read_err)?;
+            let t = r.open_table(LOG).map_err(read_err)?;
+            let mut out = Vec::new();
+            for item in t.range::<u64>((start, end)).map_err(read_err)? {
+                let (_, v) = item.map_err(read_err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<Tc> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<Tc>, StorageError> {
+        self.blocking(|db| {
+            let purged: Option<LogId> = Self::get_meta(db, "purged")?;
+            let r = db.begin_read().map_err(read_err)?;
+            let t = r.open_table(LOG).map_err(read_err)?;
+            let last = match t.last().map_err(read_err)? {
+                Some((_, v)) => {
+                    let e: Entry = serde_json::from_slice(v.value()).map_err(read_err)?;
+                    Some(*e.get_log_id())
+                }
+                None => purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: purged,
+                last_log_id: last,
+            })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let vote = *vote;
+        self.blocking(move |db| {
+            Self::put_meta(db, "vote", &vote)
+                .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, e))
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.blocking(|db| Self::get_meta(db, "vote")).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.blocking(move |db| Self::put_meta(db, "committed", &committed))
+            .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.blocking(|db| Ok(Self::get_meta::<Option<LogId>>(db, "committed")?.flatten()))
+            .await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<Tc>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let rows: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| {
+                Ok((
+                    e.get_log_id().index,
+                    serde_json::to_vec(&e).map_err(write_err)?,
+                ))
+            })
+            .collect::<Result<_, StorageError>>()?;
+        let done = self
+            .blocking(move |db| {
+                let w = db.begin_write().map_err(write_err)?;
+                {
+                    let mut t = w.open_table(LOG).map_err(write_err)?;
+                    for (i, bytes) in &rows {
+                        t.insert(*i, bytes.as_slice()).map_err(write_err)?;
+                    }
+                }
+                w.commit().map_err(write_err)
+            })
+            .await;
+        match &done {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        done
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let w = db.begin_write().map_err(write_err)?;
+            {
+                let mut t = w.open_table(LOG).map_err(write_err)?;
+                t.retain_in(log_id.index.., |_, _| false)
+                    .map_err(write_err)?;
+            }
+            w.commit().map_err(write_err)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let w = db.begin_write().map_err(write_err)?;
+            {
+                let mut m = w.open_table(META).map_err(write_err)?;
+                let bytes = serde_json::to_vec(&log_id).map_err(write_err)?;
+                m.insert("purged", bytes.as_slice()).map_err(write_err)?;
+                let mut t = w.open_table(LOG).map_err(write_err)?;
+                t.retain_in(..=log_id.index, |_, _| false)
+                    .map_err(write_err)?;
+            }
+            w.commit().map_err(write_err)
+        })
+        .await
+    }
+}

@@ -1,0 +1,168 @@
+//! Calls between nodes: signed JSON over HTTP to a peer's internal address,
+//! and openraft's network for every group on top of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::sign::{self, Signer};
+use crate::types::{NodeId, Tc};
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// It never reached the peer (nothing was done there).
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// It was sent but no answer came: the outcome is unknown.
+    #[error("no answer from the peer: {0}")]
+    NoAnswer(String),
+    /// The peer refused it (a signature it did not accept, say).
+    #[error("the peer refused the call with status {0}")]
+    Refused(u16),
+}
+
+/// This node's client of its peers.
+pub struct Peers {
+    pub me: NodeId,
+    pub signer: Arc<Signer>,
+    http: reqwest::Client,
+}
+
+impl Peers {
+    pub fn new(me: NodeId, signer: Arc<Signer>) -> Peers {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client with defaults");
+        Peers { me, signer, http }
+    }
+
+    /// Posts `req` to `path` on the peer at `addr`, signed, and reads the
+    /// JSON answer.
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<A, CallError> {
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let s = self.signer.sign(self.me, "POST", path, &body);
+        let sent = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .header(sign::NODE, s.node)
+            .header(sign::TIME, s.time)
+            .header(sign::NONCE, s.nonce)
+            .header(sign::SIGNATURE, s.signature)
+            .header("content-type", "application/json")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(e) if e.is_connect() => return Err(CallError::Unreachable(e.to_string())),
+            Err(e) => return Err(CallError::NoAnswer(e.to_string())),
+        };
+        if !answer.status().is_success() {
+            return Err(CallError::Refused(answer.status().as_u16()));
+        }
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| CallError::NoAnswer(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::NoAnswer(e.to_string()))
+    }
+}
+
+/// Openraft's network for group `group`.
+pub struct Network {
+    pub group: u32,
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<Tc> for Network {
+    type Network = Conn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Conn {
+        Conn {
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// A connection to one member of a group.
+pub struct Conn {
+    group: u32,
+    target: NodeId,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+impl Conn {
+    async fn rpc<Q: Serialize, A: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        kind: &str,
+        req: &Q,
+        option: &RPCOption,
+    ) -> Result<A, RPCError<NodeId, BasicNode, E>> {
+        let path = format!("/internal/raft/{}/{kind}", self.group);
+        let answer: Result<A, E> = self
+            .peers
+            .call(&self.addr, &path, req, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(m) => {
+                    RPCError::Unreachable(Unreachable::new(&AnyError::error(m)))
+                }
+                other => RPCError::Network(NetworkError::new(&AnyError::error(other.to_string()))),
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<Tc> for Conn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<Tc>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<Tc>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc("vote", &rpc, &option).await
+    }
+}

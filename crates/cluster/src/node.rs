@@ -1,0 +1,376 @@
+//! A cluster node: its Raft groups (the metadata group and the shards it
+//! holds), their start, and the hand-off of a command to a group's leader,
+//! here or on another node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vectorizer_service::{Service, ServiceError, ServiceOptions};
+
+use crate::log::LogStore;
+use crate::meta::MetaSm;
+use crate::net::{CallError, Network, Peers};
+use crate::shard::ShardSm;
+use crate::sign::Signer;
+use crate::topology::Topology;
+use crate::types::*;
+
+/// The `cluster:` section, resolved.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: NodeId,
+    /// Where this node listens for its peers.
+    pub listen: SocketAddr,
+    /// Every node (this one too), in slot order.
+    pub nodes: Vec<(NodeId, String)>,
+    pub shards: u32,
+    pub replication: u32,
+    pub secret: String,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    /// Entries after which a group snapshots its state, and entries kept
+    /// in the log behind a snapshot (a replica further behind is sent the
+    /// snapshot).
+    pub snapshot_entries: u64,
+    pub keep_entries: u64,
+    /// How long a request waits for a leader and its commit.
+    pub request_timeout: Duration,
+}
+
+/// One Raft group on this node.
+pub struct Group {
+    pub raft: Raft,
+    pub shard: Option<ShardSm>,
+}
+
+/// A command handed to a group's leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Forward {
+    /// Replicate and apply.
+    Propose { cmd: Command },
+    /// Read a shard on its leader, once the leader knows it still leads.
+    Read { cmd: Box<ShardCommand> },
+    /// Replace a member of the group: `new` (at `addr`) for `old`.
+    Replace {
+        old: NodeId,
+        new: NodeId,
+        addr: String,
+    },
+}
+
+/// What a node answers a [`Forward`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Forwarded {
+    Reply {
+        reply: Reply,
+    },
+    /// Not this node: the leader it knows, if any.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// The leader could not finish (no quorum in time): for a write, the
+    /// outcome is unknown.
+    Unavailable {
+        reason: String,
+    },
+}
+
+/// What a node says of itself to a booting peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub node: NodeId,
+    /// Whether its metadata group has committed anything (the cluster
+    /// has formed).
+    pub formed: bool,
+    /// The metadata group's voters.
+    pub members: Vec<NodeId>,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub options: ClusterOptions,
+    /// The topology as configured (the metadata group's, once recorded,
+    /// is the one in force).
+    pub configured: Topology,
+    pub meta: MetaSm,
+    pub groups: BTreeMap<u32, Group>,
+    pub peers: Arc<Peers>,
+    /// The node's own service (Hub, quotas, usage outbox).
+    pub main: Weak<Service>,
+    /// Leaders of groups this node does not hold, as last heard.
+    hints: Mutex<HashMap<u32, NodeId>>,
+}
+
+fn raft_config(o: &ClusterOptions) -> Result<Arc<openraft::Config>, String> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let c = openraft::Config {
+        cluster_name: "vectorizer".into(),
+        heartbeat_interval: ms(o.heartbeat),
+        election_timeout_min: ms(o.election_timeout),
+        election_timeout_max: ms(o.election_timeout) * 2,
+        install_snapshot_timeout: ms(o.request_timeout).max(1000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(o.snapshot_entries),
+        max_in_snapshot_log_to_keep: o.keep_entries,
+        ..Default::default()
+    };
+    c.validate().map(Arc::new).map_err(|e| e.to_string())
+}
+
+impl Node {
+    /// Opens the groups this node takes part in, starts serving peers at
+    /// `options.listen`, forms the cluster if none has formed yet, and
+    /// routes `main`'s operations through it.
+    pub async fn start(options: ClusterOptions, main: &Arc<Service>) -> Result<Arc<Node>, String> {
+        let signer = Arc::new(Signer::new(&options.secret)?);
+        let configured = Topology {
+            nodes: options.nodes.clone(),
+            shards: options.shards,
+            replication: options.replication,
+        };
+        if configured.addr(options.node_id).is_none() {
+            return Err(format!(
+                "`cluster.node_id` {} is not among `cluster.nodes`",
+                options.node_id
+            ));
+        }
+        let raft_dir = options.data_dir.join("raft");
+        std::fs::create_dir_all(&raft_dir).map_err(|e| format!("{}: {e}", raft_dir.display()))?;
+        let peers = Arc::new(Peers::new(options.node_id, signer));
+        let config = raft_config(&options)?;
+        let meta = MetaSm::open(raft_dir.join("meta-snapshot.json"))?;
+        let mut groups = BTreeMap::new();
+        let mut pristine = true;
+        for g in configured.groups_of(options.node_id) {
+            let log = LogStore::open(&raft_dir.join(format!("group-{g}.redb")))?;
+            pristine &= log.is_pristine()?;
+            let network = Network {
+                group: g,
+                peers: peers.clone(),
+            };
+            let (raft, shard) = if g == META_GROUP {
+                let raft = Raft::new(options.node_id, config.clone(), network, log, meta.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (raft, None)
+            } else {
+                let dir = options.data_dir.join(format!("shards/{}", g - 1));
+                let mut so: ServiceOptions = main.options().clone();
+                so.data_dir = dir.clone();
+                // A replica applies what its leader admitted: no second
+                // admission limit that could refuse on one replica only.
+                so.share.max_in_flight = usize::MAX / 2;
+                let service = Arc::new(
+                    Service::open(so).map_err(|e| format!("opening shard {}: {e}", g - 1))?,
+                );
+                let sm = ShardSm::open(g - 1, options.shards, service, dir)?;
+                let raft = Raft::new(options.node_id, config.clone(), network, log, sm.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (raft, Some(sm))
+            };
+            groups.insert(g, Group { raft, shard });
+        }
+        let node = Arc::new(Node {
+            id: options.node_id,
+            configured,
+            meta,
+            groups,
+            peers,
+            main: Arc::downgrade(main),
+            hints: Mutex::default(),
+            options,
+        });
+        crate::rpc::serve(node.clone()).await?;
+        node.form(pristine).await?;
+        node.clone().spawn_init();
+        crate::usage::spawn(node.clone());
+        main.attach_cluster(Arc::new(crate::route::Router(node.clone())));
+        Ok(node)
+    }
+
+    /// Initializes every group with the configured members, unless the
+    /// cluster has formed already (then this node is brought up to date by
+    /// the leaders). Several nodes initializing with one configuration is
+    /// safe: they write the same first entry.
+    async fn form(&self, pristine: bool) -> Result<(), String> {
+        if !pristine {
+            return Ok(());
+        }
+        for (id, addr) in &self.configured.nodes {
+            if *id == self.id {
+                continue;
+            }
+            let hello: Result<Hello, _> = self
+                .peers
+                .call(addr, "/internal/hello", &(), Duration::from_secs(2))
+                .await;
+            if let Ok(h) = hello
+                && h.formed
+            {
+                if !h.members.contains(&self.id) {
+                    return Err(format!(
+                        "the cluster has formed without node {}: add it with `vectorizer cluster replace-node` first",
+                        self.id
+                    ));
+                }
+                tracing::warn!(
+                    node = self.id,
+                    "this node's storage is new but the cluster has formed: joining through the leaders (a node that lost its disk must come back under a new id, see docs/CLUSTER.md)"
+                );
+                return Ok(());
+            }
+        }
+        for (g, group) in &self.groups {
+            let members: BTreeMap<NodeId, openraft::BasicNode> = self
+                .configured
+                .members(*g)
+                .into_iter()
+                .filter_map(|id| Some((id, openraft::BasicNode::new(self.configured.addr(id)?))))
+                .collect();
+            match group.raft.initialize(members).await {
+                Ok(()) => tracing::info!(group = g, "raft group initialized"),
+                Err(e) if e.api_error().is_some() => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the topology in the metadata group once a leader is there.
+    fn spawn_init(self: Arc<Self>) {
+        tokio::spawn(async move {
+            loop {
+                if self.meta.read().topology.is_some() {
+                    return;
+                }
+                let cmd = Command::Meta(MetaCommand::Init(self.configured.clone()));
+                if self
+                    .submit(META_GROUP, Forward::Propose { cmd })
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+
+    /// The topology in force.
+    pub fn topology(&self) -> Topology {
+        self.meta
+            .read()
+            .topology
+            .clone()
+            .unwrap_or_else(|| self.configured.clone())
+    }
+
+    pub fn hello(&self) -> Hello {
+        let m = self.meta.read();
+        Hello {
+            node: self.id,
+            formed: m.last_applied.is_some_and(|l| l.index > 0),
+            members: m.membership.membership().voter_ids().collect(),
+        }
+    }
+
+    /// The node to ask first for group `g`'s leader.
+    fn leader_hint(&self, g: u32, avoid: &BTreeSet<NodeId>) -> Option<NodeId> {
+        let local = self
+            .groups
+            .get(&g)
+            .and_then(|grp| grp.raft.metrics().borrow().current_leader);
+        let cached = self
+            .hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&g)
+            .copied();
+        local
+            .into_iter()
+            .chain(cached)
+            .chain(self.topology().members(g))
+            .find(|n| !avoid.contains(n))
+    }
+
+    fn remember(&self, g: u32, leader: NodeId) {
+        self.hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(g, leader);
+    }
+
+    /// Hands `fwd` to group `g`'s leader, wherever it is, and waits for its
+    /// answer. A write is retried only where it surely was not applied
+    /// (the node was not the leader, or was never reached); a write sent
+    /// without an answer is unknown, and reported as unavailable (503).
+    pub async fn submit(&self, g: u32, fwd: Forward) -> Result<Reply, ServiceError> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        let is_read = matches!(fwd, Forward::Read { .. });
+        let mut avoid = BTreeSet::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ServiceError::Unavailable(format!(
+                    "no leader of group {g} answered in time"
+                )));
+            }
+            let Some(target) = self.leader_hint(g, &avoid) else {
+                avoid.clear();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let answer = if target == self.id {
+                Ok(crate::rpc::handle(self, g, fwd.clone()).await)
+            } else {
+                match self.topology().addr(target) {
+                    Some(addr) => {
+                        let path = format!("/internal/forward/{g}");
+                        self.peers.call(addr, &path, &fwd, left).await
+                    }
+                    None => Err(CallError::Unreachable(format!(
+                        "node {target} has no address"
+                    ))),
+                }
+            };
+            match answer {
+                Ok(Forwarded::Reply { reply }) => {
+                    if target != self.id {
+                        self.remember(g, target);
+                    }
+                    return Ok(reply);
+                }
+                Ok(Forwarded::NotLeader { leader }) => {
+                    avoid.insert(target);
+                    match leader {
+                        Some(l) if !avoid.contains(&l) => self.remember(g, l),
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                Ok(Forwarded::Unavailable { reason }) => {
+                    return Err(ServiceError::Unavailable(reason));
+                }
+                Err(CallError::Unreachable(_)) => {
+                    avoid.insert(target);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(CallError::NoAnswer(m)) if is_read => {
+                    tracing::debug!(node = target, reason = %m, "a read went unanswered; asking another node");
+                    avoid.insert(target);
+                }
+                Err(e) => {
+                    return Err(ServiceError::Unavailable(format!(
+                        "the outcome is unknown: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The service's operations in cluster mode: each goes to the caller's
+//! home shard, a write through the shard's log and a read on its leader.
+//! Creating and deleting a collection also change the metadata group's
+//! catalog, where the plan's collection count is checked.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+use vectorizer_service::cluster::BoxFuture;
+use vectorizer_service::model::CreateCollection;
+use vectorizer_service::quota::PlanLimits;
+use vectorizer_service::{Answer, Caller, ClusterRouter, Op, Service, ServiceError};
+
+use crate::node::{Forward, Node};
+use crate::types::*;
+
+/// The node as the service's router.
+pub struct Router(pub Arc<Node>);
+
+impl ClusterRouter for Router {
+    fn run<'a>(
+        &'a self,
+        caller: &'a Caller,
+        op: Op,
+    ) -> BoxFuture<'a, Result<Answer, ServiceError>> {
+        Box::pin(self.0.run(caller, op))
+    }
+}
+
+/// The user whose data a caller reaches: its own, or the single-tenant
+/// deployment's (the nil id).
+pub fn owner_of(caller: &Caller) -> Uuid {
+    match caller {
+        Caller::Tenant(t) => t.user_id,
+        Caller::Local | Caller::LocalReader => Uuid::nil(),
+    }
+}
+
+fn shard_answer(r: Reply) -> Result<(Answer, Option<Uuid>), ServiceError> {
+    match r {
+        Reply::Shard(ShardReply { result, deleted }) => Ok((result?, deleted)),
+        other => Err(ServiceError::Internal(format!(
+            "a shard answered {other:?}"
+        ))),
+    }
+}
+
+fn meta_answer(r: Reply) -> Result<MetaReply, ServiceError> {
+    match r {
+        Reply::Meta(m) => Ok(m?),
+        other => Err(ServiceError::Internal(format!(
+            "the metadata group answered {other:?}"
+        ))),
+    }
+}
+
+/// Whether an error says for sure that nothing was done.
+fn refused(e: &ServiceError) -> bool {
+    !matches!(
+        e,
+        ServiceError::Unavailable(_) | ServiceError::Internal(_) | ServiceError::Timeout
+    )
+}
+
+impl Node {
+    fn main(&self) -> Result<Arc<Service>, ServiceError> {
+        self.main
+            .upgrade()
+            .ok_or_else(|| ServiceError::Unavailable("the node is shutting down".into()))
+    }
+
+    /// Runs `op` for `caller` on its home shard.
+    pub async fn run(&self, caller: &Caller, op: Op) -> Result<Answer, ServiceError> {
+        caller.require(op.permission())?;
+        let owner = owner_of(caller);
+        let group = self.meta.read().home_of(&owner) + 1;
+        let cmd = |op, limits, metadata| ShardCommand {
+            owner,
+            caller: caller.clone(),
+            op,
+            limits,
+            metadata,
+        };
+        if !op.is_write() {
+            let fwd = Forward::Read {
+                cmd: Box::new(cmd(op, None, BTreeMap::new())),
+            };
+            return shard_answer(self.submit(group, fwd).await?).map(|(a, _)| a);
+        }
+        let main = self.main()?;
+        let limits = main.plan_limits(caller).await?;
+        match op {
+            Op::CreateCollection { req } => {
+                self.create(&main, caller, owner, group, req, limits).await
+            }
+            op => {
+                let dropped = match &op {
+                    Op::DeleteCollection { name } => Some(name.clone()),
+                    _ => None,
+                };
+                let fwd = Forward::Propose {
+                    cmd: Command::Shard(Box::new(cmd(op, limits, BTreeMap::new()))),
+                };
+                let (answer, deleted) = shard_answer(self.submit(group, fwd).await?)?;
+                if let Some(id) = deleted {
+                    // Owed to the Hub durably, by this node's outbox.
+                    main.record_deletion(id);
+                }
+                if let Some(name) = dropped {
+                    // Out of the catalog; if this is cut short, a later
+                    // create of the name completes (see `create`), and
+                    // the count is one too high until then.
+                    let fwd = Forward::Propose {
+                        cmd: Command::Meta(MetaCommand::DropCollection { owner, name }),
+                    };
+                    meta_answer(self.submit(META_GROUP, fwd).await?)?;
+                }
+                Ok(answer)
+            }
+        }
+    }
+
+    /// A create: the catalog first (the collection count is checked as the
+    /// metadata group applies it), then the Hub, then the shard.
+    async fn create(
+        &self,
+        main: &Arc<Service>,
+        caller: &Caller,
+        owner: Uuid,
+        group: u32,
+        req: CreateCollection,
+        limits: Option<PlanLimits>,
+    ) -> Result<Answer, ServiceError> {
+        vectorizer_service::service::validate_short_name(&req.name)?;
+        let made = meta_answer(
+            self.submit(
+                META_GROUP,
+                Forward::Propose {
+                    cmd: Command::Meta(MetaCommand::CreateCollection {
+                        owner,
+                        name: req.name.clone(),
+                        limits,
+                    }),
+                },
+            )
+            .await?,
+        )?;
+        let shard_cmd = |op, metadata| ShardCommand {
+            owner,
+            caller: caller.clone(),
+            op,
+            limits,
+            metadata,
+        };
+        if made == MetaReply::Exists {
+            // Either it exists, or a create was cut short after the
+            // catalog took it: then this create completes it.
+            let probe = Forward::Read {
+                cmd: Box::new(shard_cmd(
+                    Op::GetCollection {
+                        name: req.name.clone(),
+                    },
+                    BTreeMap::new(),
+                )),
+            };
+            if shard_answer(self.submit(group, probe).await?).is_ok() {
+                return Err(ServiceError::CollectionExists(req.name));
+            }
+        }
+        let (metadata, registration) = main.hub_register(caller, &req.name, req.dimension).await?;
+        let name = req.name.clone();
+        let fwd = Forward::Propose {
+            cmd: Command::Shard(Box::new(shard_cmd(Op::CreateCollection { req }, metadata))),
+        };
+        let out = match self.submit(group, fwd).await {
+            Ok(r) => shard_answer(r).map(|(a, _)| a),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &out
+            && refused(e)
+        {
+            if made == MetaReply::Done {
+                let undo = Forward::Propose {
+                    cmd: Command::Meta(MetaCommand::DropCollection { owner, name }),
+                };
+                if let Err(e) = self.submit(META_GROUP, undo).await {
+                    tracing::warn!(error = %e, "could not take a refused create out of the catalog");
+                }
+            }
+            if let Some(r) = registration {
+                r.withdraw().await;
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,208 @@
+//! A shard group's state machine: the engine, through a service of its
+//! own over `shards/<s>/`. A replicated write runs through the service's
+//! operation like a write on a single node, after its owner is checked
+//! against the caller and the shard, and its quota against figures every
+//! replica computes alike. The last applied log id is kept durably beside
+//! the data after each entry (see `applied.rs`), so a restart re-applies at
+//! most the one entry whose mark was not yet written, and every write is
+//! idempotent when applied twice in a row.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogId, StorageIOError};
+use vectorizer_service::{Caller, Service, ServiceError};
+
+use crate::applied::AppliedMark;
+use crate::snapshot;
+use crate::topology::shard_of;
+use crate::types::*;
+use crate::wire::WireError;
+
+#[derive(Clone)]
+pub struct ShardSm {
+    pub shard: u32,
+    shards: u32,
+    pub service: Arc<Service>,
+    dir: PathBuf,
+    mark: Arc<std::sync::Mutex<AppliedMark>>,
+    /// Held while an entry is applied, and while a snapshot's files are
+    /// placed: a snapshot is the state at exactly one log id.
+    apply_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+pub(crate) fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+impl ShardSm {
+    pub fn open(
+        shard: u32,
+        shards: u32,
+        service: Arc<Service>,
+        dir: PathBuf,
+    ) -> Result<ShardSm, String> {
+        let mark = AppliedMark::open(&dir.join("raft-applied"))?;
+        Ok(ShardSm {
+            shard,
+            shards,
+            service,
+            dir,
+            mark: Arc::new(std::sync::Mutex::new(mark)),
+            apply_lock: Arc::default(),
+        })
+    }
+
+    fn mark(&self) -> std::sync::MutexGuard<'_, AppliedMark> {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks that the command's owner is its caller's user and lives on
+    /// this shard: a replica never applies a write across users.
+    fn owner_ok(&self, cmd: &ShardCommand) -> Result<(), WireError> {
+        let caller_user = match &cmd.caller {
+            Caller::Tenant(t) => t.user_id,
+            Caller::Local | Caller::LocalReader => uuid::Uuid::nil(),
+        };
+        if caller_user != cmd.owner || shard_of(&cmd.owner, self.shards) != self.shard {
+            return Err(WireError::from(&ServiceError::Forbidden(
+                "the write's owner does not live on this shard".into(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a command against the data (a write while applying, a read on
+    /// the leader).
+    pub async fn run(&self, cmd: ShardCommand) -> ShardReply {
+        let deleted = match &cmd.op {
+            vectorizer_service::Op::DeleteCollection { name } if self.owner_ok(&cmd).is_ok() => {
+                self.service.hub_id_of(&cmd.caller, name)
+            }
+            _ => None,
+        };
+        let result = self.run_op(cmd).await;
+        ShardReply {
+            deleted: deleted.filter(|_| result.is_ok()),
+            result,
+        }
+    }
+
+    async fn run_op(&self, cmd: ShardCommand) -> Result<vectorizer_service::Answer, WireError> {
+        self.owner_ok(&cmd)?;
+        let create = matches!(cmd.op, vectorizer_service::Op::CreateCollection { .. });
+        let name = cmd.op.collection().map(str::to_owned);
+        let answer = self
+            .service
+            .execute(cmd.caller.clone(), cmd.op, cmd.limits)
+            .await
+            .map_err(|e| WireError::from(&e))?;
+        if create
+            && !cmd.metadata.is_empty()
+            && let Some(name) = name
+        {
+            self.service
+                .annotate(&cmd.caller, &name, cmd.metadata)
+                .await
+                .map_err(|e| WireError::from(&e))?;
+        }
+        Ok(answer)
+    }
+}
+
+impl RaftSnapshotBuilder<Tc> for ShardSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let placed = {
+            let _applying = self.apply_lock.lock().await;
+            let (last, membership) = self.mark().get();
+            snapshot::place(&self.service, &self.dir, last, membership).await?
+        };
+        snapshot::pack(&self.dir, placed).await
+    }
+}
+
+impl RaftStateMachine<Tc> for ShardSm {
+    type SnapshotBuilder = ShardSm;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        Ok(self.mark().get())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let _applying = self.apply_lock.lock().await;
+        let mut out = Vec::new();
+        for e in entries {
+            let id = *e.get_log_id();
+            let (_, mut membership) = self.mark().get();
+            let reply = match e.payload {
+                EntryPayload::Blank => Reply::None,
+                EntryPayload::Membership(m) => {
+                    membership = Membership::new(Some(id), m);
+                    Reply::None
+                }
+                EntryPayload::Normal(Command::Shard(cmd)) => Reply::Shard(self.run(*cmd).await),
+                EntryPayload::Normal(Command::Meta(_)) => Reply::Shard(ShardReply {
+                    result: Err(WireError::from(&ServiceError::Internal(
+                        "a metadata command reached a shard group".into(),
+                    ))),
+                    deleted: None,
+                }),
+            };
+            let mark = self.mark.clone();
+            tokio::task::spawn_blocking(move || {
+                mark.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set(Some(id), membership)
+            })
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            out.push(reply);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let _applying = self.apply_lock.lock().await;
+        let (shard, shards) = (self.shard, self.shards);
+        let home = move |u: &uuid::Uuid| shard_of(u, shards) == shard;
+        snapshot::install(&self.service, &self.dir, meta, data.into_inner(), home).await?;
+        let mark = self.mark.clone();
+        let (last, membership) = (meta.last_log_id, meta.last_membership.clone());
+        tokio::task::spawn_blocking(move || {
+            mark.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set(last, membership)
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?
+        .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        snapshot::current(&self.dir).await
+    }
+}

@@ -1,0 +1,74 @@
+//! The operator's view of cluster mode: `GET /cluster` (nodes, groups,
+//! leaders, lag) and `POST /cluster/replace-node`. Both need the operator
+//! token, never a tenant's key; a single node answers 404.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, OperatorOf};
+
+fn admitted(state: &AppState, operator: OperatorOf) -> Result<&vectorizer_cluster::Node, ApiError> {
+    if !operator.0 {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "cluster administration needs the operator token: Authorization: Bearer",
+        ));
+    }
+    state.cluster.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_in_cluster_mode",
+            "this node runs alone (no `cluster:` section)",
+        )
+    })
+}
+
+/// The cluster as this node sees it.
+pub async fn status(
+    State(state): State<AppState>,
+    operator: OperatorOf,
+) -> Result<Response, ApiError> {
+    let node = admitted(&state, operator)?;
+    Ok(Json(node.status()).into_response())
+}
+
+/// A node to put in the place of another.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceNode {
+    /// The id of the node that is gone (its disk lost, say).
+    pub old: u64,
+    /// The new node's id: never one the cluster has used.
+    pub new: u64,
+    /// The new node's internal address, `host:port`.
+    pub addr: String,
+}
+
+/// Replaces a node in the metadata and in every group it was a member of.
+pub async fn replace_node(
+    State(state): State<AppState>,
+    operator: OperatorOf,
+    ApiJson(req): ApiJson<ReplaceNode>,
+) -> Result<Response, ApiError> {
+    let node = admitted(&state, operator)?;
+    if req.new == 0
+        || req
+            .addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`new` must be above 0 and `addr` a host:port",
+        ));
+    }
+    node.replace_node(req.old, req.new, req.addr).await?;
+    Ok(Json(node.status()).into_response())
+}
