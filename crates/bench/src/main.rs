@@ -11,8 +11,11 @@
 //!   and while another runs its heaviest requests at its limit.
 //! - `backup [--bin PATH]`: backup, download, upload and restore
 //!   throughput of a 100,000 × 128 collection, and the archive's size.
+//! - `cluster [--bin PATH] [--seconds N]`: write throughput and search QPS
+//!   of a three-node cluster against one node, on this machine.
 
 mod backup;
+mod cluster;
 mod engine;
 mod http;
 mod noisy;
@@ -27,9 +30,10 @@ fn main() {
         Some("http") => http::run(&args[1..]),
         Some("noisy") => noisy::run(&args[1..]),
         Some("backup") => backup::run(&args[1..]),
+        Some("cluster") => cluster::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N]"
             );
             2
         }

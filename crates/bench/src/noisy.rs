@@ -21,7 +21,7 @@ const CLIENTS: usize = 16;
 /// it is at both of its limits.
 const ATTACKERS: usize = 80;
 
-pub(crate) struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

@@ -46,13 +46,10 @@ impl MetaState {
             MetaCommand::CreateCollection {
                 owner,
                 name,
+                shard,
                 limits,
             } => {
-                let shards = self.topology.as_ref().map_or(1, |t| t.shards);
-                let shard = *self
-                    .placement
-                    .entry(owner)
-                    .or_insert_with(|| shard_of(&owner, shards));
+                let shard = *self.placement.entry(owner).or_insert(shard);
                 let mine = self.catalog.entry(owner).or_default();
                 if mine.contains_key(&name) {
                     return Ok(MetaReply::Exists);
@@ -99,9 +96,9 @@ impl MetaState {
         }
     }
 
-    /// The home shard of `user` (recorded, or as it will be recorded).
-    pub fn home_of(&self, user: &Uuid) -> u32 {
-        let shards = self.topology.as_ref().map_or(1, |t| t.shards);
+    /// The home shard of `user` among `shards` (recorded, or as it will
+    /// be recorded).
+    pub fn home_of(&self, user: &Uuid, shards: u32) -> u32 {
         self.placement
             .get(user)
             .copied()

@@ -74,7 +74,8 @@ impl Node {
     pub async fn run(&self, caller: &Caller, op: Op) -> Result<Answer, ServiceError> {
         caller.require(op.permission())?;
         let owner = owner_of(caller);
-        let group = self.meta.read().home_of(&owner) + 1;
+        let shards = self.options.shards;
+        let group = self.meta.read().home_of(&owner, shards) + 1;
         let cmd = |op, limits, metadata| ShardCommand {
             owner,
             caller: caller.clone(),
@@ -140,6 +141,7 @@ impl Node {
                     cmd: Command::Meta(MetaCommand::CreateCollection {
                         owner,
                         name: req.name.clone(),
+                        shard: group - 1,
                         limits,
                     }),
                 },

@@ -183,7 +183,7 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
                 Err(_) => timed_out(),
                 Ok(Err(e)) => read_error(&e),
                 Ok(Ok(_)) => Forwarded::Reply {
-                    reply: Reply::Shard(shard.run(*cmd).await),
+                    reply: Reply::Shard(shard.run(*cmd, false).await),
                 },
             }
         }

@@ -81,27 +81,31 @@ impl ShardSm {
 
     /// Runs a command against the data (a write while applying, a read on
     /// the leader).
-    pub async fn run(&self, cmd: ShardCommand) -> ShardReply {
+    pub async fn run(&self, cmd: ShardCommand, applying: bool) -> ShardReply {
         let deleted = match &cmd.op {
             vectorizer_service::Op::DeleteCollection { name } if self.owner_ok(&cmd).is_ok() => {
                 self.service.hub_id_of(&cmd.caller, name)
             }
             _ => None,
         };
-        let result = self.run_op(cmd).await;
+        let result = self.run_op(cmd, applying).await;
         ShardReply {
             deleted: deleted.filter(|_| result.is_ok()),
             result,
         }
     }
 
-    async fn run_op(&self, cmd: ShardCommand) -> Result<vectorizer_service::Answer, WireError> {
+    async fn run_op(
+        &self,
+        cmd: ShardCommand,
+        applying: bool,
+    ) -> Result<vectorizer_service::Answer, WireError> {
         self.owner_ok(&cmd)?;
         let create = matches!(cmd.op, vectorizer_service::Op::CreateCollection { .. });
         let name = cmd.op.collection().map(str::to_owned);
         let answer = self
             .service
-            .execute(cmd.caller.clone(), cmd.op, cmd.limits)
+            .execute(cmd.caller.clone(), cmd.op, cmd.limits, applying)
             .await
             .map_err(|e| WireError::from(&e))?;
         if create
@@ -151,7 +155,9 @@ impl RaftStateMachine<Tc> for ShardSm {
                     membership = Membership::new(Some(id), m);
                     Reply::None
                 }
-                EntryPayload::Normal(Command::Shard(cmd)) => Reply::Shard(self.run(*cmd).await),
+                EntryPayload::Normal(Command::Shard(cmd)) => {
+                    Reply::Shard(self.run(*cmd, true).await)
+                }
                 EntryPayload::Normal(Command::Meta(_)) => Reply::Shard(ShardReply {
                     result: Err(WireError::from(&ServiceError::Internal(
                         "a metadata command reached a shard group".into(),

@@ -54,6 +54,9 @@ pub enum MetaCommand {
     CreateCollection {
         owner: Uuid,
         name: String,
+        /// The owner's home shard, as the proposer computed it (recorded
+        /// at the owner's first collection).
+        shard: u32,
         limits: Option<PlanLimits>,
     },
     /// Removes a collection from the catalog.

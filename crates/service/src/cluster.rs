@@ -16,7 +16,7 @@ use crate::caller::{Caller, Permission};
 use crate::error::{Result, ServiceError};
 use crate::model::*;
 use crate::quota::{Amount, PlanLimits};
-use crate::service::Service;
+use crate::service::{Call, Service};
 
 /// One service operation, with its arguments as the caller gave them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -274,16 +274,25 @@ impl Service {
     /// on a shard replica (a write being applied, or a read on the leader).
     /// With `limits`, a write that would take the caller's user past them
     /// is refused first, against figures every replica computes alike.
+    /// A write being applied (`applying`) runs on the replica's own
+    /// workers, not the caller's: the tenant's reads never hold up the
+    /// shard's log, which every tenant of the shard waits on.
     pub async fn execute(
         self: &Arc<Self>,
         caller: Caller,
         op: Op,
         limits: Option<PlanLimits>,
+        applying: bool,
     ) -> Result<Answer> {
         if let (Some(limits), Caller::Tenant(t)) = (limits, &caller) {
             self.check_replicated_quota(&caller, &t.user_id, &op, limits)?;
         }
-        let call = self.admit(caller)?;
+        let call = if applying {
+            let ticket = self.share.admit(&Caller::Local)?;
+            Call { caller, ticket }
+        } else {
+            self.admit(caller)?
+        };
         let call = &call;
         Ok(match op {
             Op::CreateCollection { req } => {

@@ -24,8 +24,8 @@ use crate::share::{FairShare, ShareOptions, Ticket};
 /// A request admitted into its caller's share: whom it acts for, and its
 /// slot. Every operation takes one, so none runs outside a share.
 pub struct Call {
-    caller: Caller,
-    ticket: Ticket,
+    pub(crate) caller: Caller,
+    pub(crate) ticket: Ticket,
 }
 
 impl Call {

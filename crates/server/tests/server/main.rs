@@ -4,6 +4,7 @@
 mod api;
 mod backups;
 mod bad_requests;
+mod cluster;
 mod common;
 mod config;
 mod e2e;

@@ -141,7 +141,7 @@ fn populate(data: &Path) {
 
 /// The logical state of every collection: name, config, metadata, and
 /// every point with vector and payload (read without writing a byte).
-fn logical(data: &Path) -> BTreeMap<String, Value> {
+pub(crate) fn logical(data: &Path) -> BTreeMap<String, Value> {
     let options = EngineOptions {
         background: false,
         ..EngineOptions::default()
