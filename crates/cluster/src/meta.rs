@@ -18,6 +18,14 @@ use crate::topology::{Topology, shard_of};
 use crate::types::*;
 use crate::wire::WireError;
 
+/// A collection in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub shard: u32,
+    /// The log index of the create that made it.
+    pub token: u64,
+}
+
 /// The replicated metadata.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetaState {
@@ -27,15 +35,15 @@ pub struct MetaState {
     pub topology: Option<Topology>,
     /// Users' home shards, recorded at their first collection.
     pub placement: BTreeMap<Uuid, u32>,
-    /// Each user's collections (short names) and their shard.
-    pub catalog: BTreeMap<Uuid, BTreeMap<String, u32>>,
+    /// Each user's collections (short names): their shard and token.
+    pub catalog: BTreeMap<Uuid, BTreeMap<String, CatalogEntry>>,
     /// The plan limits a user's last create was held to.
     pub limits: BTreeMap<Uuid, PlanLimits>,
 }
 
 impl MetaState {
     /// Applies one command; the reply is what the proposer is told.
-    fn apply(&mut self, cmd: MetaCommand) -> Result<MetaReply, WireError> {
+    fn apply(&mut self, index: u64, cmd: MetaCommand) -> Result<MetaReply, WireError> {
         match cmd {
             MetaCommand::Init(t) => {
                 if self.topology.is_none() {
@@ -51,8 +59,8 @@ impl MetaState {
             } => {
                 let shard = *self.placement.entry(owner).or_insert(shard);
                 let mine = self.catalog.entry(owner).or_default();
-                if mine.contains_key(&name) {
-                    return Ok(MetaReply::Exists);
+                if let Some(e) = mine.get(&name) {
+                    return Ok(MetaReply::Exists { token: e.token });
                 }
                 if let Some(l) = limits {
                     self.limits.insert(owner, l);
@@ -68,12 +76,20 @@ impl MetaState {
                         ));
                     }
                 }
-                mine.insert(name, shard);
-                Ok(MetaReply::Done)
+                mine.insert(
+                    name,
+                    CatalogEntry {
+                        shard,
+                        token: index,
+                    },
+                );
+                Ok(MetaReply::Created { token: index })
             }
-            MetaCommand::DropCollection { owner, name } => {
+            MetaCommand::DropCollection { owner, name, token } => {
                 if let Some(mine) = self.catalog.get_mut(&owner) {
-                    mine.remove(&name);
+                    if token.is_none() || mine.get(&name).map(|e| e.token) == token {
+                        mine.remove(&name);
+                    }
                     if mine.is_empty() {
                         self.catalog.remove(&owner);
                     }
@@ -217,7 +233,7 @@ impl RaftStateMachine<Tc> for MetaSm {
                     st.membership = Membership::new(Some(id), m);
                     Reply::None
                 }
-                EntryPayload::Normal(Command::Meta(cmd)) => Reply::Meta(st.apply(cmd)),
+                EntryPayload::Normal(Command::Meta(cmd)) => Reply::Meta(st.apply(id.index, cmd)),
                 EntryPayload::Normal(Command::Shard(_)) => Reply::Meta(Err(WireError::from(
                     &vectorizer_service::ServiceError::Internal(
                         "a shard command reached the metadata group".into(),

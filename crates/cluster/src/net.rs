@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -50,23 +51,30 @@ impl Peers {
         Peers { me, signer, http }
     }
 
-    /// Posts `req` to `path` on the peer at `addr`, signed, and reads the
-    /// JSON answer.
-    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+    /// Posts `req` to `path` on node `to` at `addr`, signed, and reads
+    /// the JSON answer; with it, the answer's size in bytes. Large bodies
+    /// are encoded and decoded on a blocking thread.
+    pub async fn call<Q: Serialize + Send + 'static, A: DeserializeOwned + Send + 'static>(
         &self,
+        to: NodeId,
         addr: &str,
         path: &str,
-        req: &Q,
+        req: Q,
         timeout: Duration,
-    ) -> Result<A, CallError> {
-        let body = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let s = self.signer.sign(self.me, "POST", path, &body);
+    ) -> Result<(A, usize), CallError> {
+        let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&req))
+            .await
+            .map_err(|e| CallError::Unreachable(e.to_string()))?
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let s = self.signer.sign(self.me, to, "POST", path, &body);
         let sent = self
             .http
             .post(format!("http://{addr}{path}"))
             .header(sign::NODE, s.node)
+            .header(sign::TO, s.to)
             .header(sign::TIME, s.time)
             .header(sign::NONCE, s.nonce)
+            .header(sign::HEAD, s.head)
             .header(sign::SIGNATURE, s.signature)
             .header("content-type", "application/json")
             .timeout(timeout)
@@ -85,7 +93,18 @@ impl Peers {
             .bytes()
             .await
             .map_err(|e| CallError::NoAnswer(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| CallError::NoAnswer(e.to_string()))
+        let n = bytes.len();
+        let parse = move || serde_json::from_slice(&bytes);
+        let parsed = if n <= crate::rpc::PARSE_IN_PLACE {
+            parse()
+        } else {
+            tokio::task::spawn_blocking(parse)
+                .await
+                .map_err(|e| CallError::NoAnswer(e.to_string()))?
+        };
+        parsed
+            .map(|a| (a, n))
+            .map_err(|e| CallError::NoAnswer(e.to_string()))
     }
 }
 
@@ -117,20 +136,29 @@ pub struct Conn {
 }
 
 impl Conn {
-    async fn rpc<Q: Serialize, A: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    async fn rpc<
+        Q: Serialize + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        E: std::error::Error + DeserializeOwned + Send + 'static,
+    >(
         &self,
         kind: &str,
-        req: &Q,
+        req: Q,
         option: &RPCOption,
     ) -> Result<A, RPCError<NodeId, BasicNode, E>> {
         let path = format!("/internal/raft/{}/{kind}", self.group);
-        let answer: Result<A, E> = self
+        let (answer, _): (Result<A, E>, _) = self
             .peers
-            .call(&self.addr, &path, req, option.hard_ttl())
+            .call(self.target, &self.addr, &path, req, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 CallError::Unreachable(m) => {
                     RPCError::Unreachable(Unreachable::new(&AnyError::error(m)))
+                }
+                // Over the receiver's body limit: openraft sends fewer
+                // entries at a time.
+                CallError::Refused(413) => {
+                    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1))
                 }
                 other => RPCError::Network(NetworkError::new(&AnyError::error(other.to_string()))),
             })?;
@@ -144,7 +172,7 @@ impl RaftNetwork<Tc> for Conn {
         rpc: AppendEntriesRequest<Tc>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("append", &rpc, &option).await
+        self.rpc("append", rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -155,7 +183,7 @@ impl RaftNetwork<Tc> for Conn {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc("snapshot", &rpc, &option).await
+        self.rpc("snapshot", rpc, &option).await
     }
 
     async fn vote(
@@ -163,6 +191,6 @@ impl RaftNetwork<Tc> for Conn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("vote", &rpc, &option).await
+        self.rpc("vote", rpc, &option).await
     }
 }

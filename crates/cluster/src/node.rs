@@ -91,6 +91,10 @@ pub struct Hello {
     pub formed: bool,
     /// The metadata group's voters.
     pub members: Vec<NodeId>,
+    /// If this node leads the metadata group: the last entry the asking
+    /// node is known to hold (some: the asker had data once).
+    #[serde(default)]
+    pub matched: Option<u64>,
 }
 
 pub struct Node {
@@ -121,6 +125,25 @@ fn raft_config(o: &ClusterOptions) -> Result<Arc<openraft::Config>, String> {
         ..Default::default()
     };
     c.validate().map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// Gives a reply from another node the weight of its wire form, so that
+/// the adapter writes a large answer off the async runtime as it would
+/// have here.
+fn weigh(f: Forwarded, bytes: usize) -> Forwarded {
+    match f {
+        Forwarded::Reply {
+            reply: Reply::Shard(mut r),
+        } => {
+            if let Ok(a) = &mut r.result {
+                a.set_wire_weight(bytes);
+            }
+            Forwarded::Reply {
+                reply: Reply::Shard(r),
+            }
+        }
+        other => other,
+    }
 }
 
 impl Node {
@@ -187,8 +210,10 @@ impl Node {
             hints: Mutex::default(),
             options,
         });
-        crate::rpc::serve(node.clone()).await?;
+        // Formed (or not) before this node answers its peers, so that no
+        // leader has yet met the new storage when it is asked about it.
         node.form(pristine).await?;
+        crate::rpc::serve(node.clone()).await?;
         node.clone().spawn_init();
         crate::usage::spawn(node.clone());
         main.attach_cluster(Arc::new(crate::route::Router(node.clone())));
@@ -203,29 +228,39 @@ impl Node {
         if !pristine {
             return Ok(());
         }
+        let mut hellos = Vec::new();
         for (id, addr) in &self.configured.nodes {
             if *id == self.id {
                 continue;
             }
-            let hello: Result<Hello, _> = self
+            let hello: Result<(Hello, _), _> = self
                 .peers
-                .call(addr, "/internal/hello", &(), Duration::from_secs(2))
+                .call(*id, addr, "/internal/hello", (), Duration::from_secs(2))
                 .await;
-            if let Ok(h) = hello
-                && h.formed
-            {
-                if !h.members.contains(&self.id) {
-                    return Err(format!(
-                        "the cluster has formed without node {}: add it with `vectorizer cluster replace-node` first",
-                        self.id
-                    ));
-                }
-                tracing::warn!(
-                    node = self.id,
-                    "this node's storage is new but the cluster has formed: joining through the leaders (a node that lost its disk must come back under a new id, see docs/CLUSTER.md)"
-                );
-                return Ok(());
+            if let Ok((h, _)) = hello {
+                hellos.push(h);
             }
+        }
+        if hellos.iter().any(|h| h.formed) {
+            if !hellos.iter().any(|h| h.members.contains(&self.id)) {
+                return Err(format!(
+                    "the cluster has formed without node {}: add it with `vectorizer cluster replace-node` first",
+                    self.id
+                ));
+            }
+            if hellos.iter().any(|h| h.matched.is_some_and(|i| i > 0)) {
+                // Raft's safety rests on a node never forgetting its vote:
+                // one that lost it must not come back as itself.
+                return Err(format!(
+                    "node {}'s storage is empty, but the cluster's leader knows it held entries: its disk was lost; bring it back under a new id with `vectorizer cluster replace-node` (docs/CLUSTER.md)",
+                    self.id
+                ));
+            }
+            tracing::warn!(
+                node = self.id,
+                "this node's storage is new but the cluster has formed: joining through the leaders"
+            );
+            return Ok(());
         }
         for (g, group) in &self.groups {
             let members: BTreeMap<NodeId, openraft::BasicNode> = self
@@ -272,12 +307,21 @@ impl Node {
             .unwrap_or_else(|| self.configured.clone())
     }
 
-    pub fn hello(&self) -> Hello {
+    pub fn hello(&self, asker: NodeId) -> Hello {
+        let matched = self.groups.get(&META_GROUP).and_then(|g| {
+            let m = g.raft.metrics().borrow().clone();
+            m.replication?
+                .get(&asker)
+                .copied()
+                .flatten()
+                .map(|l| l.index)
+        });
         let m = self.meta.read();
         Hello {
             node: self.id,
             formed: m.last_applied.is_some_and(|l| l.index > 0),
             members: m.membership.membership().voter_ids().collect(),
+            matched,
         }
     }
 
@@ -333,7 +377,10 @@ impl Node {
                 match self.topology().addr(target) {
                     Some(addr) => {
                         let path = format!("/internal/forward/{g}");
-                        self.peers.call(addr, &path, &fwd, left).await
+                        self.peers
+                            .call(target, addr, &path, fwd.clone(), left)
+                            .await
+                            .map(|(f, bytes)| weigh(f, bytes))
                     }
                     None => Err(CallError::Unreachable(format!(
                         "node {target} has no address"

@@ -37,7 +37,7 @@ pub fn owner_of(caller: &Caller) -> Uuid {
     }
 }
 
-fn shard_answer(r: Reply) -> Result<(Answer, Option<Uuid>), ServiceError> {
+fn shard_answer(r: Reply) -> Result<(Answer, Option<Deleted>), ServiceError> {
     match r {
         Reply::Shard(ShardReply { result, deleted }) => Ok((result?, deleted)),
         other => Err(ServiceError::Internal(format!(
@@ -104,16 +104,19 @@ impl Node {
                     cmd: Command::Shard(Box::new(cmd(op, limits, BTreeMap::new()))),
                 };
                 let (answer, deleted) = shard_answer(self.submit(group, fwd).await?)?;
-                if let Some(id) = deleted {
+                let deleted = deleted.unwrap_or_default();
+                if let Some(id) = deleted.hub_id {
                     // Owed to the Hub durably, by this node's outbox.
                     main.record_deletion(id);
                 }
                 if let Some(name) = dropped {
-                    // Out of the catalog; if this is cut short, a later
-                    // create of the name completes (see `create`), and
-                    // the count is one too high until then.
+                    // Out of the catalog: the entry of the collection that
+                    // was deleted, not one a create made since. If this is
+                    // cut short, a later create of the name completes (see
+                    // `create`), and the count is one too high until then.
+                    let token = deleted.token;
                     let fwd = Forward::Propose {
-                        cmd: Command::Meta(MetaCommand::DropCollection { owner, name }),
+                        cmd: Command::Meta(MetaCommand::DropCollection { owner, name, token }),
                     };
                     meta_answer(self.submit(META_GROUP, fwd).await?)?;
                 }
@@ -134,6 +137,14 @@ impl Node {
         limits: Option<PlanLimits>,
     ) -> Result<Answer, ServiceError> {
         vectorizer_service::service::validate_short_name(&req.name)?;
+        // Refused before anything is recorded.
+        vectorizer_engine::CollectionConfig {
+            dimension: req.dimension,
+            metric: req.metric,
+            hnsw: req.hnsw.unwrap_or_default(),
+            payload_index: req.payload_index.clone(),
+        }
+        .validate()?;
         let made = meta_answer(
             self.submit(
                 META_GROUP,
@@ -155,7 +166,27 @@ impl Node {
             limits,
             metadata,
         };
-        if made == MetaReply::Exists {
+        let (created, token) = match made {
+            MetaReply::Created { token } => (true, token),
+            MetaReply::Exists { token } => (false, token),
+            MetaReply::Done => {
+                return Err(ServiceError::Internal(
+                    "the catalog answered a create without a token".into(),
+                ));
+            }
+        };
+        // Only a drop naming this token undoes this create's entry.
+        let undo = |why: &str| {
+            tracing::info!(reason = why, "a create is taken out of the catalog");
+            Forward::Propose {
+                cmd: Command::Meta(MetaCommand::DropCollection {
+                    owner,
+                    name: req.name.clone(),
+                    token: Some(token),
+                }),
+            }
+        };
+        if !created {
             // Either it exists, or a create was cut short after the
             // catalog took it: then this create completes it.
             let probe = Forward::Read {
@@ -170,8 +201,18 @@ impl Node {
                 return Err(ServiceError::CollectionExists(req.name));
             }
         }
-        let (metadata, registration) = main.hub_register(caller, &req.name, req.dimension).await?;
-        let name = req.name.clone();
+        let (mut metadata, registration) =
+            match main.hub_register(caller, &req.name, req.dimension).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if created && refused(&e) {
+                        let _ = self.submit(META_GROUP, undo("the hub refused it")).await;
+                    }
+                    return Err(e);
+                }
+            };
+        metadata.insert(TOKEN_KEY.to_owned(), token.to_string());
+        let undo_entry = undo("the shard refused it");
         let fwd = Forward::Propose {
             cmd: Command::Shard(Box::new(shard_cmd(Op::CreateCollection { req }, metadata))),
         };
@@ -179,16 +220,14 @@ impl Node {
             Ok(r) => shard_answer(r).map(|(a, _)| a),
             Err(e) => Err(e),
         };
+        // A refusal changed nothing on the shard: its entry goes (unless
+        // another create of the name got there first, whose entry it is).
         if let Err(e) = &out
             && refused(e)
+            && !matches!(e, ServiceError::CollectionExists(_))
         {
-            if made == MetaReply::Done {
-                let undo = Forward::Propose {
-                    cmd: Command::Meta(MetaCommand::DropCollection { owner, name }),
-                };
-                if let Err(e) = self.submit(META_GROUP, undo).await {
-                    tracing::warn!(error = %e, "could not take a refused create out of the catalog");
-                }
+            if created && let Err(e) = self.submit(META_GROUP, undo_entry).await {
+                tracing::warn!(error = %e, "could not take a refused create out of the catalog");
             }
             if let Some(r) = registration {
                 r.withdraw().await;

@@ -19,8 +19,12 @@ use crate::node::{Forward, Forwarded, Node};
 use crate::sign::{self, Signed};
 use crate::types::*;
 
-/// The largest internal call: a snapshot chunk or a forwarded request.
-const MAX_BODY: usize = 256 << 20;
+/// The largest internal call: a batch of log entries, a snapshot chunk or
+/// a forwarded request. Hello and vote calls are tiny.
+pub const MAX_BODY: usize = 256 << 20;
+const MAX_SMALL_BODY: usize = 64 << 10;
+/// Bodies larger than this are decoded and encoded on a blocking thread.
+pub const PARSE_IN_PLACE: usize = 64 << 10;
 
 /// Starts serving peers at the node's internal address.
 pub async fn serve(node: Arc<Node>) -> Result<(), String> {
@@ -28,11 +32,17 @@ pub async fn serve(node: Arc<Node>) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("binding the cluster address {addr}: {e}"))?;
+    let small = DefaultBodyLimit::max(MAX_SMALL_BODY);
     let app = Router::new()
-        .route("/internal/hello", axum::routing::post(hello))
+        .route("/internal/hello", axum::routing::post(hello).layer(small))
+        .route(
+            "/internal/raft/{group}/vote",
+            axum::routing::post(vote).layer(small),
+        )
         .route("/internal/raft/{group}/{kind}", axum::routing::post(raft))
         .route("/internal/forward/{group}", axum::routing::post(forward))
         .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(node.clone(), head))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(node);
     tokio::spawn(async move {
@@ -48,10 +58,45 @@ fn signed(headers: &HeaderMap) -> Option<Signed> {
     let get = |n: &str| Some(headers.get(n)?.to_str().ok()?.to_owned());
     Some(Signed {
         node: get(sign::NODE)?,
+        to: get(sign::TO)?,
         time: get(sign::TIME)?,
         nonce: get(sign::NONCE)?,
+        head: get(sign::HEAD)?,
         signature: get(sign::SIGNATURE)?,
     })
+}
+
+/// The declared body length (a signed call always declares it).
+fn length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Refuses, before its body is read, a call whose head is not signed for
+/// this node: no one without the secret makes a node read a body.
+async fn head(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ok = signed(req.headers())
+        .zip(length(req.headers()))
+        .is_some_and(|(s, length)| {
+            let c = sign::Call {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                length,
+            };
+            node.peers.signer.verify_head(node.id, &c, &s)
+        });
+    if !ok {
+        return unauthorized();
+    }
+    next.run(req).await
 }
 
 fn unauthorized() -> Response {
@@ -62,21 +107,36 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Checks the call's signature and reads its body.
-fn verified<T: DeserializeOwned>(
+/// Checks the whole call's signature, then decodes its body (a large one
+/// on a blocking thread).
+async fn verified<T: DeserializeOwned + Send + 'static>(
     node: &Node,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, Response> {
+    body: Bytes,
+) -> Result<(T, NodeId), Response> {
     let s = signed(headers).ok_or_else(unauthorized)?;
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    node.peers
+    let c = sign::Call {
+        method: method.as_str(),
+        path: uri.path(),
+        length: length(headers).ok_or_else(unauthorized)?,
+    };
+    let sender = node
+        .peers
         .signer
-        .verify(method.as_str(), path, &s, body)
+        .verify(node.id, &c, &s, &body)
         .ok_or_else(unauthorized)?;
-    serde_json::from_slice(body).map_err(|e| {
+    let n = body.len();
+    let parse = move || serde_json::from_slice(&body);
+    let parsed = if n <= PARSE_IN_PLACE {
+        parse()
+    } else {
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
+    };
+    parsed.map(|v| (v, sender)).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
             axum::Json(
@@ -87,8 +147,16 @@ fn verified<T: DeserializeOwned>(
     })
 }
 
-fn json<T: Serialize>(v: &T) -> Response {
-    axum::Json(v).into_response()
+/// Encodes an answer (on a blocking thread: it may hold a large answer).
+async fn json<T: Serialize + Send + 'static>(v: T) -> Response {
+    match tokio::task::spawn_blocking(move || serde_json::to_vec(&v)).await {
+        Ok(Ok(bytes)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn hello(
@@ -98,8 +166,25 @@ async fn hello(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match verified::<()>(&node, &method, &uri, &headers, &body) {
-        Ok(()) => json(&node.hello()),
+    match verified::<()>(&node, &method, &uri, &headers, body).await {
+        Ok(((), sender)) => json(node.hello(sender)).await,
+        Err(r) => r,
+    }
+}
+
+async fn vote(
+    State(node): State<Arc<Node>>,
+    Path(group): Path<u32>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(g) = node.groups.get(&group) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match verified(&node, &method, &uri, &headers, body).await {
+        Ok((req, _)) => json(g.raft.vote(req).await).await,
         Err(r) => r,
     }
 }
@@ -117,16 +202,12 @@ async fn raft(
     };
     let raft = g.raft.clone();
     match kind.as_str() {
-        "append" => match verified(&node, &method, &uri, &headers, &body) {
-            Ok(req) => json(&raft.append_entries(req).await),
+        "append" => match verified(&node, &method, &uri, &headers, body).await {
+            Ok((req, _)) => json(raft.append_entries(req).await).await,
             Err(r) => r,
         },
-        "vote" => match verified(&node, &method, &uri, &headers, &body) {
-            Ok(req) => json(&raft.vote(req).await),
-            Err(r) => r,
-        },
-        "snapshot" => match verified(&node, &method, &uri, &headers, &body) {
-            Ok(req) => json(&raft.install_snapshot(req).await),
+        "snapshot" => match verified(&node, &method, &uri, &headers, body).await {
+            Ok((req, _)) => json(raft.install_snapshot(req).await).await,
             Err(r) => r,
         },
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -141,8 +222,8 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match verified::<Forward>(&node, &method, &uri, &headers, &body) {
-        Ok(fwd) => json(&handle(&node, group, fwd).await),
+    match verified::<Forward>(&node, &method, &uri, &headers, body).await {
+        Ok((fwd, _)) => json(handle(&node, group, fwd).await).await,
         Err(r) => r,
     }
 }
@@ -189,6 +270,17 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
         }
         Forward::Replace { old, new, addr } => {
             let raft = g.raft.clone();
+            let voters: Vec<NodeId> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if voters.contains(&new) && !voters.contains(&old) {
+                // Done already (a replacement run again).
+                return Forwarded::Reply { reply: Reply::None };
+            }
             let change = async move {
                 raft.add_learner(new, openraft::BasicNode::new(addr), false)
                     .await?;

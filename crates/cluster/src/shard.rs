@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogId, StorageIOError};
+use vectorizer_service::service::HUB_ID_KEY;
 use vectorizer_service::{Caller, Service, ServiceError};
 
 use crate::applied::AppliedMark;
@@ -84,7 +85,12 @@ impl ShardSm {
     pub async fn run(&self, cmd: ShardCommand, applying: bool) -> ShardReply {
         let deleted = match &cmd.op {
             vectorizer_service::Op::DeleteCollection { name } if self.owner_ok(&cmd).is_ok() => {
-                self.service.hub_id_of(&cmd.caller, name)
+                self.service
+                    .metadata_of(&cmd.caller, name)
+                    .map(|m| Deleted {
+                        hub_id: m.get(HUB_ID_KEY).and_then(|i| i.parse().ok()),
+                        token: m.get(TOKEN_KEY).and_then(|t| t.parse().ok()),
+                    })
             }
             _ => None,
         };
@@ -101,23 +107,10 @@ impl ShardSm {
         applying: bool,
     ) -> Result<vectorizer_service::Answer, WireError> {
         self.owner_ok(&cmd)?;
-        let create = matches!(cmd.op, vectorizer_service::Op::CreateCollection { .. });
-        let name = cmd.op.collection().map(str::to_owned);
-        let answer = self
-            .service
-            .execute(cmd.caller.clone(), cmd.op, cmd.limits, applying)
+        self.service
+            .execute(cmd.caller, cmd.op, cmd.limits, applying, cmd.metadata)
             .await
-            .map_err(|e| WireError::from(&e))?;
-        if create
-            && !cmd.metadata.is_empty()
-            && let Some(name) = name
-        {
-            self.service
-                .annotate(&cmd.caller, &name, cmd.metadata)
-                .await
-                .map_err(|e| WireError::from(&e))?;
-        }
-        Ok(answer)
+            .map_err(|e| WireError::from(&e))
     }
 }
 
@@ -156,7 +149,20 @@ impl RaftStateMachine<Tc> for ShardSm {
                     Reply::None
                 }
                 EntryPayload::Normal(Command::Shard(cmd)) => {
-                    Reply::Shard(self.run(*cmd, true).await)
+                    let reply = self.run(*cmd, true).await;
+                    // A refusal is the data's answer, the same on every
+                    // replica; a failure of this replica (its disk, say)
+                    // is not: the entry must not count as applied here.
+                    if let Err(e) = &reply.result
+                        && matches!(
+                            e.kind.as_str(),
+                            "internal" | "unavailable" | "timeout" | "busy"
+                        )
+                    {
+                        tracing::error!(shard = self.shard, error = %e.message, "a replicated write failed on this replica; its group stops here");
+                        return Err(sm_err(ErrorVerb::Write, &e.message));
+                    }
+                    Reply::Shard(reply)
                 }
                 EntryPayload::Normal(Command::Meta(_)) => Reply::Shard(ShardReply {
                     result: Err(WireError::from(&ServiceError::Internal(

@@ -44,10 +44,11 @@ impl Topology {
         self.nodes.iter().find(|n| n.0 == id).map(|n| n.1.as_str())
     }
 
-    /// Node `new` (at `addr`) takes the slot of node `old`.
+    /// Node `new` (at `addr`) takes the slot of node `old` (done already:
+    /// true again, so that a replacement cut short can be run again).
     pub fn replace(&mut self, old: NodeId, new: NodeId, addr: &str) -> bool {
         if self.addr(new).is_some() {
-            return false;
+            return self.addr(old).is_none();
         }
         match self.nodes.iter_mut().find(|n| n.0 == old) {
             Some(slot) => {
@@ -99,6 +100,7 @@ mod tests {
         let mut t = three(4, 2);
         assert!(t.replace(2, 9, "127.0.0.1:9"));
         assert_eq!(t.replicas(0), vec![1, 9]);
+        assert!(t.replace(2, 9, "127.0.0.1:9"), "run again");
         assert!(!t.replace(2, 10, "x"), "node 2 is gone");
         assert!(!t.replace(1, 3, "x"), "node 3 is a member already");
     }

@@ -59,8 +59,13 @@ pub enum MetaCommand {
         shard: u32,
         limits: Option<PlanLimits>,
     },
-    /// Removes a collection from the catalog.
-    DropCollection { owner: Uuid, name: String },
+    /// Removes a collection from the catalog: the entry `token` names, or
+    /// whatever entry the name has without one.
+    DropCollection {
+        owner: Uuid,
+        name: String,
+        token: Option<u64>,
+    },
     /// Replaces a node by another (a node that lost its disk comes back
     /// under a new id).
     ReplaceNode {
@@ -100,17 +105,34 @@ pub enum Reply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShardReply {
     pub result: Result<Answer, WireError>,
-    /// The Hub's id of a collection this command deleted, whose deletion
-    /// the node that took the request owes the Hub.
+    /// What a delete removed, as its metadata said: the Hub's id (whose
+    /// deletion the node that took the request owes the Hub) and the
+    /// catalog entry's token.
     #[serde(default)]
-    pub deleted: Option<Uuid>,
+    pub deleted: Option<Deleted>,
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Deleted {
+    pub hub_id: Option<Uuid>,
+    pub token: Option<u64>,
+}
+
+/// The collection metadata key holding its catalog entry's token.
+pub const TOKEN_KEY: &str = "cluster_catalog_token";
 
 /// The metadata group's answer to a command.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum MetaReply {
     Done,
-    /// The catalog already held the collection.
-    Exists,
+    /// The catalog took the collection, under this token (the entry's log
+    /// index): only a drop naming it removes this entry.
+    Created {
+        token: u64,
+    },
+    /// The catalog already held the collection, under this token.
+    Exists {
+        token: u64,
+    },
 }

@@ -45,6 +45,17 @@ pub fn spawn(node: Arc<Node>) {
                     continue;
                 };
                 let mine = sent.entry(*g).or_default();
+                // Gone while this node led the shard: a deletion the node
+                // that took it may not have known it made (it saw no answer).
+                let now: std::collections::HashSet<uuid::Uuid> =
+                    figures.iter().map(|(id, _)| *id).collect();
+                mine.retain(|id, _| {
+                    let kept = now.contains(id);
+                    if !kept {
+                        main.record_deletion(*id);
+                    }
+                    kept
+                });
                 for (id, report) in figures {
                     if mine.get(&id) != Some(&report) {
                         main.record_usage(id, report);

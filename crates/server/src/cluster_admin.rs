@@ -23,7 +23,7 @@ fn admitted(state: &AppState, operator: OperatorOf) -> Result<&vectorizer_cluste
     state.cluster.as_deref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_in_cluster_mode",
+            "not_found",
             "this node runs alone (no `cluster:` section)",
         )
     })

@@ -181,6 +181,27 @@ impl Answer {
     answer_as!(batch, Batch, SearchBatchResults);
     answer_as!(usage, Usage, Usage);
 
+    /// Gives an answer that came from another node the weight of its wire
+    /// form (the per-record weights do not travel): set on its first
+    /// record, as adapters weigh an answer by the sum of its records'.
+    pub fn set_wire_weight(&mut self, bytes: usize) {
+        let first = match self {
+            Answer::Point(p) => Some(&mut p.json_bytes),
+            Answer::Points(p) => p.points.first_mut().map(|r| &mut r.json_bytes),
+            Answer::Page(p) => p.points.first_mut().map(|r| &mut r.json_bytes),
+            Answer::Results(r) => r.results.first_mut().map(|h| &mut h.json_bytes),
+            Answer::Batch(b) => b
+                .results
+                .iter_mut()
+                .find_map(|r| r.results.first_mut())
+                .map(|h| &mut h.json_bytes),
+            _ => None,
+        };
+        if let Some(w) = first {
+            *w = bytes;
+        }
+    }
+
     pub fn done(self) -> Result<()> {
         match self {
             Answer::Done => Ok(()),
@@ -212,28 +233,13 @@ impl Service {
         &self.db
     }
 
-    /// Adds `extra` to the metadata of the caller's collection `name` (the
-    /// Hub's ids, on a replica applying a create).
-    pub async fn annotate(
+    /// The metadata of the caller's collection `name`, if it has one.
+    pub fn metadata_of(
         &self,
         caller: &Caller,
         name: &str,
-        extra: std::collections::BTreeMap<String, String>,
-    ) -> Result<()> {
-        let c = self.collection(caller, name)?;
-        tokio::task::spawn_blocking(move || {
-            let mut meta = c.metadata();
-            meta.extend(extra);
-            c.set_metadata(meta)
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        Ok(())
-    }
-
-    /// The Hub's id of the caller's collection `name`, if registered.
-    pub fn hub_id_of(&self, caller: &Caller, name: &str) -> Option<uuid::Uuid> {
-        crate::service::hub_id(&*self.collection(caller, name).ok()?)
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        Some(self.collection(caller, name).ok()?.metadata())
     }
 
     /// Registers the tenant's new collection with the Hub (Hub on) and
@@ -283,9 +289,18 @@ impl Service {
         op: Op,
         limits: Option<PlanLimits>,
         applying: bool,
+        metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<Answer> {
-        if let (Some(limits), Caller::Tenant(t)) = (limits, &caller) {
-            self.check_replicated_quota(&caller, &t.user_id, &op, limits)?;
+        if let (Some(limits), Caller::Tenant(t)) = (limits, &caller)
+            && matches!(op, Op::Upsert { .. } | Op::SetPayload { .. })
+        {
+            // Reads the collection under its locks: off the async runtime.
+            let (me, caller, op, user) = (self.clone(), caller.clone(), op.clone(), t.user_id);
+            tokio::task::spawn_blocking(move || {
+                me.check_replicated_quota(&caller, &user, &op, limits)
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))??;
         }
         let call = if applying {
             let ticket = self.share.admit(&Caller::Local)?;
@@ -296,7 +311,7 @@ impl Service {
         let call = &call;
         Ok(match op {
             Op::CreateCollection { req } => {
-                Answer::Detail(self.create_collection(call, req).await?)
+                Answer::Detail(self.create_collection_with(call, req, metadata).await?)
             }
             Op::DeleteCollection { name } => {
                 self.delete_collection(call, &name).await?;
@@ -354,36 +369,51 @@ impl Service {
         op: &Op,
         limits: PlanLimits,
     ) -> Result<()> {
-        let Op::Upsert { name, req } = op else {
+        let Some(c) = op
+            .collection()
+            .and_then(|name| self.collection(caller, name).ok())
+        else {
+            // Refused by the operation itself, with its own error.
             return Ok(());
         };
-        let Ok(c) = self.collection(caller, name) else {
-            // Refused by the upsert itself, with its own error.
-            return Ok(());
+        let text = |m: &serde_json::Map<String, serde_json::Value>| {
+            serde_json::to_string(m).map_or(0, |s| s.len()) as u64
         };
-        let ids: Vec<PointId> = req.points.iter().map(|p| p.id).collect();
-        let held = c
-            .get(
-                &ids,
-                With {
-                    payload: false,
-                    vector: false,
-                },
-            )
-            .map(|r| r.len())
-            .unwrap_or(0);
-        let new_points = (ids.len() - held.min(ids.len())) as u64;
-        let bytes = new_points * c.row_bytes()
-            + req
-                .points
-                .iter()
-                .map(|p| {
-                    p.payload
-                        .as_ref()
-                        .map_or(0, |m| serde_json::to_string(m).map_or(0, |s| s.len()))
-                        as u64
-                })
-                .sum::<u64>();
+        let held = |ids: &[PointId]| {
+            let none = With {
+                payload: false,
+                vector: false,
+            };
+            c.get(ids, none).map_or(0, |r| r.len()) as u64
+        };
+        let (new_points, bytes) = match op {
+            Op::Upsert { req, .. } => {
+                let ids: Vec<PointId> = req.points.iter().map(|p| p.id).collect();
+                let new_points = (ids.len() as u64).saturating_sub(held(&ids));
+                let payloads: u64 = req
+                    .points
+                    .iter()
+                    .map(|p| p.payload.as_ref().map_or(0, text))
+                    .sum();
+                (new_points, new_points * c.row_bytes() + payloads)
+            }
+            // A payload change may add its text to every point it selects
+            // (counted whole, as if no key were replaced).
+            Op::SetPayload { req, .. } => {
+                let selected = match (&req.ids, &req.filter) {
+                    (Some(ids), _) => held(ids),
+                    (None, Some(f)) => match vectorizer_engine::Filter::from_json_text(f.get()) {
+                        Ok(f) => c
+                            .count(Some(&f), &vectorizer_engine::Deadline::none())
+                            .unwrap_or(0) as u64,
+                        Err(_) => return Ok(()),
+                    },
+                    (None, None) => 0,
+                };
+                (0, selected * text(&req.payload))
+            }
+            _ => return Ok(()),
+        };
         let used = self.replicated_usage(user);
         for (quota, applies, current, requested, limit) in [
             (

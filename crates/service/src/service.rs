@@ -504,6 +504,19 @@ impl Service {
         call: &Call,
         req: CreateCollection,
     ) -> Result<CollectionDetail> {
+        self.create_collection_with(call, req, BTreeMap::new())
+            .await
+    }
+
+    /// [`create_collection`](Self::create_collection), with `extra`
+    /// metadata written with the collection (a shard replica applying a
+    /// create records the Hub's ids in the same durable step).
+    pub(crate) async fn create_collection_with(
+        self: &Arc<Self>,
+        call: &Call,
+        req: CreateCollection,
+        extra: BTreeMap<String, String>,
+    ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
         crate::service::routed!(self, caller, Op::CreateCollection { req }, detail);
         validate_short_name(&req.name)?;
@@ -530,6 +543,8 @@ impl Service {
             }
             Caller::Local | Caller::LocalReader => (BTreeMap::new(), None, None),
         };
+        let mut metadata = metadata;
+        metadata.extend(extra);
         let db = self.clone();
         let name = req.name.clone();
         let created = ticket

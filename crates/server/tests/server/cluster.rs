@@ -33,7 +33,8 @@ fn release_binary() -> &'static Path {
     BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .args([
                 "build",
                 "--release",
@@ -42,9 +43,24 @@ fn release_binary() -> &'static Path {
                 "--bin",
                 "vectorizer",
             ])
-            .current_dir(&root)
-            .status()
-            .unwrap();
+            .current_dir(&root);
+        // The variables cargo sets for this test (CARGO_PKG_*, ...) would
+        // make the build differ from one run from a shell, and so rebuild.
+        for (k, _) in std::env::vars() {
+            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR"].contains(&k.as_str())
+                || k.starts_with("CARGO_BUILD_")
+                || k.starts_with("CARGO_NET_")
+                || k.starts_with("CARGO_REGISTRIES_");
+            if (k == "CARGO" || k.starts_with("CARGO_")) && !keep {
+                build.env_remove(&k);
+            }
+        }
+        let started = Instant::now();
+        let status = build.status().unwrap();
+        eprintln!(
+            "cluster test: release binary ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         assert!(status.success(), "building the release binary failed");
         let debug = Path::new(env!("CARGO_BIN_EXE_vectorizer"));
         debug
@@ -195,6 +211,7 @@ struct Write {
 struct Cluster {
     nodes: Vec<Node>,
     hub: Child,
+    hub_addr: SocketAddr,
     _dir: TempDir,
     users: Vec<(uuid::Uuid, String)>,
     http: reqwest::Client,
@@ -305,6 +322,7 @@ impl Cluster {
         Cluster {
             _dir: dir,
             hub,
+            hub_addr,
             nodes,
             users,
             http: reqwest::Client::builder()
@@ -599,6 +617,37 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The user's collections as the Hub knows them: name and vectors.
+    async fn hub_collections(&self, user: usize) -> BTreeMap<String, Value> {
+        let url = format!(
+            "http://{}/api/internal/vectorizer/users/{}/collections",
+            self.hub_addr, self.users[user].0
+        );
+        let v: Value = self
+            .http
+            .get(url)
+            .header("x-service-key", SVC)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["collection_name"].as_str().unwrap().to_owned(),
+                    c["vector_count"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.hub.kill();
@@ -627,24 +676,56 @@ async fn create(c: &Cluster, node: usize, user: usize, name: &str) -> u16 {
 }
 
 /// Signs an internal call as a node with `secret` would.
-async fn internal_call(c: &Cluster, node: usize, secret: Option<&str>, body: &Value) -> u16 {
+/// Signs a forward with `secret` for node `to` (none: unsigned).
+fn signed_call(
+    secret: Option<&str>,
+    to: u64,
+    body: &Value,
+) -> (Vec<u8>, Vec<(&'static str, String)>) {
     let raw = serde_json::to_vec(body).unwrap();
-    let path = "/internal/forward/1";
+    let Some(secret) = secret else {
+        return (raw, Vec::new());
+    };
+    let s = vectorizer_cluster::sign::Signer::new(secret).unwrap().sign(
+        9,
+        to,
+        "POST",
+        "/internal/forward/1",
+        &raw,
+    );
+    let h = vec![
+        ("x-vz-node", s.node),
+        ("x-vz-to", s.to),
+        ("x-vz-time", s.time),
+        ("x-vz-nonce", s.nonce),
+        ("x-vz-head", s.head),
+        ("x-vz-signature", s.signature),
+    ];
+    (raw, h)
+}
+
+/// Sends a forward to node `node`'s internal port; its status.
+async fn internal_call(
+    c: &Cluster,
+    node: usize,
+    call: &(Vec<u8>, Vec<(&'static str, String)>),
+) -> u16 {
     let mut rb = c
         .http
-        .post(format!("http://{}{path}", c.nodes[node].internal))
+        .post(format!(
+            "http://{}/internal/forward/1",
+            c.nodes[node].internal
+        ))
         .header("content-type", "application/json");
-    if let Some(secret) = secret {
-        let s = vectorizer_cluster::sign::Signer::new(secret)
-            .unwrap()
-            .sign(9, "POST", path, &raw);
-        rb = rb
-            .header("x-vz-node", s.node)
-            .header("x-vz-time", s.time)
-            .header("x-vz-nonce", s.nonce)
-            .header("x-vz-signature", s.signature);
+    for (k, v) in &call.1 {
+        rb = rb.header(*k, v);
     }
-    rb.body(raw).send().await.unwrap().status().as_u16()
+    rb.body(call.0.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// Cross-user reads and writes through every node are 404s; internal
@@ -709,22 +790,37 @@ async fn isolation(c: &Cluster) {
         assert_ne!(v["count"], a["count"], "A and B see the same `docs`");
         // A forged forward: A's tenant, aimed at A's data.
         let forged = json!({"kind": "read", "cmd": {"owner": c.users[0].0, "caller": {"Tenant": {"user_id": c.users[0].0, "access_key_id": c.users[0].0, "project_id": null, "permissions": ["admin"], "plan": "big"}}, "op": {"op": "list_collections"}, "limits": null}});
+        let id = c.nodes[node].id;
+        let refused = [
+            ("unsigned", signed_call(None, id, &forged)),
+            (
+                "forged",
+                signed_call(Some("another-secret-0123456789abcdef01"), id, &forged),
+            ),
+            (
+                "for another node",
+                signed_call(Some(SECRET), id % 3 + 1, &forged),
+            ),
+        ];
+        for (what, call) in &refused {
+            assert_eq!(
+                internal_call(c, node, call).await,
+                401,
+                "{what}, node {}",
+                node + 1
+            );
+        }
+        let genuine = signed_call(Some(SECRET), id, &forged);
         assert_eq!(
-            internal_call(c, node, None, &forged).await,
-            401,
-            "unsigned, node {}",
-            node + 1
-        );
-        assert_eq!(
-            internal_call(c, node, Some("another-secret-0123456789abcdef01"), &forged).await,
-            401,
-            "forged, node {}",
-            node + 1
-        );
-        assert_eq!(
-            internal_call(c, node, Some(SECRET), &forged).await,
+            internal_call(c, node, &genuine).await,
             200,
             "signed, node {}",
+            node + 1
+        );
+        assert_eq!(
+            internal_call(c, node, &genuine).await,
+            401,
+            "replayed, node {}",
             node + 1
         );
     }
@@ -749,7 +845,15 @@ async fn cluster_keeps_every_acknowledged_write() {
         );
     }
     let home_a = cluster.home(a);
+    let started = Instant::now();
+    let phase = |n: &str| {
+        eprintln!(
+            "cluster test: {n} at {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
 
+    phase("1");
     // 1. SIGKILL the leader of A's shard 20 times under A's and B's writes.
     let cluster = Arc::new(cluster);
     let stop = Arc::new(AtomicBool::new(false));
@@ -775,6 +879,7 @@ async fn cluster_keeps_every_acknowledged_write() {
         w.await.unwrap();
     }
 
+    phase("2");
     // 2. Stop every node and start them again (the ledger is checked on
     // every replica's disk meanwhile).
     cluster.verify_offline().await;
@@ -791,6 +896,7 @@ async fn cluster_keeps_every_acknowledged_write() {
     let acked_points: usize = 5 * cluster.acked(a);
     assert!(counted.1["count"].as_u64().unwrap() as usize >= acked_points);
 
+    phase("3");
     // 3. Freeze A's leader for 10 s: the others elect a leader and go on.
     let stop = Arc::new(AtomicBool::new(false));
     let writers = cluster.writers(&[(a, "docs"), (b, "docs")], &stop);
@@ -834,6 +940,7 @@ async fn cluster_keeps_every_acknowledged_write() {
     }
     cluster.wait_converged().await;
 
+    phase("4");
     // 4. A quota race: three writers on three nodes for C, with a kill in
     // the middle.
     let racers: Vec<_> = (0..3)
@@ -897,6 +1004,7 @@ async fn cluster_keeps_every_acknowledged_write() {
         .unwrap();
     assert_eq!(list["collections"].as_array().unwrap().len(), 2);
 
+    phase("5");
     // 5. Cross-user access and forged internal calls, before and after a
     // failover.
     isolation(&cluster).await;
@@ -907,6 +1015,7 @@ async fn cluster_keeps_every_acknowledged_write() {
     cluster.nodes[leader].start();
     cluster.wait_converged().await;
 
+    phase("6");
     // 6. A follower kept down past the log the leader keeps catches up
     // from a snapshot.
     let leader = cluster.wait_leader(&home_a, None).await;
@@ -938,6 +1047,86 @@ async fn cluster_keeps_every_acknowledged_write() {
         "the follower caught up without a snapshot: {g}"
     );
 
+    // 7. Node 3 loses its disk: node 4 takes its place, and holds what
+    // the others hold.
+    phase("7");
+    let mut cluster = Arc::try_unwrap(cluster).ok().expect("every task ended");
+    cluster.nodes[2].kill();
+    std::fs::remove_dir_all(&cluster.nodes[2].data).unwrap();
+    let new_addr = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(release_binary())
+        .args([
+            "cluster",
+            "replace-node",
+            "--url",
+            &format!("http://{}", cluster.nodes[0].addr()),
+        ])
+        .args(["--old", "3", "--new", "4", "--addr", &new_addr])
+        .env("VECTORIZER_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = &cluster.nodes[2];
+    let config = std::fs::read_to_string(&old.config)
+        .unwrap()
+        .replace("node_id: 3", "node_id: 4")
+        .replace(
+            &format!("{{id: 3, addr: \"{}\"}}", old.internal),
+            &format!("{{id: 4, addr: \"{new_addr}\"}}"),
+        );
+    assert!(config.contains("node_id: 4") && config.contains(&new_addr));
+    std::fs::write(&old.config, config).unwrap();
+    let replacement = Node {
+        id: 4,
+        config: old.config.clone(),
+        data: old.data.clone(),
+        log: old.log.clone(),
+        internal: new_addr,
+        child: Mutex::new(None),
+        addr: Mutex::new("127.0.0.1:1".parse().unwrap()),
+    };
+    cluster.nodes[2] = replacement;
+    cluster.nodes[2].start();
+    cluster.wait_converged().await;
+    let s = cluster.status(0).await.unwrap();
+    for g in s["groups"].as_array().unwrap() {
+        assert_eq!(g["members"], json!([1, 2, 4]), "{g}");
+    }
+    let (status, _) = cluster
+        .call(2, cluster.key(a), "GET", "/cluster", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a tenant's key is not the operator's");
+
+    // The Hub heard each collection's figures (from its shard's leader).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, counted) = cluster
+            .call(
+                2,
+                cluster.key(a),
+                "POST",
+                "/collections/docs/points/count",
+                Some(json!({})),
+            )
+            .await
+            .unwrap();
+        let hub = cluster.hub_collections(a).await;
+        if hub.get("docs") == Some(&counted["count"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Hub has {hub:?}, the cluster {counted}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    phase("end");
     // The end: every replica on disk, against the ledger.
     cluster.verify_offline().await;
     let ledger = cluster.ledger.lock().unwrap().clone();
