@@ -1101,6 +1101,49 @@ async fn cluster_keeps_every_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(status, 401, "a tenant's key is not the operator's");
+    // The operator's views: the CLI's status, and Raft's gauges.
+    let out = Command::new(release_binary())
+        .args([
+            "cluster",
+            "status",
+            "--json",
+            "--url",
+            &format!("http://{}", cluster.nodes[2].addr()),
+        ])
+        .env("VECTORIZER_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["node"], 4);
+    assert_eq!(
+        shown["groups"].as_array().unwrap().len(),
+        SHARDS as usize + 1
+    );
+    let metrics = cluster
+        .http
+        .get(format!("http://{}/metrics", cluster.nodes[0].addr()))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "vectorizer_raft_leader",
+        "vectorizer_raft_term",
+        "vectorizer_raft_applied_index",
+    ] {
+        assert!(
+            metrics.contains(&format!("{family}{{group=\"meta\"}}")),
+            "{family} missing from /metrics"
+        );
+    }
 
     // The Hub heard each collection's figures (from its shard's leader).
     let deadline = Instant::now() + Duration::from_secs(30);
