@@ -12,6 +12,7 @@
 
 pub mod admin;
 mod applied;
+mod barrier;
 pub mod log;
 pub mod meta;
 pub mod net;

@@ -46,6 +46,8 @@ pub struct ClusterOptions {
 pub struct Group {
     pub raft: Raft,
     pub shard: Option<ShardSm>,
+    /// Reads on this node as the group's leader wait here.
+    pub reads: crate::barrier::ReadBarrier,
 }
 
 /// A command handed to a group's leader.
@@ -198,7 +200,14 @@ impl Node {
                     .map_err(|e| e.to_string())?;
                 (raft, Some(sm))
             };
-            groups.insert(g, Group { raft, shard });
+            groups.insert(
+                g,
+                Group {
+                    raft,
+                    shard,
+                    reads: Default::default(),
+                },
+            );
         }
         let node = Arc::new(Node {
             id: options.node_id,

@@ -260,7 +260,7 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
             let Some(shard) = &g.shard else {
                 return Forwarded::NotLeader { leader: None };
             };
-            match tokio::time::timeout(wait, g.raft.ensure_linearizable()).await {
+            match tokio::time::timeout(wait, g.reads.pass(&g.raft)).await {
                 Err(_) => timed_out(),
                 Ok(Err(e)) => read_error(&e),
                 Ok(Ok(_)) => Forwarded::Reply {

@@ -3,7 +3,7 @@
 //! token, never a tenant's key; a single node answers 404.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -43,20 +43,24 @@ pub async fn status(
 #[serde(deny_unknown_fields)]
 pub struct ReplaceNode {
     /// The id of the node that is gone (its disk lost, say).
-    pub old: u64,
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
+    pub old: usize,
     /// The new node's id: never one the cluster has used.
-    pub new: u64,
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
+    pub new: usize,
     /// The new node's internal address, `host:port`.
     pub addr: String,
 }
 
 /// Replaces a node in the metadata and in every group it was a member of.
+/// The operator is checked before the body is read.
 pub async fn replace_node(
     State(state): State<AppState>,
     operator: OperatorOf,
-    ApiJson(req): ApiJson<ReplaceNode>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let node = admitted(&state, operator)?;
+    let ApiJson(req) = ApiJson::<ReplaceNode>::from_request(request, &()).await?;
     if req.new == 0
         || req
             .addr
@@ -69,6 +73,7 @@ pub async fn replace_node(
             "`new` must be above 0 and `addr` a host:port",
         ));
     }
-    node.replace_node(req.old, req.new, req.addr).await?;
+    node.replace_node(req.old as u64, req.new as u64, req.addr)
+        .await?;
     Ok(Json(node.status()).into_response())
 }
