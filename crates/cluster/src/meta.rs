@@ -279,3 +279,77 @@ impl RaftStateMachine<Tc> for MetaSm {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_counts_collections_and_drops_only_its_own_entries() {
+        let mut m = MetaState::default();
+        let u = Uuid::from_u128(1);
+        let limits = PlanLimits {
+            max_collections: 2,
+            max_vectors: 10,
+            max_storage_bytes: 10,
+        };
+        let create = |name: &str| MetaCommand::CreateCollection {
+            owner: u,
+            name: name.into(),
+            shard: 1,
+            limits: Some(limits),
+        };
+        let drop = |name: &str, token| MetaCommand::DropCollection {
+            owner: u,
+            name: name.into(),
+            token,
+        };
+        assert_eq!(m.apply(5, create("a")), Ok(MetaReply::Created { token: 5 }));
+        assert_eq!(m.apply(6, create("a")), Ok(MetaReply::Exists { token: 5 }));
+        assert_eq!(m.apply(7, create("b")), Ok(MetaReply::Created { token: 7 }));
+        let refused = m.apply(8, create("c")).unwrap_err();
+        assert_eq!(
+            (refused.kind.as_str(), refused.code.as_str()),
+            ("quota", "collections")
+        );
+        assert_eq!(refused.figures, [2, 2, 1]);
+        // A drop naming another create's token leaves the entry alone.
+        m.apply(9, drop("a", Some(4))).unwrap();
+        assert_eq!(m.apply(10, create("c")).unwrap_err().kind, "quota");
+        m.apply(11, drop("a", Some(5))).unwrap();
+        assert_eq!(
+            m.apply(12, create("c")),
+            Ok(MetaReply::Created { token: 12 })
+        );
+        // The home recorded at the first create wins over the hash.
+        assert_eq!(m.home_of(&u, 64), 1);
+        assert_eq!(m.catalog[&u].len(), 2);
+    }
+
+    #[test]
+    fn the_topology_is_recorded_once_and_a_replacement_can_run_again() {
+        let mut m = MetaState::default();
+        let t = |n: u64| Topology {
+            nodes: (1..=n).map(|i| (i, format!("h:{i}"))).collect(),
+            shards: 2,
+            replication: 3,
+        };
+        m.apply(1, MetaCommand::Init(t(3))).unwrap();
+        m.apply(2, MetaCommand::Init(t(5))).unwrap();
+        assert_eq!(m.topology, Some(t(3)));
+        let replace = MetaCommand::ReplaceNode {
+            old: 3,
+            new: 4,
+            addr: "h:4".into(),
+        };
+        assert_eq!(m.apply(3, replace.clone()), Ok(MetaReply::Done));
+        assert_eq!(m.apply(4, replace), Ok(MetaReply::Done));
+        let bad = MetaCommand::ReplaceNode {
+            old: 9,
+            new: 10,
+            addr: "h:10".into(),
+        };
+        assert!(m.apply(5, bad).is_err());
+        assert_eq!(m.topology.unwrap().members(1), vec![1, 2, 4]);
+    }
+}

@@ -140,9 +140,15 @@ impl Node {
         new: NodeId,
         addr: String,
     ) -> Result<(), vectorizer_service::ServiceError> {
-        let groups: Vec<u32> = (0..=self.topology().shards)
-            .filter(|g| self.topology().members(*g).contains(&old))
-            .collect();
+        // The groups of `old`'s slot: `new`'s already, if a replacement cut
+        // short is run again (each group's change is skipped where done).
+        let topology = self.topology();
+        let slot = if topology.addr(old).is_some() {
+            old
+        } else {
+            new
+        };
+        let groups = topology.groups_of(slot);
         let cmd = Command::Meta(MetaCommand::ReplaceNode {
             old,
             new,

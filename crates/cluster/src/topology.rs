@@ -21,7 +21,8 @@ pub struct Topology {
 
 impl Topology {
     /// The nodes that hold shard `s`: `replication` consecutive nodes in
-    /// id order, starting at the `s`-th (so shards spread over nodes).
+    /// the order of `nodes`, starting at the `s`-th (so shards spread over
+    /// nodes).
     pub fn replicas(&self, shard: u32) -> Vec<NodeId> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.0).collect();
         let n = ids.len();
