@@ -309,11 +309,18 @@ impl Node {
 
     /// The topology in force.
     pub fn topology(&self) -> Topology {
-        self.meta
+        self.with_topology(Topology::clone)
+    }
+
+    /// `f` of the topology in force, without copying it (for the paths
+    /// every request takes).
+    pub fn with_topology<R>(&self, f: impl FnOnce(&Topology) -> R) -> R {
+        f(self
+            .meta
             .read()
             .topology
-            .clone()
-            .unwrap_or_else(|| self.configured.clone())
+            .as_ref()
+            .unwrap_or(&self.configured))
     }
 
     pub fn hello(&self, asker: NodeId) -> Hello {
@@ -349,7 +356,7 @@ impl Node {
         local
             .into_iter()
             .chain(cached)
-            .chain(self.topology().members(g))
+            .chain(self.with_topology(|t| t.members(g)))
             .find(|n| !avoid.contains(n))
     }
 
@@ -383,11 +390,11 @@ impl Node {
             let answer = if target == self.id {
                 Ok(crate::rpc::handle(self, g, fwd.clone()).await)
             } else {
-                match self.topology().addr(target) {
+                match self.with_topology(|t| t.addr(target).map(str::to_owned)) {
                     Some(addr) => {
                         let path = format!("/internal/forward/{g}");
                         self.peers
-                            .call(target, addr, &path, fwd.clone(), left)
+                            .call(target, &addr, &path, fwd.clone(), left)
                             .await
                             .map(|(f, bytes)| weigh(f, bytes))
                     }

@@ -20,7 +20,8 @@ use crate::sign::{self, Signed};
 use crate::types::*;
 
 /// The largest internal call: a batch of log entries, a snapshot chunk or
-/// a forwarded request. Hello and vote calls are tiny.
+/// a forwarded request. A hello is tiny. (Only a call whose head is
+/// signed gets its body read at all.)
 pub const MAX_BODY: usize = 256 << 20;
 const MAX_SMALL_BODY: usize = 64 << 10;
 /// Bodies larger than this are decoded and encoded on a blocking thread.
@@ -35,10 +36,6 @@ pub async fn serve(node: Arc<Node>) -> Result<(), String> {
     let small = DefaultBodyLimit::max(MAX_SMALL_BODY);
     let app = Router::new()
         .route("/internal/hello", axum::routing::post(hello).layer(small))
-        .route(
-            "/internal/raft/{group}/vote",
-            axum::routing::post(vote).layer(small),
-        )
         .route("/internal/raft/{group}/{kind}", axum::routing::post(raft))
         .route("/internal/forward/{group}", axum::routing::post(forward))
         .fallback(|| async { StatusCode::NOT_FOUND })
@@ -172,23 +169,6 @@ async fn hello(
     }
 }
 
-async fn vote(
-    State(node): State<Arc<Node>>,
-    Path(group): Path<u32>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(g) = node.groups.get(&group) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match verified(&node, &method, &uri, &headers, body).await {
-        Ok((req, _)) => json(g.raft.vote(req).await).await,
-        Err(r) => r,
-    }
-}
-
 async fn raft(
     State(node): State<Arc<Node>>,
     Path((group, kind)): Path<(u32, String)>,
@@ -202,6 +182,10 @@ async fn raft(
     };
     let raft = g.raft.clone();
     match kind.as_str() {
+        "vote" => match verified(&node, &method, &uri, &headers, body).await {
+            Ok((req, _)) => json(raft.vote(req).await).await,
+            Err(r) => r,
+        },
         "append" => match verified(&node, &method, &uri, &headers, body).await {
             Ok((req, _)) => json(raft.append_entries(req).await).await,
             Err(r) => r,
