@@ -41,6 +41,16 @@ pub(crate) fn parse(v: &serde_json::Value) -> Result<Filter, EngineError> {
     .map_err(invalid)
 }
 
+/// Reads a filter from any deserializer, with a fresh budget.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Filter, D::Error> {
+    let budget = Budget::default();
+    FilterSeed {
+        depth: 0,
+        budget: &budget,
+    }
+    .deserialize(d)
+}
+
 pub(crate) fn parse_str(s: &str) -> Result<Filter, EngineError> {
     let budget = Budget::default();
     let mut de = serde_json::Deserializer::from_str(s);

@@ -12,6 +12,7 @@ pub mod distance;
 pub mod error;
 pub mod filter;
 mod filter_parse;
+mod filter_serde;
 pub mod fsutil;
 pub mod id;
 mod index;

@@ -33,11 +33,15 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let (code, message) = match e.classify() {
             serde_json::error::Category::Data => {
                 let m = plain(&e.to_string());
-                let m = match path.as_str() {
-                    "" | "." => m,
-                    p => format!("`{p}`: {m}"),
-                };
-                ("invalid_body", m)
+                if in_filter(&path) {
+                    ("invalid_filter", format!("invalid filter at `{path}`: {m}"))
+                } else {
+                    let m = match path.as_str() {
+                        "" | "." => m,
+                        p => format!("`{p}`: {m}"),
+                    };
+                    ("invalid_body", m)
+                }
             }
             _ => (
                 "invalid_json",
@@ -54,6 +58,15 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| fail(e.path().to_string(), e.into_inner()))?;
     de.end().map_err(|e| fail(String::new(), e))?;
     Ok(v)
+}
+
+/// Whether a body's error lies in a `filter` field (filters are parsed,
+/// within their bounds, as the body is read).
+fn in_filter(path: &str) -> bool {
+    !path.starts_with("payload")
+        && path
+            .split('.')
+            .any(|seg| seg == "filter" || seg.starts_with("filter["))
 }
 
 /// A parser's message in the words of the input, not of Rust types.

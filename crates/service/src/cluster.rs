@@ -402,12 +402,9 @@ impl Service {
             Op::SetPayload { req, .. } => {
                 let selected = match (&req.ids, &req.filter) {
                     (Some(ids), _) => held(ids),
-                    (None, Some(f)) => match vectorizer_engine::Filter::from_json_text(f.get()) {
-                        Ok(f) => c
-                            .count(Some(&f), &vectorizer_engine::Deadline::none())
-                            .unwrap_or(0) as u64,
-                        Err(_) => return Ok(()),
-                    },
+                    (None, Some(f)) => c
+                        .count(Some(f), &vectorizer_engine::Deadline::none())
+                        .unwrap_or(0) as u64,
                     (None, None) => 0,
                 };
                 (0, selected * text(&req.payload))

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vectorizer_engine::{HnswParams, Metric, PointId};
 
+// A filter field holds the parsed filter: it is read (within the parser's
+// bounds) where the request arrives, and written back in the same shape
+// wherever the operation travels (log entries, internal calls).
+
 /// Schema of a point id: a non-negative integer or a UUID string.
 pub struct PointIdSchema;
 
@@ -186,7 +190,7 @@ pub struct DeletePoints {
     pub ids: Option<Vec<PointId>>,
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Box<serde_json::value::RawValue>>,
+    pub filter: Option<vectorizer_engine::Filter>,
 }
 
 /// A payload change for the points given by `ids` or matching `filter`
@@ -201,7 +205,7 @@ pub struct SetPayload {
     pub ids: Option<Vec<PointId>>,
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Box<serde_json::value::RawValue>>,
+    pub filter: Option<vectorizer_engine::Filter>,
 }
 
 /// Top-level payload keys to remove from the points given by `ids` or
@@ -215,7 +219,7 @@ pub struct DeletePayload {
     pub ids: Option<Vec<PointId>>,
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Box<serde_json::value::RawValue>>,
+    pub filter: Option<vectorizer_engine::Filter>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -281,7 +285,7 @@ pub struct Scroll {
     /// Only points matching this filter.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Box<serde_json::value::RawValue>>,
+    pub filter: Option<vectorizer_engine::Filter>,
     /// Return each point's payload (default true).
     #[serde(default = "yes")]
     pub with_payload: bool,
@@ -304,7 +308,7 @@ pub struct Count {
     /// Count only points matching this filter (default: all points).
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Box<serde_json::value::RawValue>>,
+    pub filter: Option<vectorizer_engine::Filter>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -323,7 +327,7 @@ pub struct Search {
     /// Only points matching this filter are candidates.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
-    pub filter: Option<Box<serde_json::value::RawValue>>,
+    pub filter: Option<vectorizer_engine::Filter>,
     /// Beam width for this search (default: the collection's ef_search).
     #[serde(default)]
     #[serde(deserialize_with = "vectorizer_engine::config::whole_opt")]

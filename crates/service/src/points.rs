@@ -14,19 +14,9 @@ use crate::model::*;
 use crate::quota::Amount;
 use crate::service::{Call, Service};
 
-fn parse_filter(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Filter>> {
-    match raw.map(|r| r.get().trim()) {
-        None | Some("null") => Ok(None),
-        Some(text) => Ok(Some(Filter::from_json_text(text)?)),
-    }
-}
-
 /// The points a request names: `ids` or `filter`, exactly one.
-fn selection(
-    ids: Option<Vec<PointId>>,
-    filter: Option<&serde_json::value::RawValue>,
-) -> Result<Selection> {
-    match (ids, parse_filter(filter)?) {
+fn selection(ids: Option<Vec<PointId>>, filter: Option<Filter>) -> Result<Selection> {
+    match (ids, filter) {
         (Some(ids), None) => Ok(Selection::Ids(ids)),
         (None, Some(f)) => Ok(Selection::Filter(f)),
         _ => Err(ServiceError::unprocessable(
@@ -47,7 +37,7 @@ fn record(r: Record) -> PointRecord {
 
 fn search_request(req: Search) -> Result<SearchRequest> {
     Ok(SearchRequest {
-        filter: parse_filter(req.filter.as_deref())?,
+        filter: req.filter,
         vector: req.vector,
         limit: req.limit,
         ef: req.ef,
@@ -214,7 +204,7 @@ impl Service {
             deleted
         );
         let c = self.collection(caller, name)?;
-        let sel = selection(req.ids, req.filter.as_deref())?;
+        let sel = selection(req.ids, req.filter)?;
         if matches!(&sel, Selection::Filter(f) if f.is_empty()) {
             return Err(ServiceError::unprocessable(
                 "invalid_request",
@@ -292,12 +282,12 @@ impl Service {
         call: &Call,
         name: &str,
         ids: Option<Vec<PointId>>,
-        filter: Option<Box<serde_json::value::RawValue>>,
+        filter: Option<Filter>,
         change: PayloadChange,
     ) -> Result<Updated> {
         let (caller, ticket) = call.enter(Permission::Write)?;
         let c = self.collection(caller, name)?;
-        let sel = selection(ids, filter.as_deref())?;
+        let sel = selection(ids, filter)?;
         let plan = match (caller, self.quotas.get().cloned()) {
             (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
             _ => None,
@@ -342,7 +332,7 @@ impl Service {
             page
         );
         let c = self.collection(caller, name)?;
-        let filter = parse_filter(req.filter.as_deref())?;
+        let filter = req.filter;
         let with = With {
             payload: req.with_payload,
             vector: req.with_vector,
@@ -371,7 +361,7 @@ impl Service {
             counted
         );
         let c = self.collection(caller, name)?;
-        let filter = parse_filter(req.filter.as_deref())?;
+        let filter = req.filter;
         ticket
             .run(move |deadline| {
                 Ok(Counted {
