@@ -1,8 +1,11 @@
-//! The cluster benchmark: write throughput and search QPS of a three-node
-//! cluster (replication factor 3) against one node, on this machine, with
-//! one local Hub for both. Clients of the cluster spread their requests
-//! over the three nodes; every write is replicated to all three and
-//! applied by each, and most requests take one more hop to the leader.
+//! The cluster benchmark: write throughput (and the CPU the servers spend
+//! per point written) and search QPS of a three-node cluster (replication
+//! factor 3) against one node, on this machine, with one local Hub for
+//! both; then failover: the time from killing the leader of the writer's
+//! shard to a write acknowledged by the new one, over `--kills` rounds.
+//! Clients of the cluster spread their requests over the three nodes;
+//! every write is replicated to all three and applied by each, and most
+//! requests take one more hop to the leader.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use vectorizer_testkit::http::Client;
 use crate::noisy::{DIM, Server, call, fresh_hub, new_key};
 
 const SECRET: &str = "bench-cluster-secret-0123456789abcdef";
+const OPERATOR: &str = "bench-operator-token-0123456789";
 const BATCH: usize = 100;
 const WRITERS: usize = 8;
 const SEARCHERS: usize = 16;
@@ -26,6 +30,7 @@ const PRELOAD: usize = 20_000;
 pub fn run(args: &[String]) -> i32 {
     let mut bin = PathBuf::from("target/release/vectorizer");
     let mut seconds = 10;
+    let mut kills = 20;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -36,15 +41,21 @@ pub fn run(args: &[String]) -> i32 {
                     .and_then(|s| s.parse().ok())
                     .expect("--seconds takes a number")
             }
+            "--kills" => {
+                kills = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--kills takes a number")
+            }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: vectorizer-bench cluster [--bin PATH] [--seconds N]"
+                    "unknown argument {other}; usage: vectorizer-bench cluster [--bin PATH] [--seconds N] [--kills N]"
                 );
                 return 2;
             }
         }
     }
-    match bench(&bin, Duration::from_secs(seconds)) {
+    match bench(&bin, Duration::from_secs(seconds), kills) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cluster: {e}");
@@ -60,6 +71,7 @@ fn spawn(bin: &Path, args: &[&str], prefix: &str) -> Result<(Server, SocketAddr)
         .env("VECTORIZER_LOGGING__LEVEL", "error")
         .env("HIVEHUB_SERVICE_API_KEY", "bench-service-key")
         .env("VECTORIZER_CLUSTER_SECRET", SECRET)
+        .env("VECTORIZER_OPERATOR_TOKEN", OPERATOR)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -211,18 +223,171 @@ fn preload(addr: SocketAddr, key: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn measure(name: &str, addrs: &[SocketAddr], key: &str, d: Duration) -> Result<Value, String> {
+fn measure(
+    name: &str,
+    addrs: &[SocketAddr],
+    pids: &[u32],
+    key: &str,
+    d: Duration,
+) -> Result<Value, String> {
     create(addrs[0], key, "w")?;
     preload(addrs[0], key)?;
+    let cpu = || -> f64 { pids.iter().map(|p| crate::sys::cpu_seconds(*p)).sum() };
+    let before = cpu();
+    let started = Instant::now();
     let (pps, wfail) = writes(addrs, key, d);
+    let written = pps * started.elapsed().as_secs_f64();
+    let cpu_ms = (cpu() - before) * 1000.0 / (written / 1000.0).max(1.0);
     let (qps, p50, p99, sfail) = searches(addrs, key, d);
     println!(
-        "{name:<22} writes {pps:>9.0} points/s ({WRITERS} clients, batches of {BATCH}, {wfail} failed)   search {qps:>7.0} QPS  p50 {p50:.2} ms  p99 {p99:.2} ms ({SEARCHERS} clients, {sfail} failed)"
+        "{name:<22} writes {pps:>9.0} points/s ({WRITERS} clients, batches of {BATCH}, {wfail} failed), servers' CPU {cpu_ms:.0} ms per 1000 points   search {qps:>7.0} QPS  p50 {p50:.2} ms  p99 {p99:.2} ms ({SEARCHERS} clients, {sfail} failed)"
     );
-    Ok(json!({"points_per_s": pps, "qps": qps, "p50_ms": p50, "p99_ms": p99}))
+    Ok(
+        json!({"points_per_s": pps, "cpu_ms_per_1000_points": cpu_ms, "qps": qps, "p50_ms": p50, "p99_ms": p99}),
+    )
 }
 
-fn bench(bin: &Path, d: Duration) -> Result<(), String> {
+/// `GET /cluster` on `addr`, if it answers.
+fn status(addr: SocketAddr) -> Option<Value> {
+    let mut c = Client::new(addr);
+    let auth = format!("Bearer {OPERATOR}");
+    let r = c
+        .request("GET", "/cluster", None, &[("authorization", &auth)])
+        .ok()?;
+    (r.status == 200)
+        .then(|| serde_json::from_slice(&r.body).ok())
+        .flatten()
+}
+
+/// Each shard group's last log index, as node `addr` has it.
+fn last_indexes(addr: SocketAddr) -> Vec<(String, u64)> {
+    status(addr)
+        .and_then(|s| s["groups"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|g| g["group"].as_str().is_some_and(|n| n.starts_with("shard-")))
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap_or_default().to_owned(),
+                g["last_log_index"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// One small write through `addr`: whether it was acknowledged.
+fn write_one(addr: SocketAddr, key: &str, id: u64) -> bool {
+    let mut c = Client::new(addr);
+    let p = json!({"points": [{"id": id, "vector": vec![0.5f32; DIM]}]});
+    matches!(
+        call(&mut c, key, "POST", "/collections/w/points", &p),
+        Ok(200)
+    )
+}
+
+/// Kills the leader of the writer's shard `kills` times; each time, the
+/// time until a write is acknowledged again. The killed node is started
+/// again and has caught up before the next round.
+fn failover(
+    bin: &Path,
+    configs: &[PathBuf],
+    servers: &mut [Server],
+    addrs: &mut [SocketAddr],
+    key: &str,
+    kills: usize,
+) -> Result<Value, String> {
+    // The writer's shard: the one whose log grows with its writes.
+    let before = last_indexes(addrs[0]);
+    for i in 0..5 {
+        write_one(addrs[0], key, 900_000_000 + i);
+    }
+    let after = last_indexes(addrs[0]);
+    let home = after
+        .iter()
+        .zip(&before)
+        .find(|(a, b)| a.1 > b.1)
+        .map(|(a, _)| a.0.clone())
+        .ok_or("no shard's log grew with the writes")?;
+    let mut times = Vec::new();
+    let mut id = 910_000_000u64;
+    for round in 0..kills {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let leader = loop {
+            let found = (0..addrs.len()).find(|i| {
+                status(addrs[*i]).is_some_and(|s| {
+                    s["groups"].as_array().is_some_and(|gs| {
+                        gs.iter()
+                            .any(|g| g["group"] == home.as_str() && g["role"] == "leader")
+                    })
+                })
+            });
+            if let Some(l) = found {
+                break l;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("round {round}: no leader of {home}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = servers[leader].0.kill();
+        let _ = servers[leader].0.wait();
+        let killed = Instant::now();
+        let others: Vec<SocketAddr> = (0..addrs.len())
+            .filter(|i| *i != leader)
+            .map(|i| addrs[i])
+            .collect();
+        let mut turn = 0;
+        loop {
+            id += 1;
+            turn += 1;
+            if write_one(others[turn % others.len()], key, id) {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(60) {
+                return Err(format!("round {round}: no write acknowledged in 60 s"));
+            }
+        }
+        times.push(killed.elapsed().as_secs_f64());
+        let (s, a) = spawn(
+            bin,
+            &[
+                "serve",
+                "--config",
+                configs[leader].to_str().unwrap_or_default(),
+            ],
+            "vectorizer listening on http://",
+        )?;
+        servers[leader] = s;
+        addrs[leader] = a;
+        // Caught up: the restarted node has the leader's last entry.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mine = last_indexes(a);
+            let theirs = last_indexes(others[0]);
+            if !mine.is_empty() && mine == theirs {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "round {round}: the restarted node did not catch up"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    println!(
+        "failover ({kills} kills of {home}'s leader): p50 {p50:.2} s  p99 {p99:.2} s  min {:.2} s  max {:.2} s",
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
+    Ok(json!({"kills": kills, "p50_s": p50, "p99_s": p99, "seconds": times}))
+}
+
+fn bench(bin: &Path, d: Duration, kills: usize) -> Result<(), String> {
     let data = fresh_hub(bin, "cluster")?;
     let hub_file = data.join("hub.json");
     let one = new_key(bin, &data, "one@bench", "admin")?;
@@ -267,7 +432,7 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
         d.as_secs(),
         d.as_secs()
     );
-    let one_node = measure("one node", &[single_addr], &one, d)?;
+    let one_node = measure("one node", &[single_addr], &[single.0.id()], &one, d)?;
     drop(single);
     let internal: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let nodes: String = internal
@@ -277,6 +442,7 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
         .collect();
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
+    let mut configs = Vec::new();
     for i in 1..=3 {
         let cluster = format!("cluster:\n  node_id: {i}\n  shards: 3\n  nodes:\n{nodes}");
         let path = config(&format!("n{i}"), &cluster)?;
@@ -287,9 +453,19 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
         )?;
         servers.push(s);
         addrs.push(a);
+        configs.push(path);
     }
-    let three = measure("three nodes (rf 3)", &addrs, &many, d)?;
-    println!("{}", json!({"one_node": one_node, "three_nodes": three}));
+    let pids: Vec<u32> = servers.iter().map(|s| s.0.id()).collect();
+    let three = measure("three nodes (rf 3)", &addrs, &pids, &many, d)?;
+    let failover = if kills > 0 {
+        failover(bin, &configs, &mut servers, &mut addrs, &many, kills)?
+    } else {
+        Value::Null
+    };
+    println!(
+        "{}",
+        json!({"one_node": one_node, "three_nodes": three, "failover": failover})
+    );
     drop(servers);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())

@@ -11,8 +11,10 @@
 //!   and while another runs its heaviest requests at its limit.
 //! - `backup [--bin PATH]`: backup, download, upload and restore
 //!   throughput of a 100,000 × 128 collection, and the archive's size.
-//! - `cluster [--bin PATH] [--seconds N]`: write throughput and search QPS
-//!   of a three-node cluster against one node, on this machine.
+//! - `cluster [--bin PATH] [--seconds N] [--kills N]`: write throughput,
+//!   the servers' CPU per point written and search QPS of a three-node
+//!   cluster against one node, then failover times over N leader kills
+//!   (default 20), on this machine.
 
 mod backup;
 mod cluster;
@@ -33,7 +35,7 @@ fn main() {
         Some("cluster") => cluster::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N]"
             );
             2
         }

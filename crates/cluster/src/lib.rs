@@ -13,10 +13,14 @@
 pub mod admin;
 mod applied;
 mod barrier;
+pub mod codec;
+pub mod group;
 pub mod log;
 pub mod meta;
 pub mod net;
 pub mod node;
+mod repair;
+mod replicate;
 pub mod route;
 pub mod rpc;
 pub mod shard;

@@ -1,5 +1,6 @@
 //! A group's Raft log and vote, in a redb file of its own
-//! (`raft/group-<g>.redb`): entries by index as JSON, and the vote, the
+//! (`raft/group-<g>.redb`): entries by index in the format of `codec.rs`
+//! (a log id header, then MessagePack), and the vote, the
 //! committed id and the last purged id in a small table beside them.
 //! redb commits with fsync, so an append is durable before openraft is
 //! told it is flushed. Every file access runs on a blocking thread.
@@ -84,6 +85,22 @@ impl LogStore {
         w.commit().map_err(write_err)
     }
 
+    /// Forgets every entry, the committed id and the purged id, keeping
+    /// the vote (a node must never vote twice in one term): the log of a
+    /// replica that will be sent the group's state again.
+    pub fn reset(&self) -> Result<(), String> {
+        let w = self.db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut t = w.open_table(LOG).map_err(|e| e.to_string())?;
+            t.retain(|_, _| false).map_err(|e| e.to_string())?;
+            let mut m = w.open_table(META).map_err(|e| e.to_string())?;
+            for k in ["committed", "purged"] {
+                m.remove(k).map_err(|e| e.to_string())?;
+            }
+        }
+        w.commit().map_err(|e| e.to_string())
+    }
+
     /// Whether this group has ever stored a vote or an entry here.
     pub fn is_pristine(&self) -> Result<bool, String> {
         let r = self.db.begin_read().map_err(|e| e.to_string())?;
@@ -107,7 +124,7 @@ impl RaftLogReader<Tc> for LogStore {
             let mut out = Vec::new();
             for item in t.range::<u64>((start, end)).map_err(read_err)? {
                 let (_, v) = item.map_err(read_err)?;
-                out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+                out.push(crate::codec::decode_entry(v.value()).map_err(read_err)?);
             }
             Ok(out)
         })
@@ -124,10 +141,7 @@ impl RaftLogStorage<Tc> for LogStore {
             let r = db.begin_read().map_err(read_err)?;
             let t = r.open_table(LOG).map_err(read_err)?;
             let last = match t.last().map_err(read_err)? {
-                Some((_, v)) => {
-                    let e: Entry = serde_json::from_slice(v.value()).map_err(read_err)?;
-                    Some(*e.get_log_id())
-                }
+                Some((_, v)) => Some(crate::codec::log_id_of(v.value()).map_err(read_err)?),
                 None => purged,
             };
             Ok(LogState {
@@ -170,17 +184,17 @@ impl RaftLogStorage<Tc> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let rows: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| {
-                Ok((
-                    e.get_log_id().index,
-                    serde_json::to_vec(&e).map_err(write_err)?,
-                ))
-            })
-            .collect::<Result<_, StorageError>>()?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let done = self
             .blocking(move |db| {
+                // Encoded here, off the async runtime: an entry may be large.
+                let rows: Vec<(u64, Vec<u8>)> = entries
+                    .iter()
+                    .map(|e| {
+                        let bytes = crate::codec::encode_entry(e).map_err(write_err)?;
+                        Ok((e.get_log_id().index, bytes))
+                    })
+                    .collect::<Result<_, StorageError>>()?;
                 let w = db.begin_write().map_err(write_err)?;
                 {
                     let mut t = w.open_table(LOG).map_err(write_err)?;

@@ -127,6 +127,8 @@ impl MetaState {
 pub struct MetaSm {
     pub state: Arc<RwLock<MetaState>>,
     path: PathBuf,
+    /// Why applying stopped, if it did.
+    pub failure: crate::group::Failure,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -160,7 +162,22 @@ impl MetaSm {
         Ok(MetaSm {
             state: Arc::new(RwLock::new(state)),
             path,
+            failure: Default::default(),
         })
+    }
+
+    /// Forgets the state and its snapshot (a replica that will be sent
+    /// the group's state again).
+    pub fn reset(&self) -> Result<(), String> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", self.path.display()));
+            }
+            _ => {}
+        }
+        *self.write() = MetaState::default();
+        self.failure.clear();
+        Ok(())
     }
 
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, MetaState> {
@@ -226,6 +243,11 @@ impl RaftStateMachine<Tc> for MetaSm {
         let mut out = Vec::new();
         for e in entries {
             let id = *e.get_log_id();
+            if let EntryPayload::Normal(Command::Undecodable { index, reason }) = &e.payload {
+                let e = crate::shard::undecodable("meta", *index, reason);
+                self.failure.set(&e);
+                return Err(e);
+            }
             st.last_applied = Some(id);
             out.push(match e.payload {
                 EntryPayload::Blank => Reply::None,
@@ -234,11 +256,13 @@ impl RaftStateMachine<Tc> for MetaSm {
                     Reply::None
                 }
                 EntryPayload::Normal(Command::Meta(cmd)) => Reply::Meta(st.apply(id.index, cmd)),
-                EntryPayload::Normal(Command::Shard(_)) => Reply::Meta(Err(WireError::from(
-                    &vectorizer_service::ServiceError::Internal(
-                        "a shard command reached the metadata group".into(),
-                    ),
-                ))),
+                EntryPayload::Normal(Command::Shard(_) | Command::Undecodable { .. }) => {
+                    Reply::Meta(Err(WireError::from(
+                        &vectorizer_service::ServiceError::Internal(
+                            "a shard command reached the metadata group".into(),
+                        ),
+                    )))
+                }
             });
         }
         Ok(out)

@@ -1,7 +1,9 @@
-//! Calls between nodes: signed JSON over HTTP to a peer's internal address,
+//! Calls between nodes: signed MessagePack (`codec.rs`) over HTTP to a
+//! peer's internal address,
 //! and openraft's network for every group on top of them.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -39,6 +41,11 @@ pub struct Peers {
     pub me: NodeId,
     pub signer: Arc<Signer>,
     http: reqwest::Client,
+    /// AppendEntries calls under way (see `replicate.rs`).
+    inflight: crate::replicate::InFlight,
+    /// Peers last found unreachable: said once when it happens, once when
+    /// it ends (a peer still booting is no operator's concern).
+    unreachable: Mutex<HashSet<NodeId>>,
 }
 
 impl Peers {
@@ -48,11 +55,21 @@ impl Peers {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client with defaults");
-        Peers { me, signer, http }
+        Peers {
+            me,
+            signer,
+            http,
+            inflight: Default::default(),
+            unreachable: Mutex::default(),
+        }
+    }
+
+    fn reach(&self, _: NodeId) -> std::sync::MutexGuard<'_, HashSet<NodeId>> {
+        self.unreachable.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Posts `req` to `path` on node `to` at `addr`, signed, and reads
-    /// the JSON answer; with it, the answer's size in bytes. Large bodies
+    /// the answer; with it, the answer's size in bytes. Large bodies
     /// are encoded and decoded on a blocking thread.
     pub async fn call<Q: Serialize + Send + 'static, A: DeserializeOwned + Send + 'static>(
         &self,
@@ -62,10 +79,23 @@ impl Peers {
         req: Q,
         timeout: Duration,
     ) -> Result<(A, usize), CallError> {
-        let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&req))
+        let body = tokio::task::spawn_blocking(move || crate::codec::to_bytes(&req))
             .await
             .map_err(|e| CallError::Unreachable(e.to_string()))?
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        self.send(to, addr, path, body, timeout).await
+    }
+
+    /// Posts the encoded `body` to `path` on node `to`, signed, and reads
+    /// the answer, as [`Peers::call`] does.
+    pub async fn send<A: DeserializeOwned + Send + 'static>(
+        &self,
+        to: NodeId,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(A, usize), CallError> {
         let s = self.signer.sign(self.me, to, "POST", path, &body);
         let sent = self
             .http
@@ -76,16 +106,24 @@ impl Peers {
             .header(sign::NONCE, s.nonce)
             .header(sign::HEAD, s.head)
             .header(sign::SIGNATURE, s.signature)
-            .header("content-type", "application/json")
+            .header("content-type", crate::rpc::CONTENT_TYPE)
             .timeout(timeout)
             .body(body)
             .send()
             .await;
         let answer = match sent {
             Ok(a) => a,
-            Err(e) if e.is_connect() => return Err(CallError::Unreachable(e.to_string())),
+            Err(e) if e.is_connect() => {
+                if self.reach(to).insert(to) {
+                    tracing::info!(node = to, addr, "a peer is not reachable (yet)");
+                }
+                return Err(CallError::Unreachable(e.to_string()));
+            }
             Err(e) => return Err(CallError::NoAnswer(e.to_string())),
         };
+        if self.reach(to).remove(&to) {
+            tracing::info!(node = to, addr, "a peer is reachable again");
+        }
         if !answer.status().is_success() {
             return Err(CallError::Refused(answer.status().as_u16()));
         }
@@ -94,7 +132,7 @@ impl Peers {
             .await
             .map_err(|e| CallError::NoAnswer(e.to_string()))?;
         let n = bytes.len();
-        let parse = move || serde_json::from_slice(&bytes);
+        let parse = move || crate::codec::from_bytes(&bytes);
         let parsed = if n <= crate::rpc::PARSE_IN_PLACE {
             parse()
         } else {
@@ -172,7 +210,18 @@ impl RaftNetwork<Tc> for Conn {
         rpc: AppendEntriesRequest<Tc>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("append", rpc, &option).await
+        let peers = self.peers.clone();
+        peers
+            .inflight
+            .append(
+                &self.peers,
+                self.group,
+                self.target,
+                &self.addr,
+                rpc,
+                option.hard_ttl(),
+            )
+            .await
     }
 
     async fn install_snapshot(

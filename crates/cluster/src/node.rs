@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use vectorizer_service::{Service, ServiceError, ServiceOptions};
+use vectorizer_service::{Service, ServiceError};
 
-use crate::log::LogStore;
+use crate::group::{Opener, Slot};
 use crate::meta::MetaSm;
-use crate::net::{CallError, Network, Peers};
-use crate::shard::ShardSm;
+use crate::net::{CallError, Peers};
 use crate::sign::Signer;
 use crate::topology::Topology;
 use crate::types::*;
@@ -40,14 +39,10 @@ pub struct ClusterOptions {
     pub keep_entries: u64,
     /// How long a request waits for a leader and its commit.
     pub request_timeout: Duration,
-}
-
-/// One Raft group on this node.
-pub struct Group {
-    pub raft: Raft,
-    pub shard: Option<ShardSm>,
-    /// Reads on this node as the group's leader wait here.
-    pub reads: crate::barrier::ReadBarrier,
+    /// The most one log entry may hold once encoded: a larger write is
+    /// refused (413) where it arrives, so no entry can outlast Raft's
+    /// timers while it is replicated.
+    pub max_entry_bytes: usize,
 }
 
 /// A command handed to a group's leader.
@@ -64,6 +59,11 @@ pub enum Forward {
         new: NodeId,
         addr: String,
     },
+    /// Take a member out of the group (to repair its copy).
+    Remove { node: NodeId },
+    /// Add a member back: as a learner until it has caught up, then as a
+    /// voter.
+    Rejoin { node: NodeId, addr: String },
 }
 
 /// What a node answers a [`Forward`].
@@ -106,7 +106,9 @@ pub struct Node {
     /// is the one in force).
     pub configured: Topology,
     pub meta: MetaSm,
-    pub groups: BTreeMap<u32, Group>,
+    pub groups: BTreeMap<u32, Slot>,
+    /// Raft's configuration, shared by every group.
+    raft_config: Arc<openraft::Config>,
     pub peers: Arc<Peers>,
     /// The node's own service (Hub, quotas, usage outbox).
     pub main: Weak<Service>,
@@ -119,8 +121,14 @@ fn raft_config(o: &ClusterOptions) -> Result<Arc<openraft::Config>, String> {
     let c = openraft::Config {
         cluster_name: "vectorizer".into(),
         heartbeat_interval: ms(o.heartbeat),
+        // openraft waits its lease (the maximum) plus a random timeout in
+        // [min, max) after it last heard a leader: a narrow range keeps a
+        // failover near 2.5 election timeouts instead of 4 to 6.
         election_timeout_min: ms(o.election_timeout),
-        election_timeout_max: ms(o.election_timeout) * 2,
+        election_timeout_max: ms(o.election_timeout) * 3 / 2,
+        // Batches stay small enough to cross within Raft's timers; the
+        // network shrinks them further by bytes (see `net.rs`).
+        max_payload_entries: 64,
         install_snapshot_timeout: ms(o.request_timeout).max(1000),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(o.snapshot_entries),
         max_in_snapshot_log_to_keep: o.keep_entries,
@@ -170,50 +178,38 @@ impl Node {
         let peers = Arc::new(Peers::new(options.node_id, signer));
         let config = raft_config(&options)?;
         let meta = MetaSm::open(raft_dir.join("meta-snapshot.json"))?;
+        let opener = Opener {
+            node: options.node_id,
+            data_dir: options.data_dir.clone(),
+            shards: options.shards,
+            config: config.clone(),
+            peers: &peers,
+            meta: &meta,
+        };
         let mut groups = BTreeMap::new();
         let mut pristine = true;
         for g in configured.groups_of(options.node_id) {
-            let log = LogStore::open(&raft_dir.join(format!("group-{g}.redb")))?;
-            pristine &= log.is_pristine()?;
-            let network = Network {
-                group: g,
-                peers: peers.clone(),
+            // A group that cannot start stops alone; the node serves the
+            // others, and the operator repairs it (docs/CLUSTER.md).
+            let slot = match opener.open(g, main, None, None).await {
+                Ok(group) => {
+                    pristine &= group.log.is_pristine()?;
+                    Slot::running(group)
+                }
+                Err(e) => {
+                    tracing::error!(group = %crate::status::group_name(g), error = %e, "a raft group could not start on this node; repair it with `vectorizer cluster repair-group`");
+                    pristine = false;
+                    Slot::failed(e)
+                }
             };
-            let (raft, shard) = if g == META_GROUP {
-                let raft = Raft::new(options.node_id, config.clone(), network, log, meta.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (raft, None)
-            } else {
-                let dir = options.data_dir.join(format!("shards/{}", g - 1));
-                let mut so: ServiceOptions = main.options().clone();
-                so.data_dir = dir.clone();
-                // A replica applies what its leader admitted: no second
-                // admission limit that could refuse on one replica only.
-                so.share.max_in_flight = usize::MAX / 2;
-                let service = Arc::new(
-                    Service::open(so).map_err(|e| format!("opening shard {}: {e}", g - 1))?,
-                );
-                let sm = ShardSm::open(g - 1, options.shards, service, dir)?;
-                let raft = Raft::new(options.node_id, config.clone(), network, log, sm.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (raft, Some(sm))
-            };
-            groups.insert(
-                g,
-                Group {
-                    raft,
-                    shard,
-                    reads: Default::default(),
-                },
-            );
+            groups.insert(g, slot);
         }
         let node = Arc::new(Node {
             id: options.node_id,
             configured,
             meta,
             groups,
+            raft_config: config,
             peers,
             main: Arc::downgrade(main),
             hints: Mutex::default(),
@@ -271,7 +267,8 @@ impl Node {
             );
             return Ok(());
         }
-        for (g, group) in &self.groups {
+        for (g, slot) in &self.groups {
+            let Some(group) = slot.get() else { continue };
             let members: BTreeMap<NodeId, openraft::BasicNode> = self
                 .configured
                 .members(*g)
@@ -307,6 +304,23 @@ impl Node {
         });
     }
 
+    /// Group `g` as it runs on this node, if it does.
+    pub fn group(&self, g: u32) -> Option<Arc<crate::group::Group>> {
+        self.groups.get(&g)?.get()
+    }
+
+    /// What opens this node's groups.
+    pub(crate) fn opener(&self) -> Opener<'_> {
+        Opener {
+            node: self.id,
+            data_dir: self.options.data_dir.clone(),
+            shards: self.options.shards,
+            config: self.raft_config.clone(),
+            peers: &self.peers,
+            meta: &self.meta,
+        }
+    }
+
     /// The topology in force.
     pub fn topology(&self) -> Topology {
         self.with_topology(Topology::clone)
@@ -324,7 +338,7 @@ impl Node {
     }
 
     pub fn hello(&self, asker: NodeId) -> Hello {
-        let matched = self.groups.get(&META_GROUP).and_then(|g| {
+        let matched = self.group(META_GROUP).and_then(|g| {
             let m = g.raft.metrics().borrow().clone();
             m.replication?
                 .get(&asker)
@@ -344,8 +358,7 @@ impl Node {
     /// The node to ask first for group `g`'s leader.
     fn leader_hint(&self, g: u32, avoid: &BTreeSet<NodeId>) -> Option<NodeId> {
         let local = self
-            .groups
-            .get(&g)
+            .group(g)
             .and_then(|grp| grp.raft.metrics().borrow().current_leader);
         let cached = self
             .hints
@@ -367,11 +380,41 @@ impl Node {
             .insert(g, leader);
     }
 
+    /// Refuses, where it arrives, a command that would not survive its own
+    /// encoding or that is larger than one entry may be: no replica ever
+    /// meets an entry it cannot decode, and no entry outlasts Raft's timers.
+    async fn checked(&self, fwd: Forward) -> Result<Forward, ServiceError> {
+        let Forward::Propose { cmd } = fwd else {
+            return Ok(fwd);
+        };
+        let (cmd, size) = tokio::task::spawn_blocking(move || {
+            let size = crate::codec::round_trip(&cmd);
+            (cmd, size)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let max = self.options.max_entry_bytes;
+        match size {
+            Err(e) => Err(ServiceError::invalid(
+                "unreplicable_request",
+                format!("this request cannot be replicated: {e}"),
+            )),
+            Ok(n) if n > max => Err(ServiceError::TooLarge {
+                code: "write_too_large",
+                message: format!(
+                    "in cluster mode one write holds at most {max} bytes once encoded (`cluster.max_entry_bytes`), and this one holds {n}: send it in smaller batches"
+                ),
+            }),
+            Ok(_) => Ok(Forward::Propose { cmd }),
+        }
+    }
+
     /// Hands `fwd` to group `g`'s leader, wherever it is, and waits for its
     /// answer. A write is retried only where it surely was not applied
     /// (the node was not the leader, or was never reached); a write sent
     /// without an answer is unknown, and reported as unavailable (503).
     pub async fn submit(&self, g: u32, fwd: Forward) -> Result<Reply, ServiceError> {
+        let fwd = self.checked(fwd).await?;
         let deadline = Instant::now() + self.options.request_timeout;
         let is_read = matches!(fwd, Forward::Read { .. });
         let mut avoid = BTreeSet::new();

@@ -176,15 +176,13 @@ impl Node {
             }
         };
         // Only a drop naming this token undoes this create's entry.
-        let undo = |why: &str| {
-            tracing::info!(reason = why, "a create is taken out of the catalog");
-            Forward::Propose {
-                cmd: Command::Meta(MetaCommand::DropCollection {
-                    owner,
-                    name: req.name.clone(),
-                    token: Some(token),
-                }),
-            }
+        let short = req.name.clone();
+        let undo = || Forward::Propose {
+            cmd: Command::Meta(MetaCommand::DropCollection {
+                owner,
+                name: short.clone(),
+                token: Some(token),
+            }),
         };
         if !created {
             // Either it exists, or a create was cut short after the
@@ -206,13 +204,13 @@ impl Node {
                 Ok(r) => r,
                 Err(e) => {
                     if created && refused(&e) {
-                        let _ = self.submit(META_GROUP, undo("the hub refused it")).await;
+                        tracing::info!("the Hub refused a create: its catalog entry is taken out");
+                        let _ = self.submit(META_GROUP, undo()).await;
                     }
                     return Err(e);
                 }
             };
         metadata.insert(TOKEN_KEY.to_owned(), token.to_string());
-        let undo_entry = undo("the shard refused it");
         let fwd = Forward::Propose {
             cmd: Command::Shard(Box::new(shard_cmd(Op::CreateCollection { req }, metadata))),
         };
@@ -226,7 +224,10 @@ impl Node {
             && refused(e)
             && !matches!(e, ServiceError::CollectionExists(_))
         {
-            if created && let Err(e) = self.submit(META_GROUP, undo_entry).await {
+            if created {
+                tracing::info!(error = %e, "the shard refused a create: its catalog entry is taken out");
+            }
+            if created && let Err(e) = self.submit(META_GROUP, undo()).await {
                 tracing::warn!(error = %e, "could not take a refused create out of the catalog");
             }
             if let Some(r) = registration {

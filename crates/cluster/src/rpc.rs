@@ -24,6 +24,8 @@ use crate::types::*;
 /// signed gets its body read at all.)
 pub const MAX_BODY: usize = 256 << 20;
 const MAX_SMALL_BODY: usize = 64 << 10;
+/// The media type of internal calls' bodies (see `codec.rs`).
+pub const CONTENT_TYPE: &str = "application/msgpack";
 /// Bodies larger than this are decoded and encoded on a blocking thread.
 pub const PARSE_IN_PLACE: usize = 64 << 10;
 
@@ -38,6 +40,10 @@ pub async fn serve(node: Arc<Node>) -> Result<(), String> {
         .route("/internal/hello", axum::routing::post(hello).layer(small))
         .route("/internal/raft/{group}/{kind}", axum::routing::post(raft))
         .route("/internal/forward/{group}", axum::routing::post(forward))
+        .route(
+            "/internal/reset/{group}",
+            axum::routing::post(reset).layer(small),
+        )
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(node.clone(), head))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -125,7 +131,7 @@ async fn verified<T: DeserializeOwned + Send + 'static>(
         .verify(node.id, &c, &s, &body)
         .ok_or_else(unauthorized)?;
     let n = body.len();
-    let parse = move || serde_json::from_slice(&body);
+    let parse = move || crate::codec::from_bytes(&body);
     let parsed = if n <= PARSE_IN_PLACE {
         parse()
     } else {
@@ -134,6 +140,7 @@ async fn verified<T: DeserializeOwned + Send + 'static>(
             .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
     };
     parsed.map(|v| (v, sender)).map_err(|e| {
+        tracing::warn!(node = sender, path = uri.path(), error = %e, "a peer's call could not be decoded");
         (
             StatusCode::BAD_REQUEST,
             axum::Json(
@@ -145,13 +152,11 @@ async fn verified<T: DeserializeOwned + Send + 'static>(
 }
 
 /// Encodes an answer (on a blocking thread: it may hold a large answer).
-async fn json<T: Serialize + Send + 'static>(v: T) -> Response {
-    match tokio::task::spawn_blocking(move || serde_json::to_vec(&v)).await {
-        Ok(Ok(bytes)) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            bytes,
-        )
-            .into_response(),
+async fn answer<T: Serialize + Send + 'static>(v: T) -> Response {
+    match tokio::task::spawn_blocking(move || crate::codec::to_bytes(&v)).await {
+        Ok(Ok(bytes)) => {
+            ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response()
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -164,7 +169,7 @@ async fn hello(
     body: Bytes,
 ) -> Response {
     match verified::<()>(&node, &method, &uri, &headers, body).await {
-        Ok(((), sender)) => json(node.hello(sender)).await,
+        Ok(((), sender)) => answer(node.hello(sender)).await,
         Err(r) => r,
     }
 }
@@ -177,21 +182,21 @@ async fn raft(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(g) = node.groups.get(&group) else {
+    let Some(g) = node.group(group) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let raft = g.raft.clone();
     match kind.as_str() {
         "vote" => match verified(&node, &method, &uri, &headers, body).await {
-            Ok((req, _)) => json(raft.vote(req).await).await,
+            Ok((req, _)) => answer(raft.vote(req).await).await,
             Err(r) => r,
         },
         "append" => match verified(&node, &method, &uri, &headers, body).await {
-            Ok((req, _)) => json(raft.append_entries(req).await).await,
+            Ok((req, _)) => answer(raft.append_entries(req).await).await,
             Err(r) => r,
         },
         "snapshot" => match verified(&node, &method, &uri, &headers, body).await {
-            Ok((req, _)) => json(raft.install_snapshot(req).await).await,
+            Ok((req, _)) => answer(raft.install_snapshot(req).await).await,
             Err(r) => r,
         },
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -207,7 +212,25 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     match verified::<Forward>(&node, &method, &uri, &headers, body).await {
-        Ok((fwd, _)) => json(handle(&node, group, fwd).await).await,
+        Ok((fwd, _)) => answer(handle(&node, group, fwd).await).await,
+        Err(r) => r,
+    }
+}
+
+/// Drops this node's copy of a group, at the repairing node's request.
+async fn reset(
+    State(node): State<Arc<Node>>,
+    Path(group): Path<u32>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match verified::<()>(&node, &method, &uri, &headers, body).await {
+        Ok(((), _)) => {
+            let r: Result<(), String> = node.reset_group(group).await.map_err(|e| e.to_string());
+            answer(r).await
+        }
         Err(r) => r,
     }
 }
@@ -225,7 +248,7 @@ where
 
 /// Runs a handed-over command here, if this node leads the group.
 pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
-    let Some(g) = node.groups.get(&group) else {
+    let Some(g) = node.group(group) else {
         return Forwarded::NotLeader { leader: None };
     };
     let wait = node.options.request_timeout;
@@ -251,6 +274,18 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
                     reply: Reply::Shard(shard.run(*cmd, false).await),
                 },
             }
+        }
+        Forward::Remove { node } => {
+            remove(g.raft.clone(), node, wait.max(Duration::from_secs(30))).await
+        }
+        Forward::Rejoin { node, addr } => {
+            rejoin(
+                g.raft.clone(),
+                node,
+                addr,
+                wait.max(Duration::from_secs(120)),
+            )
+            .await
         }
         Forward::Replace { old, new, addr } => {
             let raft = g.raft.clone();
@@ -288,10 +323,68 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
     }
 }
 
+/// A membership change on the leader (the member set from the current
+/// voters), done already or bounded by `wait`.
+async fn change_members(
+    raft: &Raft,
+    wait: Duration,
+    change: impl std::future::Future<
+        Output = Result<(), RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>>,
+    >,
+) -> Forwarded {
+    let _ = raft;
+    match tokio::time::timeout(wait, change).await {
+        Err(_) => Forwarded::Unavailable {
+            reason: "the membership change did not finish in time".into(),
+        },
+        Ok(Ok(())) => Forwarded::Reply { reply: Reply::None },
+        Ok(Err(e)) => write_error(&e),
+    }
+}
+
+fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
 fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>) -> Forwarded {
     not_leader(e).unwrap_or_else(|| Forwarded::Unavailable {
         reason: e.to_string(),
     })
+}
+
+async fn remove(raft: Raft, node: NodeId, wait: Duration) -> Forwarded {
+    let r = raft.clone();
+    change_members(&r, wait, async move {
+        let v = voters(&raft);
+        if v.contains(&node) {
+            let rest: std::collections::BTreeSet<NodeId> =
+                v.into_iter().filter(|v| *v != node).collect();
+            raft.change_membership(rest, false).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn rejoin(raft: Raft, node: NodeId, addr: String, wait: Duration) -> Forwarded {
+    let r = raft.clone();
+    change_members(&r, wait, async move {
+        let mut v = voters(&raft);
+        if !v.contains(&node) {
+            // Blocks until the learner has caught up with the log.
+            raft.add_learner(node, openraft::BasicNode::new(addr), true)
+                .await?;
+            v.insert(node);
+            raft.change_membership(v, false).await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 fn read_error(e: &RaftError<NodeId, CheckIsLeaderError<NodeId, openraft::BasicNode>>) -> Forwarded {

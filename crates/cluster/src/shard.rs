@@ -32,6 +32,8 @@ pub struct ShardSm {
     /// Held while an entry is applied, and while a snapshot's files are
     /// placed: a snapshot is the state at exactly one log id.
     apply_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Why applying stopped, if it did.
+    pub failure: crate::group::Failure,
 }
 
 pub(crate) fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -41,6 +43,20 @@ pub(crate) fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
         AnyError::error(e.to_string()),
     )
     .into()
+}
+
+/// The error that stops a group at an entry it cannot decode.
+pub(crate) fn undecodable(group: &str, index: u64, reason: &str) -> StorageError {
+    tracing::error!(
+        group,
+        entry = index,
+        reason,
+        "a log entry cannot be decoded; this group stops on this node (repair it with `vectorizer cluster repair-group`)"
+    );
+    sm_err(
+        ErrorVerb::Read,
+        format!("log entry {index} cannot be decoded: {reason}"),
+    )
 }
 
 impl ShardSm {
@@ -58,6 +74,7 @@ impl ShardSm {
             dir,
             mark: Arc::new(std::sync::Mutex::new(mark)),
             apply_lock: Arc::default(),
+            failure: Default::default(),
         })
     }
 
@@ -112,27 +129,10 @@ impl ShardSm {
             .await
             .map_err(|e| WireError::from(&e))
     }
-}
 
-impl RaftSnapshotBuilder<Tc> for ShardSm {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let placed = {
-            let _applying = self.apply_lock.lock().await;
-            let (last, membership) = self.mark().get();
-            snapshot::place(&self.service, &self.dir, last, membership).await?
-        };
-        snapshot::pack(&self.dir, placed).await
-    }
-}
-
-impl RaftStateMachine<Tc> for ShardSm {
-    type SnapshotBuilder = ShardSm;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
-        Ok(self.mark().get())
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    /// Applies entries in order; an entry that cannot be decoded, or a
+    /// failure of this replica, stops the group here.
+    async fn apply_entries<I>(&self, entries: I) -> Result<Vec<Reply>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -164,6 +164,13 @@ impl RaftStateMachine<Tc> for ShardSm {
                     }
                     Reply::Shard(reply)
                 }
+                EntryPayload::Normal(Command::Undecodable { index, reason }) => {
+                    return Err(undecodable(
+                        &crate::status::group_name(self.shard + 1),
+                        index,
+                        &reason,
+                    ));
+                }
                 EntryPayload::Normal(Command::Meta(_)) => Reply::Shard(ShardReply {
                     result: Err(WireError::from(&ServiceError::Internal(
                         "a metadata command reached a shard group".into(),
@@ -183,6 +190,37 @@ impl RaftStateMachine<Tc> for ShardSm {
             out.push(reply);
         }
         Ok(out)
+    }
+}
+
+impl RaftSnapshotBuilder<Tc> for ShardSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let placed = {
+            let _applying = self.apply_lock.lock().await;
+            let (last, membership) = self.mark().get();
+            snapshot::place(&self.service, &self.dir, last, membership).await?
+        };
+        snapshot::pack(&self.dir, placed).await
+    }
+}
+
+impl RaftStateMachine<Tc> for ShardSm {
+    type SnapshotBuilder = ShardSm;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        Ok(self.mark().get())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let applied = self.apply_entries(entries).await;
+        if let Err(e) = &applied {
+            self.failure.set(e);
+        }
+        applied
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -20,7 +20,7 @@ use vectorizer_service::service::OWNER_KEY;
 use crate::shard::sm_err;
 use crate::types::*;
 
-const FILE: &str = "raft-snapshot.tar";
+pub(crate) const FILE: &str = "raft-snapshot.tar";
 const FILES: [&str; 2] = ["index.hnsw", "points.bin"];
 
 #[derive(Serialize, Deserialize)]

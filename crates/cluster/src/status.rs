@@ -44,6 +44,10 @@ pub struct GroupStatus {
     /// On the leader: entries each member is behind it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<BTreeMap<NodeId, u64>>,
+    /// Why the group stopped on this node (its role is then `failed`);
+    /// `vectorizer cluster repair-group` fetches it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 pub fn group_name(g: u32) -> String {
@@ -61,7 +65,23 @@ impl Node {
         let groups = self
             .groups
             .iter()
-            .map(|(g, group)| {
+            .map(|(g, slot)| {
+                let failed = slot.failure();
+                let Some(group) = slot.get() else {
+                    return GroupStatus {
+                        group: group_name(*g),
+                        role: "failed".into(),
+                        term: 0,
+                        leader: None,
+                        members: Vec::new(),
+                        last_log_index: None,
+                        applied_index: None,
+                        snapshot_index: None,
+                        purged_index: None,
+                        lag: None,
+                        failed,
+                    };
+                };
                 let m = group.raft.metrics().borrow().clone();
                 let last = m.last_log_index;
                 let lag = m.replication.as_ref().map(|r| {
@@ -74,7 +94,11 @@ impl Node {
                 });
                 GroupStatus {
                     group: group_name(*g),
-                    role: format!("{:?}", m.state).to_lowercase(),
+                    role: if failed.is_some() {
+                        "failed".into()
+                    } else {
+                        format!("{:?}", m.state).to_lowercase()
+                    },
                     term: m.current_term,
                     leader: m.current_leader,
                     members: m.membership_config.membership().voter_ids().collect(),
@@ -83,6 +107,7 @@ impl Node {
                     snapshot_index: m.snapshot.map(|l| l.index),
                     purged_index: m.purged.map(|l| l.index),
                     lag,
+                    failed,
                 }
             })
             .collect();
@@ -106,7 +131,7 @@ impl Node {
 
     /// Snapshots every shard's collections (for shutdown).
     pub fn flush(&self) -> Result<(), vectorizer_service::ServiceError> {
-        for g in self.groups.values() {
+        for g in self.groups.values().filter_map(|s| s.get()) {
             if let Some(s) = &g.shard {
                 s.service.flush()?;
             }
@@ -119,6 +144,7 @@ impl Node {
     pub fn raft_figures(&self) -> Vec<(String, bool, u64, u64, u64)> {
         self.groups
             .iter()
+            .filter_map(|(g, slot)| Some((g, slot.get()?)))
             .map(|(g, group)| {
                 let m = group.raft.metrics().borrow().clone();
                 (

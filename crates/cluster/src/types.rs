@@ -41,6 +41,14 @@ pub type Snapshot = openraft::storage::Snapshot<Tc>;
 pub enum Command {
     Meta(MetaCommand),
     Shard(Box<ShardCommand>),
+    /// What this node's log holds where an entry's payload cannot be
+    /// decoded (see `codec.rs`): made only when reading the log, never
+    /// proposed, sent or accepted from a peer; applying it stops the group.
+    #[serde(skip)]
+    Undecodable {
+        index: u64,
+        reason: String,
+    },
 }
 
 /// A change of the cluster's metadata.

@@ -31,7 +31,10 @@ pub fn spawn(node: Arc<Node>) {
                 sent.clear();
                 since = Instant::now();
             }
-            for (g, group) in &node.groups {
+            for g in node.groups.keys() {
+                let Some(group) = node.group(*g) else {
+                    continue;
+                };
                 let Some(shard) = &group.shard else { continue };
                 let leads = group.raft.metrics().borrow().current_leader == Some(node.id);
                 if !leads {

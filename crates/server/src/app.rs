@@ -157,6 +157,17 @@ pub fn routes() -> Vec<Route> {
             post(crate::cluster_admin::replace_node),
         ),
         r(
+            Method::POST,
+            "/cluster/repair-group",
+            "cluster_repair_group",
+            "Cluster mode: drop a node's copy of a failed group and send it the group again (operator token)",
+            Some(schema::<crate::cluster_admin::RepairGroup> as SchemaFn),
+            schema::<serde_json::Value>,
+            StatusCode::OK,
+            Access::Public,
+            post(crate::cluster_admin::repair_group),
+        ),
+        r(
             Method::GET,
             "/openapi.json",
             "openapi",

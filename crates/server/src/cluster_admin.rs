@@ -1,5 +1,6 @@
 //! The operator's view of cluster mode: `GET /cluster` (nodes, groups,
-//! leaders, lag) and `POST /cluster/replace-node`. Both need the operator
+//! leaders, lag), `POST /cluster/replace-node` and
+//! `POST /cluster/repair-group`. All need the operator
 //! token, never a tenant's key; a single node answers 404.
 
 use axum::Json;
@@ -75,5 +76,29 @@ pub async fn replace_node(
     }
     node.replace_node(req.old as u64, req.new as u64, req.addr)
         .await?;
+    Ok(Json(node.status()).into_response())
+}
+
+/// A node's copy of a group to drop and fetch again.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepairGroup {
+    /// The node whose copy is repaired.
+    #[serde(deserialize_with = "vectorizer_engine::config::whole")]
+    pub node: usize,
+    /// The group: `meta` or `shard-<s>`.
+    pub group: String,
+}
+
+/// Repairs one node's copy of one group (see docs/CLUSTER.md). The
+/// operator is checked before the body is read.
+pub async fn repair_group(
+    State(state): State<AppState>,
+    operator: OperatorOf,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let node = admitted(&state, operator)?;
+    let ApiJson(req) = ApiJson::<RepairGroup>::from_request(request, &()).await?;
+    node.repair_group(req.node as u64, &req.group).await?;
     Ok(Json(node.status()).into_response())
 }

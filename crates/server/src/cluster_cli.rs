@@ -32,6 +32,20 @@ pub enum ClusterCommand {
         #[arg(long)]
         addr: String,
     },
+    /// Drops a node's copy of one group (one that `status` shows as
+    /// failed) and has the group's leader send it again; the node keeps
+    /// serving its other groups meanwhile.
+    RepairGroup {
+        /// A live node's REST address.
+        #[arg(long, default_value = "http://127.0.0.1:15002")]
+        url: String,
+        /// The node whose copy is repaired.
+        #[arg(long)]
+        node: u64,
+        /// The group: `meta` or `shard-<s>`.
+        #[arg(long)]
+        group: String,
+    },
 }
 
 fn token() -> Result<String, String> {
@@ -77,6 +91,17 @@ pub fn run(command: ClusterCommand) -> Result<(), String> {
             println!("node {new} replaces node {old}; start it now");
             print_status(&s);
         }
+        ClusterCommand::RepairGroup { url, node, group } => {
+            let body = serde_json::json!({"node": node, "group": group});
+            let s = rt.block_on(vectorizer_cluster::admin::call(
+                &url,
+                &token,
+                "/cluster/repair-group",
+                Some(body),
+            ))?;
+            println!("node {node}'s copy of {group} is repaired");
+            print_status(&s);
+        }
     }
     Ok(())
 }
@@ -117,5 +142,8 @@ fn print_status(s: &serde_json::Value) {
             v(&g["members"]),
             v(&g["lag"]),
         );
+        if let Some(why) = g["failed"].as_str() {
+            println!("           failed: {why}");
+        }
     }
 }

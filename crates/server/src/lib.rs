@@ -287,11 +287,19 @@ pub fn init_logging(cfg: &Config) {
     } else {
         level.min(Level::WARN)
     };
+    // Raft's library narrates every vote and replication at `info`, and
+    // logs each failed call to a peer (one still booting, say) at `error`:
+    // only wanted when debugging. The cluster crate says itself, at the
+    // level each deserves, when a peer is unreachable or a group stops.
+    let openraft = if level > Level::INFO {
+        tracing_subscriber::filter::LevelFilter::from_level(level)
+    } else {
+        tracing_subscriber::filter::LevelFilter::OFF
+    };
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(level)
         .with_target("rmcp", rmcp)
-        // Raft's library narrates every vote and replication at `info`.
-        .with_target("openraft", rmcp);
+        .with_target("openraft", openraft);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);

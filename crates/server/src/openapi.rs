@@ -154,7 +154,9 @@ fn error_statuses(r: &Route) -> Vec<u16> {
             "metrics" => vec![401, 500],
             // Operator only; 404 on a node that runs alone.
             "cluster_status" => vec![401, 404, 500, 503],
-            "cluster_replace_node" => vec![400, 401, 404, 413, 415, 422, 500, 503],
+            "cluster_replace_node" | "cluster_repair_group" => {
+                vec![400, 401, 404, 413, 415, 422, 500, 503]
+            }
             _ => vec![500, 503],
         };
     }

@@ -37,6 +37,10 @@ pub struct ClusterConfig {
     /// How long a request waits for its shard's leader and the commit of
     /// its write; past it the answer is 503 (for a write: outcome unknown).
     pub request_timeout_seconds: u64,
+    /// The most one write may hold once encoded for the log (vectors as
+    /// 4 bytes a number): a larger one is refused with 413
+    /// `write_too_large`, to be sent in smaller batches.
+    pub max_entry_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -54,11 +58,12 @@ impl Default for ClusterConfig {
             nodes: Vec::new(),
             shards: 8,
             replication_factor: 3,
-            heartbeat_ms: 250,
-            election_timeout_ms: 1500,
+            heartbeat_ms: 150,
+            election_timeout_ms: 600,
             snapshot_entries: 10_000,
             keep_entries: 1_000,
             request_timeout_seconds: 10,
+            max_entry_bytes: 8 << 20,
         }
     }
 }
@@ -128,6 +133,11 @@ impl ClusterConfig {
             (1..=600).contains(&self.request_timeout_seconds),
             "cluster.request_timeout_seconds",
             "must be between 1 and 600",
+        )?;
+        check(
+            (64 << 10..=64 << 20).contains(&self.max_entry_bytes),
+            "cluster.max_entry_bytes",
+            "must be between 65536 (64 KiB) and 67108864 (64 MiB)",
         )
     }
 
@@ -171,6 +181,7 @@ impl ClusterConfig {
             snapshot_entries: self.snapshot_entries,
             keep_entries: self.keep_entries,
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            max_entry_bytes: self.max_entry_bytes,
         })
     }
 }

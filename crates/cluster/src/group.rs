@@ -1,0 +1,261 @@
+//! One Raft group on this node, and what happens when it fails. A group
+//! whose storage or state machine fails (an entry it cannot decode or
+//! apply, a disk error) stops alone: the node keeps serving its other
+//! groups, `vectorizer cluster status` shows the group as failed with the
+//! reason, and an operator's repair drops this node's copy of the group
+//! (log and data, keeping its vote) and has the group's leader send it the
+//! group's state again.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use vectorizer_service::{Service, ServiceOptions};
+
+use crate::barrier::ReadBarrier;
+use crate::log::LogStore;
+use crate::meta::MetaSm;
+use crate::net::{Network, Peers};
+use crate::shard::ShardSm;
+use crate::types::*;
+
+/// Why a group's state machine stopped, as it said (openraft reports it
+/// to the group only as a closed channel).
+#[derive(Clone, Default)]
+pub struct Failure(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Failure {
+    /// Records the first reason.
+    pub fn set(&self, why: &impl std::fmt::Display) {
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(why.to_string());
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// A running group.
+pub struct Group {
+    pub raft: Raft,
+    pub shard: Option<ShardSm>,
+    /// Reads on this node as the group's leader wait here.
+    pub reads: ReadBarrier,
+    pub log: LogStore,
+    /// What its state machine said when it stopped.
+    pub failure: Failure,
+}
+
+enum State {
+    Running(Arc<Group>),
+    /// It could not even start (its reason).
+    Failed(String),
+}
+
+/// A group's place on this node: the group as it runs now.
+pub struct Slot(RwLock<State>);
+
+impl Slot {
+    pub fn running(group: Group) -> Slot {
+        Slot(RwLock::new(State::Running(Arc::new(group))))
+    }
+
+    pub fn failed(reason: String) -> Slot {
+        Slot(RwLock::new(State::Failed(reason)))
+    }
+
+    /// The group, unless it could not start. (Its Raft may have stopped
+    /// since: its calls then fail, and [`Slot::failure`] says why.)
+    pub fn get(&self) -> Option<Arc<Group>> {
+        match &*self.0.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Running(g) => Some(g.clone()),
+            State::Failed(_) => None,
+        }
+    }
+
+    /// Why the group stopped on this node, if it did.
+    pub fn failure(&self) -> Option<String> {
+        match &*self.0.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Failed(r) => Some(r.clone()),
+            State::Running(g) => {
+                let stopped = g.raft.metrics().borrow().running_state.clone();
+                match stopped {
+                    Ok(()) => None,
+                    Err(e) => Some(g.failure.get().unwrap_or_else(|| e.to_string())),
+                }
+            }
+        }
+    }
+
+    pub fn replace(&self, group: Group) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = State::Running(Arc::new(group));
+    }
+}
+
+/// What opening a group needs.
+pub struct Opener<'a> {
+    pub node: NodeId,
+    pub data_dir: PathBuf,
+    pub shards: u32,
+    pub config: Arc<openraft::Config>,
+    pub peers: &'a Arc<Peers>,
+    pub meta: &'a MetaSm,
+}
+
+impl Opener<'_> {
+    pub fn log_path(&self, g: u32) -> PathBuf {
+        self.data_dir.join(format!("raft/group-{g}.redb"))
+    }
+
+    pub fn shard_dir(&self, g: u32) -> PathBuf {
+        self.data_dir.join(format!("shards/{}", g - 1))
+    }
+
+    /// Opens group `g` over its files; a shard over `service` (opened
+    /// here from `main`'s options when none is given).
+    pub async fn open(
+        &self,
+        g: u32,
+        main: &Service,
+        service: Option<Arc<Service>>,
+        log: Option<LogStore>,
+    ) -> Result<Group, String> {
+        let log = match log {
+            Some(l) => l,
+            None => LogStore::open(&self.log_path(g))?,
+        };
+        let network = Network {
+            group: g,
+            peers: self.peers.clone(),
+        };
+        let (raft, shard, failure) = if g == META_GROUP {
+            let raft = Raft::new(
+                self.node,
+                self.config.clone(),
+                network,
+                log.clone(),
+                self.meta.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            (raft, None, self.meta.failure.clone())
+        } else {
+            let dir = self.shard_dir(g);
+            let service = match service {
+                Some(s) => s,
+                None => {
+                    let mut so: ServiceOptions = main.options().clone();
+                    so.data_dir = dir.clone();
+                    // A replica applies what its leader admitted: no second
+                    // admission limit that could refuse on one replica only.
+                    so.share.max_in_flight = usize::MAX / 2;
+                    Arc::new(
+                        Service::open(so).map_err(|e| format!("opening shard {}: {e}", g - 1))?,
+                    )
+                }
+            };
+            let sm = ShardSm::open(g - 1, self.shards, service, dir)?;
+            let raft = Raft::new(
+                self.node,
+                self.config.clone(),
+                network,
+                log.clone(),
+                sm.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let failure = sm.failure.clone();
+            (raft, Some(sm), failure)
+        };
+        watch(g, &raft);
+        Ok(Group {
+            raft,
+            shard,
+            reads: ReadBarrier::default(),
+            log,
+            failure,
+        })
+    }
+
+    /// Drops this node's copy of group `g` (its entries and its data; the
+    /// vote stays) and opens it again, empty, to be sent the group's state
+    /// by its leader.
+    pub async fn reset(
+        &self,
+        g: u32,
+        old: Option<Arc<Group>>,
+        main: &Service,
+    ) -> Result<Group, String> {
+        let (mut service, mut log) = (None, None);
+        if let Some(old) = old {
+            let _ = old.raft.shutdown().await;
+            service = old.shard.as_ref().map(|s| s.service.clone());
+            log = Some(old.log.clone());
+        }
+        let log = match log {
+            Some(l) => l,
+            None => LogStore::open(&self.log_path(g))?,
+        };
+        tokio::task::spawn_blocking({
+            let log = log.clone();
+            move || log.reset()
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if g == META_GROUP {
+            self.meta.reset()?;
+        } else {
+            if let Some(s) = &service {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || {
+                    let db = s.engine();
+                    for c in db.collections_unordered() {
+                        db.drop_collection(c.name()).map_err(|e| e.to_string())?;
+                    }
+                    Ok::<_, String>(())
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+            }
+            let dir = self.shard_dir(g);
+            for f in ["raft-applied", crate::snapshot::FILE] {
+                match std::fs::remove_file(dir.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(format!("{}: {e}", dir.join(f).display()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.open(g, main, service, Some(log)).await
+    }
+}
+
+/// Says, once, that group `g` stopped on this node and why (openraft's own
+/// lines are not shown at the usual levels).
+fn watch(g: u32, raft: &Raft) {
+    let mut m = raft.metrics();
+    tokio::spawn(async move {
+        while m.changed().await.is_ok() {
+            let stopped = m.borrow().running_state.clone();
+            match stopped {
+                Ok(()) => continue,
+                Err(openraft::error::Fatal::Stopped) => return,
+                Err(e) => {
+                    tracing::error!(
+                        group = %crate::status::group_name(g),
+                        error = %e,
+                        "a raft group stopped on this node; the node serves its other groups (repair it with `vectorizer cluster repair-group`)"
+                    );
+                    return;
+                }
+            }
+        }
+    });
+}
