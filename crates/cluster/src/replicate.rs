@@ -7,7 +7,9 @@
 //! - each call runs to its end in a task of its own, with a deadline sized
 //!   by its bytes; openraft's retry of the same batch (same leader vote,
 //!   same previous entry) waits for that call instead of starting over,
-//!   and is told how far the follower got.
+//!   and is told how far the follower got;
+//! - a batch that outlasts its deadline is sent again as half as many
+//!   entries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,7 +34,8 @@ type AeError = RPCError<NodeId, BasicNode, RaftError<NodeId>>;
 #[derive(Debug, Clone)]
 enum Failed {
     Unreachable(String),
-    TooLarge,
+    /// Fewer entries at a time: at most this many.
+    TooLarge(u64),
     Network(String),
 }
 
@@ -84,7 +87,7 @@ fn answer_for(a: &Answer, sent: Option<LogId>, asked: Option<LogId>) -> Answer {
 fn to_rpc(f: Failed) -> AeError {
     match f {
         Failed::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&AnyError::error(m))),
-        Failed::TooLarge => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1)),
+        Failed::TooLarge(n) => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(n)),
         Failed::Network(m) => RPCError::Network(NetworkError::new(&AnyError::error(m))),
     }
 }
@@ -128,14 +131,19 @@ impl InFlight {
                 let path = format!("/internal/raft/{group}/append");
                 let limit = deadline(body.len());
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let r = peers
                         .send::<Answer>(target, &addr, &path, body, limit)
                         .await
                         .map(|(a, _)| a)
                         .map_err(|e| match e {
                             CallError::Unreachable(m) => Failed::Unreachable(m),
-                            // Over the receiver's body limit: fewer entries.
-                            CallError::Refused(413) => Failed::TooLarge,
+                            // Over the receiver's body limit: one entry.
+                            CallError::Refused(413) => Failed::TooLarge(1),
+                            // Past its deadline: half as many entries.
+                            CallError::NoAnswer(_) if n > 1 && started.elapsed() >= limit => {
+                                Failed::TooLarge((n as u64 / 2).max(1))
+                            }
                             other => Failed::Network(other.to_string()),
                         });
                     let _ = tx.send(Some(Arc::new(r)));
@@ -168,12 +176,13 @@ impl InFlight {
                 Err(f) => Err(f.clone()),
             },
         };
-        // Done: the next batch starts afresh.
-        {
+        // Done: the next batch starts afresh (a heartbeat leaves a call
+        // with entries under way alone).
+        if n > 0 {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             if map
                 .get(&(group, target))
-                .is_some_and(|p| p.vote == vote && p.prev == prev)
+                .is_some_and(|p| p.vote == vote && p.prev == prev && p.last == sent)
             {
                 map.remove(&(group, target));
             }
