@@ -12,7 +12,7 @@ pub async fn call(
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(330))
         .build()
         .map_err(|e| e.to_string())?;
     let target = format!("{}{path}", url.trim_end_matches('/'));

@@ -104,8 +104,9 @@ pub fn log_id_of(bytes: &[u8]) -> Result<LogId, String> {
     }
 }
 
-/// A stored entry. Fails only where not even its log id can be read; a
-/// payload that cannot be decoded comes back as [`Command::Undecodable`].
+/// A stored entry. Fails where not even its log id can be read, or where a
+/// membership change cannot be decoded; a command that cannot be decoded
+/// comes back as [`Command::Undecodable`].
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
     let log_id = log_id_of(bytes)?;
     let undecodable = |reason: String| Entry {
@@ -126,27 +127,49 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
             Ok(c) => EntryPayload::Normal(c),
             Err(e) => return Ok(undecodable(e)),
         },
-        MEMBERSHIP => match from_bytes(body) {
-            Ok(m) => EntryPayload::Membership(m),
-            Err(e) => return Ok(undecodable(format!("membership: {e}"))),
-        },
+        // A membership entry is read by openraft itself: one it cannot
+        // have is a storage error (the group stops), never another entry.
+        MEMBERSHIP => EntryPayload::Membership(from_bytes(body).map_err(|e| {
+            format!(
+                "log entry {} (a membership change) cannot be decoded: {e}",
+                log_id.index
+            )
+        })?),
         k => return Ok(undecodable(format!("unknown entry kind {k}"))),
     };
     Ok(Entry { log_id, payload })
 }
 
-/// Checks that `cmd` survives its own encoding (encoded, decoded and
-/// encoded again, it gives the same bytes) and returns its encoded size:
-/// a command that would not is never proposed, so no replica meets it.
-pub fn round_trip(cmd: &Command) -> Result<usize, String> {
+/// Why a command may not be proposed.
+#[derive(Debug)]
+pub enum Unfit {
+    /// Its encoded size, over the bound.
+    TooLarge(usize),
+    /// It does not survive its own encoding (why).
+    Unencodable(String),
+}
+
+/// Checks that `cmd` is at most `max` bytes once encoded (checked before
+/// anything else is done with it) and survives its own encoding (encoded,
+/// decoded and encoded again, it gives the same bytes); its encoded size.
+/// A command that would not is never proposed, so no replica meets it.
+pub fn round_trip(cmd: &Command, max: usize) -> Result<usize, Unfit> {
     if matches!(cmd, Command::Undecodable { .. }) {
-        return Err("an undecodable entry is never proposed".into());
+        return Err(Unfit::Unencodable(
+            "an undecodable entry is never proposed".into(),
+        ));
     }
-    let bytes = to_bytes(cmd)?;
-    let back: Command = from_bytes(&bytes).map_err(|e| format!("it does not decode: {e}"))?;
-    let again = to_bytes(&back)?;
+    let bytes = to_bytes(cmd).map_err(Unfit::Unencodable)?;
+    if bytes.len() > max {
+        return Err(Unfit::TooLarge(bytes.len()));
+    }
+    let back: Command =
+        from_bytes(&bytes).map_err(|e| Unfit::Unencodable(format!("it does not decode: {e}")))?;
+    let again = to_bytes(&back).map_err(Unfit::Unencodable)?;
     if again != bytes {
-        return Err("it does not decode to the same value".into());
+        return Err(Unfit::Unencodable(
+            "it does not decode to the same value".into(),
+        ));
     }
     Ok(bytes.len())
 }

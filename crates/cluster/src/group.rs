@@ -200,8 +200,15 @@ impl Opener<'_> {
         }
         let log = match log {
             Some(l) => l,
-            None => LogStore::open(&self.log_path(g))?,
+            None => LogStore::open(&self.log_path(g)).map_err(|e| {
+                format!("{e}: the group's log cannot be opened, so its vote cannot be kept: replace the node instead (`vectorizer cluster replace-node`)")
+            })?,
         };
+        // In an order a crash cannot make unsafe: the log first (a log
+        // behind the applied mark is purged up to it at the next start),
+        // then the mark and the snapshot (the state machine then claims
+        // nothing), then the data (a replica that claims nothing and holds
+        // stale data is sent the group's state, which replaces it).
         tokio::task::spawn_blocking({
             let log = log.clone();
             move || log.reset()
@@ -210,8 +217,22 @@ impl Opener<'_> {
         .map_err(|e| e.to_string())??;
         if g == META_GROUP {
             self.meta.reset()?;
-        } else {
-            if let Some(s) = &service {
+            return self.open(g, main, None, Some(log)).await;
+        }
+        let dir = self.shard_dir(g);
+        for f in ["raft-applied", crate::snapshot::FILE] {
+            match std::fs::remove_file(dir.join(f)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("{}: {e}", dir.join(f).display()));
+                }
+                _ => {}
+            }
+        }
+        if dir.exists() {
+            vectorizer_engine::fsutil::sync_dir(&dir).map_err(|e| e.to_string())?;
+        }
+        match &service {
+            Some(s) => {
                 let s = s.clone();
                 tokio::task::spawn_blocking(move || {
                     let db = s.engine();
@@ -223,27 +244,34 @@ impl Opener<'_> {
                 .await
                 .map_err(|e| e.to_string())??;
             }
-            let dir = self.shard_dir(g);
-            for f in ["raft-applied", crate::snapshot::FILE] {
-                match std::fs::remove_file(dir.join(f)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(format!("{}: {e}", dir.join(f).display()));
-                    }
-                    _ => {}
+            // The group never opened (its data may be what is damaged):
+            // its directory goes whole.
+            None => match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("{}: {e}", dir.display()));
                 }
-            }
+                _ => std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?,
+            },
         }
         self.open(g, main, service, Some(log)).await
     }
 }
 
-/// Says, once, that group `g` stopped on this node and why (openraft's own
-/// lines are not shown at the usual levels).
+/// Says when group `g` changes leader, and, once, that it stopped on this
+/// node and why (openraft's own lines are not shown at the usual levels).
 fn watch(g: u32, raft: &Raft) {
     let mut m = raft.metrics();
     tokio::spawn(async move {
+        let mut leader = None;
         while m.changed().await.is_ok() {
-            let stopped = m.borrow().running_state.clone();
+            let (stopped, now, term) = {
+                let x = m.borrow();
+                (x.running_state.clone(), x.current_leader, x.current_term)
+            };
+            if now != leader && now.is_some() {
+                tracing::info!(group = %crate::status::group_name(g), leader = now, term, "the group has a leader");
+            }
+            leader = now;
             match stopped {
                 Ok(()) => continue,
                 Err(openraft::error::Fatal::Stopped) => return,

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogId, StorageIOError, Vote};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogId, StorageIOError, Vote};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::types::{Entry, LogId, NodeId, StorageError, Tc};
+use crate::types::{Command, Entry, LogId, NodeId, StorageError, Tc};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -22,6 +22,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<redb::Database>,
+    recent: crate::recent::Recent,
 }
 
 fn io(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -43,7 +44,10 @@ impl LogStore {
         w.open_table(LOG).map_err(|e| e.to_string())?;
         w.open_table(META).map_err(|e| e.to_string())?;
         w.commit().map_err(|e| e.to_string())?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            recent: Default::default(),
+        })
     }
 
     /// Runs `f` with the database on a blocking thread.
@@ -98,7 +102,60 @@ impl LogStore {
                 m.remove(k).map_err(|e| e.to_string())?;
             }
         }
-        w.commit().map_err(|e| e.to_string())
+        w.commit().map_err(|e| e.to_string())?;
+        self.recent.clear();
+        Ok(())
+    }
+
+    /// The entries from `start` (before `end`, and, past the first, within
+    /// `budget` bytes as stored), decoded or from the cache. A bounded read
+    /// is for a follower, and fails on an entry that cannot be decoded.
+    async fn read(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+        budget: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let recent = self.recent.clone();
+        let replicating = budget != usize::MAX;
+        self.blocking(move |db| {
+            let r = db.begin_read().map_err(read_err)?;
+            let t = r.open_table(LOG).map_err(read_err)?;
+            let (mut out, mut bytes) = (Vec::new(), 0usize);
+            for item in t.range::<u64>((start, end)).map_err(read_err)? {
+                let (k, v) = item.map_err(read_err)?;
+                let raw = v.value();
+                bytes += raw.len();
+                if !out.is_empty() && bytes > budget {
+                    break;
+                }
+                // A cached entry is used only if it is the one stored.
+                let cached = recent
+                    .get(k.value())
+                    .filter(|e| crate::codec::log_id_of(raw).ok() == Some(e.log_id));
+                let entry = match cached {
+                    Some(e) => e,
+                    None => {
+                        let e = crate::codec::decode_entry(raw).map_err(read_err)?;
+                        recent.put(k.value(), e.clone(), raw.len());
+                        e
+                    }
+                };
+                // Sent to a follower, it would stall the group unseen:
+                // this group stops here instead, saying why.
+                if replicating
+                    && let EntryPayload::Normal(Command::Undecodable { index, reason }) =
+                        &entry.payload
+                {
+                    return Err(read_err(format!(
+                        "log entry {index} cannot be decoded: {reason}"
+                    )));
+                }
+                out.push(entry);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Whether this group has ever stored a vote or an entry here.
@@ -118,16 +175,23 @@ impl RaftLogReader<Tc> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
-        self.blocking(move |db| {
-            let r = db.begin_read().map_err(read_err)?;
-            let t = r.open_table(LOG).map_err(read_err)?;
-            let mut out = Vec::new();
-            for item in t.range::<u64>((start, end)).map_err(read_err)? {
-                let (_, v) = item.map_err(read_err)?;
-                out.push(crate::codec::decode_entry(v.value()).map_err(read_err)?);
-            }
-            Ok(out)
-        })
+        self.read(start, end, usize::MAX).await
+    }
+
+    /// What a leader sends a follower at once: at most
+    /// [`crate::replicate::BATCH_BYTES`] of entries as stored, and always
+    /// at least one.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        self.read(
+            Bound::Included(start),
+            Bound::Excluded(end),
+            crate::replicate::BATCH_BYTES,
+        )
         .await
     }
 }
@@ -185,6 +249,7 @@ impl RaftLogStorage<Tc> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let recent = self.recent.clone();
         let done = self
             .blocking(move |db| {
                 // Encoded here, off the async runtime: an entry may be large.
@@ -202,7 +267,11 @@ impl RaftLogStorage<Tc> for LogStore {
                         t.insert(*i, bytes.as_slice()).map_err(write_err)?;
                     }
                 }
-                w.commit().map_err(write_err)
+                w.commit().map_err(write_err)?;
+                for (e, (i, bytes)) in entries.into_iter().zip(&rows) {
+                    recent.put(*i, e, bytes.len());
+                }
+                Ok(())
             })
             .await;
         match &done {
@@ -222,7 +291,9 @@ impl RaftLogStorage<Tc> for LogStore {
             }
             w.commit().map_err(write_err)
         })
-        .await
+        .await?;
+        self.recent.remove_from(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -238,6 +309,8 @@ impl RaftLogStorage<Tc> for LogStore {
             }
             w.commit().map_err(write_err)
         })
-        .await
+        .await?;
+        self.recent.remove_to(log_id.index);
+        Ok(())
     }
 }

@@ -43,6 +43,8 @@ pub struct Peers {
     http: reqwest::Client,
     /// AppendEntries calls under way (see `replicate.rs`).
     inflight: crate::replicate::InFlight,
+    /// Replication that stopped progressing, per group and member.
+    stalls: crate::replicate::Stalls,
     /// Peers last found unreachable: said once when it happens, once when
     /// it ends (a peer still booting is no operator's concern).
     unreachable: Mutex<HashSet<NodeId>>,
@@ -60,6 +62,7 @@ impl Peers {
             signer,
             http,
             inflight: Default::default(),
+            stalls: Default::default(),
             unreachable: Mutex::default(),
         }
     }
@@ -156,6 +159,7 @@ impl RaftNetworkFactory<Tc> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Conn {
+        self.peers.inflight.forget(self.group, target);
         Conn {
             group: self.group,
             target,
@@ -215,6 +219,7 @@ impl RaftNetwork<Tc> for Conn {
             .inflight
             .append(
                 &self.peers,
+                &peers.stalls,
                 self.group,
                 self.target,
                 &self.addr,

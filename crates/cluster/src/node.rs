@@ -387,19 +387,22 @@ impl Node {
         let Forward::Propose { cmd } = fwd else {
             return Ok(fwd);
         };
+        let max = self.options.max_entry_bytes;
         let (cmd, size) = tokio::task::spawn_blocking(move || {
-            let size = crate::codec::round_trip(&cmd);
+            let size = crate::codec::round_trip(&cmd, max);
             (cmd, size)
         })
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let max = self.options.max_entry_bytes;
         match size {
-            Err(e) => Err(ServiceError::invalid(
-                "unreplicable_request",
-                format!("this request cannot be replicated: {e}"),
-            )),
-            Ok(n) if n > max => Err(ServiceError::TooLarge {
+            Err(crate::codec::Unfit::Unencodable(e)) => {
+                tracing::warn!(error = %e, "a request was refused: it does not survive its own encoding");
+                Err(ServiceError::invalid(
+                    "unreplicable_request",
+                    "this request cannot be replicated: it does not survive its own encoding for the log",
+                ))
+            }
+            Err(crate::codec::Unfit::TooLarge(n)) => Err(ServiceError::TooLarge {
                 code: "write_too_large",
                 message: format!(
                     "in cluster mode one write holds at most {max} bytes once encoded (`cluster.max_entry_bytes`), and this one holds {n}: send it in smaller batches"
@@ -415,7 +418,14 @@ impl Node {
     /// without an answer is unknown, and reported as unavailable (503).
     pub async fn submit(&self, g: u32, fwd: Forward) -> Result<Reply, ServiceError> {
         let fwd = self.checked(fwd).await?;
-        let deadline = Instant::now() + self.options.request_timeout;
+        // A membership change waits on the leader for a learner to catch up.
+        let wait = match fwd {
+            Forward::Remove { .. } | Forward::Rejoin { .. } | Forward::Replace { .. } => {
+                crate::rpc::MEMBERSHIP_WAIT + Duration::from_secs(10)
+            }
+            _ => self.options.request_timeout,
+        };
+        let deadline = Instant::now() + wait;
         let is_read = matches!(fwd, Forward::Read { .. });
         let mut avoid = BTreeSet::new();
         loop {

@@ -4,7 +4,8 @@
 //! leader adds it back as a learner, sends it the group's state (snapshot,
 //! then log) and makes it a voter again once it has caught up. Each step
 //! is skipped where it is done already, so a repair cut short can be run
-//! again. A group with three replicas keeps its quorum throughout.
+//! again. Taking a voter out is refused when it would leave fewer voters
+//! than a majority of the replication factor.
 
 use std::time::Duration;
 
@@ -43,7 +44,11 @@ impl Node {
             )));
         }
         tracing::info!(node = target, group = %group_name(g), "repairing a node's copy of a group");
-        self.submit(g, Forward::Remove { node: target }).await?;
+        let refusal = |r: Reply| match r {
+            Reply::Meta(Err(e)) => Err(ServiceError::from(e)),
+            _ => Ok(()),
+        };
+        refusal(self.submit(g, Forward::Remove { node: target }).await?)?;
         if target == self.id {
             self.reset_group(g).await?;
         } else {

@@ -92,12 +92,96 @@ fn to_rpc(f: Failed) -> AeError {
     }
 }
 
+/// Encodes and sends one AppendEntries call (see the module's comment).
+async fn send_batch(
+    peers: Arc<Peers>,
+    group: u32,
+    target: NodeId,
+    addr: String,
+    rpc: AppendEntriesRequest<Tc>,
+) -> Outcome {
+    let n = rpc.entries.len();
+    let body = tokio::task::spawn_blocking(move || crate::codec::to_bytes(&rpc))
+        .await
+        .map_err(|e| Failed::Network(e.to_string()))?
+        .map_err(Failed::Network)?;
+    if n > 1 && body.len() > BATCH_BYTES {
+        return Err(Failed::TooLarge(
+            (n * BATCH_BYTES / body.len()).max(1) as u64
+        ));
+    }
+    let path = format!("/internal/raft/{group}/append");
+    let limit = deadline(body.len());
+    let started = std::time::Instant::now();
+    peers
+        .send::<Answer>(target, &addr, &path, body, limit)
+        .await
+        .map(|(a, _)| a)
+        .map_err(|e| match e {
+            CallError::Unreachable(m) => Failed::Unreachable(m),
+            // Over the receiver's body limit: one entry.
+            CallError::Refused(413) => Failed::TooLarge(1),
+            // Past its deadline: half as many entries.
+            CallError::NoAnswer(_) if n > 1 && started.elapsed() >= limit => {
+                Failed::TooLarge((n as u64 / 2).max(1))
+            }
+            other => Failed::Network(other.to_string()),
+        })
+}
+
+/// Failed calls in a row to one member of one group, and whether that was
+/// said: replication that stops progressing is an operator's concern
+/// (openraft's own lines are not shown at the usual levels).
+#[derive(Default)]
+pub struct Stalls(Mutex<HashMap<(u32, NodeId), (u32, bool)>>);
+
+/// Failed calls in a row after which a stalled replication is logged.
+const STALLED_AFTER: u32 = 20;
+
+impl Stalls {
+    fn note(&self, group: u32, target: NodeId, failed: Option<&Failed>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, said) = map.entry((group, target)).or_default();
+        match failed {
+            None | Some(Failed::TooLarge(_)) => {
+                if *said {
+                    tracing::info!(group = %crate::status::group_name(group), node = target, "replication to the node progresses again");
+                }
+                *count = 0;
+                *said = false;
+            }
+            Some(f) => {
+                *count += 1;
+                if *count >= STALLED_AFTER && !*said {
+                    *said = true;
+                    let reason = match f {
+                        Failed::Unreachable(m) | Failed::Network(m) => m.as_str(),
+                        Failed::TooLarge(_) => "",
+                    };
+                    tracing::warn!(group = %crate::status::group_name(group), node = target, reason, "replication to the node is not progressing");
+                }
+            }
+        }
+    }
+}
+
 impl InFlight {
+    /// Forgets the call under way to `target` of `group` (a new stream of
+    /// replication to it starts: its answers are not this stream's).
+    pub fn forget(&self, group: u32, target: NodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(group, target));
+    }
+
     /// Sends `rpc` to `target` of `group` (see the module's comment),
     /// waiting at most `wait` for the answer.
+    #[allow(clippy::too_many_arguments)]
     pub async fn append(
         &self,
         peers: &Arc<Peers>,
+        stalls: &Stalls,
         group: u32,
         target: NodeId,
         addr: &str,
@@ -107,60 +191,36 @@ impl InFlight {
         let (vote, prev) = (rpc.vote, rpc.prev_log_id);
         let asked = rpc.entries.last().map(|e| *e.get_log_id()).or(prev);
         let n = rpc.entries.len();
-        let joined = {
-            let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            map.get(&(group, target))
+        let (sent, mut outcome) = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let joined = map
+                .get(&(group, target))
                 .filter(|p| p.vote == vote && p.prev == prev && n > 0)
-                .map(|p| (p.last, p.outcome.clone()))
-        };
-        let (sent, mut outcome) = match joined {
-            Some(j) => j,
-            None => {
-                let body = tokio::task::spawn_blocking(move || crate::codec::to_bytes(&rpc))
-                    .await
-                    .map_err(|e| to_rpc(Failed::Network(e.to_string())))?
-                    .map_err(|e| to_rpc(Failed::Network(e)))?;
-                if n > 1 && body.len() > BATCH_BYTES {
-                    let fit = (n * BATCH_BYTES / body.len()).max(1) as u64;
-                    return Err(RPCError::PayloadTooLarge(
-                        PayloadTooLarge::new_entries_hint(fit),
-                    ));
+                .map(|p| (p.last, p.outcome.clone()));
+            match joined {
+                Some(j) => j,
+                None => {
+                    // Registered before anything is encoded: a retry of the
+                    // same batch joins this call even while it is encoded.
+                    let (tx, rx) = watch::channel(None);
+                    if n > 0 {
+                        map.insert(
+                            (group, target),
+                            Pending {
+                                vote,
+                                prev,
+                                last: asked,
+                                outcome: rx.clone(),
+                            },
+                        );
+                    }
+                    let call = send_batch(peers.clone(), group, target, addr.to_owned(), rpc);
+                    tokio::spawn(async move {
+                        let r = call.await;
+                        let _ = tx.send(Some(Arc::new(r)));
+                    });
+                    (asked, rx)
                 }
-                let (tx, rx) = watch::channel(None);
-                let (peers, addr) = (peers.clone(), addr.to_owned());
-                let path = format!("/internal/raft/{group}/append");
-                let limit = deadline(body.len());
-                tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    let r = peers
-                        .send::<Answer>(target, &addr, &path, body, limit)
-                        .await
-                        .map(|(a, _)| a)
-                        .map_err(|e| match e {
-                            CallError::Unreachable(m) => Failed::Unreachable(m),
-                            // Over the receiver's body limit: one entry.
-                            CallError::Refused(413) => Failed::TooLarge(1),
-                            // Past its deadline: half as many entries.
-                            CallError::NoAnswer(_) if n > 1 && started.elapsed() >= limit => {
-                                Failed::TooLarge((n as u64 / 2).max(1))
-                            }
-                            other => Failed::Network(other.to_string()),
-                        });
-                    let _ = tx.send(Some(Arc::new(r)));
-                });
-                if n > 0 {
-                    let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                    map.insert(
-                        (group, target),
-                        Pending {
-                            vote,
-                            prev,
-                            last: asked,
-                            outcome: rx.clone(),
-                        },
-                    );
-                }
-                (asked, rx)
             }
         };
         let got = tokio::time::timeout(wait, outcome.wait_for(Option::is_some)).await;
@@ -187,6 +247,7 @@ impl InFlight {
                 map.remove(&(group, target));
             }
         }
+        stalls.note(group, target, result.as_ref().err());
         match result {
             Ok(a) => answer_for(&a, sent, asked)
                 .map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(target, e))),

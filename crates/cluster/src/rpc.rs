@@ -140,7 +140,14 @@ async fn verified<T: DeserializeOwned + Send + 'static>(
             .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
     };
     parsed.map(|v| (v, sender)).map_err(|e| {
-        tracing::warn!(node = sender, path = uri.path(), error = %e, "a peer's call could not be decoded");
+        // At most one line a minute: a peer running another build would
+        // otherwise repeat it at every heartbeat.
+        static SAID: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        if said.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            *said = Some(std::time::Instant::now());
+            tracing::warn!(node = sender, path = uri.path(), error = %e, "a peer's call could not be decoded (does it run the same build?)");
+        }
         (
             StatusCode::BAD_REQUEST,
             axum::Json(
@@ -246,6 +253,10 @@ where
         })
 }
 
+/// How long a repair's membership change may take on the leader (a
+/// learner catching up with a large shard included).
+pub const MEMBERSHIP_WAIT: Duration = Duration::from_secs(300);
+
 /// Runs a handed-over command here, if this node leads the group.
 pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
     let Some(g) = node.group(group) else {
@@ -275,17 +286,12 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
                 },
             }
         }
-        Forward::Remove { node } => {
-            remove(g.raft.clone(), node, wait.max(Duration::from_secs(30))).await
+        Forward::Remove { node: member } => {
+            let replication = node.with_topology(|t| t.replication);
+            crate::membership::remove(g.raft.clone(), member, replication, MEMBERSHIP_WAIT).await
         }
-        Forward::Rejoin { node, addr } => {
-            rejoin(
-                g.raft.clone(),
-                node,
-                addr,
-                wait.max(Duration::from_secs(120)),
-            )
-            .await
+        Forward::Rejoin { node: member, addr } => {
+            crate::membership::rejoin(g.raft.clone(), member, addr, MEMBERSHIP_WAIT).await
         }
         Forward::Replace { old, new, addr } => {
             let raft = g.raft.clone();
@@ -323,68 +329,12 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
     }
 }
 
-/// A membership change on the leader (the member set from the current
-/// voters), done already or bounded by `wait`.
-async fn change_members(
-    raft: &Raft,
-    wait: Duration,
-    change: impl std::future::Future<
-        Output = Result<(), RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>>,
-    >,
+pub(crate) fn write_error(
+    e: &RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
 ) -> Forwarded {
-    let _ = raft;
-    match tokio::time::timeout(wait, change).await {
-        Err(_) => Forwarded::Unavailable {
-            reason: "the membership change did not finish in time".into(),
-        },
-        Ok(Ok(())) => Forwarded::Reply { reply: Reply::None },
-        Ok(Err(e)) => write_error(&e),
-    }
-}
-
-fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
-    raft.metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect()
-}
-
-fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>) -> Forwarded {
     not_leader(e).unwrap_or_else(|| Forwarded::Unavailable {
         reason: e.to_string(),
     })
-}
-
-async fn remove(raft: Raft, node: NodeId, wait: Duration) -> Forwarded {
-    let r = raft.clone();
-    change_members(&r, wait, async move {
-        let v = voters(&raft);
-        if v.contains(&node) {
-            let rest: std::collections::BTreeSet<NodeId> =
-                v.into_iter().filter(|v| *v != node).collect();
-            raft.change_membership(rest, false).await?;
-        }
-        Ok(())
-    })
-    .await
-}
-
-async fn rejoin(raft: Raft, node: NodeId, addr: String, wait: Duration) -> Forwarded {
-    let r = raft.clone();
-    change_members(&r, wait, async move {
-        let mut v = voters(&raft);
-        if !v.contains(&node) {
-            // Blocks until the learner has caught up with the log.
-            raft.add_learner(node, openraft::BasicNode::new(addr), true)
-                .await?;
-            v.insert(node);
-            raft.change_membership(v, false).await?;
-        }
-        Ok(())
-    })
-    .await
 }
 
 fn read_error(e: &RaftError<NodeId, CheckIsLeaderError<NodeId, openraft::BasicNode>>) -> Forwarded {

@@ -326,7 +326,7 @@ fn every_op_crosses_the_log_and_the_wire_unchanged() {
     for op in ops {
         let what = format!("{op:?}");
         let cmd = shard(op);
-        codec::round_trip(&cmd).unwrap_or_else(|e| panic!("{what}: {e}"));
+        codec::round_trip(&cmd, usize::MAX).unwrap_or_else(|e| panic!("{what}: {e:?}"));
         wire(&Forward::Propose { cmd: cmd.clone() });
         if let Command::Shard(s) = &cmd {
             wire(&Forward::Read { cmd: s.clone() });
@@ -339,7 +339,7 @@ fn every_op_crosses_the_log_and_the_wire_unchanged() {
 fn every_metadata_command_and_internal_message_crosses_unchanged() {
     for m in meta_commands() {
         let cmd = Command::Meta(m);
-        codec::round_trip(&cmd).unwrap();
+        codec::round_trip(&cmd, usize::MAX).unwrap();
         entry(cmd);
     }
     for a in answers() {
@@ -402,6 +402,23 @@ fn every_metadata_command_and_internal_message_crosses_unchanged() {
 }
 
 #[test]
+fn a_command_over_the_bound_is_refused_before_it_is_decoded() {
+    let cmd = shard(
+        next_op(Some(&Op::CreatePayloadIndex {
+            name: "d".into(),
+            req: from(json!({"field": "f"})),
+        }))
+        .unwrap(),
+    );
+    let n = codec::round_trip(&cmd, usize::MAX).unwrap();
+    assert!(matches!(
+        codec::round_trip(&cmd, n - 1),
+        Err(codec::Unfit::TooLarge(m)) if m == n
+    ));
+    assert_eq!(codec::round_trip(&cmd, n).unwrap(), n);
+}
+
+#[test]
 fn an_entry_that_cannot_be_decoded_keeps_its_log_id() {
     let e = Entry {
         log_id: LogId::new(CommittedLeaderId::new(4, 2), 77),
@@ -418,7 +435,7 @@ fn an_entry_that_cannot_be_decoded_keeps_its_log_id() {
         EntryPayload::Normal(Command::Undecodable { index: 77, .. })
     ));
     // Never proposed, never sent.
-    assert!(codec::round_trip(&back.payload_command()).is_err());
+    assert!(codec::round_trip(&back.payload_command(), usize::MAX).is_err());
 }
 
 trait PayloadCommand {

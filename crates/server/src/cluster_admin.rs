@@ -97,8 +97,15 @@ pub async fn repair_group(
     operator: OperatorOf,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let node = admitted(&state, operator)?;
+    admitted(&state, operator)?;
     let ApiJson(req) = ApiJson::<RepairGroup>::from_request(request, &()).await?;
-    node.repair_group(req.node as u64, &req.group).await?;
+    let node = state.cluster.clone().expect("admitted: cluster mode");
+    // Runs to its end even if this request is cut short (a repair left
+    // half done is safe to run again, but better finished).
+    let repair = {
+        let node = node.clone();
+        tokio::spawn(async move { node.repair_group(req.node as u64, &req.group).await })
+    };
+    repair.await.map_err(|_| ApiError::internal())??;
     Ok(Json(node.status()).into_response())
 }

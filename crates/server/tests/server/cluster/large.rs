@@ -3,7 +3,9 @@
 //! tenant of the same shard keeps being served: through the leader and
 //! through followers, no election, every request of the other tenant
 //! answered, every replica equal. A write over the bound is refused with
-//! 413 `write_too_large` where it arrives, and changes nothing.
+//! 413 `write_too_large` where it arrives, and changes nothing. Then a
+//! follower falls 20 such writes behind and the leader is killed: the new
+//! leader brings it up to date and commits again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -140,5 +142,66 @@ async fn the_largest_write_replicates_while_the_shard_serves_others() {
         .await
         .unwrap();
     assert_eq!((s, v["count"].as_u64()), (200, Some(2400)), "{v}");
+
+    // A follower far behind (20 of the largest writes while it is frozen),
+    // then a leader change: the new leader must bring it up to date to
+    // commit at all, in batches that fit Raft's timers.
+    let leader = c.wait_leader("shard-0", None).await;
+    let behind = (leader + 1) % 3;
+    let started = std::time::Instant::now();
+    freeze(&c, behind);
+    for round in 0..20u64 {
+        let first = 100_000 + 1_000 * round;
+        let (s, v) = c
+            .call(
+                leader,
+                c.key(a),
+                "POST",
+                "/collections/big/points",
+                Some(big(first, 800)),
+            )
+            .await
+            .unwrap_or_else(|| panic!("backlog write {round}: no answer"));
+        assert_eq!(s, 200, "backlog write {round}: {v}");
+    }
+    eprintln!(
+        "large writes: 20 of the largest writes acknowledged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = std::time::Instant::now();
+    thaw(&c, behind);
+    c.nodes[leader].kill();
+    let now_leading = c.wait_leader("shard-0", Some(leader)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if c.write(now_leading, b, "docs", 1).await == Outcome::Acked {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write acknowledged after the leader change"
+        );
+    }
+    eprintln!(
+        "large writes: the first write after the leader change acknowledged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    c.nodes[leader].start();
+    c.wait_converged().await;
+    let (s, v) = c
+        .call(
+            behind,
+            c.key(a),
+            "POST",
+            "/collections/big/points/count",
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, v["count"].as_u64()),
+        (200, Some(2400 + 20 * 800)),
+        "{v}"
+    );
     c.verify_offline().await;
 }

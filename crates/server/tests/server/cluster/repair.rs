@@ -156,6 +156,11 @@ async fn a_replica_that_cannot_decode_an_entry_stops_that_group_and_is_repaired(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(c.write(x, a, "docs", 4).await, Outcome::Acked);
+    // Running it again, on a healthy copy now, is safe.
+    let (ok, out) = cli(&c, x, &["repair-group", "--node", &x_id, "--group", &home]);
+    assert!(ok, "{out}");
+    assert_eq!(c.write(other, a, "docs", 4).await, Outcome::Acked);
+    c.wait_converged().await;
     // Every acknowledged write on every replica, the replicas equal.
     c.verify_offline().await;
 }
