@@ -28,9 +28,25 @@ impl ReadBarrier {
         if confirmed.is_some_and(|at| at >= arrived) {
             return Ok(());
         }
-        let began = Instant::now();
-        raft.ensure_linearizable().await?;
-        *confirmed = Some(began);
-        Ok(())
+        // A round times out with Raft's heartbeat interval; a follower busy
+        // appending a large entry answers later. Rounds are tried again
+        // while the leader still leads (the caller bounds the wait).
+        loop {
+            let began = Instant::now();
+            match raft.ensure_linearizable().await {
+                Ok(_) => {
+                    *confirmed = Some(began);
+                    return Ok(());
+                }
+                Err(e) if is_quorum_not_enough(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
+}
+
+fn is_quorum_not_enough(e: &Error) -> bool {
+    matches!(e.api_error(), Some(CheckIsLeaderError::QuorumNotEnough(_)))
 }

@@ -117,8 +117,22 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
         }),
     };
     if bytes[0] == b'{' {
-        return Ok(serde_json::from_slice::<Entry>(bytes)
-            .unwrap_or_else(|e| undecodable(format!("JSON entry: {e}"))));
+        return match serde_json::from_slice::<Entry>(bytes) {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                let membership = serde_json::from_slice::<serde_json::Value>(bytes)
+                    .ok()
+                    .is_some_and(|v| v["payload"].get("Membership").is_some());
+                if membership {
+                    Err(format!(
+                        "log entry {} (a membership change) cannot be decoded: {e}",
+                        log_id.index
+                    ))
+                } else {
+                    Ok(undecodable(format!("JSON entry: {e}")))
+                }
+            }
+        };
     }
     let body = &bytes[HEADER..];
     let payload = match bytes[HEADER - 1] {

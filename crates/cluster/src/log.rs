@@ -137,7 +137,11 @@ impl LogStore {
                     Some(e) => e,
                     None => {
                         let e = crate::codec::decode_entry(raw).map_err(read_err)?;
-                        recent.put(k.value(), e.clone(), raw.len());
+                        // Kept for the next follower or retry; what is
+                        // read to be applied is read once.
+                        if replicating {
+                            recent.put(k.value(), e.clone(), raw.len());
+                        }
                         e
                     }
                 };
@@ -249,7 +253,6 @@ impl RaftLogStorage<Tc> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let recent = self.recent.clone();
         let done = self
             .blocking(move |db| {
                 // Encoded here, off the async runtime: an entry may be large.
@@ -267,11 +270,7 @@ impl RaftLogStorage<Tc> for LogStore {
                         t.insert(*i, bytes.as_slice()).map_err(write_err)?;
                     }
                 }
-                w.commit().map_err(write_err)?;
-                for (e, (i, bytes)) in entries.into_iter().zip(&rows) {
-                    recent.put(*i, e, bytes.len());
-                }
-                Ok(())
+                w.commit().map_err(write_err)
             })
             .await;
         match &done {

@@ -159,12 +159,12 @@ impl RaftNetworkFactory<Tc> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Conn {
-        self.peers.inflight.forget(self.group, target);
         Conn {
             group: self.group,
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            stream: self.peers.inflight.new_stream(),
         }
     }
 }
@@ -175,6 +175,10 @@ pub struct Conn {
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
+    /// This connection's own id: only its own retries join its calls (a
+    /// new replication stream, after a membership change say, never takes
+    /// an answer meant for another).
+    stream: u64,
 }
 
 impl Conn {
@@ -220,6 +224,7 @@ impl RaftNetwork<Tc> for Conn {
             .append(
                 &self.peers,
                 &peers.stalls,
+                self.stream,
                 self.group,
                 self.target,
                 &self.addr,

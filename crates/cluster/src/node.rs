@@ -112,6 +112,10 @@ pub struct Node {
     pub peers: Arc<Peers>,
     /// The node's own service (Hub, quotas, usage outbox).
     pub main: Weak<Service>,
+    /// Held while this node, as a group's leader, changes the group's
+    /// members for a repair, and while it drops its own copy of a group:
+    /// one at a time.
+    pub(crate) repairs: tokio::sync::Mutex<()>,
     /// Leaders of groups this node does not hold, as last heard.
     hints: Mutex<HashMap<u32, NodeId>>,
 }
@@ -213,6 +217,7 @@ impl Node {
             peers,
             main: Arc::downgrade(main),
             hints: Mutex::default(),
+            repairs: Default::default(),
             options,
         });
         // Formed (or not) before this node answers its peers, so that no

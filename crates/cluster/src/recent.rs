@@ -1,9 +1,10 @@
-//! The entries a group's log appended or read lately, decoded, by index.
-//! A leader reads the same entries again for every follower and every
-//! retry; decoding a large write each time would cost more than sending
-//! it. The cache mirrors the log: an append replaces, a truncation or a
-//! purge removes, and it holds at most [`RECENT_BYTES`] of encoded entries
-//! (the oldest go first).
+//! The entries a group's leader read lately to send to its followers,
+//! decoded, by index. A leader reads the same entries again for every
+//! follower and every retry; decoding a large write each time would cost
+//! more than sending it. An entry is used only while the log holds the
+//! same log id at its index; a truncation, a purge or a reset removes
+//! entries, and the cache holds at most [`RECENT_BYTES`] of encoded
+//! entries (the oldest go first).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::types::Entry;
 
 /// The most the cache holds, counted as the entries' encoded size.
-pub const RECENT_BYTES: usize = 64 << 20;
+pub const RECENT_BYTES: usize = 32 << 20;
 
 #[derive(Clone, Default)]
 pub struct Recent(Arc<Mutex<Inner>>);

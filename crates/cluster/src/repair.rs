@@ -48,8 +48,15 @@ impl Node {
             Reply::Meta(Err(e)) => Err(ServiceError::from(e)),
             _ => Ok(()),
         };
-        refusal(self.submit(g, Forward::Remove { node: target }).await?)?;
-        if target == self.id {
+        let removed = self.submit(g, Forward::Remove { node: target }).await?;
+        // A learner already: a repair cut short, whose copy the leader is
+        // sending; it resumes (its copy is not dropped again).
+        let resuming = matches!(removed, Reply::Meta(Ok(MetaReply::Done)));
+        refusal(removed)?;
+        if resuming {
+            tracing::info!(node = target, group = %group_name(g), "the node is a learner of the group already: the repair resumes");
+        } else if target == self.id {
+            let _one = self.repairs.lock().await;
             self.reset_group(g).await?;
         } else {
             let path = format!("/internal/reset/{g}");

@@ -5,8 +5,8 @@
 //! - a batch over [`BATCH_BYTES`] is refused before it is sent, with a
 //!   hint of how many entries fit, and openraft sends fewer;
 //! - each call runs to its end in a task of its own, with a deadline sized
-//!   by its bytes; openraft's retry of the same batch (same leader vote,
-//!   same previous entry) waits for that call instead of starting over,
+//!   by its bytes; openraft's retry of the same batch (same connection,
+//!   leader vote and previous entry) waits for that call instead of starting over,
 //!   and is told how far the follower got;
 //! - a batch that outlasts its deadline is sent again as half as many
 //!   entries.
@@ -41,15 +41,20 @@ enum Failed {
 
 /// A call under way to one member of one group.
 struct Pending {
+    /// The connection (replication stream) that made it.
+    stream: u64,
     vote: Vote<NodeId>,
     prev: Option<LogId>,
     last: Option<LogId>,
     outcome: watch::Receiver<Option<Arc<Outcome>>>,
 }
 
-/// The calls under way, by (group, target).
+/// The calls under way, by (group, target), and the last connection id.
 #[derive(Default)]
-pub struct InFlight(Mutex<HashMap<(u32, NodeId), Pending>>);
+pub struct InFlight(
+    Mutex<HashMap<(u32, NodeId), Pending>>,
+    std::sync::atomic::AtomicU64,
+);
 
 /// How long a call of `bytes` may take before it counts as lost: a
 /// second, plus a second per 4 MiB.
@@ -166,13 +171,9 @@ impl Stalls {
 }
 
 impl InFlight {
-    /// Forgets the call under way to `target` of `group` (a new stream of
-    /// replication to it starts: its answers are not this stream's).
-    pub fn forget(&self, group: u32, target: NodeId) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(group, target));
+    /// A new connection's id.
+    pub fn new_stream(&self) -> u64 {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     /// Sends `rpc` to `target` of `group` (see the module's comment),
@@ -182,6 +183,7 @@ impl InFlight {
         &self,
         peers: &Arc<Peers>,
         stalls: &Stalls,
+        stream: u64,
         group: u32,
         target: NodeId,
         addr: &str,
@@ -195,7 +197,7 @@ impl InFlight {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let joined = map
                 .get(&(group, target))
-                .filter(|p| p.vote == vote && p.prev == prev && n > 0)
+                .filter(|p| p.stream == stream && p.vote == vote && p.prev == prev && n > 0)
                 .map(|p| (p.last, p.outcome.clone()));
             match joined {
                 Some(j) => j,
@@ -207,6 +209,7 @@ impl InFlight {
                         map.insert(
                             (group, target),
                             Pending {
+                                stream,
                                 vote,
                                 prev,
                                 last: asked,
@@ -240,10 +243,9 @@ impl InFlight {
         // with entries under way alone).
         if n > 0 {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if map
-                .get(&(group, target))
-                .is_some_and(|p| p.vote == vote && p.prev == prev && p.last == sent)
-            {
+            if map.get(&(group, target)).is_some_and(|p| {
+                p.stream == stream && p.vote == vote && p.prev == prev && p.last == sent
+            }) {
                 map.remove(&(group, target));
             }
         }

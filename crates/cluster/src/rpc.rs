@@ -235,7 +235,13 @@ async fn reset(
 ) -> Response {
     match verified::<()>(&node, &method, &uri, &headers, body).await {
         Ok(((), _)) => {
-            let r: Result<(), String> = node.reset_group(group).await.map_err(|e| e.to_string());
+            // To its end even if the caller gives up; one at a time.
+            let n = node.clone();
+            let reset = tokio::spawn(async move {
+                let _one = n.repairs.lock().await;
+                n.reset_group(group).await.map_err(|e| e.to_string())
+            });
+            let r: Result<(), String> = reset.await.unwrap_or_else(|e| Err(e.to_string()));
             answer(r).await
         }
         Err(r) => r,
@@ -287,10 +293,12 @@ pub async fn handle(node: &Node, group: u32, fwd: Forward) -> Forwarded {
             }
         }
         Forward::Remove { node: member } => {
+            let _one = node.repairs.lock().await;
             let replication = node.with_topology(|t| t.replication);
             crate::membership::remove(g.raft.clone(), member, replication, MEMBERSHIP_WAIT).await
         }
         Forward::Rejoin { node: member, addr } => {
+            let _one = node.repairs.lock().await;
             crate::membership::rejoin(g.raft.clone(), member, addr, MEMBERSHIP_WAIT).await
         }
         Forward::Replace { old, new, addr } => {

@@ -66,7 +66,22 @@ impl ShardSm {
         service: Arc<Service>,
         dir: PathBuf,
     ) -> Result<ShardSm, String> {
-        let mark = AppliedMark::open(&dir.join("raft-applied"))?;
+        let path = dir.join("raft-applied");
+        if !path.exists() {
+            // A replica that claims nothing holds nothing: data without a
+            // mark is what a reset cut short by a crash leaves, and the
+            // group's state is replayed from its start onto it.
+            let db = service.engine();
+            for c in db.collections_unordered() {
+                tracing::info!(
+                    shard,
+                    collection = c.name(),
+                    "dropping a collection that this replica's state does not account for"
+                );
+                db.drop_collection(c.name()).map_err(|e| e.to_string())?;
+            }
+        }
+        let mark = AppliedMark::open(&path)?;
         Ok(ShardSm {
             shard,
             shards,

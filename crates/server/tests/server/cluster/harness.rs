@@ -178,8 +178,9 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
+impl Node {
+    /// Kills the process if it runs (thawed first, if frozen).
+    pub(crate) fn halt(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {
             let _ = Command::new("kill")
                 .args(["-CONT", &c.id().to_string()])
@@ -187,6 +188,12 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -228,6 +235,14 @@ impl Cluster {
     /// A cluster of `shards` shards, with `extra` added to every node's
     /// `cluster:` section.
     pub(crate) fn with(shards: u32, extra: &str) -> Cluster {
+        // One cluster at a time: each runs several processes on the same
+        // cores, and Raft's timers are a deployment's, not a crowd's.
+        while ONE_AT_A_TIME
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let dir = TempDir::new("cluster");
         let hub_file = dir.path().join("hub.json");
         let dev = |args: &[&str]| {
@@ -352,6 +367,23 @@ impl Cluster {
             self.wait_leader(&format!("shard-{s}"), None).await;
         }
         self.wait_leader("meta", None).await;
+    }
+
+    /// The WARN and ERROR lines the nodes logged (the last 30), for a
+    /// failing assertion to show.
+    pub(crate) fn warnings(&self) -> String {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            for line in log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                out.push(format!("node {}: {line}", n.id));
+            }
+        }
+        let skip = out.len().saturating_sub(30);
+        out[skip..].join("\n")
     }
 
     /// A standalone node (no `cluster:` section) on the same Hub, with a
@@ -716,8 +748,16 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.hub.kill();
         let _ = self.hub.wait();
+        for n in &self.nodes {
+            n.halt();
+        }
+        FROZEN.lock().unwrap().clear();
+        ONE_AT_A_TIME.store(false, Ordering::SeqCst);
     }
 }
+
+/// Whether a cluster of this test binary is up (see `Cluster::with`).
+static ONE_AT_A_TIME: AtomicBool = AtomicBool::new(false);
 
 /// Nodes frozen with SIGSTOP (writers leave them alone).
 pub(crate) static FROZEN: Mutex<Vec<usize>> = Mutex::new(Vec::new());

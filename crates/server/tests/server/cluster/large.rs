@@ -71,22 +71,41 @@ async fn the_largest_write_replicates_while_the_shard_serves_others() {
     // The other tenant reads and writes through every node meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let other = {
-        let (c, stop, served, failed) = (c.clone(), stop.clone(), served.clone(), failed.clone());
+        let (c, stop, served, failed, failures) = (
+            c.clone(),
+            stop.clone(),
+            served.clone(),
+            failed.clone(),
+            failures.clone(),
+        );
         tokio::spawn(async move {
             let mut turn = 0;
             while !stop.load(Ordering::SeqCst) {
                 turn += 1;
                 let node = turn % 3;
                 let ok = if turn % 2 == 0 {
-                    c.write(node, b, "docs", 2).await == Outcome::Acked
+                    let o = c.write(node, b, "docs", 2).await;
+                    if o != Outcome::Acked {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("write through node {}: {o:?}", node + 1));
+                    }
+                    o == Outcome::Acked
                 } else {
                     let q = json!({"vector": [1.0, 0.0, 0.5, 0.0], "limit": 3, "filter": {"must": [{"key": "w", "range": {"gte": 0}}]}});
-                    matches!(
-                        c.call(node, c.key(b), "POST", "/collections/docs/search", Some(q))
-                            .await,
-                        Some((200, _))
-                    )
+                    let a = c
+                        .call(node, c.key(b), "POST", "/collections/docs/search", Some(q))
+                        .await;
+                    if !matches!(a, Some((200, _))) {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("search through node {}: {a:?}", node + 1));
+                    }
+                    matches!(a, Some((200, _)))
                 };
                 if ok { &served } else { &failed }.fetch_add(1, Ordering::SeqCst);
             }
@@ -122,8 +141,11 @@ async fn the_largest_write_replicates_while_the_shard_serves_others() {
     let served = served.load(Ordering::SeqCst);
     let failed = failed.load(Ordering::SeqCst);
     assert_eq!(
-        failed, 0,
-        "the other tenant's requests failed ({served} served)"
+        failed,
+        0,
+        "the other tenant's requests failed ({served} served): {:?}\n{}",
+        failures.lock().unwrap(),
+        c.warnings()
     );
     assert!(served > 0);
     // No election: the same leader, in the same term, on every node.
