@@ -6,10 +6,12 @@
 //! Internal calls' bodies are MessagePack of the same kind. Entries written
 //! as JSON by earlier builds (they start with `{`) are still read.
 //!
-//! Reading never fails on a payload it cannot decode: the entry keeps its
+//! Reading a command it cannot decode does not fail: the entry keeps its
 //! log id (from the header) and carries [`Command::Undecodable`], which
-//! the group's state machine refuses to apply. One bad entry so stops its
-//! group on this node, with the reason, and nothing else.
+//! the group's state machine refuses to apply (and a leader refuses to
+//! send). A membership change it cannot decode is a storage error. Either
+//! way one bad entry stops its group on this node, with the reason, and
+//! nothing else.
 
 use openraft::{CommittedLeaderId, EntryPayload, RaftLogId};
 use serde::Serialize;

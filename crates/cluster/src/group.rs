@@ -39,6 +39,12 @@ impl Failure {
     pub fn clear(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+
+    /// Why a group whose Raft stopped with `fatal` stopped: what its state
+    /// machine said, if it said anything.
+    fn reason(&self, fatal: &openraft::error::Fatal<NodeId>) -> String {
+        self.get().unwrap_or_else(|| fatal.to_string())
+    }
 }
 
 /// A running group.
@@ -87,7 +93,7 @@ impl Slot {
                 let stopped = g.raft.metrics().borrow().running_state.clone();
                 match stopped {
                     Ok(()) => None,
-                    Err(e) => Some(g.failure.get().unwrap_or_else(|| e.to_string())),
+                    Err(e) => Some(g.failure.reason(&e)),
                 }
             }
         }
@@ -173,7 +179,7 @@ impl Opener<'_> {
             let failure = sm.failure.clone();
             (raft, Some(sm), failure)
         };
-        watch(g, &raft);
+        watch(g, &raft, failure.clone());
         Ok(Group {
             raft,
             shard,
@@ -258,8 +264,9 @@ impl Opener<'_> {
 }
 
 /// Says when group `g` changes leader, and, once, that it stopped on this
-/// node and why (openraft's own lines are not shown at the usual levels).
-fn watch(g: u32, raft: &Raft) {
+/// node and why (the one ERROR line of a failed group; openraft's own
+/// lines are not shown at the usual levels).
+fn watch(g: u32, raft: &Raft, failure: Failure) {
     let mut m = raft.metrics();
     tokio::spawn(async move {
         let mut leader = None;
@@ -278,7 +285,7 @@ fn watch(g: u32, raft: &Raft) {
                 Err(e) => {
                     tracing::error!(
                         group = %crate::status::group_name(g),
-                        error = %e,
+                        error = %failure.reason(&e),
                         "a raft group stopped on this node; the node serves its other groups (repair it with `vectorizer cluster repair-group`)"
                     );
                     return;

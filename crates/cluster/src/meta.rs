@@ -244,7 +244,7 @@ impl RaftStateMachine<Tc> for MetaSm {
         for e in entries {
             let id = *e.get_log_id();
             if let EntryPayload::Normal(Command::Undecodable { index, reason }) = &e.payload {
-                let e = crate::shard::undecodable("meta", *index, reason);
+                let e = crate::shard::undecodable(*index, reason);
                 self.failure.set(&e);
                 return Err(e);
             }

@@ -41,10 +41,6 @@ pub struct Peers {
     pub me: NodeId,
     pub signer: Arc<Signer>,
     http: reqwest::Client,
-    /// AppendEntries calls under way (see `replicate.rs`).
-    inflight: crate::replicate::InFlight,
-    /// Replication that stopped progressing, per group and member.
-    stalls: crate::replicate::Stalls,
     /// Peers last found unreachable: said once when it happens, once when
     /// it ends (a peer still booting is no operator's concern).
     unreachable: Mutex<HashSet<NodeId>>,
@@ -61,13 +57,11 @@ impl Peers {
             me,
             signer,
             http,
-            inflight: Default::default(),
-            stalls: Default::default(),
             unreachable: Mutex::default(),
         }
     }
 
-    fn reach(&self, _: NodeId) -> std::sync::MutexGuard<'_, HashSet<NodeId>> {
+    fn unreachable(&self) -> std::sync::MutexGuard<'_, HashSet<NodeId>> {
         self.unreachable.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -117,14 +111,14 @@ impl Peers {
         let answer = match sent {
             Ok(a) => a,
             Err(e) if e.is_connect() => {
-                if self.reach(to).insert(to) {
+                if self.unreachable().insert(to) {
                     tracing::info!(node = to, addr, "a peer is not reachable (yet)");
                 }
                 return Err(CallError::Unreachable(e.to_string()));
             }
             Err(e) => return Err(CallError::NoAnswer(e.to_string())),
         };
-        if self.reach(to).remove(&to) {
+        if self.unreachable().remove(&to) {
             tracing::info!(node = to, addr, "a peer is reachable again");
         }
         if !answer.status().is_success() {
@@ -164,7 +158,7 @@ impl RaftNetworkFactory<Tc> for Network {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
-            stream: self.peers.inflight.new_stream(),
+            stream: Default::default(),
         }
     }
 }
@@ -175,10 +169,9 @@ pub struct Conn {
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
-    /// This connection's own id: only its own retries join its calls (a
-    /// new replication stream, after a membership change say, never takes
-    /// an answer meant for another).
-    stream: u64,
+    /// Its AppendEntries calls (see `replicate.rs`): only this stream's
+    /// retries join them.
+    stream: crate::replicate::Stream,
 }
 
 impl Conn {
@@ -218,19 +211,9 @@ impl RaftNetwork<Tc> for Conn {
         rpc: AppendEntriesRequest<Tc>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let peers = self.peers.clone();
-        peers
-            .inflight
-            .append(
-                &self.peers,
-                &peers.stalls,
-                self.stream,
-                self.group,
-                self.target,
-                &self.addr,
-                rpc,
-                option.hard_ttl(),
-            )
+        let to = (self.group, self.target, self.addr.as_str());
+        self.stream
+            .append(&self.peers, to, rpc, option.hard_ttl())
             .await
     }
 

@@ -56,7 +56,6 @@ impl Node {
         if resuming {
             tracing::info!(node = target, group = %group_name(g), "the node is a learner of the group already: the repair resumes");
         } else if target == self.id {
-            let _one = self.repairs.lock().await;
             self.reset_group(g).await?;
         } else {
             let path = format!("/internal/reset/{g}");
@@ -73,8 +72,10 @@ impl Node {
         Ok(())
     }
 
-    /// Drops this node's copy of group `g` and opens it again, empty.
+    /// Drops this node's copy of group `g` and opens it again, empty (one
+    /// group at a time).
     pub async fn reset_group(&self, g: u32) -> Result<(), ServiceError> {
+        let _one = self.repairs.lock().await;
         let slot = self
             .groups
             .get(&g)

@@ -5,14 +5,14 @@
 //! - a batch over [`BATCH_BYTES`] is refused before it is sent, with a
 //!   hint of how many entries fit, and openraft sends fewer;
 //! - each call runs to its end in a task of its own, with a deadline sized
-//!   by its bytes; openraft's retry of the same batch (same connection,
-//!   leader vote and previous entry) waits for that call instead of starting over,
-//!   and is told how far the follower got;
+//!   by its bytes; openraft's retry of the same batch on the same
+//!   connection (a replication stream: same leader vote, same previous
+//!   entry) waits for that call instead of starting over, and is told how
+//!   far the follower got;
 //! - a batch that outlasts its deadline is sent again as half as many
 //!   entries.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable};
@@ -39,22 +39,28 @@ enum Failed {
     Network(String),
 }
 
-/// A call under way to one member of one group.
+/// A call with entries under way on a stream.
 struct Pending {
-    /// The connection (replication stream) that made it.
-    stream: u64,
     vote: Vote<NodeId>,
     prev: Option<LogId>,
     last: Option<LogId>,
     outcome: watch::Receiver<Option<Arc<Outcome>>>,
 }
 
-/// The calls under way, by (group, target), and the last connection id.
+/// What one connection to one member of one group (a replication stream:
+/// openraft makes a new one for each stream) knows of its calls: the call
+/// with entries under way, and the failed calls in a row (replication that
+/// stops progressing is an operator's concern, and openraft's own lines
+/// are not shown at the usual levels).
 #[derive(Default)]
-pub struct InFlight(
-    Mutex<HashMap<(u32, NodeId), Pending>>,
-    std::sync::atomic::AtomicU64,
-);
+pub struct Stream {
+    pending: Option<Pending>,
+    failures: u32,
+    said: bool,
+}
+
+/// Failed calls in a row after which a stalled replication is logged.
+const STALLED_AFTER: u32 = 20;
 
 /// How long a call of `bytes` may take before it counts as lost: a
 /// second, plus a second per 4 MiB.
@@ -134,31 +140,20 @@ async fn send_batch(
         })
 }
 
-/// Failed calls in a row to one member of one group, and whether that was
-/// said: replication that stops progressing is an operator's concern
-/// (openraft's own lines are not shown at the usual levels).
-#[derive(Default)]
-pub struct Stalls(Mutex<HashMap<(u32, NodeId), (u32, bool)>>);
-
-/// Failed calls in a row after which a stalled replication is logged.
-const STALLED_AFTER: u32 = 20;
-
-impl Stalls {
-    fn note(&self, group: u32, target: NodeId, failed: Option<&Failed>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (count, said) = map.entry((group, target)).or_default();
+impl Stream {
+    fn note(&mut self, group: u32, target: NodeId, failed: Option<&Failed>) {
         match failed {
             None | Some(Failed::TooLarge(_)) => {
-                if *said {
+                if self.said {
                     tracing::info!(group = %crate::status::group_name(group), node = target, "replication to the node progresses again");
                 }
-                *count = 0;
-                *said = false;
+                self.failures = 0;
+                self.said = false;
             }
             Some(f) => {
-                *count += 1;
-                if *count >= STALLED_AFTER && !*said {
-                    *said = true;
+                self.failures += 1;
+                if self.failures >= STALLED_AFTER && !self.said {
+                    self.said = true;
                     let reason = match f {
                         Failed::Unreachable(m) | Failed::Network(m) => m.as_str(),
                         Failed::TooLarge(_) => "",
@@ -168,62 +163,44 @@ impl Stalls {
             }
         }
     }
-}
-
-impl InFlight {
-    /// A new connection's id.
-    pub fn new_stream(&self) -> u64 {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-    }
 
     /// Sends `rpc` to `target` of `group` (see the module's comment),
     /// waiting at most `wait` for the answer.
-    #[allow(clippy::too_many_arguments)]
     pub async fn append(
-        &self,
+        &mut self,
         peers: &Arc<Peers>,
-        stalls: &Stalls,
-        stream: u64,
-        group: u32,
-        target: NodeId,
-        addr: &str,
+        (group, target, addr): (u32, NodeId, &str),
         rpc: AppendEntriesRequest<Tc>,
         wait: Duration,
     ) -> Result<AppendEntriesResponse<NodeId>, AeError> {
         let (vote, prev) = (rpc.vote, rpc.prev_log_id);
         let asked = rpc.entries.last().map(|e| *e.get_log_id()).or(prev);
         let n = rpc.entries.len();
-        let (sent, mut outcome) = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let joined = map
-                .get(&(group, target))
-                .filter(|p| p.stream == stream && p.vote == vote && p.prev == prev && n > 0)
-                .map(|p| (p.last, p.outcome.clone()));
-            match joined {
-                Some(j) => j,
-                None => {
-                    // Registered before anything is encoded: a retry of the
-                    // same batch joins this call even while it is encoded.
-                    let (tx, rx) = watch::channel(None);
-                    if n > 0 {
-                        map.insert(
-                            (group, target),
-                            Pending {
-                                stream,
-                                vote,
-                                prev,
-                                last: asked,
-                                outcome: rx.clone(),
-                            },
-                        );
-                    }
-                    let call = send_batch(peers.clone(), group, target, addr.to_owned(), rpc);
-                    tokio::spawn(async move {
-                        let r = call.await;
-                        let _ = tx.send(Some(Arc::new(r)));
+        let joined = self
+            .pending
+            .as_ref()
+            .filter(|p| p.vote == vote && p.prev == prev && n > 0)
+            .map(|p| (p.last, p.outcome.clone()));
+        let (sent, mut outcome) = match joined {
+            Some(j) => j,
+            None => {
+                // Kept before anything is encoded: a retry of the same
+                // batch joins this call even while it is encoded.
+                let (tx, rx) = watch::channel(None);
+                if n > 0 {
+                    self.pending = Some(Pending {
+                        vote,
+                        prev,
+                        last: asked,
+                        outcome: rx.clone(),
                     });
-                    (asked, rx)
                 }
+                let call = send_batch(peers.clone(), group, target, addr.to_owned(), rpc);
+                tokio::spawn(async move {
+                    let r = call.await;
+                    let _ = tx.send(Some(Arc::new(r)));
+                });
+                (asked, rx)
             }
         };
         let got = tokio::time::timeout(wait, outcome.wait_for(Option::is_some)).await;
@@ -242,14 +219,9 @@ impl InFlight {
         // Done: the next batch starts afresh (a heartbeat leaves a call
         // with entries under way alone).
         if n > 0 {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if map.get(&(group, target)).is_some_and(|p| {
-                p.stream == stream && p.vote == vote && p.prev == prev && p.last == sent
-            }) {
-                map.remove(&(group, target));
-            }
+            self.pending = None;
         }
-        stalls.note(group, target, result.as_ref().err());
+        self.note(group, target, result.as_ref().err());
         match result {
             Ok(a) => answer_for(&a, sent, asked)
                 .map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(target, e))),

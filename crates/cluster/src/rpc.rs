@@ -235,12 +235,10 @@ async fn reset(
 ) -> Response {
     match verified::<()>(&node, &method, &uri, &headers, body).await {
         Ok(((), _)) => {
-            // To its end even if the caller gives up; one at a time.
+            // To its end even if the caller gives up.
             let n = node.clone();
-            let reset = tokio::spawn(async move {
-                let _one = n.repairs.lock().await;
-                n.reset_group(group).await.map_err(|e| e.to_string())
-            });
+            let reset =
+                tokio::spawn(async move { n.reset_group(group).await.map_err(|e| e.to_string()) });
             let r: Result<(), String> = reset.await.unwrap_or_else(|e| Err(e.to_string()));
             answer(r).await
         }

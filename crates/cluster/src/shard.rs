@@ -46,13 +46,8 @@ pub(crate) fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
 }
 
 /// The error that stops a group at an entry it cannot decode.
-pub(crate) fn undecodable(group: &str, index: u64, reason: &str) -> StorageError {
-    tracing::error!(
-        group,
-        entry = index,
-        reason,
-        "a log entry cannot be decoded; this group stops on this node (repair it with `vectorizer cluster repair-group`)"
-    );
+/// (Said once, with the reason, where the group's stop is noticed.)
+pub(crate) fn undecodable(index: u64, reason: &str) -> StorageError {
     sm_err(
         ErrorVerb::Read,
         format!("log entry {index} cannot be decoded: {reason}"),
@@ -174,17 +169,15 @@ impl ShardSm {
                             "internal" | "unavailable" | "timeout" | "busy"
                         )
                     {
-                        tracing::error!(shard = self.shard, error = %e.message, "a replicated write failed on this replica; its group stops here");
-                        return Err(sm_err(ErrorVerb::Write, &e.message));
+                        return Err(sm_err(
+                            ErrorVerb::Write,
+                            format!("a replicated write failed on this replica: {}", e.message),
+                        ));
                     }
                     Reply::Shard(reply)
                 }
                 EntryPayload::Normal(Command::Undecodable { index, reason }) => {
-                    return Err(undecodable(
-                        &crate::status::group_name(self.shard + 1),
-                        index,
-                        &reason,
-                    ));
+                    return Err(undecodable(index, &reason));
                 }
                 EntryPayload::Normal(Command::Meta(_)) => Reply::Shard(ShardReply {
                     result: Err(WireError::from(&ServiceError::Internal(
