@@ -551,7 +551,17 @@ async fn compare_reads(c: &Cluster, single: &Node) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_operation_answers_alike_through_every_node() {
-    let c = Cluster::new();
+    conformance(true).await;
+}
+
+/// The same with the Hub off: every request is the deployment's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_operation_answers_alike_through_every_node_with_the_hub_off() {
+    conformance(false).await;
+}
+
+async fn conformance(hub: bool) {
+    let c = Cluster::with(SHARDS, hub);
     c.start().await;
     let single = c.standalone();
     single.start();

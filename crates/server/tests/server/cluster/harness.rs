@@ -214,6 +214,8 @@ pub(crate) struct Write {
 
 pub(crate) struct Cluster {
     pub(crate) shards: u32,
+    /// Whether the nodes use the Hub.
+    pub(crate) hub_on: bool,
     pub(crate) nodes: Vec<Node>,
     pub(crate) hub: Child,
     pub(crate) hub_addr: SocketAddr,
@@ -229,12 +231,12 @@ pub(crate) type Answer = Option<(u16, Value)>;
 
 impl Cluster {
     pub(crate) fn new() -> Cluster {
-        Cluster::with(SHARDS, "")
+        Cluster::with(SHARDS, true)
     }
 
-    /// A cluster of `shards` shards, with `extra` added to every node's
-    /// `cluster:` section.
-    pub(crate) fn with(shards: u32, extra: &str) -> Cluster {
+    /// A cluster of `shards` shards, its nodes using the local Hub (`hub`)
+    /// or not (then every request is the deployment's own).
+    pub(crate) fn with(shards: u32, hub_on: bool) -> Cluster {
         // One cluster at a time: each runs several processes on the same
         // cores, and Raft's timers are a deployment's, not a crowd's.
         while ONE_AT_A_TIME
@@ -325,7 +327,7 @@ impl Cluster {
                 std::fs::write(
                     &config,
                     format!(
-                        "server: {{port: 0}}\nstorage: {{data_dir: \"{}\"}}\nhub: {{enabled: true, api_url: \"http://{hub_addr}\"}}\ncluster:\n  node_id: {}\n  shards: {shards}\n  heartbeat_ms: 100\n  election_timeout_ms: 600\n  snapshot_entries: 40\n  keep_entries: 10\n  request_timeout_seconds: 4\n{extra}  nodes:\n{nodes_yaml}",
+                        "server: {{port: 0}}\nstorage: {{data_dir: \"{}\"}}\nhub: {{enabled: {hub_on}, api_url: \"http://{hub_addr}\"}}\ncluster:\n  node_id: {}\n  shards: {shards}\n  heartbeat_ms: 100\n  election_timeout_ms: 600\n  snapshot_entries: 40\n  keep_entries: 10\n  request_timeout_seconds: 4\n  nodes:\n{nodes_yaml}",
                         data.display(),
                         i + 1
                     ),
@@ -344,6 +346,7 @@ impl Cluster {
             .collect();
         Cluster {
             shards,
+            hub_on,
             dir,
             hub,
             hub_addr,
@@ -395,8 +398,9 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "server: {{port: 0}}\nstorage: {{data_dir: \"{}\"}}\nhub: {{enabled: true, api_url: \"http://{}\"}}\n",
+                "server: {{port: 0}}\nstorage: {{data_dir: \"{}\"}}\nhub: {{enabled: {}, api_url: \"http://{}\"}}\n",
                 data.display(),
+                self.hub_on,
                 self.hub_addr
             ),
         )
@@ -458,11 +462,17 @@ impl Cluster {
         }
     }
 
-    /// The group holding `user`'s data.
+    /// The group holding `user`'s data (with the Hub off, every request
+    /// is the deployment's, whose id is nil).
     pub(crate) fn home(&self, user: usize) -> String {
+        let owner = if self.hub_on {
+            self.users[user].0
+        } else {
+            uuid::Uuid::nil()
+        };
         format!(
             "shard-{}",
-            vectorizer_cluster::topology::shard_of(&self.users[user].0, self.shards)
+            vectorizer_cluster::topology::shard_of(&owner, self.shards)
         )
     }
 

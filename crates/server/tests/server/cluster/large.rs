@@ -32,7 +32,7 @@ fn big(first: u64, n: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_largest_write_replicates_while_the_shard_serves_others() {
     // One shard: every tenant shares it.
-    let c = Arc::new(Cluster::with(1, ""));
+    let c = Arc::new(Cluster::with(1, true));
     c.start().await;
     let (a, b) = (0, 1);
     let body = json!({"name": "big", "dimension": DIM, "metric": "dot"});
