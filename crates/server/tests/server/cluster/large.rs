@@ -3,7 +3,8 @@
 //! tenant of the same shard keeps being served: through the leader and
 //! through followers, no election, every request of the other tenant
 //! answered, every replica equal. A write over the bound is refused with
-//! 413 `write_too_large` where it arrives, and changes nothing. Then a
+//! 413 `write_too_large` where it arrives (through MCP too), and changes
+//! nothing. Then a
 //! follower falls 20 such writes behind and the leader is killed: the new
 //! leader brings it up to date and commits again.
 
@@ -66,6 +67,37 @@ async fn the_largest_write_replicates_while_the_shard_serves_others() {
             .unwrap()
             .contains("cluster.max_entry_bytes"),
         "{v}"
+    );
+
+    // The same through MCP (its bodies may reach 16 MiB): the same refusal.
+    let r: Value = c
+        .http
+        .post(format!("http://{}/mcp", c.nodes[2].addr()))
+        .bearer_auth(c.key(a))
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "upsert_points",
+                "arguments": {"collection": "big", "points": big(0, 900)["points"]}
+            }}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["isError"],
+        true,
+        "{}",
+        r.to_string().chars().take(500).collect::<String>()
+    );
+    assert_eq!(
+        r["result"]["structuredContent"]["error"]["code"],
+        "write_too_large",
+        "{}",
+        r.to_string().chars().take(500).collect::<String>()
     );
 
     // The other tenant reads and writes through every node meanwhile.
