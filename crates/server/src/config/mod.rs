@@ -39,8 +39,9 @@ pub struct McpConfig {
     /// rebinding); empty: loopback names and the host of `public_url`;
     /// `["*"]`: any.
     pub allowed_hosts: Vec<String>,
-    /// Largest MCP request body; unset: `server.max_body_bytes`, at most
-    /// 16 MiB (MCP bodies are parsed whole before a tool runs).
+    /// Largest MCP request body; unset: 2 MiB (or `server.max_body_bytes`
+    /// if smaller). At most 16 MiB: an agent's calls are small, and larger
+    /// batches go through REST.
     pub max_body_bytes: Option<usize>,
     /// With the Hub on, seconds between registrations of this node's MCP
     /// server (a Hub that lost the entry gets it back within this time).
@@ -86,7 +87,7 @@ impl McpConfig {
     /// The largest MCP request body, in bytes.
     pub fn body_limit(&self, server: &ServerConfig) -> usize {
         self.max_body_bytes
-            .unwrap_or(server.max_body_bytes.min(MAX_MCP_BODY))
+            .unwrap_or(server.max_body_bytes.min(DEFAULT_MCP_BODY))
     }
 
     /// The URL agents reach this node's MCP server at.
@@ -104,6 +105,8 @@ impl McpConfig {
 
 /// The largest MCP request body that may be configured.
 pub const MAX_MCP_BODY: usize = 16 << 20;
+/// The MCP body limit when none is set.
+pub const DEFAULT_MCP_BODY: usize = 2 << 20;
 
 /// Environment variables that hold secrets: read where they are used,
 /// never as configuration keys.

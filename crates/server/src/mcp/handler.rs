@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
@@ -17,7 +17,7 @@ use vectorizer_service::{Call, Caller, Service};
 
 use super::catalog::ToolDef;
 use super::oplog::{OpLog, Record};
-use super::tools::{self, Failure};
+use super::tools::{self, Args, Failure};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::Admitted;
@@ -43,16 +43,16 @@ pub struct Handler {
 }
 
 /// The request's call and request id.
-struct Context {
+pub struct Context {
     call: Arc<Call>,
     request_id: Option<String>,
 }
 
 impl Handler {
-    async fn context(&self, ctx: &RequestContext<RoleServer>) -> Result<Context, ApiError> {
+    /// The caller: over HTTP, the one admitted on the request `parts`.
+    pub async fn context(&self, parts: Option<&http::request::Parts>) -> Result<Context, ApiError> {
         match &self.source {
             Source::Http => {
-                let parts = ctx.extensions.get::<http::request::Parts>();
                 let call = parts.and_then(|p| p.extensions.get::<Admitted>());
                 let Some(Admitted(call)) = call else {
                     tracing::error!("an MCP request reached the handler without admission");
@@ -92,11 +92,12 @@ impl Handler {
         &self,
         tool: &ToolDef,
         call: &Arc<Call>,
-        mut args: rmcp::model::JsonObject,
+        args: Result<Args, Failure>,
         collection: &mut Option<String>,
     ) -> Result<tools::Done, Failure> {
         // A call the key may not make is refused whatever its arguments.
         call.caller().require(tool.permission)?;
+        let mut args = args?;
         *collection = tools::take_collection(&mut args, tool.takes_collection)?;
         tools::run(&self.service, call, tool.name, collection.as_deref(), args).await
     }
@@ -119,7 +120,10 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let c = self.context(&ctx).await.map_err(protocol)?;
+        let c = self
+            .context(ctx.extensions.get::<http::request::Parts>())
+            .await
+            .map_err(protocol)?;
         let tools = self
             .tools
             .iter()
@@ -134,20 +138,44 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let context = self
+            .context(ctx.extensions.get::<http::request::Parts>())
+            .await;
+        // Over stdio the one local user's arguments come parsed by rmcp;
+        // over HTTP, `/mcp`'s front reads tool calls itself (see `front`).
+        let args = match request.arguments {
+            None => Ok(Args::default()),
+            Some(a) => serde_json::value::to_raw_value(&a)
+                .map_err(|_| Failure::Invalid("`arguments`: expected an object".into()))
+                .and_then(|raw| Args::parse(&raw)),
+        };
+        self.call(request.name.as_ref(), args, context)
+            .await
+            .map(CallToolResponse::Complete)
+    }
+}
+
+impl Handler {
+    /// Runs tool `name` for the caller in `context`, then meters and logs
+    /// the call.
+    pub async fn call(
+        &self,
+        name: &str,
+        args: Result<Args, Failure>,
+        context: Result<Context, ApiError>,
+    ) -> Result<CallToolResult, McpError> {
         let started = Instant::now();
-        let name = request.name.as_ref();
         let Some(tool) = self.tools.iter().find(|t| t.name == name) else {
             return Err(McpError::invalid_params(
-                format!("unknown tool `{name}`"),
+                format!("unknown tool `{}`", tools::echo(name)),
                 None,
             ));
         };
-        let (context, failed) = match self.context(&ctx).await {
+        let (context, failed) = match context {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(Failure::Failed(e))),
         };
         let mut collection = None;
-        let args = request.arguments.unwrap_or_default();
         let result = match (&context, failed) {
             (Some(c), None) => self.execute(tool, &c.call, args, &mut collection).await,
             (_, Some(f)) => Err(f),
@@ -177,9 +205,9 @@ impl ServerHandler for Handler {
             results: count,
         });
         match result {
-            Ok(done) => Ok(CallToolResponse::Complete(tools::success(done))),
+            Ok(done) => Ok(tools::success(done)),
             Err(Failure::Invalid(m)) => Err(McpError::invalid_params(m, None)),
-            Err(Failure::Failed(e)) => Ok(CallToolResponse::Complete(tools::failure(&e))),
+            Err(Failure::Failed(e)) => Ok(tools::failure(&e)),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! request's key alone. Over stdio, for one local user.
 
 pub mod catalog;
+pub mod front;
 pub mod handler;
 pub mod oplog;
 pub mod register;
@@ -66,18 +67,25 @@ impl Mcp {
 }
 
 /// The `/mcp` service: admission (authentication, the caller's share)
-/// first, before any MCP message is read, then rmcp's stateless server.
+/// first, before any MCP message is read; then the front, which reads
+/// messages and runs tool calls; then rmcp's stateless server for the
+/// short protocol messages.
 pub fn http_service(state: &AppState, mcp: &Mcp) -> axum::routing::Router<AppState> {
     let handler = mcp.handler(state.service.clone(), Source::Http);
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
-        .with_max_request_body_bytes(mcp.options.max_body_bytes);
+        .with_max_request_body_bytes(front::PROTOCOL_MESSAGE);
     config = if mcp.options.allowed_hosts.is_empty() {
         config.disable_allowed_hosts()
     } else {
         config.with_allowed_hosts(mcp.options.allowed_hosts.clone())
+    };
+    let front = front::Front {
+        handler: handler.clone(),
+        limit: mcp.options.max_body_bytes,
+        hosts: config.allowed_hosts.clone(),
     };
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
@@ -87,6 +95,7 @@ pub fn http_service(state: &AppState, mcp: &Mcp) -> axum::routing::Router<AppSta
     axum::routing::Router::new()
         .route_service("/mcp", service)
         .layer(axum::middleware::map_response(json_refusal))
+        .layer(axum::middleware::from_fn_with_state(front, front::front))
         .layer(axum::middleware::from_fn_with_state(
             crate::admission::Gate {
                 state: state.clone(),

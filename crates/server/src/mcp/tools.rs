@@ -5,9 +5,13 @@
 
 use std::sync::Arc;
 
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use std::collections::BTreeMap;
+
+use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::de::value::MapDeserializer;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use vectorizer_service::model::*;
 use vectorizer_service::{Call, Service, ServiceError};
@@ -15,9 +19,11 @@ use vectorizer_service::{Call, Service, ServiceError};
 use crate::answer::Weight;
 use crate::error::ApiError;
 
-/// Arguments holding more values than this are read on one of the
-/// caller's worker threads, as large REST bodies are.
-const PARSE_IN_PLACE: usize = 8 << 10;
+/// Arguments longer than this are read on one of the caller's worker
+/// threads, as large REST bodies are.
+pub const PARSE_IN_PLACE: usize = 64 << 10;
+/// Longest argument name or tool name echoed back in a message.
+const ECHO: usize = 64;
 /// Answers weighing more are turned into JSON on the caller's workers.
 const LARGE: usize = 256 << 10;
 /// An answer whose JSON is at most this long is also its text rendering.
@@ -52,37 +58,88 @@ pub struct Done {
     pub text: Option<String>,
 }
 
+/// A tool call's arguments: each top-level argument kept as its JSON text
+/// until the tool's typed request is read from it, so that no generic
+/// value tree is ever built from a tenant's input.
+#[derive(Debug, Default)]
+pub struct Args(BTreeMap<String, Box<RawValue>>);
+
+impl Args {
+    /// The arguments object's text; `null` reads as no arguments.
+    pub fn parse(raw: &RawValue) -> Result<Args, Failure> {
+        if raw.get() == "null" {
+            return Ok(Args::default());
+        }
+        serde_json::from_str(raw.get())
+            .map(Args)
+            .map_err(|_| Failure::Invalid("`arguments`: expected an object".into()))
+    }
+
+    /// The arguments' length in bytes of JSON.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|(k, v)| k.len() + v.get().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Argument `name` as a string, if it is one.
+    fn string(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    }
+}
+
+/// `s` cut to a length that is safe to echo back.
+pub fn echo(s: &str) -> String {
+    match s.char_indices().nth(ECHO) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
 /// The `collection` argument, taken out of the others.
-pub fn take_collection(args: &mut JsonObject, takes: bool) -> Result<Option<String>, Failure> {
+pub fn take_collection(args: &mut Args, takes: bool) -> Result<Option<String>, Failure> {
     if !takes {
         // A create names its collection in `name` (kept for the log).
-        return Ok(args.get("name").and_then(Value::as_str).map(str::to_owned));
+        return Ok(args.string("name"));
     }
-    match args.remove("collection") {
-        Some(Value::String(c)) => Ok(Some(c)),
-        Some(_) => Err(Failure::Invalid(
-            "`collection`: expected the collection's name as a string".into(),
-        )),
+    match args.0.remove("collection") {
+        Some(v) => serde_json::from_str::<String>(v.get())
+            .map(Some)
+            .map_err(|_| {
+                Failure::Invalid("`collection`: expected the collection's name as a string".into())
+            }),
         None => Err(Failure::Invalid("missing argument `collection`".into())),
     }
 }
 
-/// The remaining arguments as the REST body `B`: read straight from the
-/// parsed arguments, with the REST parser's messages.
+/// The remaining arguments as the REST body `B`: read straight from their
+/// JSON text, with the REST parser's messages.
 async fn body<B: DeserializeOwned + Send + 'static>(
     call: &Arc<Call>,
-    args: JsonObject,
+    args: Args,
 ) -> Result<B, Failure> {
-    if bulk(&args) <= PARSE_IN_PLACE {
-        return from_args(args);
+    if args.len() <= PARSE_IN_PLACE {
+        return from_args(&args);
     }
-    call.run_blocking(move || from_args(args)).await?
+    call.run_blocking(move || from_args(&args)).await?
 }
 
-fn from_args<B: DeserializeOwned>(args: JsonObject) -> Result<B, Failure> {
-    serde_path_to_error::deserialize(Value::Object(args)).map_err(|e| {
-        let path = e.path().to_string();
-        let m = crate::extract::plain(&e.into_inner().to_string());
+fn from_args<B: DeserializeOwned>(args: &Args) -> Result<B, Failure> {
+    let fields = args.0.iter().map(|(k, v)| (k.as_str(), &**v));
+    let de = MapDeserializer::<_, serde_json::Error>::new(fields);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = echo(&e.path().to_string());
+        let m = e.into_inner().to_string();
+        // Positions would count within one argument's text: left out.
+        let m = match m.rfind(" at line ") {
+            Some(i) => &m[..i],
+            None => &m,
+        };
+        let m = crate::extract::plain(m);
         Failure::Invalid(match path.as_str() {
             "" | "." => m,
             p => format!("`{p}`: {m}"),
@@ -90,31 +147,13 @@ fn from_args<B: DeserializeOwned>(args: JsonObject) -> Result<B, Failure> {
     })
 }
 
-/// About how many values the arguments hold: the elements of each array
-/// argument times the size of its first element's widest array (a batch
-/// of points counts its vectors' numbers).
-fn bulk(args: &JsonObject) -> usize {
-    fn width(v: &Value) -> usize {
-        match v {
-            Value::Array(a) => a.len(),
-            Value::Object(o) => o.values().map(width).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    args.values()
-        .map(|v| match v {
-            Value::Array(a) => a.len() * (1 + a.first().map(width).unwrap_or(0)),
-            _ => 1,
-        })
-        .sum()
-}
-
 /// A tool that takes no arguments but the collection.
-fn none(args: &JsonObject) -> Result<(), Failure> {
-    match args.keys().next() {
+fn none(args: &Args) -> Result<(), Failure> {
+    match args.0.keys().next() {
         None => Ok(()),
         Some(k) => Err(Failure::Invalid(format!(
-            "unknown argument `{k}`: this tool takes no other arguments"
+            "unknown argument `{}`: this tool takes no other arguments",
+            echo(k)
         ))),
     }
 }
@@ -152,7 +191,7 @@ pub async fn run(
     call: &Arc<Call>,
     name: &str,
     collection: Option<&str>,
-    args: JsonObject,
+    args: Args,
 ) -> Result<Done, Failure> {
     let s = service;
     let c = collection.unwrap_or_default();
@@ -224,7 +263,7 @@ pub async fn run(
             let out = s.usage(call).await?;
             done(call, out, |o| Some(o.collections)).await
         }
-        _ => Err(Failure::Invalid(format!("unknown tool `{name}`"))),
+        _ => Err(Failure::Invalid(format!("unknown tool `{}`", echo(name)))),
     }
 }
 

@@ -2,6 +2,7 @@
 //! binary over TCP.
 
 mod api;
+mod attacks;
 mod backups;
 mod bad_requests;
 mod cluster;
