@@ -19,11 +19,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answer. Its message is cut to [`MESSAGE_CHARS`]: a
+    /// message may quote the request (a name), which is never echoed back
+    /// at any length.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if let Some((i, _)) = message.char_indices().nth(MESSAGE_CHARS) {
+            message.truncate(i);
+            message.push('…');
+        }
         ApiError {
             status,
             code,
-            message: message.into(),
+            message,
             retry_after: None,
             extra: None,
         }
@@ -47,6 +55,9 @@ impl ApiError {
         )
     }
 }
+
+/// Longest error message, in characters.
+pub const MESSAGE_CHARS: usize = 300;
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {

@@ -103,14 +103,11 @@ pub fn plain(msg: &str) -> String {
         .replace("invalid value: ", "got ");
     // A message may quote the input (an unknown field's name): never at
     // any length.
-    match m.char_indices().nth(MESSAGE_CHARS) {
+    match m.char_indices().nth(crate::error::MESSAGE_CHARS) {
         None => m,
         Some((i, _)) => format!("{}…", &m[..i]),
     }
 }
-
-/// Longest parser message passed on, in characters.
-const MESSAGE_CHARS: usize = 300;
 
 impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;

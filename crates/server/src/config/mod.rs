@@ -46,7 +46,7 @@ pub struct McpConfig {
     /// With the Hub on, seconds between registrations of this node's MCP
     /// server (a Hub that lost the entry gets it back within this time).
     pub hub_refresh_seconds: u64,
-    /// The operation log (`mcp-ops.log` in the data directory).
+    /// The operation log (`mcp-ops/<caller>.log` in the data directory).
     pub log: McpLogConfig,
 }
 
@@ -77,8 +77,8 @@ impl Default for McpLogConfig {
     fn default() -> Self {
         McpLogConfig {
             enabled: true,
-            max_file_bytes: 16 << 20,
-            max_files: 4,
+            max_file_bytes: 4 << 20,
+            max_files: 2,
         }
     }
 }

@@ -16,7 +16,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use vectorizer_service::{Call, Caller, Service};
 
 use super::catalog::ToolDef;
-use super::oplog::{OpLog, Record};
+use super::oplog::{self, OpLog, Record, Who};
 use super::tools::{self, Args, Failure};
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -189,21 +189,38 @@ impl Handler {
         let count = result.as_ref().ok().and_then(|d| d.count);
         let seconds = started.elapsed().as_secs_f64();
         crate::metrics::METRICS.observe_tool(tool.name, code, seconds);
-        let (user_id, access_key_id) = match context.as_ref().map(|c| c.call.caller()) {
-            Some(Caller::Tenant(t)) => (Some(t.user_id), Some(t.access_key_id)),
-            _ => (None, None),
+        let (who, user_id, access_key_id) = match context.as_ref().map(|c| c.call.caller()) {
+            Some(Caller::Tenant(t)) => (
+                Who::Tenant(t.user_id),
+                Some(t.user_id),
+                Some(t.access_key_id),
+            ),
+            Some(_) => (Who::Local, None, None),
+            None => (Who::Unidentified, None, None),
         };
-        self.oplog.record(&Record {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            request_id: context.as_ref().and_then(|c| c.request_id.as_deref()),
-            user_id,
-            access_key_id,
-            tool: tool.name,
-            collection: collection.as_deref(),
-            outcome: code,
-            latency_ms: (seconds * 1e6).round() / 1e3,
-            results: count,
-        });
+        // Only a valid name is written as it is: the argument is the
+        // caller's, of any length and content.
+        let collection =
+            collection
+                .as_deref()
+                .map(|c| match vectorizer_engine::config::validate_name(c) {
+                    Ok(()) => c,
+                    Err(_) => oplog::INVALID_NAME,
+                });
+        self.oplog.record(
+            who,
+            &Record {
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                request_id: context.as_ref().and_then(|c| c.request_id.as_deref()),
+                user_id,
+                access_key_id,
+                tool: tool.name,
+                collection,
+                outcome: code,
+                latency_ms: (seconds * 1e6).round() / 1e3,
+                results: count,
+            },
+        );
         match result {
             Ok(done) => Ok(tools::success(done)),
             Err(Failure::Invalid(m)) => Err(McpError::invalid_params(m, None)),

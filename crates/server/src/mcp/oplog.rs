@@ -1,8 +1,11 @@
 //! The MCP operation log: one JSON line per tool call, written by a thread
-//! of its own to a size-rotated file. A record never holds vectors,
-//! payloads or keys. A tool call never waits for the disk: when the queue
+//! of its own to a size-rotated file per caller (`mcp-ops/<user id>.log`),
+//! so that no tenant's calls can rotate another's records away. A record
+//! holds only bounded, validated fields: never vectors, payloads, keys or
+//! an unchecked name. A tool call never waits for the disk: when the queue
 //! is full or a write fails, the record is dropped and counted.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -19,8 +22,40 @@ const QUEUE: usize = 4096;
 /// more than a pause's worth of calls.
 const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The log's file name in the data directory.
-pub const FILE: &str = "mcp-ops.log";
+/// The log's directory in the data directory.
+pub const DIR: &str = "mcp-ops";
+/// What a record says of a collection argument that is not a valid name.
+pub const INVALID_NAME: &str = "(invalid name)";
+/// Longest record written; a longer one is dropped.
+const MAX_LINE: usize = 1024;
+/// Files the writer keeps open at once.
+const MAX_OPEN: usize = 64;
+
+/// Whose calls a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who {
+    /// A tenant, by user id.
+    Tenant(uuid::Uuid),
+    /// The one local user (the Hub off, or stdio).
+    Local,
+    /// A call whose caller could not be identified.
+    Unidentified,
+}
+
+impl Who {
+    fn file_stem(self) -> String {
+        match self {
+            Who::Tenant(u) => u.to_string(),
+            Who::Local => "local".into(),
+            Who::Unidentified => "unidentified".into(),
+        }
+    }
+}
+
+/// The current log file of `who` under data directory `data_dir`.
+pub fn path(data_dir: &Path, who: Who) -> PathBuf {
+    data_dir.join(DIR).join(format!("{}.log", who.file_stem()))
+}
 
 /// One tool call.
 #[derive(Debug, Serialize)]
@@ -47,7 +82,7 @@ struct Counts {
 /// The log's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct OpLog {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<(Who, String)>>,
     counts: Arc<Counts>,
 }
 
@@ -87,14 +122,17 @@ impl OpLog {
         }
     }
 
-    pub fn record(&self, r: &Record<'_>) {
+    /// Queues `r` for the file of `who`.
+    pub fn record(&self, who: Who, r: &Record<'_>) {
         let Some(tx) = &self.tx else { return };
-        let Ok(mut line) = serde_json::to_string(r) else {
-            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        let line = match serde_json::to_string(r) {
+            Ok(l) if l.len() < MAX_LINE => escape_controls(l),
+            _ => {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
-        line.push('\n');
-        match tx.try_send(line) {
+        match tx.try_send((who, line + "\n")) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
@@ -113,17 +151,48 @@ impl OpLog {
     }
 }
 
+/// Line and paragraph separators and bidirectional controls, written as
+/// JSON escapes: a viewer shows the record as it is, not reordered or cut.
+fn escape_controls(line: String) -> String {
+    let hidden = |c: char| {
+        matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}'
+        ) || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !line.chars().any(hidden) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 struct Current {
     file: BufWriter<File>,
     size: u64,
+    /// Lines written since the last flush: counted once flushed, as a line
+    /// only buffered is not yet on disk.
+    pending: u64,
 }
 
 fn open(path: &Path) -> std::io::Result<Current> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let size = file.metadata()?.len();
     Ok(Current {
         file: BufWriter::new(file),
         size,
+        pending: 0,
     })
 }
 
@@ -137,33 +206,28 @@ fn rotate(path: &Path, keep: usize) {
     let _ = std::fs::rename(path, nth(1));
 }
 
-fn writer(rx: Receiver<String>, opts: OpLogOptions, counts: Arc<Counts>) {
-    let path = opts.dir.join(FILE);
-    let mut current: Option<Current> = None;
-    let mut pending = 0u64;
-    // Lines written since the last flush are counted once flushed: a line
-    // only buffered is not yet on disk.
-    let flush = |cur: &mut Option<Current>, pending: &mut u64| {
-        if let Some(c) = cur {
-            match c.file.flush() {
-                Ok(()) => {
-                    counts.written.fetch_add(*pending, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    counts.dropped.fetch_add(*pending, Ordering::Relaxed);
-                    *cur = None;
-                }
-            }
-        }
-        *pending = 0;
+/// Flushes `c`, counting its pending lines written or dropped; false when
+/// the file failed.
+fn flush(c: &mut Current, counts: &Counts) -> bool {
+    let ok = c.file.flush().is_ok();
+    let n = std::mem::take(&mut c.pending);
+    let counter = if ok { &counts.written } else { &counts.dropped };
+    counter.fetch_add(n, Ordering::Relaxed);
+    ok
+}
+
+fn writer(rx: Receiver<(Who, String)>, opts: OpLogOptions, counts: Arc<Counts>) {
+    let mut files: HashMap<Who, Current> = HashMap::new();
+    let flush_all = |files: &mut HashMap<Who, Current>| {
+        files.retain(|_, c| flush(c, &counts));
     };
     loop {
         // Wait for a line; with nothing more queued, what is buffered goes
-        // to the file.
-        let line = match rx.try_recv() {
+        // to the files.
+        let (who, line) = match rx.try_recv() {
             Ok(l) => l,
             Err(std::sync::mpsc::TryRecvError::Empty) => {
-                flush(&mut current, &mut pending);
+                flush_all(&mut files);
                 std::thread::sleep(PAUSE);
                 match rx.recv() {
                     Ok(l) => l,
@@ -171,36 +235,57 @@ fn writer(rx: Receiver<String>, opts: OpLogOptions, counts: Arc<Counts>) {
                 }
             }
             Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                flush(&mut current, &mut pending);
+                flush_all(&mut files);
                 return;
             }
         };
+        let path = path(&opts.dir, who);
         let len = line.len() as u64;
-        if current
-            .as_ref()
+        if files
+            .get(&who)
             .is_some_and(|c| c.size > 0 && c.size + len > opts.max_file_bytes)
         {
-            flush(&mut current, &mut pending);
-            current = None;
+            if let Some(mut c) = files.remove(&who) {
+                flush(&mut c, &counts);
+            }
             rotate(&path, opts.max_files);
         }
-        if current.is_none() {
-            current = open(&path).ok();
+        if !files.contains_key(&who) {
+            if files.len() >= MAX_OPEN {
+                flush_all(&mut files);
+                files.clear();
+            }
+            if let Ok(c) = open(&path) {
+                files.insert(who, c);
+            }
         }
-        let Some(c) = current.as_mut() else {
+        let Some(c) = files.get_mut(&who) else {
             counts.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         match c.file.write_all(line.as_bytes()) {
             Ok(()) => {
                 c.size += len;
-                pending += 1;
+                c.pending += 1;
             }
             Err(_) => {
-                counts.dropped.fetch_add(1 + pending, Ordering::Relaxed);
-                pending = 0;
-                current = None;
+                counts.dropped.fetch_add(1 + c.pending, Ordering::Relaxed);
+                files.remove(&who);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_characters_are_escaped() {
+        let line = serde_json::to_string(&"a\u{2028}b\u{202E}c\u{2067}d").unwrap();
+        let escaped = escape_controls(line);
+        assert_eq!(escaped, r#""a\u2028b\u202ec\u2067d""#);
+        let back: String = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back, "a\u{2028}b\u{202E}c\u{2067}d");
     }
 }

@@ -51,6 +51,8 @@ pub struct AppOptions {
     /// With the Hub off: the deployment's (read-write, read-only) API keys.
     pub local_keys: Option<(&'static str, &'static str)>,
     pub backups: vectorizer_service::backup::BackupOptions,
+    /// The MCP operation log's rotation size.
+    pub oplog_file_bytes: u64,
 }
 
 impl Default for AppOptions {
@@ -75,6 +77,7 @@ impl Default for AppOptions {
             request_timeout: Duration::from_secs(30),
             local_keys: None,
             backups: vectorizer_service::backup::BackupOptions::default(),
+            oplog_file_bytes: 1 << 20,
         }
     }
 }
@@ -135,7 +138,7 @@ impl TestApp {
             vectorizer_server::mcp::oplog::OpLog::start(
                 vectorizer_server::mcp::oplog::OpLogOptions {
                     dir: dir.path().to_owned(),
-                    max_file_bytes: 1 << 20,
+                    max_file_bytes: o.oplog_file_bytes,
                     max_files: 2,
                 },
             ),

@@ -7,10 +7,21 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vectorizer_hub::store::Plan;
 use vectorizer_hub::{HubClient, HubClientConfig, HubStore, Secret};
+use vectorizer_server::mcp::oplog::Who;
 use vectorizer_server::mcp::register::{Announcement, Registration};
 
-use crate::common::TestApp;
+use crate::common::{AppOptions, TestApp};
 use crate::hub_auth::{KEY, auth, eventually, hub, key};
+
+/// Every MCP operation log file under `data`, one after another.
+pub(crate) fn oplog_text(data: &std::path::Path) -> String {
+    let dir = data.join(vectorizer_server::mcp::oplog::DIR);
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out += &std::fs::read_to_string(e.path()).unwrap_or_default();
+    }
+    out
+}
 
 /// One JSON-RPC exchange with `/mcp`: the HTTP status and the body.
 async fn rpc(app: &TestApp, key: Option<&str>, method: &str, params: Value) -> (u16, Value) {
@@ -290,7 +301,7 @@ async fn every_tool_answers_as_rest_does() {
     assert_eq!(ok_del["deleted"], true);
 
     // The operation log: one line per call, no vectors or payloads.
-    let log_path = app.data_dir().join(vectorizer_server::mcp::oplog::FILE);
+    let log_path = vectorizer_server::mcp::oplog::path(app.data_dir(), Who::Local);
     eventually(|| std::fs::read_to_string(&log_path).is_ok_and(|l| l.lines().count() >= 20)).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     for line in log.lines() {
@@ -589,8 +600,7 @@ async fn keys_tenants_and_permissions() {
         .await["points"],
         2
     );
-    let log = std::fs::read_to_string(app.data_dir().join(vectorizer_server::mcp::oplog::FILE))
-        .unwrap_or_default();
+    let log = oplog_text(app.data_dir());
     assert!(
         !log.contains(&a) && !log.contains(&b),
         "keys never in the log"
@@ -665,4 +675,79 @@ async fn with_the_hub_down_unchecked_keys_get_503() {
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], "hub_unavailable");
     }
+}
+
+/// One tenant's calls, with collection names of any length and in any
+/// number, rotate only that tenant's own log files: another tenant's
+/// records stay, and no record or reply carries the long name.
+#[tokio::test]
+async fn one_tenant_cannot_erase_the_operation_log() {
+    let hub = hub().await;
+    let ua = hub.store.create_user("a@example.com", "p").unwrap().id;
+    let ub = hub.store.create_user("b@example.com", "p").unwrap().id;
+    let (a, _) = key(&hub.store, ua, &["read", "write"], None);
+    let (b, _) = key(&hub.store, ub, &["read", "write"], None);
+    let app = TestApp::build(AppOptions {
+        auth: Some(auth(hub.addr, Duration::from_secs(600))),
+        oplog_file_bytes: 4096,
+        ..AppOptions::default()
+    });
+    ok(&app, Some(&b), "list_collections", json!({})).await;
+    let b_log = vectorizer_server::mcp::oplog::path(app.data_dir(), Who::Tenant(ub));
+    eventually(|| std::fs::read_to_string(&b_log).is_ok_and(|l| l.contains(&ub.to_string()))).await;
+
+    let long = "x".repeat(200 << 10);
+    for _ in 0..5 {
+        let (status, body) = rpc(
+            &app,
+            Some(&a),
+            "tools/call",
+            json!({"name": "get_collection", "arguments": {"collection": long}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let text = body.to_string();
+        assert!(text.len() < 2048, "a {} byte reply", text.len());
+        assert!(body["result"]["isError"] == true, "{text}");
+    }
+    let a_log = vectorizer_server::mcp::oplog::path(app.data_dir(), Who::Tenant(ua));
+    eventually(|| {
+        std::fs::read_to_string(&a_log).is_ok_and(|l| l.matches("get_collection").count() == 5)
+    })
+    .await;
+    for line in std::fs::read_to_string(&a_log).unwrap().lines() {
+        assert!(line.len() < 1024, "a {} byte record", line.len());
+        let r: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["collection"], "(invalid name)", "{line}");
+    }
+    for _ in 0..200 {
+        ok(&app, Some(&a), "list_collections", json!({})).await;
+    }
+    let a_log = vectorizer_server::mcp::oplog::path(app.data_dir(), Who::Tenant(ua));
+    eventually(|| {
+        std::fs::read_to_string(&a_log).is_ok_and(|l| l.contains("list_collections"))
+            && a_log.with_extension("log.2").exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // B's record is where it was.
+    let b_text = std::fs::read_to_string(&b_log).unwrap();
+    assert_eq!(b_text.lines().count(), 1, "{b_text}");
+    // A's files hold only bounded records, and at most max_files + 1 files.
+    let mut a_bytes = 0;
+    for entry in std::fs::read_dir(a_log.parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !path.to_string_lossy().contains(&ua.to_string()) {
+            continue;
+        }
+        a_bytes += text.len();
+        for line in text.lines() {
+            assert!(line.len() < 1024, "a {} byte record", line.len());
+            let r: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(r["user_id"], ua.to_string());
+        }
+    }
+    assert!(a_bytes <= 3 * 4096, "{a_bytes} bytes of A's records");
 }
