@@ -196,16 +196,44 @@ impl Auth {
             .map(|_| Err(AuthError::Unauthorized))
     }
 
-    /// The tenant a key presented from `ip` stands for. An attempt that
-    /// needs the Hub counts against the address before the Hub is asked,
-    /// and is given back only if the key turns out valid (or the Hub could
-    /// not say); a refused key, or a check abandoned half-way, stays counted.
+    /// The tenant a key presented from `ip` stands for. Requests that
+    /// carry the same key at the same time wait for one check and count
+    /// as one attempt. An attempt that needs the Hub counts against the
+    /// address before the Hub is asked, and is given back only if the key
+    /// turns out valid (or the Hub could not say); a refused key, or a
+    /// check abandoned half-way, stays counted.
     pub async fn authenticate(&self, key: &str, ip: IpAddr) -> Result<Tenant, AuthError> {
         let h = hash(key);
         if let Some(answer) = self.fresh(&h) {
             if answer.is_err() {
                 self.failed(ip);
             }
+            return answer;
+        }
+        let gate = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(h)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        // Leaves no entry behind, also when this check is abandoned.
+        let _cleanup = Inflight(self, h, gate.clone());
+        let _turn = match gate.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                // Another request is checking this key: its answer is this
+                // request's too, and no attempt of its own.
+                let turn = gate.lock().await;
+                if let Some(answer) = self.fresh(&h) {
+                    return answer;
+                }
+                // That check ended without an answer (the Hub could not
+                // say, or it was abandoned): this request checks itself.
+                turn
+            }
+        };
+        if let Some(answer) = self.fresh(&h) {
             return answer;
         }
         // A key validated before is never held up by its address's
@@ -217,7 +245,7 @@ impl Auth {
             }
             self.failed(ip);
         }
-        let answer = self.check_once(key, h).await;
+        let answer = self.ask_hub(key, h).await;
         if !known && answer != Err(AuthError::Unauthorized) {
             self.refund(ip);
         }
@@ -260,26 +288,6 @@ impl Auth {
         let (count, start) = *f.get(&client(ip))?;
         let left = self.opts.failure_window.checked_sub(start.elapsed())?;
         (count >= self.opts.max_failures).then_some(left)
-    }
-
-    /// Asks the Hub about a key, once for all the requests that carry it
-    /// at the same time.
-    async fn check_once(&self, key: &str, h: KeyHash) -> Result<Tenant, AuthError> {
-        let gate = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(h)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone();
-        // Leaves no entry behind, also when this check is abandoned.
-        let _cleanup = Inflight(self, h, gate.clone());
-        let _turn = gate.lock().await;
-        // Whoever held the gate before may have answered already.
-        if let Some(answer) = self.fresh(&h) {
-            return answer;
-        }
-        self.ask_hub(key, h).await
     }
 
     /// Entries of keys being checked (for tests: none once checks end).

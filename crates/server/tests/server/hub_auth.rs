@@ -301,6 +301,62 @@ async fn a_burst_with_one_new_key_makes_one_hub_call() {
     hub.task.abort();
 }
 
+/// A burst larger than the failure limit, with one new key, is one
+/// attempt: a valid key lets every request in, a refused one is one
+/// failure for its address, and no request of the burst gets 429.
+#[tokio::test]
+async fn a_burst_with_a_new_key_counts_as_one_attempt() {
+    let hub = hub().await;
+    let user = hub.store.create_user("burst@example.com", "p").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["read"], None);
+    let app = Arc::new(TestApp::with_auth(auth_with(
+        hub.addr,
+        Duration::from_secs(60),
+        5,
+    )));
+    let burst = |k: String| {
+        let tasks: Vec<_> = (0..60)
+            .map(|_| {
+                let (app, k) = (app.clone(), k.clone());
+                tokio::spawn(
+                    async move { status(&app, "GET", "/collections", bearer(&k), None).await },
+                )
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let before = validations(hub.addr).await;
+    assert!(burst(k.clone()).await.iter().all(|s| *s == 200));
+    let refused = burst("hvk_not_a_key".into()).await;
+    assert!(refused.iter().all(|s| *s == 401), "{refused:?}");
+    assert_eq!(validations(hub.addr).await - before, 2);
+    // The refused burst was one failure: four more make five, the limit.
+    for i in 0..4 {
+        let s = status(
+            &app,
+            "GET",
+            "/collections",
+            bearer(&format!("hvk_guess_{i}")),
+            None,
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    let s = status(&app, "GET", "/collections", bearer("hvk_guess_next"), None).await;
+    assert_eq!(s, 429);
+    assert_eq!(
+        status(&app, "GET", "/collections", bearer(&k), None).await,
+        200
+    );
+    hub.task.abort();
+}
+
 #[tokio::test]
 async fn with_the_hub_down_cached_keys_work_and_new_keys_get_503() {
     let hub = hub().await;
