@@ -40,8 +40,7 @@ const META_FILE: &str = "collection.json";
 const WAL_FILE: &str = "wal.log";
 const META_VERSION: u32 = 1;
 
-/// The largest squared length a vector may have (see `check_vector`).
-const MAX_SQUARED_LENGTH: f64 = f32::MAX as f64 / 8.0;
+use crate::distance::MAX_SQUARED_LENGTH;
 /// Collections at most this large are always searched exactly.
 const EXACT_BELOW: usize = 256;
 /// Points sampled to estimate a filter's selectivity.

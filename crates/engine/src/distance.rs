@@ -2,6 +2,12 @@
 
 use crate::config::Metric;
 
+/// The largest squared length a vector may have: with every squared
+/// length at most this, dot products and squared distances stay finite
+/// (see `Collection::check_vector`, and the index's load, which holds
+/// stored vectors to the same bound).
+pub(crate) const MAX_SQUARED_LENGTH: f64 = f32::MAX as f64 / 8.0;
+
 /// Dot product, written in eight independent lanes so the compiler
 /// vectorises it without target-specific code.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -992,7 +992,20 @@ impl VectorIndex {
             let (c, i) = idx.chunk(id as u32);
             let b = &data[id * row..(id + 1) * row];
             let f = |k: usize| f32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
-            if (0..=dim).any(|k| !f(k).is_finite()) {
+            if (1..=dim).any(|k| !f(k).is_finite()) {
+                return Err(corrupt());
+            }
+            let stored = meta[id * 2] != EMPTY;
+            // A stored vector is held to what a write accepts, and its
+            // norm is computed here, not taken from the file: a file from
+            // outside (a restored backup) cannot make scores infinite or
+            // null.
+            let squared: f64 = (1..=dim).map(|k| f64::from(f(k)) * f64::from(f(k))).sum();
+            let zero = (1..=dim).all(|k| f(k) == 0.0);
+            if stored
+                && (squared > crate::distance::MAX_SQUARED_LENGTH
+                    || (zero && config.metric == crate::config::Metric::Cosine))
+            {
                 return Err(corrupt());
             }
             // Safety: nothing else can see the index yet; the vector and
@@ -1002,7 +1015,9 @@ impl VectorIndex {
                 for j in 0..dim {
                     *dst.add(j) = f(1 + j);
                 }
-                *dst.add(dim) = f(0);
+                let v = std::slice::from_raw_parts(dst as *const f32, dim);
+                let n = (idx.dot)(v, v).sqrt();
+                *dst.add(dim) = if n > 0.0 { 1.0 / n } else { 0.0 };
             }
         }
         drop(data);

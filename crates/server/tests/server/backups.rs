@@ -820,6 +820,27 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
             422,
             "backup_corrupt",
         ),
+        (
+            "bytes after the gzip stream",
+            [good.clone(), b"trailing bytes".to_vec()].concat(),
+            None,
+            422,
+            "trailing_data",
+        ),
+        (
+            "a second gzip member",
+            [good.clone(), pack(&[])].concat(),
+            None,
+            422,
+            "trailing_data",
+        ),
+        (
+            "a gzip bomb padded to pass the ratio by its file's size",
+            [pack(&bomb), vec![0; 600 << 10]].concat(),
+            None,
+            422,
+            "compression_ratio",
+        ),
         ("an empty body", Vec::new(), None, 400, "empty_body"),
         (
             "a body that is not gzip",
@@ -941,8 +962,18 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
     let mut many_nodes = index.clone();
     many_nodes[24..32].copy_from_slice(&(10_000_000u64).to_le_bytes());
     let mut bad_float = index.clone();
+    // Node 0's row: its stored norm, then its vector.
     let at = 40 + 200 * 2 + 4;
     bad_float[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let mut huge = index.clone();
+    huge[at..at + 4].copy_from_slice(&3.0e38f32.to_le_bytes());
+    let mut zero = index.clone();
+    zero[at..at + 32].fill(0);
+    let mut bad_norm = index.clone();
+    for node in 0..200 {
+        let row = 40 + 200 * 2 + node * 36;
+        bad_norm[row..row + 4].copy_from_slice(&1.0e-30f32.to_le_bytes());
+    }
     let forged = |index: &[u8], points: &[u8], claimed: u64| {
         let mut m = m.clone();
         let c = &mut m["collections"][0];
@@ -976,6 +1007,11 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
             forged(&many_nodes, &points, 200),
         ),
         ("a graph holding a NaN", forged(&bad_float, &points, 200)),
+        (
+            "a vector no write accepts (a component of 3e38)",
+            forged(&huge, &points, 200),
+        ),
+        ("a zero vector under cosine", forged(&zero, &points, 200)),
     ] {
         let (s, up) = upload(&app, &NONE, archive, None).await;
         assert_eq!(s, 201, "{what}: {up}");
@@ -1019,6 +1055,41 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
     assert!(
         trash.iter().all(|n| *n == 0),
         "staged collections left in the trash: {trash:?}"
+    );
+
+    // Stored norms are not trusted: computed again, so the restored
+    // collection scores exactly as the one backed up.
+    let (s, up) = upload(&app, &NONE, forged(&bad_norm, &points, 200), None).await;
+    assert_eq!(s, 201, "{up}");
+    let (s, b) = restore(
+        &app,
+        &NONE,
+        json!({"backup_id": up["id"], "rename": {"a": "renormed"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let query = json!({"vector": [0.3, -1.0, 0.5, 0.2, 0.9, -0.4, 0.1, 0.7], "limit": 5});
+    let (_, want) = send(
+        &app,
+        "POST",
+        "/collections/a/search",
+        NONE.clone(),
+        Some(query.clone()),
+    )
+    .await;
+    let (_, got) = send(
+        &app,
+        "POST",
+        "/collections/renormed/search",
+        NONE.clone(),
+        Some(query),
+    )
+    .await;
+    assert_eq!(got["results"], want["results"]);
+    assert!(
+        want["results"][0]["score"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0 && s <= 1.0001)
     );
 
     // The good one still goes in.
@@ -1429,6 +1500,56 @@ async fn quotas_hold_for_backups_and_restores() {
     );
     hub.store.create_plan(plan(reported + on_disk)).unwrap();
     create(&app, &ta, json!({})).await;
+
+    // A chunked upload (no Content-Length) with 64 KiB left under the plan:
+    // refused once the allowance is passed, before a byte is written.
+    let reported = hub.store.usage_ledger().last().unwrap().storage_bytes;
+    hub.store.create_plan(plan(reported + (64 << 10))).unwrap();
+    let dir = app.data_dir().join("backups").join(t.to_string());
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (dir, watching) = (dir.clone(), watching.clone());
+        std::thread::spawn(move || {
+            let mut most = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".tmp") {
+                        most = most.max(e.metadata().map_or(0, |m| m.len()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            most
+        })
+    };
+    let (addr, key) = (app.addr, tk.clone());
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "POST /api/hub/backups/upload HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/gzip\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+        let piece = vec![0x1fu8; 64 << 10];
+        for _ in 0..128 {
+            let sent = write!(s, "{:x}\r\n", piece.len())
+                .and_then(|()| s.write_all(&piece))
+                .and_then(|()| s.write_all(b"\r\n"));
+            if sent.is_err() {
+                break;
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("\"quota\":\"backup\""), "{answer}");
+    assert_eq!(most, 0, "{most} bytes of the upload were written");
+    assert!(leftovers(app.data_dir()).is_empty());
     hub.task.abort();
 }
 

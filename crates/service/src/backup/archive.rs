@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -203,20 +203,66 @@ impl<R: Read> Read for Ticking<'_, R> {
     }
 }
 
-/// Counts decompressed bytes and stops the read once a cap is passed.
-struct Capped<R> {
+/// A buffered reader that counts the bytes its reader has consumed: what
+/// the gzip decoder actually read, however far the buffer reads ahead.
+struct Consumed<R> {
     inner: R,
-    seen: u64,
-    cap: u64,
-    over: bool,
+    n: u64,
 }
 
-impl<R: Read> Read for Capped<R> {
+impl<R: BufRead> Read for Consumed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Consumed<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.n += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// Which cap a decompression passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Total,
+    Ratio,
+}
+
+/// Decompresses one gzip member, counting what comes out against the
+/// total cap and against `max_ratio` times the compressed bytes read so
+/// far; the read stops once either is passed.
+struct Capped<R: BufRead> {
+    inner: flate2::bufread::GzDecoder<Consumed<R>>,
+    seen: u64,
+    caps: ReadCaps,
+    over: Option<Over>,
+}
+
+impl<R: BufRead> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.seen += n as u64;
-        if self.seen > self.cap {
-            self.over = true;
+        // Room for a tiny archive's headers.
+        let ratio_cap = self
+            .inner
+            .get_ref()
+            .n
+            .saturating_mul(self.caps.max_ratio)
+            .max(1 << 20);
+        if self.seen > self.caps.max_total_bytes {
+            self.over = Some(Over::Total);
+        } else if self.seen > ratio_cap {
+            self.over = Some(Over::Ratio);
+        }
+        if self.over.is_some() {
             return Err(io::Error::other("decompressed size cap passed"));
         }
         Ok(n)
@@ -247,42 +293,47 @@ pub fn read(
         ));
     }
     let file = File::open(path).map_err(ours("opening a backup"))?;
-    // The ratio cap, with room for a tiny archive's headers.
-    let cap = caps
-        .max_total_bytes
-        .min(compressed.saturating_mul(caps.max_ratio).max(1 << 20));
     let mut capped = Capped {
-        inner: flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 20, file)),
+        inner: flate2::bufread::GzDecoder::new(Consumed {
+            inner: BufReader::with_capacity(1 << 20, file),
+            n: 0,
+        }),
         seen: 0,
-        cap,
-        over: false,
+        caps,
+        over: None,
     };
     let result = read_entries(&mut capped, dest, keep, caps, tick);
     let result = result.and_then(|m| {
         // The rest of the gzip stream, so that its length and CRC are checked.
         io::copy(&mut capped, &mut io::sink())
-            .map(|_| m)
-            .map_err(|e| corrupt(format!("the archive's compression stream is damaged: {e}")))
+            .map_err(|e| corrupt(format!("the archive's compression stream is damaged: {e}")))?;
+        // One gzip member, and nothing after it: bytes there would be
+        // stored and served unchecked.
+        let rest = capped.inner.get_mut().fill_buf().map_err(ours("reading a backup"))?;
+        if !rest.is_empty() {
+            return Err(ServiceError::unprocessable(
+                "trailing_data",
+                "the archive has bytes after its gzip stream (one .tar.gz member, nothing after it)",
+            ));
+        }
+        Ok(m)
     });
-    match result {
-        _ if capped.over => Err(if cap == caps.max_total_bytes {
-            ServiceError::unprocessable(
-                "archive_too_large",
-                format!(
-                    "the archive decompresses to more than {} bytes",
-                    caps.max_total_bytes
-                ),
-            )
-        } else {
-            ServiceError::unprocessable(
-                "compression_ratio",
-                format!(
-                    "the archive decompresses to more than {} times its size",
-                    caps.max_ratio
-                ),
-            )
-        }),
-        r => r,
+    match (result, capped.over) {
+        (_, Some(Over::Total)) => Err(ServiceError::unprocessable(
+            "archive_too_large",
+            format!(
+                "the archive decompresses to more than {} bytes",
+                caps.max_total_bytes
+            ),
+        )),
+        (_, Some(Over::Ratio)) => Err(ServiceError::unprocessable(
+            "compression_ratio",
+            format!(
+                "the archive decompresses to more than {} times its size",
+                caps.max_ratio
+            ),
+        )),
+        (r, None) => r,
     }
 }
 

@@ -443,9 +443,16 @@ impl Service {
     }
 
     /// The Hub's `backup` quota for a tenant, asked with `estimate` bytes.
-    async fn check_backup_quota(&self, caller: &Caller, estimate: u64) -> Result<()> {
+    /// Asks the Hub whether `caller` may store `estimate` more bytes of
+    /// backups; allowed, the plan's limit and the bytes left under it, when
+    /// the Hub says.
+    async fn check_backup_quota(
+        &self,
+        caller: &Caller,
+        estimate: u64,
+    ) -> Result<Option<(u64, u64)>> {
         let (Caller::Tenant(t), Some(hub)) = (caller, self.hub.get()) else {
-            return Ok(());
+            return Ok(None);
         };
         let refused = |limit: Option<i64>, remaining: Option<i64>| {
             let limit = limit.unwrap_or(0).max(0) as u64;
@@ -460,7 +467,10 @@ impl Service {
             .check_quota(&t.user_id, "backup", Some(estimate as i64))
             .await
         {
-            Ok(a) if a.allowed => Ok(()),
+            Ok(a) if a.allowed => Ok(a.remaining.map(|r| {
+                let left = r.max(0) as u64;
+                (a.limit.map_or(left, |l| l.max(0) as u64), left)
+            })),
             Ok(a) => Err(refused(a.limit, a.remaining)),
             Err(vectorizer_hub::HubError::QuotaExceeded(_)) => Err(refused(None, None)),
             Err(e) => Err(e.into()),

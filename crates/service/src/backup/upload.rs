@@ -85,9 +85,11 @@ impl Service {
         if declared.is_some_and(|n| n > opts.max_upload_bytes) {
             return Err(too_large(opts.max_upload_bytes));
         }
-        if let Some(n) = declared {
-            self.check_backup_quota(caller, n).await?;
-        }
+        // The quota is asked before any byte is written: for a body of
+        // unknown length, the bytes the plan has left bound what is read.
+        let allowance = self
+            .check_backup_quota(caller, declared.unwrap_or(1))
+            .await?;
         let dir = self.backup_dir(caller);
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let tmp = dir.join(format!("{id}.tar.gz.tmp"));
@@ -130,6 +132,14 @@ impl Service {
                 received += b.len() as u64;
                 if received > opts.max_upload_bytes {
                     return Err(too_large(opts.max_upload_bytes));
+                }
+                if let Some((limit, left)) = allowance.filter(|(_, left)| received > *left) {
+                    return Err(ServiceError::QuotaExceeded {
+                        quota: "backup",
+                        limit,
+                        current: limit.saturating_sub(left),
+                        requested: received,
+                    });
                 }
                 buf.extend_from_slice(b);
             }
