@@ -253,6 +253,22 @@ pub fn hub_client(cfg: &Config, key: String) -> Result<Arc<vectorizer_hub::HubCl
     ))
 }
 
+/// With the Hub off: says, once at start, how many collections in the
+/// data directory are tenants' (or otherwise outside the local namespace)
+/// and so not served.
+pub fn say_outside_local_namespace(service: &Service) {
+    let n = service.outside_local_namespace();
+    let what = match n {
+        0 => return,
+        1 => "1 collection in the data directory is in a user's namespace".to_owned(),
+        n => format!("{n} collections in the data directory are in users' namespaces"),
+    };
+    tracing::warn!(
+        collections = n,
+        "{what} (made with the Hub on): with the Hub off they are not listed, served or backed up, and are kept as they are; start with the Hub on to serve them"
+    );
+}
+
 /// Connects the service to the Hub: its health loop, quotas, and the
 /// usage reporter with its outbox.
 pub fn connect_hub(service: &Arc<Service>, auth: &auth::Auth, cfg: &Config) -> Result<(), String> {
@@ -416,6 +432,9 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
                 cfg.storage.data_dir.display()
             );
         }
+    }
+    if auth.is_none() {
+        say_outside_local_namespace(&state.service);
     }
     if let Some(c) = &cfg.cluster {
         let options = c.options(&cfg.storage.data_dir)?;

@@ -462,15 +462,33 @@ impl Service {
 
     /// The caller's collections, with the names the caller uses.
     pub(crate) fn owned(&self, caller: &Caller) -> Vec<(String, Arc<Collection>)> {
-        let prefix = match caller {
-            Caller::Local | Caller::LocalReader => String::new(),
-            Caller::Tenant(t) => t.prefix(),
-        };
+        let all = self.db.collections().into_iter();
+        match caller {
+            // The local namespace is the names a local caller can address:
+            // users' namespaces (left by a run with the Hub on) are not in
+            // it, so no listing, usage or backup shows a name that no
+            // route, restore or alias could take.
+            Caller::Local | Caller::LocalReader => all
+                .filter(|c| validate_short_name(c.name()).is_ok())
+                .map(|c| (c.name().to_owned(), c))
+                .collect(),
+            Caller::Tenant(t) => {
+                let prefix = t.prefix();
+                all.filter_map(|c| Some((c.name().strip_prefix(prefix.as_str())?.to_owned(), c)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Collections outside the local namespace: those in users'
+    /// namespaces, and any whose name is not a short name. With the Hub
+    /// off they are kept as they are, and not served.
+    pub fn outside_local_namespace(&self) -> usize {
         self.db
-            .collections()
-            .into_iter()
-            .filter_map(|c| Some((c.name().strip_prefix(prefix.as_str())?.to_owned(), c)))
-            .collect()
+            .collections_unordered()
+            .iter()
+            .filter(|c| validate_short_name(c.name()).is_err())
+            .count()
     }
 
     /// A user's usage as quotas count it: collections, points, and bytes

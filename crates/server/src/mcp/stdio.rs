@@ -37,8 +37,9 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())??;
     let service = state.service.clone();
-    if let Some(auth) = &auth {
-        crate::connect_hub(&service, auth, &cfg)?;
+    match &auth {
+        Some(auth) => crate::connect_hub(&service, auth, &cfg)?,
+        None => crate::say_outside_local_namespace(&service),
     }
     let mcp = match &state.mcp {
         Some(m) => m.clone(),

@@ -267,14 +267,11 @@ fn hub_enabled_without_a_service_key_stops_the_boot() {
     assert!(err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
 }
 
-/// `vectorizer serve --local-hub`: one command, multi-tenant, keys made
-/// with `vectorizer hub-dev` while it runs.
-#[test]
-fn one_command_multi_tenant_with_the_local_hub() {
-    let data = TempDir::new("e2e-localhub");
+/// `vectorizer serve --local-hub` on `data`, with an operator token.
+pub(crate) fn start_local_hub(data: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
         .args(["serve", "--port", "0", "--local-hub", "--data-dir"])
-        .arg(data.path())
+        .arg(data)
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
         .env("VECTORIZER_OPERATOR_TOKEN", "operator-secret-token")
         .env_remove("HIVEHUB_SERVICE_API_KEY")
@@ -292,42 +289,66 @@ fn one_command_multi_tenant_with_the_local_hub() {
             break a.parse().unwrap();
         }
     };
-    let server = Server { child, addr };
-    let hub_file = data.path().join("hub.json");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
-            .arg("hub-dev")
-            .arg("--data")
-            .arg(&hub_file)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    cli(&[
-        "plan",
-        "free",
-        "--max-collections",
-        "5",
-        "--max-vectors",
-        "1000",
-        "--max-storage-bytes",
-        "1000000",
-    ]);
-    let user = cli(&["user", "a@example.com", "--plan", "free"])
+    Server { child, addr }
+}
+
+/// Runs `vectorizer <args>`, which must succeed; its standard output.
+pub(crate) fn cli_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `vectorizer hub-dev` on the local Hub's file in `data`; its output.
+pub(crate) fn hub_dev(data: &std::path::Path, args: &[&str]) -> String {
+    let file = data.join("hub.json");
+    let mut all = vec!["hub-dev", "--data", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    cli_ok(&all)
+}
+
+/// A user of the local Hub in `data` on plan `free` (made if missing),
+/// and an access key of theirs with every permission.
+pub(crate) fn local_hub_user(data: &std::path::Path, email: &str) -> (String, String) {
+    hub_dev(
+        data,
+        &[
+            "plan",
+            "free",
+            "--max-collections",
+            "5",
+            "--max-vectors",
+            "1000",
+            "--max-storage-bytes",
+            "1000000",
+        ],
+    );
+    let user = hub_dev(data, &["user", email, "--plan", "free"])
         .trim()
         .to_owned();
-    let key_out = cli(&["key", "--user", &user]);
+    let key_out = hub_dev(data, &["key", "--user", &user]);
     let key = key_out
         .lines()
         .find_map(|l| l.strip_prefix("access key (shown once): "))
         .unwrap()
         .to_owned();
+    (user, key)
+}
+
+/// `vectorizer serve --local-hub`: one command, multi-tenant, keys made
+/// with `vectorizer hub-dev` while it runs.
+#[test]
+fn one_command_multi_tenant_with_the_local_hub() {
+    let data = TempDir::new("e2e-localhub");
+    let server = start_local_hub(data.path());
+    let (_, key) = local_hub_user(data.path(), "a@example.com");
 
     let mut c = Client::new(server.addr);
     assert_eq!(
@@ -404,21 +425,7 @@ fn pending_usage_survives_sigkill() {
     let dir = TempDir::new("e2e-usage");
     let hub_file = dir.path().join("hub.json");
     let bin = env!("CARGO_BIN_EXE_vectorizer");
-    let cli = |args: &[&str]| {
-        let out = Command::new(bin)
-            .arg("hub-dev")
-            .arg("--data")
-            .arg(&hub_file)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| hub_dev(dir.path(), args);
     cli(&[
         "plan",
         "p",

@@ -12,6 +12,7 @@ mod e2e;
 mod hardening;
 mod hub_auth;
 mod hub_calls;
+mod hub_off;
 mod mcp;
 mod migrate;
 mod newcomer;
