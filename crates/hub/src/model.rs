@@ -101,6 +101,18 @@ pub enum Permission {
     Admin,
 }
 
+impl Permission {
+    /// As it is spelt on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Delete => "delete",
+            Permission::Admin => "admin",
+        }
+    }
+}
+
 /// As the SDK sends it, plus `user_id` (and `project_id`), which the SDK's
 /// request lacks: a key must belong to a user, so this local Hub requires it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

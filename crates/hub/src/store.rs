@@ -370,6 +370,20 @@ impl HubStore {
         ListAccessKeysResponse { keys }
     }
 
+    /// Every key with its user (of `user` alone, when given), newest
+    /// first.
+    pub fn keys_by_user(&self, user: Option<Uuid>) -> Vec<(Uuid, AccessKeyInfo)> {
+        let st = self.lock();
+        let mut keys: Vec<(Uuid, AccessKeyInfo)> = st
+            .keys
+            .values()
+            .filter(|k| user.is_none_or(|u| k.user_id == u))
+            .map(|k| (k.user_id, Self::info(k)))
+            .collect();
+        keys.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
+        keys
+    }
+
     pub fn get_key(&self, id: &Uuid) -> Result<AccessKeyInfo> {
         self.lock()
             .keys

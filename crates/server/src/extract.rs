@@ -264,9 +264,34 @@ impl LocalKeys {
     }
 
     /// Whether `key` is the read-write key (whose holder runs the
-    /// deployment, and so may see its metrics).
+    /// deployment).
     pub fn is_writer(&self, key: &str) -> bool {
         self.write.as_ref().is_some_and(|t| t.matches(key))
+    }
+
+    /// Whether `key` is either key of the deployment.
+    pub fn is_either(&self, key: &str) -> bool {
+        self.is_writer(key) || self.read.as_ref().is_some_and(|t| t.matches(key))
+    }
+}
+
+/// Whether the request may read `/metrics`: the operator token, or with
+/// the Hub off either key of the deployment (a scraper needs no more than
+/// the read-only one).
+pub struct ScraperOf(pub bool);
+
+impl FromRequestParts<AppState> for ScraperOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let OperatorOf(operator) = OperatorOf::from_request_parts(parts, state).await?;
+        let local = state.auth.is_none()
+            && state
+                .local_keys
+                .as_ref()
+                .zip(key_of(&parts.headers))
+                .is_some_and(|(k, key)| k.is_either(&key));
+        Ok(ScraperOf(operator || local))
     }
 }
 

@@ -15,7 +15,7 @@ use vectorizer_service::model::*;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, CallOf, OperatorOf};
+use crate::extract::{ApiJson, CallOf, OperatorOf, ScraperOf};
 
 async fn ok<T: Serialize + crate::answer::Weight + Send + 'static>(
     call: &Arc<Call>,
@@ -67,13 +67,13 @@ pub async fn usage(
 /// `metrics.public`, they need the operator token, never a tenant's key.
 pub async fn metrics(
     State(state): State<AppState>,
-    operator: OperatorOf,
+    scraper: ScraperOf,
 ) -> Result<Response, ApiError> {
-    if !state.metrics.public && !operator.0 {
+    if !state.metrics.public && !scraper.0 {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "metrics need the operator token (or, with the Hub off, the API key): Authorization: Bearer",
+            "metrics need the operator token (or, with the Hub off, either API key): Authorization: Bearer",
         ));
     }
     let body = crate::metrics::render(&state);

@@ -153,7 +153,20 @@ enum HubCommand {
         #[arg(long)]
         max_storage_bytes: u64,
     },
-    /// Creates a user on a plan and prints its id.
+    /// Lists the plans, one a line: name, then its limits.
+    Plans,
+    /// Lists the users, one a line: id, e-mail address, plan.
+    Users,
+    /// Lists the access keys (never the keys themselves), one a line: id,
+    /// user id, name, permissions, active or revoked, expiry.
+    Keys {
+        /// Only this user's keys.
+        #[arg(long, value_name = "USER_ID")]
+        user: Option<String>,
+    },
+    /// Creates a user on a plan and prints its id; a user with the e-mail
+    /// address exists already: prints that user's id (the plan is not
+    /// changed).
     User {
         /// The user's e-mail address (unique).
         email: String,
@@ -377,7 +390,61 @@ fn hub_dev(data: &std::path::Path, command: HubCommand) -> Result<(), String> {
             println!("plan {} saved", p.name);
             Ok(())
         }
+        HubCommand::Plans => {
+            let mut plans = store.plans();
+            plans.sort_by(|a, b| a.name.cmp(&b.name));
+            for p in plans {
+                println!(
+                    "{}\tmax_collections={}\tmax_vectors={}\tmax_storage_bytes={}",
+                    p.name, p.max_collections, p.max_vectors, p.max_storage_bytes
+                );
+            }
+            Ok(())
+        }
+        HubCommand::Users => {
+            let mut users = store.users();
+            users.sort_by(|a, b| a.email.cmp(&b.email));
+            for u in users {
+                println!("{}\t{}\tplan={}", u.id, u.email, u.plan);
+            }
+            Ok(())
+        }
+        HubCommand::Keys { user } => {
+            let user = match user {
+                None => None,
+                Some(u) => Some(u.parse::<uuid::Uuid>().map_err(|_| {
+                    format!(
+                        "--user takes a user id (the UUID that `hub-dev user` printed), not {u:?}"
+                    )
+                })?),
+            };
+            for (owner, k) in store.keys_by_user(user) {
+                let permissions: Vec<&str> = k.permissions.iter().map(|p| p.as_str()).collect();
+                println!(
+                    "{}\tuser={}\tname={}\tpermissions={}\t{}\texpires_at={}",
+                    k.id,
+                    owner,
+                    k.name,
+                    permissions.join(","),
+                    if k.active { "active" } else { "revoked" },
+                    k.expires_at.as_deref().unwrap_or("never"),
+                );
+            }
+            Ok(())
+        }
         HubCommand::User { email, plan } => {
+            let existing = store
+                .users()
+                .into_iter()
+                .find(|u| u.email.eq_ignore_ascii_case(&email));
+            if let Some(u) = existing {
+                eprintln!(
+                    "a user with the e-mail address {email} exists already (plan {}); its id:",
+                    u.plan
+                );
+                println!("{}", u.id);
+                return Ok(());
+            }
             let u = store
                 .create_user(&email, &plan)
                 .map_err(|e| e.to_string())?;

@@ -233,8 +233,35 @@ fn hub_dev_cli() {
     assert!(!std::fs::read_to_string(&data).unwrap().contains(&key));
     let (ok, _, err) = run(&["user", "b@example.com", "--plan", "gold"]);
     assert!(!ok && err.contains("no plan gold"), "{err}");
-    let (ok, _, err) = run(&["user", "A@example.com", "--plan", "free"]);
-    assert!(!ok && err.contains("exists already"), "{err}");
+    // An existing user: its id, so a setup script can run again.
+    let (ok, again, err) = run(&["user", "A@example.com", "--plan", "free"]);
+    assert!(ok && err.contains("exists already"), "{err}");
+    assert_eq!(again.trim(), user);
+    // What the local Hub holds, listed (a key by its id, never in clear).
+    let (ok, plans, _) = run(&["plans"]);
+    assert!(ok);
+    assert_eq!(
+        plans.trim(),
+        "free\tmax_collections=2\tmax_vectors=100\tmax_storage_bytes=1000"
+    );
+    let (ok, users, _) = run(&["users"]);
+    assert!(ok);
+    assert_eq!(users.trim(), format!("{user}\ta@example.com\tplan=free"));
+    let (ok, keys, _) = run(&["keys", "--user", &user]);
+    assert!(ok);
+    let key_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("access key id: "))
+        .unwrap();
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(
+        keys.starts_with(&format!("{key_id}\tuser={user}\t")),
+        "{keys}"
+    );
+    assert!(keys.contains("permissions=read\tactive"), "{keys}");
+    assert!(!keys.contains(&key));
+    let (ok, none, _) = run(&["keys", "--user", &uuid_nil()]);
+    assert!(ok && none.is_empty());
     let (ok, _, err) = run(&["key", "--user", "a@example.com"]);
     assert!(!ok && err.contains("--user takes a user id"), "{err}");
     let (ok, _, err) = run(&[
@@ -249,6 +276,10 @@ fn hub_dev_cli() {
     assert!(!ok && err.contains("`fly` is not one of"), "{err}");
     let (ok, _, err) = run(&["serve", "--port", "0"]);
     assert!(!ok && err.contains("HIVEHUB_SERVICE_API_KEY"), "{err}");
+}
+
+fn uuid_nil() -> String {
+    "00000000-0000-0000-0000-000000000000".to_owned()
 }
 
 /// With the Hub enabled and no service key, the boot stops and says why.

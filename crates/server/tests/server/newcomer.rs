@@ -122,12 +122,15 @@ async fn single_tenant_keys_guard_every_route_but_health() {
         status(&app, "DELETE", "/collections/c", bearer(ro), None).await,
         403
     );
-    // Metrics are the operator's: a deployment key opens them.
+    // Metrics are the deployment's: either of its keys opens them (the
+    // read-only one is what a scraper holds).
     assert_eq!(app.get_text("/metrics", &[]).await.0, 401);
-    let (s, _, _) = app
-        .get_text("/metrics", &[("authorization", &format!("Bearer {rw}"))])
-        .await;
-    assert_eq!(s, 200);
+    for k in [rw, ro] {
+        let (s, _, _) = app
+            .get_text("/metrics", &[("authorization", &format!("Bearer {k}"))])
+            .await;
+        assert_eq!(s, 200);
+    }
     assert_eq!(
         status(&app, "DELETE", "/collections/c", bearer(rw), None).await,
         200
