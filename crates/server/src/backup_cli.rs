@@ -84,6 +84,7 @@ impl BackupCommand {
 /// Runs the command; its output is JSON on stdout, progress on stderr.
 pub fn run(command: BackupCommand) -> Result<(), String> {
     let t = command.target();
+    vectorizer_server::existing_data_dir(&t.data_dir)?;
     let overrides = Overrides {
         data_dir: Some(t.data_dir.clone()),
         ..Overrides::default()

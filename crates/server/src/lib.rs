@@ -253,6 +253,23 @@ pub fn hub_client(cfg: &Config, key: String) -> Result<Arc<vectorizer_hub::HubCl
     ))
 }
 
+/// Refuses a data directory an offline command (backup, migrate) would
+/// otherwise create: a mistyped path must not read as an empty deployment.
+pub fn existing_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    if dir.join("collections").is_dir() {
+        return Ok(());
+    }
+    let what = if dir.is_dir() {
+        "holds no Vectorizer data (no collections/ directory)"
+    } else {
+        "does not exist"
+    };
+    Err(format!(
+        "the data directory {} {what}; offline commands never create one: check --data-dir",
+        dir.display()
+    ))
+}
+
 /// With the Hub off: says, once at start, how many collections in the
 /// data directory are tenants' (or otherwise outside the local namespace)
 /// and so not served.

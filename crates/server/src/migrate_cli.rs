@@ -80,6 +80,7 @@ pub fn run(command: MigrateCommand) -> Result<i32, String> {
         | MigrateCommand::Status { common }
         | MigrateCommand::Rollback { common } => common,
     };
+    vectorizer_server::existing_data_dir(&common.data_dir)?;
     let overrides = Overrides {
         data_dir: Some(common.data_dir.clone()),
         ..Overrides::default()

@@ -1696,3 +1696,35 @@ fn sigkill_during_a_create_never_leaves_half_a_backup() {
     assert_eq!(r.json()["count"], 20_000);
     server.stop();
 }
+
+/// A mistyped `--data-dir` is refused by every offline command, and no
+/// directory is created for it.
+#[test]
+fn offline_commands_never_create_a_data_directory() {
+    let dir = vectorizer_testkit::TempDir::new("offline-typo");
+    let typo = dir.path().join("dta");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (path, said) in [
+        (&typo, "does not exist"),
+        (&empty, "holds no Vectorizer data"),
+    ] {
+        for args in [
+            &["backup", "list"][..],
+            &["backup", "verify", "00000000-0000-0000-0000-000000000000"],
+            &["migrate", "status"],
+        ] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_vectorizer"))
+                .args(args)
+                .arg("--data-dir")
+                .arg(path)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+    }
+    assert!(!typo.exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
