@@ -44,6 +44,7 @@ impl From<&ServiceError> for WireError {
             ServiceError::BackupNotFound(_) => ("backup_not_found", "", [0; 3]),
             ServiceError::CollectionExists(_) => ("collection_exists", "", [0; 3]),
             ServiceError::InvalidInput { code, .. } => ("invalid", *code, [0; 3]),
+            ServiceError::Conflict { code, .. } => ("conflict", *code, [0; 3]),
             ServiceError::Unprocessable { code, .. } => ("unprocessable", *code, [0; 3]),
             ServiceError::TooLarge { code, .. } => ("too_large", *code, [0; 3]),
             ServiceError::Forbidden(_) => ("forbidden", "", [0; 3]),
@@ -69,6 +70,7 @@ impl From<&ServiceError> for WireError {
             | ServiceError::Unavailable(n)
             | ServiceError::Internal(n) => n.clone(),
             ServiceError::InvalidInput { message, .. }
+            | ServiceError::Conflict { message, .. }
             | ServiceError::Unprocessable { message, .. }
             | ServiceError::TooLarge { message, .. } => message.clone(),
             other => other.to_string(),
@@ -92,6 +94,10 @@ impl From<WireError> for ServiceError {
             "backup_not_found" => ServiceError::BackupNotFound(m),
             "collection_exists" => ServiceError::CollectionExists(m),
             "invalid" => ServiceError::InvalidInput {
+                code: intern(&w.code),
+                message: m,
+            },
+            "conflict" => ServiceError::Conflict {
                 code: intern(&w.code),
                 message: m,
             },
@@ -127,6 +133,7 @@ mod tests {
         let all = [
             ServiceError::CollectionNotFound("docs".into()),
             ServiceError::invalid("invalid_name", "bad name"),
+            ServiceError::conflict("alias_exists", "`a` is an alias"),
             ServiceError::unprocessable("dimension_mismatch", "wrong dimension"),
             ServiceError::QuotaExceeded {
                 quota: "vectors",

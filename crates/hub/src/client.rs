@@ -144,6 +144,22 @@ impl HubHealth {
         HubHealth::Down,
         HubHealth::KeyRefused,
     ];
+
+    /// As `/health` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HubHealth::Up => "up",
+            HubHealth::Degraded => "degraded",
+            HubHealth::Down => "down",
+            HubHealth::KeyRefused => "key_refused",
+        }
+    }
+}
+
+impl std::fmt::Display for HubHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -410,8 +426,8 @@ impl HubClient {
                 HubHealth::KeyRefused => tracing::error!(
                     "the hub refuses our service key: check HIVEHUB_SERVICE_API_KEY; no access key can be checked until it is fixed"
                 ),
-                HubHealth::Up => tracing::info!(from = ?before, "the hub is up"),
-                to => tracing::warn!(from = ?before, ?to, "hub health changed"),
+                HubHealth::Up => tracing::info!(from = %before, "the hub is up"),
+                to => tracing::warn!(from = %before, to = %to, "hub health changed"),
             }
         }
         h.0

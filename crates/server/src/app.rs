@@ -517,13 +517,7 @@ pub fn router(state: AppState) -> Router {
     }
     let limits = state.limits;
     app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
+        .method_not_allowed_fallback(not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(middleware::no_query))
         .layer(axum::middleware::from_fn_with_state(
@@ -538,4 +532,28 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(axum::Extension(doc))
         .with_state(state)
+}
+
+/// A method the matched route does not take: 405, unless the path's id is
+/// no id at all (`POST /collections/c/points/recommend` names no point, so
+/// no such route exists: 404).
+async fn not_allowed(
+    uri: axum::http::Uri,
+    matched: Option<axum::extract::MatchedPath>,
+) -> ApiError {
+    let last = uri.path().rsplit('/').next().unwrap_or("");
+    let is_uuid = uuid::Uuid::parse_str(last).is_ok();
+    let not_an_id = match matched.as_ref().map(|m| m.as_str()) {
+        Some("/collections/{name}/points/{id}") => !(is_uuid || last.parse::<u64>().is_ok()),
+        Some("/api/hub/backups/{id}") => !is_uuid,
+        _ => false,
+    };
+    if not_an_id {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route");
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }

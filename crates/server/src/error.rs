@@ -84,6 +84,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidInput { code, .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, code, message)
             }
+            ServiceError::Conflict { code, .. } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             ServiceError::Unprocessable { code, .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }

@@ -377,6 +377,11 @@ async fn start_local_hub(cfg: &mut Config) -> Result<String, String> {
     });
     cfg.hub.enabled = true;
     cfg.hub.api_url = format!("http://{addr}");
+    // The MCP server registers with the local Hub under a node id of its
+    // own unless one is set.
+    if cfg.hub.node_id.is_empty() {
+        cfg.hub.node_id = "local".into();
+    }
     println!("local hub on http://{addr}, state in {}", path.display());
     Ok(key)
 }
@@ -417,6 +422,12 @@ fn register_mcp(
 /// Runs the server until SIGTERM or SIGINT, then flushes storage. With
 /// `local_hub`, a local Hub runs in the same process and the server uses it.
 pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %cfg.storage.data_dir.display(),
+        "vectorizer {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
     check_environment(&cfg, local_hub)?;
     // The port first: a server that cannot listen touches no file.
     let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))

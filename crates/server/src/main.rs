@@ -535,8 +535,8 @@ fn on_runtime(
     let code = match rt.block_on(main) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("{threads}: {e}");
+            // Once, on stderr, in the log's format (the log is on stderr).
+            tracing::error!("{threads}: {e}");
             1
         }
     };

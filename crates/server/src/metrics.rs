@@ -304,13 +304,7 @@ pub fn render(state: &AppState) -> String {
         "hub_health",
         "gauge",
         "The Hub's state as seen from here (1 for the current one).",
-        vectorizer_hub::HubHealth::ALL.map(|s| {
-            let name = serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            (format!("state=\"{name}\""), u8::from(s == now))
-        }),
+        vectorizer_hub::HubHealth::ALL.map(|s| (format!("state=\"{s}\""), u8::from(s == now))),
     );
     family(
         &mut out,

@@ -197,8 +197,8 @@ async fn act(cfg: &Config, command: &MigrateCommand, json: bool) -> Result<i32, 
                 show_plan(json, &plan);
                 if plan.conflicts() > 0 {
                     eprintln!(
-                        "vectorizer migrate: {} conflicts; nothing was changed",
-                        plan.conflicts()
+                        "vectorizer migrate: {}; nothing was changed",
+                        conflicts(plan.conflicts())
                     );
                     return Ok(1);
                 }
@@ -293,7 +293,7 @@ fn show_plan(json: bool, plan: &Plan) {
                     .map_or(String::new(), |k| format!("  CONFLICT: {k}"))
             );
         }
-        out += &format!("\n{} conflicts", plan.conflicts());
+        out += &format!("\n{}", conflicts(plan.conflicts()));
         out
     });
 }
@@ -415,4 +415,12 @@ fn bars() -> (indicatif::MultiProgress, migrate::Progress) {
         }),
     };
     (multi, progress)
+}
+
+/// "1 conflict", "2 conflicts".
+fn conflicts(n: usize) -> String {
+    match n {
+        1 => "1 conflict".to_owned(),
+        n => format!("{n} conflicts"),
+    }
 }

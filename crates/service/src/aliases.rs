@@ -264,7 +264,10 @@ impl Service {
                                 validate_short_name(alias)?;
                                 let full = svc.resolve(&who, alias)?;
                                 if svc.db.collection(&full).is_ok() {
-                                    return Err(ServiceError::CollectionExists(alias.clone()));
+                                    return Err(ServiceError::conflict(
+                                        "collection_exists",
+                                        format!("`{alias}` is a collection: an alias cannot take its name"),
+                                    ));
                                 }
                                 let target = svc.resolve(&who, collection)?;
                                 if svc.db.collection(&target).is_err() {

@@ -22,6 +22,10 @@ pub enum ServiceError {
     /// Well-formed input that the data refuses (wrong dimension, ...).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// The name is taken by something else (an alias, a collection):
+    /// nothing was changed.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// The request's body is larger than the server takes.
     #[error("{message}")]
     TooLarge { code: &'static str, message: String },
@@ -54,6 +58,13 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         ServiceError::InvalidInput {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ServiceError::Conflict {
             code,
             message: message.into(),
         }

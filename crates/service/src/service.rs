@@ -68,7 +68,7 @@ pub(crate) fn unclustered(service: &Service, what: &str) -> Result<()> {
     match service.cluster() {
         None => Ok(()),
         Some(_) => Err(ServiceError::invalid(
-            "not_in_cluster_mode",
+            "unavailable_in_cluster_mode",
             format!("{what} are not available in cluster mode yet"),
         )),
     }
@@ -171,6 +171,16 @@ impl Drop for NameGuard<'_> {
             m.remove(&self.name);
         }
     }
+}
+
+/// A collection cannot take an alias's name.
+pub(crate) fn alias_exists(name: &str) -> ServiceError {
+    ServiceError::conflict(
+        "alias_exists",
+        format!(
+            "`{name}` is an alias: a collection cannot take its name (delete the alias, or choose another name)"
+        ),
+    )
 }
 
 /// Checks a caller-chosen collection name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -548,7 +558,7 @@ impl Service {
         let full = self.resolve(caller, &req.name)?;
         let _name = self.names.lock(&full).await;
         if self.aliases.is_alias(&full) {
-            return Err(ServiceError::CollectionExists(req.name));
+            return Err(alias_exists(&req.name));
         }
         let (metadata, registered, _reservation) = match caller {
             Caller::Tenant(t) => {
@@ -747,6 +757,18 @@ impl Service {
         );
         let full = self.resolve(caller, name)?;
         let _name = self.names.lock(&full).await;
+        if self.db.collection(&full).is_err()
+            && let Some(target) = self.aliases.target(&full)
+        {
+            return Err(ServiceError::conflict(
+                "is_alias",
+                format!(
+                    "`{name}` is an alias of `{}`, not a collection: remove the alias with POST /aliases {{\"actions\": [{{\"delete_alias\": {{\"alias\": \"{name}\"}}}}]}}, or delete `{}` itself",
+                    crate::caller::short_name(&target),
+                    crate::caller::short_name(&target)
+                ),
+            ));
+        }
         let hub_id = self.db.collection(&full).ok().and_then(|c| hub_id(&c));
         let svc = self.clone();
         let short = name.to_owned();

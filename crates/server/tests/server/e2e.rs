@@ -300,6 +300,24 @@ fn hub_enabled_without_a_service_key_stops_the_boot() {
 
 /// `vectorizer serve --local-hub` on `data`, with an operator token.
 pub(crate) fn start_local_hub(data: &std::path::Path) -> Server {
+    start_local_hub_logged(data, None)
+}
+
+/// As [`start_local_hub`], its log (at `warn`) appended to `log`.
+pub(crate) fn start_local_hub_logged(
+    data: &std::path::Path,
+    log: Option<&std::path::Path>,
+) -> Server {
+    let stderr = match log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
         .args(["serve", "--port", "0", "--local-hub", "--data-dir"])
         .arg(data)
@@ -307,7 +325,7 @@ pub(crate) fn start_local_hub(data: &std::path::Path) -> Server {
         .env("VECTORIZER_OPERATOR_TOKEN", "operator-secret-token")
         .env_remove("HIVEHUB_SERVICE_API_KEY")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -742,7 +760,15 @@ fn boot_failures_say_what_is_wrong_and_touch_nothing() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("in use by another process"), "{err}");
+    // Said once, after the version line.
+    assert_eq!(err.matches("in use by another process").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "vectorizer {} starting",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{err}"
+    );
     assert!(!err.contains("internal"), "{err}");
     // The first server's port is taken: the second one fails to bind and
     // leaves no data directory behind.

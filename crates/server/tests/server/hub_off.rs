@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use vectorizer_testkit::TempDir;
 use vectorizer_testkit::http::Client;
 
-use crate::e2e::{Server, cli_ok, local_hub_user, spawn, start_local_hub};
+use crate::e2e::{Server, cli_ok, local_hub_user, spawn, start_local_hub, start_local_hub_logged};
 
 fn serve(data: &std::path::Path, log: &std::path::Path) -> Server {
     let args = ["serve", "--port", "0", "--data-dir", data.to_str().unwrap()];
@@ -67,7 +67,8 @@ fn a_hub_off_server_serves_only_the_local_namespace() {
     );
     server.stop();
 
-    let server = start_local_hub(data.path());
+    let hub_log = data.path().join("local-hub.log");
+    let server = start_local_hub_logged(data.path(), Some(&hub_log));
     let (user, key) = local_hub_user(data.path(), "a@example.com");
     let mut c = Client::new(server.addr);
     let made = json!({"name": "docs", "dimension": 2, "metric": "cosine"});
@@ -142,4 +143,7 @@ fn a_hub_off_server_serves_only_the_local_namespace() {
     let (_, list) = call(&mut c, "GET", "/collections", None, Some(&key));
     assert_eq!(names(&list), ["docs"]);
     server.stop();
+    // With --local-hub, nothing to warn of: the node id is `local`.
+    let hub_text = std::fs::read_to_string(&hub_log).unwrap();
+    assert!(!hub_text.contains("hub.node_id"), "{hub_text}");
 }

@@ -556,3 +556,79 @@ async fn aliases_publish_a_rebuilt_collection_atomically() {
     );
     hub.task.abort();
 }
+
+/// Refusals say what happened: a name taken by an alias or a collection,
+/// an alias deleted as a collection, a route that does not exist.
+#[tokio::test]
+async fn refusals_name_what_is_in_the_way() {
+    let app = TestApp::new();
+    let made = json!({"name": "c", "dimension": 2, "metric": "dot"});
+    assert_eq!(app.call("POST", "/collections", Some(made)).await.0, 201);
+    let alias = json!({"actions": [{"create_alias": {"alias": "al", "collection": "c"}}]});
+    assert_eq!(app.call("POST", "/aliases", Some(alias)).await.0, 200);
+
+    let (s, b) = app
+        .call(
+            "POST",
+            "/collections",
+            Some(json!({"name": "al", "dimension": 2, "metric": "dot"})),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (409, Some("alias_exists"))
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is an alias"),
+        "{b}"
+    );
+
+    let over = json!({"actions": [{"create_alias": {"alias": "c", "collection": "c"}}]});
+    let (s, b) = app.call("POST", "/aliases", Some(over)).await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (409, Some("collection_exists"))
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("an alias cannot take"),
+        "{b}"
+    );
+
+    // GET reads through the alias; DELETE says why it will not.
+    assert_eq!(app.call("GET", "/collections/al", None).await.0, 200);
+    let (s, b) = app.call("DELETE", "/collections/al", None).await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (409, Some("is_alias"))
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alias of `c`"),
+        "{b}"
+    );
+    assert_eq!(app.call("GET", "/collections/c", None).await.0, 200);
+
+    // No such route, whatever its shape; a real route with another method.
+    let (s, b) = app
+        .call("POST", "/collections/c/points/recommend", Some(json!({})))
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (s, b) = app
+        .call("POST", "/collections/c/points/5", Some(json!({})))
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}

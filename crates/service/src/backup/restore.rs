@@ -112,7 +112,7 @@ impl Service {
         let mut replaced = Vec::new();
         for t in &targets {
             if self.aliases.is_alias(&t.full) {
-                return Err(ServiceError::CollectionExists(t.short.clone()));
+                return Err(crate::service::alias_exists(&t.short));
             }
             if let Ok(old) = self.db.collection(&t.full) {
                 if !req.overwrite {

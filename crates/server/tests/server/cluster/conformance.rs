@@ -54,7 +54,7 @@ const NOT_DATA: [&str; 6] = [
     "cluster_repair_group",
 ];
 
-/// Routes refused in cluster mode (400 `not_in_cluster_mode`), checked as
+/// Routes refused in cluster mode (400 `unavailable_in_cluster_mode`), checked as
 /// such through every node: operation, method, path, body (JSON, or the
 /// bytes of an upload).
 const NOT_IN_CLUSTER: [(&str, &str, &str, &str); 9] = [
@@ -654,7 +654,7 @@ async fn conformance(hub: bool) {
             let body: Value = r.json().await.unwrap_or(Value::Null);
             assert_eq!(
                 (status, body["error"]["code"].as_str()),
-                (400, Some("not_in_cluster_mode")),
+                (400, Some("unavailable_in_cluster_mode")),
                 "{op} through node {}: {body}",
                 i + 1
             );
