@@ -515,6 +515,7 @@ pub fn router(state: AppState) -> Router {
     if let Some(mcp) = &state.mcp {
         app = app.merge(crate::mcp::http_service(&state, mcp));
     }
+    app = app.merge(crate::docs_page::router());
     let limits = state.limits;
     app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(not_allowed)

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backups;
 pub mod cluster_admin;
 pub mod config;
+pub mod docs_page;
 pub mod error;
 pub mod extract;
 pub mod handlers;

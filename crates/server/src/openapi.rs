@@ -56,9 +56,15 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
                 "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
             })
         } else {
+            // Any JSON is `{}`, not the boolean schema `true`, which some
+            // client generators cannot read.
+            let mut schema = (r.response)(&mut generator).to_value();
+            if schema == Value::Bool(true) {
+                schema = json!({});
+            }
             json!({
                 "description": "Success",
-                "content": {"application/json": {"schema": (r.response)(&mut generator).to_value()}}
+                "content": {"application/json": {"schema": schema}}
             })
         };
         let mut responses = Map::new();
@@ -221,7 +227,9 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
     let e = l.engine;
     let vector = json!({"type": "array", "minItems": 1, "maxItems": MAX_DIMENSION,
         "items": {"type": "number", "minimum": -F32_MAX, "maximum": F32_MAX}});
-    let ids = |max: usize| json!({"type": "array", "minItems": 1, "maxItems": max, "items": {"$ref": "#/components/schemas/PointId"}});
+    // No `type`: the derive's own (an array, or null where the field is
+    // optional and defaults to null) stays.
+    let ids = |max: usize| json!({"minItems": 1, "maxItems": max, "items": {"$ref": "#/components/schemas/PointId"}});
     let field = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"});
     schemas.insert(
         "PointId".into(),
@@ -352,6 +360,20 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
     if let Some(a) = schemas.get_mut("AliasAction") {
         name_patterns(a);
     }
+    // Each action's body is a component of its own: generators build an
+    // inline object inside a `oneOf` member twice.
+    hoist(
+        schemas,
+        "AliasAction",
+        "/oneOf/0/properties/create_alias",
+        "CreateAlias",
+    );
+    hoist(
+        schemas,
+        "AliasAction",
+        "/oneOf/1/properties/delete_alias",
+        "DeleteAlias",
+    );
     filter_grammar(schemas);
     // With the Hub on, a caller without the operator token sees liveness
     // only; the details and the Hub's state are the operator's.
@@ -365,6 +387,19 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
             json!({"type": "string", "enum": ["up", "degraded", "down", "key_refused"]}),
         );
     }
+}
+
+/// Moves the schema at `ptr` in component `owner` into component `name`,
+/// leaving a reference in its place.
+fn hoist(schemas: &mut Map<String, Value>, owner: &str, ptr: &str, name: &str) {
+    let Some(slot) = schemas.get_mut(owner).and_then(|o| o.pointer_mut(ptr)) else {
+        return;
+    };
+    let inner = std::mem::replace(
+        slot,
+        json!({"$ref": format!("#/components/schemas/{name}")}),
+    );
+    schemas.insert(name.into(), inner);
 }
 
 /// Gives every `alias` and `collection` property under `v` the name
@@ -405,26 +440,37 @@ fn filter_grammar(schemas: &mut Map<String, Value>) {
             "properties": {"must": clause, "should": clause, "must_not": clause}
         }),
     );
+    // Objects inside a `oneOf` member are components of their own, so that
+    // client generators make one type of each.
+    schemas.insert(
+        "MatchValue".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": value}}),
+    );
+    schemas.insert(
+        "MatchAny".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["any"], "properties": {"any": {"type": "array", "maxItems": MAX_ANY, "items": value}}}),
+    );
+    schemas.insert(
+        "Range".into(),
+        json!({"type": "object", "additionalProperties": false, "minProperties": 1,
+            "properties": {"gt": bound, "gte": bound, "lt": bound, "lte": bound}}),
+    );
     schemas.insert(
         "Condition".into(),
         json!({"oneOf": [
             {"type": "object", "additionalProperties": false, "required": ["key", "match"], "properties": {
                 "key": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"},
-                "match": {"oneOf": [
-                    {"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": value}},
-                    {"type": "object", "additionalProperties": false, "required": ["any"], "properties": {"any": {"type": "array", "maxItems": MAX_ANY, "items": value}}}
-                ]}
+                "match": {"oneOf": [r("MatchValue"), r("MatchAny")]}
             }},
             {"type": "object", "additionalProperties": false, "required": ["key", "range"], "properties": {
                 "key": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"},
-                "range": {"type": "object", "additionalProperties": false, "minProperties": 1,
-                    "properties": {"gt": bound, "gte": bound, "lt": bound, "lte": bound}}
+                "range": r("Range")
             }},
             {"type": "object", "additionalProperties": false, "required": ["has_id"], "properties": {
                 "has_id": {"type": "array", "maxItems": MAX_HAS_ID, "items": r("PointId")}
             }},
             {"type": "object", "additionalProperties": false, "required": ["filter"], "properties": {"filter": r("Filter")}},
-            {"allOf": [r("Filter"), {"minProperties": 1}]}
+            {"allOf": [r("Filter")], "minProperties": 1}
         ]}),
     );
 }

@@ -308,3 +308,57 @@ async fn metrics_move_as_requests_happen() {
     }
     assert!(after.contains("route=\"/collections/{name}/points\""));
 }
+
+/// `/docs` is Swagger UI from files inside the binary: the page and every
+/// asset it names come from this server (no other address in the page),
+/// without a key even where the API needs one, under a policy that lets
+/// the page reach no other server.
+#[tokio::test]
+async fn the_api_page_is_served_from_the_binary() {
+    let app = crate::common::TestApp::build(crate::common::AppOptions {
+        local_keys: Some(("rw-key-0123456789abcdef", "ro-key-0123456789abcdef")),
+        ..crate::common::AppOptions::default()
+    });
+    let (s, h, html) = app.get_text("/docs", &[]).await;
+    assert_eq!(s, 200);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let policy = h["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("connect-src 'self'") && policy.contains("script-src 'self'"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    let named: Vec<&str> = html
+        .split(['"', '\''])
+        .filter(|s| s.starts_with("/docs/assets/"))
+        .collect();
+    assert_eq!(named.len(), 4, "{named:?}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    for path in named {
+        let (s, h, body) = app.get_text(path, &[]).await;
+        assert_eq!(s, 200, "{path}");
+        let kind = h["content-type"].to_str().unwrap();
+        let file = path.trim_start_matches("/docs/assets/");
+        let on_disk = if file.starts_with("swagger-ui") {
+            dir.join("swagger-ui").join(file)
+        } else {
+            dir.join(file)
+        };
+        assert_eq!(body, std::fs::read_to_string(on_disk).unwrap(), "{path}");
+        let want = if file.ends_with(".js") {
+            "text/javascript"
+        } else {
+            "text/css"
+        };
+        assert!(kind.starts_with(want), "{path}: {kind}");
+    }
+    // The page's script asks for the document this server serves, with the
+    // key the user typed; without one it is refused like any client.
+    let (_, _, js) = app.get_text("/docs/assets/docs.js", &[]).await;
+    assert!(js.contains("url: \"/openapi.json\"") && js.contains("validatorUrl: null"));
+    assert_eq!(app.get_text("/openapi.json", &[]).await.0, 401);
+    let ro = [("authorization", "Bearer ro-key-0123456789abcdef")];
+    assert_eq!(app.get_text("/openapi.json", &ro).await.0, 200);
+    let readme = std::fs::read_to_string(dir.join("swagger-ui/README.md")).unwrap();
+    assert!(readme.contains(vectorizer_server::docs_page::SWAGGER_UI_VERSION));
+}
