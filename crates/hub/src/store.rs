@@ -594,6 +594,19 @@ impl HubStore {
         })
     }
 
+    /// Removes a user and its collections (a user closed at the Hub); its
+    /// keys are refused from then on.
+    pub fn delete_user(&self, user: &Uuid) -> Result<()> {
+        self.change(|st| {
+            st.users
+                .remove(user)
+                .ok_or_else(|| StoreError::NotFound(format!("no user {user}")))?;
+            st.collections.retain(|_, c| c.user_id != *user);
+            st.keys.retain(|_, k| k.user_id != *user);
+            Ok(())
+        })
+    }
+
     /// The usage reports received, oldest first.
     pub fn usage_ledger(&self) -> Vec<UsageEntry> {
         self.lock().usage.clone()

@@ -724,8 +724,11 @@ impl Service {
         {
             Ok(made) => made,
             Err(e) => {
-                tracing::warn!(error = %e, collection = %short, "could not register a collection the hub lost; retried later");
-                reporter.mark_drifted(lost);
+                if reporter.mark_drifted(lost, &e.to_string()) {
+                    tracing::warn!(error = %e, collection = %short, "could not register a collection the hub lost; retried with backoff, and said again only if the reason changes");
+                } else {
+                    tracing::debug!(error = %e, collection = %short, "could not register a collection the hub lost, again");
+                }
                 return;
             }
         };
@@ -735,12 +738,14 @@ impl Service {
         let saved = tokio::task::spawn_blocking(move || coll.set_metadata(meta)).await;
         match saved {
             Ok(Ok(())) => {
+                reporter.registered_again(&lost);
                 tracing::info!(collection = %short, hub_collection = %made.collection_id, "registered again with the hub");
                 reporter.record(made.collection_id, figures(&c));
             }
             _ => {
-                tracing::warn!(collection = %short, "could not record a new hub id; retried later");
-                reporter.mark_drifted(lost);
+                if reporter.mark_drifted(lost, "recording the new hub id") {
+                    tracing::warn!(collection = %short, "could not record a new hub id; retried with backoff");
+                }
             }
         }
     }

@@ -32,6 +32,11 @@ pub enum Report {
     Deleted,
 }
 
+/// The first wait before a failed registration is tried again; it doubles
+/// with each failure up to [`DRIFT_RETRY_MAX`].
+const DRIFT_RETRY: Duration = Duration::from_secs(2);
+const DRIFT_RETRY_MAX: Duration = Duration::from_secs(600);
+
 pub struct Reporter {
     hub: Arc<HubClient>,
     path: PathBuf,
@@ -44,6 +49,9 @@ pub struct Reporter {
     drift: std::sync::atomic::AtomicU64,
     /// Hub ids the Hub answered 404 for, waiting to be registered again.
     drifted: Mutex<BTreeSet<Uuid>>,
+    /// Registrations that failed, by Hub id: how often in a row, and the
+    /// last reason (to back off, and to log changes only).
+    retrying: Mutex<BTreeMap<Uuid, (u32, String)>>,
     drift_wake: tokio::sync::Notify,
     /// Whether the last delivery attempt failed (to log changes only).
     failing: std::sync::atomic::AtomicBool,
@@ -98,6 +106,7 @@ impl Reporter {
             failed: Default::default(),
             drift: Default::default(),
             drifted: Mutex::default(),
+            retrying: Mutex::default(),
             drift_wake: tokio::sync::Notify::new(),
             failing: Default::default(),
             writing: Mutex::default(),
@@ -152,18 +161,50 @@ impl Reporter {
             .collect()
     }
 
-    /// Asks for `id` to be registered again (after a failed attempt, a
-    /// little later).
-    pub fn mark_drifted(self: &Arc<Self>, id: Uuid) {
+    /// Asks for `id` to be registered again after a failed attempt for
+    /// `reason`: 2 s after the first failure, twice as long after each
+    /// one after it, at most 10 minutes. True when this is news (the first
+    /// failure, or another reason than the last): what deserves a WARN.
+    pub fn mark_drifted(self: &Arc<Self>, id: Uuid, reason: &str) -> bool {
+        let (attempts, news) = {
+            let mut r = self.retrying.lock().unwrap_or_else(|e| e.into_inner());
+            let e = r.entry(id).or_insert((0, String::new()));
+            let news = e.0 == 0 || e.1 != reason;
+            e.0 = e.0.saturating_add(1);
+            e.1 = reason.to_owned();
+            (e.0, news)
+        };
+        let wait = DRIFT_RETRY
+            .saturating_mul(1u32 << (attempts - 1).min(16))
+            .min(DRIFT_RETRY_MAX);
         let me = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(wait).await;
             me.drifted
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id);
             me.drift_wake.notify_one();
         });
+        news
+    }
+
+    /// `id` was registered again: its next failure is news again. Whether
+    /// it had failed before.
+    pub fn registered_again(&self, id: &Uuid) -> bool {
+        self.retrying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
+    }
+
+    /// Whether registering `id` again has failed and is being retried.
+    fn retrying(&self, id: &Uuid) -> bool {
+        self.retrying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
     }
 
     /// Whether a deletion of `id` is still owed to the Hub.
@@ -279,7 +320,13 @@ impl Reporter {
                     take(&mut self.queue());
                     self.drift
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(hub_collection = %id, "the hub does not know a collection that lives here; registering it again");
+                    // Said once: while its registration is retried, the
+                    // next full sync finds the same.
+                    if self.retrying(&id) {
+                        tracing::debug!(hub_collection = %id, "the hub still does not know a collection that lives here");
+                    } else {
+                        tracing::warn!(hub_collection = %id, "the hub does not know a collection that lives here; registering it again");
+                    }
                     self.drifted
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

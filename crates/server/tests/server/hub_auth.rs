@@ -135,14 +135,17 @@ pub(crate) fn bearer(k: &str) -> Option<(&'static str, String)> {
 }
 
 pub(crate) async fn validations(addr: std::net::SocketAddr) -> u64 {
+    hub_calls(addr, "POST /api/internal/access-keys/validate").await
+}
+
+/// How many calls the Hub at `addr` has received on `route`.
+pub(crate) async fn hub_calls(addr: std::net::SocketAddr, route: &'static str) -> u64 {
     tokio::task::spawn_blocking(move || {
         let mut c = vectorizer_testkit::http::Client::new(addr);
         let r = c
             .request("GET", "/api/dev/calls", None, &[("x-service-key", KEY)])
             .unwrap();
-        r.json()["POST /api/internal/access-keys/validate"]
-            .as_u64()
-            .unwrap_or(0)
+        r.json()[route].as_u64().unwrap_or(0)
     })
     .await
     .unwrap()
@@ -859,6 +862,72 @@ async fn drift_between_the_hub_and_here() {
     assert_eq!(d.only_here, vec!["notes".to_owned()]);
     assert_eq!(d.only_at_hub, vec!["ghost".to_owned()]);
     assert!(d.different_ids.is_empty());
+    hub.task.abort();
+}
+
+/// A tracing writer into a shared buffer, for counting log lines.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The Hub lost a collection and its user for good: registering it again
+/// fails on every try. Tries back off (2 s, doubling) and the failure is
+/// said once, not every 2 s.
+#[tokio::test]
+async fn a_registration_that_keeps_failing_backs_off_and_is_said_once() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test's runtime runs on this thread: its tasks log here.
+    let _logs = tracing::subscriber::set_default(subscriber);
+    let hub = hub().await;
+    let user = hub.store.create_user("gone@example.com", "p").unwrap().id;
+    let (k, _) = key(&hub.store, user, &["admin"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(600)));
+    let body = json!({"name": "lost_for_good", "dimension": 2, "metric": "dot"});
+    assert_eq!(
+        status(&app, "POST", "/collections", bearer(&k), Some(body)).await,
+        201
+    );
+    hub.store.delete_user(&user).unwrap();
+    let route = "POST /api/internal/vectorizer/users/{user_id}/collections";
+    let before = hub_calls(hub.addr, route).await;
+    // A write: its usage report meets the Hub's 404, and the collection is
+    // registered again, which fails (no such user) however often it runs.
+    assert_eq!(
+        status(
+            &app,
+            "POST",
+            "/collections/lost_for_good/points",
+            bearer(&k),
+            Some(points(0, 1))
+        )
+        .await,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let tries = hub_calls(hub.addr, route).await - before;
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let said = text
+        .lines()
+        .filter(|l| l.contains("could not register a collection the hub lost"))
+        .count();
+    // Every 2 s would be 10 tries and 10 lines; backing off: at 0, 2, 6, 14 s.
+    assert!((3..=5).contains(&tries), "{tries} tries in 20 s");
+    assert_eq!(said, 1, "{text}");
     hub.task.abort();
 }
 
