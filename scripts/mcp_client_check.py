@@ -17,10 +17,14 @@ from mcp.client.streamable_http import streamable_http_client
 
 READ_TOOLS = {
     "list_collections", "get_collection", "get_points", "scroll_points",
-    "count_points", "search", "search_batch", "get_usage",
+    "count_points", "search", "search_batch", "get_usage", "list_aliases",
+    "list_backups", "get_backup",
 }
 ALL_TOOLS = READ_TOOLS | {
     "create_collection", "delete_collection", "upsert_points", "delete_points",
+    "update_collection", "set_payload", "overwrite_payload", "delete_payload",
+    "create_payload_index", "update_aliases", "create_backup", "delete_backup",
+    "restore_backup",
 }
 
 

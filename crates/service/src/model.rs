@@ -185,9 +185,11 @@ pub struct GetPoints {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePoints {
+    /// The points' ids (integers or UUID strings); give this or `filter`.
     #[serde(default)]
     #[schemars(with = "Option<Vec<PointIdSchema>>")]
     pub ids: Option<Vec<PointId>>,
+    /// Every point matching this filter; give this or `ids`.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<vectorizer_engine::Filter>,
@@ -199,10 +201,13 @@ pub struct DeletePoints {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPayload {
+    /// The keys to set (POST) or the whole new payload (PUT).
     pub payload: Map<String, Value>,
+    /// The points' ids (integers or UUID strings); give this or `filter`.
     #[serde(default)]
     #[schemars(with = "Option<Vec<PointIdSchema>>")]
     pub ids: Option<Vec<PointId>>,
+    /// Every point matching this filter; give this or `ids`.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<vectorizer_engine::Filter>,
@@ -213,10 +218,13 @@ pub struct SetPayload {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletePayload {
+    /// The top-level payload keys to remove.
     pub keys: Vec<String>,
+    /// The points' ids (integers or UUID strings); give this or `filter`.
     #[serde(default)]
     #[schemars(with = "Option<Vec<PointIdSchema>>")]
     pub ids: Option<Vec<PointId>>,
+    /// Every point matching this filter; give this or `ids`.
     #[serde(default)]
     #[schemars(with = "Option<FilterSchema>")]
     pub filter: Option<vectorizer_engine::Filter>,

@@ -156,6 +156,105 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             ),
         ),
         s(
+            "update_collection",
+            Write,
+            Some("UpdateCollection"),
+            true,
+            Some("CollectionDetail"),
+            "Change a collection's search parameters: `hnsw.ef_search`, the default breadth of a search (higher finds more of the true nearest points, more slowly). Answers the collection.".into(),
+        ),
+        s(
+            "set_payload",
+            Write,
+            Some("SetPayload"),
+            true,
+            Some("Updated"),
+            format!(
+                "Set keys in the payloads of points given by `ids` (1 to {}) or matching a `filter` (exactly one of the two): the keys in `payload` are set, the others kept. Answers how many points changed. {filter}",
+                e.max_batch
+            ),
+        ),
+        s(
+            "overwrite_payload",
+            Write,
+            Some("SetPayload"),
+            true,
+            Some("Updated"),
+            "Replace the whole payload of points given by `ids` or matching a `filter` (exactly one of the two) with `payload`. Answers how many points changed.".into(),
+        ),
+        s(
+            "delete_payload",
+            Write,
+            Some("DeletePayload"),
+            true,
+            Some("Updated"),
+            "Remove top-level `keys` from the payloads of points given by `ids` or matching a `filter` (exactly one of the two). Answers how many points changed.".into(),
+        ),
+        s(
+            "create_payload_index",
+            Write,
+            Some("CreatePayloadIndex"),
+            true,
+            Some("CollectionDetail"),
+            "Index a payload `field` (a dotted path) so that filters on it are fast. Answers the collection, with the field in its `payload_index`.".into(),
+        ),
+        s(
+            "list_aliases",
+            Read,
+            None,
+            false,
+            Some("AliasList"),
+            "List your aliases: each alias and the collection it names. Takes no arguments.".into(),
+        ),
+        s(
+            "update_aliases",
+            Write,
+            Some("AliasActions"),
+            false,
+            Some("AliasList"),
+            "Create, move or delete aliases, all together or none: `actions` is a list of {\"create_alias\": {\"alias\", \"collection\"}} (which also moves an existing alias) and {\"delete_alias\": {\"alias\"}}. An alias can stand for its collection's name in every tool; pointing it at a rebuilt collection swaps what searches see at once. Answers your aliases afterwards.".into(),
+        ),
+        s(
+            "list_backups",
+            Read,
+            None,
+            false,
+            Some("BackupList"),
+            "List your backups, newest first, with their collections, sizes and times. Takes no arguments.".into(),
+        ),
+        s(
+            "create_backup",
+            Write,
+            Some("CreateBackup"),
+            false,
+            Some("BackupInfo"),
+            "Back up your collections (all, or those named in `collections`), with an optional `label`. Answers the backup once it is whole. Counts against your plan's backup allowance.".into(),
+        ),
+        s(
+            "get_backup",
+            Read,
+            Some("BackupRef"),
+            false,
+            Some("BackupInfo"),
+            "Describe one of your backups, by `backup_id`.".into(),
+        ),
+        s(
+            "delete_backup",
+            Delete,
+            Some("BackupRef"),
+            false,
+            None,
+            "Delete one of your backups, by `backup_id`, for good.".into(),
+        ),
+        s(
+            "restore_backup",
+            Write,
+            Some("RestoreBackup"),
+            false,
+            Some("Restored"),
+            "Restore collections of one of your backups (`backup_id`; all its collections, or those in `collections`) into your collections, optionally under new names (`rename`: {old: new}). An existing name is refused unless `overwrite` is true (which needs the delete permission too). Counts against your quotas like any write.".into(),
+        ),
+        s(
             "get_usage",
             Read,
             None,
@@ -231,8 +330,18 @@ fn standalone(mut root: Value, schemas: &Map<String, Value>) -> JsonObject {
 /// The catalog, with the server's limits in its schemas.
 pub fn catalog(limits: DocLimits) -> Arc<Vec<ToolDef>> {
     let doc = crate::openapi::document_with(&crate::app::routes(), limits);
-    let empty = Map::new();
-    let schemas = doc["components"]["schemas"].as_object().unwrap_or(&empty);
+    let mut schemas = doc["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    // Arguments a REST route takes in its path: a body of their own here.
+    schemas.insert(
+        "BackupRef".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["backup_id"], "properties": {
+            "backup_id": {"type": "string", "description": "The backup's id, as `list_backups` shows it."}
+        }}),
+    );
+    let schemas = &schemas;
     let tools = specs(limits)
         .into_iter()
         .map(|s| {

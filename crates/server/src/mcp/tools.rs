@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::de::value::MapDeserializer;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use vectorizer_service::aliases::AliasActions;
+use vectorizer_service::backup::{CreateBackup, RestoreBackup, quiet};
 use vectorizer_service::model::*;
 use vectorizer_service::{Call, Service, ServiceError};
 
@@ -258,6 +260,67 @@ pub async fn run(
             })
             .await
         }
+        "update_collection" => {
+            let req: UpdateCollection = body(call, args).await?;
+            let out = s.update_collection(call, c, req).await?;
+            done(call, out, |_| None).await
+        }
+        "set_payload" | "overwrite_payload" => {
+            let req: SetPayload = body(call, args).await?;
+            let out = s
+                .set_payload(call, c, req, name == "overwrite_payload")
+                .await?;
+            done(call, out, |o| Some(o.updated)).await
+        }
+        "delete_payload" => {
+            let req: DeletePayload = body(call, args).await?;
+            let out = s.delete_payload(call, c, req).await?;
+            done(call, out, |o| Some(o.updated)).await
+        }
+        "create_payload_index" => {
+            let req: CreatePayloadIndex = body(call, args).await?;
+            let out = s.create_payload_index(call, c, req).await?;
+            done(call, out, |_| None).await
+        }
+        "list_aliases" => {
+            none(&args)?;
+            let out = s.list_aliases(call).await?;
+            done(call, out, |o| Some(o.aliases.len())).await
+        }
+        "update_aliases" => {
+            let req: AliasActions = body(call, args).await?;
+            let out = s.update_aliases(call, req).await?;
+            done(call, out, |o| Some(o.aliases.len())).await
+        }
+        "list_backups" => {
+            none(&args)?;
+            let out = s.list_backups(call).await?;
+            done(call, out, |o| Some(o.backups.len())).await
+        }
+        "create_backup" => {
+            let req: CreateBackup = body(call, args).await?;
+            let out = s.create_backup(call, req, quiet()).await?;
+            done(call, out, |_| None).await
+        }
+        "get_backup" => {
+            let req: BackupRef = body(call, args).await?;
+            let out = s.get_backup(call, &req.backup_id).await?;
+            done(call, out, |_| None).await
+        }
+        "delete_backup" => {
+            let req: BackupRef = body(call, args).await?;
+            s.delete_backup(call, &req.backup_id).await?;
+            Ok(Done {
+                value: json!({"deleted": true}),
+                count: None,
+                text: Some(r#"{"deleted":true}"#.to_owned()),
+            })
+        }
+        "restore_backup" => {
+            let req: RestoreBackup = body(call, args).await?;
+            let out = s.restore_backup(call, req, quiet()).await?;
+            done(call, out, |o| Some(o.restored.len())).await
+        }
         "get_usage" => {
             none(&args)?;
             let out = s.usage(call).await?;
@@ -265,6 +328,13 @@ pub async fn run(
         }
         _ => Err(Failure::Invalid(format!("unknown tool `{}`", echo(name)))),
     }
+}
+
+/// A backup named by its id (REST has it in the path).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRef {
+    backup_id: String,
 }
 
 /// A successful tool result: the answer as structured content, and as

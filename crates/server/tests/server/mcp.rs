@@ -103,7 +103,7 @@ async fn tool_names(app: &TestApp, key: Option<&str>) -> BTreeSet<String> {
         .collect()
 }
 
-const ALL: [&str; 12] = [
+const ALL: [&str; 24] = [
     "list_collections",
     "get_collection",
     "create_collection",
@@ -115,7 +115,19 @@ const ALL: [&str; 12] = [
     "count_points",
     "search",
     "search_batch",
+    "set_payload",
+    "overwrite_payload",
+    "delete_payload",
+    "create_payload_index",
+    "list_aliases",
+    "update_aliases",
+    "list_backups",
+    "create_backup",
+    "get_backup",
+    "delete_backup",
+    "restore_backup",
     "get_usage",
+    "update_collection",
 ];
 
 #[tokio::test]
@@ -447,6 +459,9 @@ async fn keys_tenants_and_permissions() {
             "count_points",
             "search",
             "search_batch",
+            "list_aliases",
+            "list_backups",
+            "get_backup",
             "get_usage"
         ]
         .map(String::from)
@@ -750,4 +765,149 @@ async fn one_tenant_cannot_erase_the_operation_log() {
         }
     }
     assert!(a_bytes <= 3 * 4096, "{a_bytes} bytes of A's records");
+}
+
+/// The tools for payloads, indexes, aliases and backups act as their REST
+/// routes do, with the same answers and the same refusals.
+#[tokio::test]
+async fn payload_index_alias_and_backup_tools_answer_as_rest_does() {
+    let app = TestApp::new();
+    let made = json!({"name": "docs", "dimension": 2, "metric": "cosine"});
+    assert_eq!(app.call("POST", "/collections", Some(made)).await.0, 201);
+    let points = json!({"points": [
+        {"id": 1, "vector": [1.0, 0.0], "payload": {"tag": "a", "n": 1}},
+        {"id": 2, "vector": [0.0, 1.0], "payload": {"tag": "b", "n": 2}}
+    ]});
+    assert_eq!(
+        app.call("POST", "/collections/docs/points", Some(points))
+            .await
+            .0,
+        200
+    );
+    let get = |id: u64| {
+        let app = &app;
+        async move {
+            app.call("GET", &format!("/collections/docs/points/{id}"), None)
+                .await
+                .1["payload"]
+                .clone()
+        }
+    };
+
+    let set = ok(
+        &app,
+        None,
+        "set_payload",
+        json!({"collection": "docs", "ids": [1], "payload": {"seen": true}}),
+    )
+    .await;
+    assert_eq!(set["updated"], 1);
+    assert_eq!(get(1).await, json!({"tag": "a", "n": 1, "seen": true}));
+    let by_filter = json!({"collection": "docs", "filter": {"must": [{"key": "tag", "match": {"value": "b"}}]}, "payload": {"only": 1}});
+    assert_eq!(
+        ok(&app, None, "overwrite_payload", by_filter).await["updated"],
+        1
+    );
+    assert_eq!(get(2).await, json!({"only": 1}));
+    let removed = ok(
+        &app,
+        None,
+        "delete_payload",
+        json!({"collection": "docs", "ids": [1], "keys": ["n"]}),
+    )
+    .await;
+    assert_eq!(removed["updated"], 1);
+    assert_eq!(get(1).await, json!({"tag": "a", "seen": true}));
+    assert_eq!(
+        fails(
+            &app,
+            None,
+            "set_payload",
+            json!({"collection": "docs", "payload": {"x": 1}})
+        )
+        .await,
+        "invalid_request",
+        "neither ids nor filter"
+    );
+
+    let indexed = ok(
+        &app,
+        None,
+        "create_payload_index",
+        json!({"collection": "docs", "field": "tag"}),
+    )
+    .await;
+    let (_, rest) = app.call("GET", "/collections/docs", None).await;
+    assert_eq!(indexed["payload_index"], rest["payload_index"]);
+    assert!(
+        indexed["payload_index"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tag"))
+    );
+
+    let aliases =
+        json!({"actions": [{"create_alias": {"alias": "current", "collection": "docs"}}]});
+    let listed = ok(&app, None, "update_aliases", aliases).await;
+    let (_, rest) = app.call("GET", "/aliases", None).await;
+    assert_eq!(listed, rest);
+    assert_eq!(ok(&app, None, "list_aliases", json!({})).await, rest);
+    // An alias stands for its collection in every tool.
+    let hits = ok(
+        &app,
+        None,
+        "search",
+        json!({"collection": "current", "vector": [1.0, 0.0], "limit": 1}),
+    )
+    .await;
+    assert_eq!(hits["results"][0]["id"], 1);
+
+    let backup = ok(
+        &app,
+        None,
+        "create_backup",
+        json!({"label": "from an agent"}),
+    )
+    .await;
+    let id = backup["id"].as_str().unwrap().to_owned();
+    assert_eq!(backup["label"], "from an agent");
+    let (_, rest) = app
+        .call("GET", &format!("/api/hub/backups/{id}"), None)
+        .await;
+    assert_eq!(
+        ok(&app, None, "get_backup", json!({"backup_id": id})).await,
+        rest
+    );
+    let (_, rest) = app.call("GET", "/api/hub/backups", None).await;
+    assert_eq!(ok(&app, None, "list_backups", json!({})).await, rest);
+    let restored = ok(
+        &app,
+        None,
+        "restore_backup",
+        json!({"backup_id": id, "rename": {"docs": "docs2"}}),
+    )
+    .await;
+    assert_eq!(restored["restored"][0]["name"], "docs2");
+    assert_eq!(
+        app.call("GET", "/collections/docs2", None).await.1["points"],
+        2
+    );
+    assert_eq!(
+        fails(
+            &app,
+            None,
+            "restore_backup",
+            json!({"backup_id": id, "rename": {"docs": "docs2"}})
+        )
+        .await,
+        "collection_exists"
+    );
+    assert_eq!(
+        ok(&app, None, "delete_backup", json!({"backup_id": id})).await["deleted"],
+        true
+    );
+    assert_eq!(
+        fails(&app, None, "get_backup", json!({"backup_id": id})).await,
+        "backup_not_found"
+    );
 }
