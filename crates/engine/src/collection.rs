@@ -1419,13 +1419,22 @@ impl Collection {
         let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
         let beam = ef.max(req.limit);
         let cost = (beam * 2 * self.config.hnsw.m + st.unindexed.len()) * self.config.dimension;
-        req.filter.as_ref().is_none_or(Filter::is_empty)
-            && !req.with_vector
+        self.search_is_light(req)
             // Payloads are converted for the answer: only a few in place.
             && (!req.with_payload || req.limit <= 16)
-            && beam <= QUICK_EF
             && st.unindexed.len() <= QUICK_BACKLOG
             && cost <= QUICK_COST
+    }
+
+    /// Whether `req` asks for a short walk by its shape alone (no filter,
+    /// no vectors back, a beam and a limit of at most [`QUICK_EF`]),
+    /// whatever the collection's state: work a caller waits on, as opposed
+    /// to a scan.
+    pub fn search_is_light(&self, req: &SearchRequest) -> bool {
+        let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
+        req.filter.as_ref().is_none_or(Filter::is_empty)
+            && !req.with_vector
+            && ef.max(req.limit) <= QUICK_EF
     }
 
     /// Runs `req` at once if it is quick (see [`search_is_quick`]) and the

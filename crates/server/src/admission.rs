@@ -21,6 +21,13 @@ use crate::extract::{Admitted, identify};
 /// client can read the refusal; a larger one closes the connection.
 const DRAIN: usize = 1 << 20;
 
+/// How long a request refused because its tenant has its share in flight
+/// waits before it is answered (holding nothing of the tenant's share). A
+/// client that sends again at once, whatever `Retry-After` says, can then
+/// make the server refuse only a few requests a second per connection:
+/// refusing costs the runtime time that other tenants' requests need.
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What the admission layer of one route needs.
 #[derive(Clone)]
 pub struct Gate {
@@ -41,6 +48,9 @@ pub async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             next.run(Request::from_parts(parts, body)).await
         }
         Err(e) => {
+            if e.code == "too_many_requests" {
+                tokio::time::sleep(BUSY_PAUSE).await;
+            }
             // A client that waits for `100 Continue`, or declares more than
             // is drained, is not asked to send a body only to be refused.
             let declared = parts

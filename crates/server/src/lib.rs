@@ -51,13 +51,11 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         max_payload_bytes: cfg.limits.max_payload_bytes,
         max_answer_bytes: cfg.limits.max_answer_bytes,
     };
-    let mut share = ShareOptions {
+    let share = ShareOptions {
         max_in_flight: cfg.tenants.max_in_flight,
+        tenant_workers: cfg.tenants.max_workers,
         ..ShareOptions::default()
     };
-    if cfg.tenants.max_workers > 0 {
-        share.tenant_workers = cfg.tenants.max_workers;
-    }
     let options = ServiceOptions {
         data_dir: cfg.storage.data_dir.clone(),
         limits,

@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod model;
 mod points;
 pub mod quota;
+mod scheduler;
 pub mod service;
 pub mod share;
 pub mod usage;

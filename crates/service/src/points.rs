@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use vectorizer_engine::{
-    Filter, PayloadChange, Point, PointId, Record, SearchRequest, Selection, With,
+    Deadline, Filter, PayloadChange, Point, PointId, Record, SearchRequest, Selection, With,
 };
 
 use crate::caller::{Caller, Permission};
+
+/// Reading at most this many points by id is short work.
+const LIGHT_GET: usize = 100;
 use crate::cluster::Op;
 use crate::error::{Result, ServiceError};
 use crate::model::*;
@@ -146,7 +149,7 @@ impl Service {
             vector: true,
         };
         ticket
-            .run(move |_| {
+            .run_short(move |_| {
                 c.get(&[pid], with)?
                     .into_iter()
                     .next()
@@ -178,13 +181,19 @@ impl Service {
             payload: req.with_payload,
             vector: req.with_vector,
         };
-        ticket
-            .run(move |_| {
-                Ok(Points {
-                    points: c.get(&req.ids, with)?.into_iter().map(record).collect(),
-                })
+        // A few points by id are short work; thousands with their vectors
+        // are not.
+        let light = req.ids.len() <= LIGHT_GET;
+        let work = move |_: &Deadline| {
+            Ok(Points {
+                points: c.get(&req.ids, with)?.into_iter().map(record).collect(),
             })
-            .await
+        };
+        if light {
+            ticket.run_short(work).await
+        } else {
+            ticket.run(work).await
+        }
     }
 
     pub async fn delete_points(
@@ -396,15 +405,21 @@ impl Service {
         );
         let c = self.collection(caller, name)?;
         let mut req = search_request(req)?;
+        let light = c.search_is_light(&req);
         if let Some(done) = c.try_search_quick(&req) {
             return Ok(results(done?));
         }
-        ticket
-            .run(move |deadline| {
-                req.deadline = deadline.clone();
-                Ok(results(c.search(&req)?))
-            })
-            .await
+        // A light search waits only for a busy lock or a backlog: short
+        // work. A filtered or wide one is a scan, and yields to others.
+        let work = move |deadline: &Deadline| {
+            req.deadline = deadline.clone();
+            Ok(results(c.search(&req)?))
+        };
+        if light {
+            ticket.run_short(work).await
+        } else {
+            ticket.run(work).await
+        }
     }
 
     pub async fn search_batch(

@@ -1,10 +1,12 @@
 //! Fair share between tenants. Each tenant may have a bounded number of
-//! requests in flight (more are refused with 429 at once) and runs its
-//! storage and search work on a bounded number of blocking threads at a
-//! time (more wait in that tenant's own queue). One tenant at its limits
-//! therefore slows only itself, and no work ever runs on the async
-//! runtime's threads except what is known to be short (a quick search)
-//! and can start without waiting for a lock.
+//! requests in flight (more are refused with 429 at once), and its storage
+//! and search work runs on the service's worker pools, where tenants take
+//! turns (see `scheduler`): alone, a tenant may use every worker; under
+//! contention, each active tenant gets its share, and long work yields the
+//! CPU to short work. One tenant at its limits therefore slows only
+//! itself, and no work ever runs on the async runtime's threads except
+//! what is known to be short (a quick search) and can start without
+//! waiting for a lock.
 //!
 //! Work handed to a thread stops early once its request is gone: the
 //! request's future, dropped by a timeout or a client that hung up, sets
@@ -14,22 +16,30 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 use vectorizer_engine::Deadline;
 
 use crate::caller::Caller;
 use crate::error::{Result, ServiceError};
+use crate::scheduler::{Class, Pool};
+
+/// How much lower the long-work pool's CPU priority is (Linux `nice`):
+/// against a thread at normal priority it gets about a tenth of a
+/// contended core, and all of an idle one.
+const LONG_WORK_NICE: i32 = 10;
 
 /// The fair-share settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ShareOptions {
     /// Requests one tenant may have in flight.
     pub max_in_flight: usize,
-    /// Blocking tasks one tenant (of the Hub) may run at once.
+    /// Jobs one tenant may run at once in each pool, however idle the
+    /// others are (0: no cap but its share).
     pub tenant_workers: usize,
-    /// Blocking tasks the local caller (Hub off) may run at once.
-    pub local_workers: usize,
+    /// Workers of the short-work pool (searches, point reads).
+    pub short_workers: usize,
+    /// Workers of the long-work pool (writes, scans, bodies, backups).
+    pub long_workers: usize,
 }
 
 impl Default for ShareOptions {
@@ -37,20 +47,24 @@ impl Default for ShareOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         ShareOptions {
             max_in_flight: 64,
-            tenant_workers: (cores / 2).max(1),
-            local_workers: (cores * 2).max(4),
+            tenant_workers: 0,
+            short_workers: cores.max(2),
+            long_workers: cores.max(2),
         }
     }
 }
 
-/// One tenant's share: its requests in flight and its worker permits.
+/// One tenant's share: its requests in flight.
 struct Gate {
     in_flight: AtomicUsize,
-    workers: Arc<Semaphore>,
 }
 
 pub struct FairShare {
     options: ShareOptions,
+    short: Arc<Pool>,
+    long: Arc<Pool>,
+    /// Tenants with requests in flight (the gates' count), for the pools.
+    active: Arc<AtomicUsize>,
     /// By tenant (`None` for the local caller); a gate leaves the map when
     /// its tenant has nothing in flight, so the map holds only active ones.
     gates: Mutex<HashMap<Option<Uuid>, Arc<Gate>>>,
@@ -75,10 +89,29 @@ impl Drop for CancelOnDrop {
 
 impl FairShare {
     pub fn new(options: ShareOptions) -> Arc<FairShare> {
+        let cap = match options.tenant_workers {
+            0 => usize::MAX,
+            n => n,
+        };
+        let active = Arc::new(AtomicUsize::new(0));
         Arc::new(FairShare {
             options,
+            short: Pool::start("short", options.short_workers, cap, 0, active.clone()),
+            long: Pool::start(
+                "long",
+                options.long_workers,
+                cap,
+                LONG_WORK_NICE,
+                active.clone(),
+            ),
+            active,
             gates: Mutex::default(),
         })
+    }
+
+    /// Jobs waiting for a worker, (short, long).
+    pub fn queued(&self) -> (usize, usize) {
+        (self.short.queued(), self.long.queued())
     }
 
     pub fn options(&self) -> ShareOptions {
@@ -100,22 +133,23 @@ impl FairShare {
     /// Admits one request of `caller`, or refuses it (429) when the caller
     /// already has its share in flight.
     pub fn admit(self: &Arc<Self>, caller: &Caller) -> Result<Ticket> {
-        let (key, workers) = match caller {
-            Caller::Local | Caller::LocalReader => (None, self.options.local_workers),
-            Caller::Tenant(t) => (Some(t.user_id), self.options.tenant_workers),
+        let key = match caller {
+            Caller::Local | Caller::LocalReader => None,
+            Caller::Tenant(t) => Some(t.user_id),
         };
-        let gate = self
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Gate {
-                    in_flight: AtomicUsize::new(0),
-                    workers: Arc::new(Semaphore::new(workers.max(1))),
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            let gate = gates
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Gate {
+                        in_flight: AtomicUsize::new(0),
+                    })
                 })
-            })
-            .clone();
+                .clone();
+            self.active.store(gates.len(), Ordering::Relaxed);
+            gate
+        };
         let before = gate.in_flight.fetch_add(1, Ordering::SeqCst);
         let ticket = Ticket {
             share: self.clone(),
@@ -135,51 +169,67 @@ impl Drop for Ticket {
         if self.gate.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             let mut gates = self.share.gates.lock().unwrap_or_else(|e| e.into_inner());
             // Held by the map and this ticket only, and still idle: no
-            // task of the tenant holds a worker permit of this gate.
+            // job of the tenant is queued or running.
             if Arc::strong_count(&self.gate) == 2 && self.gate.in_flight.load(Ordering::SeqCst) == 0
             {
                 gates.remove(&self.key);
+                self.share.active.store(gates.len(), Ordering::Relaxed);
             }
         }
     }
 }
 
+impl Drop for FairShare {
+    fn drop(&mut self) {
+        self.short.stop();
+        self.long.stop();
+    }
+}
+
 impl Ticket {
-    /// Runs `f` on a blocking thread once one of the tenant's worker
-    /// permits is free. If this future is dropped, `f`'s deadline expires,
-    /// and its scans stop at their next check.
+    /// Runs `f` on the long-work pool, in the tenant's turn. If this
+    /// future is dropped, `f`'s deadline expires and its scans stop at
+    /// their next check (or it never starts).
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Deadline) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let permit = self
-            .gate
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ServiceError::Unavailable("shutting down".into()))?;
-        self.spawn(permit, f).await
+        self.run_as(Class::Long, f).await
     }
 
-    async fn spawn<T: Send + 'static>(
+    /// Runs `f` on the short-work pool: for bounded work a caller waits
+    /// on (a search, reading points by id).
+    pub async fn run_short<T: Send + 'static>(
         &self,
-        permit: OwnedSemaphorePermit,
+        f: impl FnOnce(&Deadline) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.run_as(Class::Short, f).await
+    }
+
+    async fn run_as<T: Send + 'static>(
+        &self,
+        class: Class,
         f: impl FnOnce(&Deadline) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancelled.clone());
-        let deadline = Deadline::new(None, cancelled);
-        // The gate stays alive (and counted) until the task ends, even if
+        let deadline = Deadline::new(None, cancelled.clone());
+        // The gate stays alive (and counted) until the job ends, even if
         // the request is gone by then.
         let gate = self.gate.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = f(&deadline);
-            drop(permit);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            if !cancelled.load(Ordering::Relaxed) {
+                let _ = tx.send(f(&deadline));
+            }
             drop(gate);
-            out
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("a storage task failed: {e}")))?
+        });
+        let pool = match class {
+            Class::Short => &self.share.short,
+            Class::Long => &self.share.long,
+        };
+        pool.submit(self.key, job);
+        rx.await
+            .map_err(|_| ServiceError::Internal("a storage task failed".into()))?
     }
 }

@@ -124,8 +124,9 @@ pub const SECRET_ENV: &[&str] = &[
 pub struct TenantsConfig {
     /// Requests one tenant may have in flight; more get 429.
     pub max_in_flight: usize,
-    /// Storage and search tasks one tenant may run at once (0: half the
-    /// cores, at least 1); more wait their turn.
+    /// Storage and search jobs one tenant may run at once in each worker
+    /// pool, however idle the others are (0: no cap; a tenant alone may
+    /// use every worker, and under contention each gets its share).
     pub max_workers: usize,
 }
 

@@ -169,7 +169,7 @@ async fn one_tenant_at_its_limits_slows_only_itself() {
     let share = ShareOptions {
         max_in_flight: 8,
         tenant_workers: 2,
-        local_workers: 4,
+        ..ShareOptions::default()
     };
     let t = two_tenants(share, Duration::from_millis(400)).await;
     let rss_before = rss_mib();
@@ -282,7 +282,7 @@ async fn work_stops_when_its_client_goes_away() {
     let share = ShareOptions {
         max_in_flight: 8,
         tenant_workers: 1,
-        local_workers: 4,
+        ..ShareOptions::default()
     };
     let t = two_tenants(share, Duration::from_secs(30)).await;
     let client = reqwest::Client::new();
