@@ -1,6 +1,8 @@
 //! The noisy-neighbour benchmark: tenant B's search latency alone, and
-//! while tenant A runs its heaviest allowed requests at its limit. Starts
-//! `vectorizer serve --local-hub` on a free port with a fresh data
+//! while tenant A attacks at its limits in each of three ways: its
+//! heaviest REST requests, MCP tool calls at the MCP body limit, and a
+//! flood of writes and payload indexes that keeps the indexers busy.
+//! Starts `vectorizer serve --local-hub` on a free port with a fresh data
 //! directory, makes the plan, users and keys with `vectorizer hub-dev`,
 //! loads both tenants, then measures B at 16 clients.
 
@@ -78,10 +80,106 @@ fn send(c: &mut Client, key: &str, method: &str, path: &str, raw: &[u8]) -> Resu
     let h = [
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
     ];
     c.request(method, path, Some(raw), &h)
         .map(|r| r.status)
         .map_err(|e| format!("{method} {path}: {e}"))
+}
+
+/// How tenant A attacks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    /// Its heaviest REST requests: filtered counts of 256 conditions,
+    /// searches with the widest beam and limit, filtered searches, and
+    /// batches of 1,000 upserts.
+    Heavy,
+    /// MCP `search_batch` calls: half at the MCP body limit (2 MiB, long
+    /// vectors, refused once read), half valid batches of 100 searches.
+    Mcp,
+    /// Batches of 1,000 new points (a linking backlog for the indexer)
+    /// and payload indexes created one after another.
+    IndexFlood,
+}
+
+impl Attack {
+    fn name(self) -> &'static str {
+        match self {
+            Attack::Heavy => "heavy",
+            Attack::Mcp => "mcp",
+            Attack::IndexFlood => "index_flood",
+        }
+    }
+}
+
+/// An MCP `tools/call` of `search_batch` on `a` with `searches`.
+fn mcp_batch(searches: &[Value]) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "search_batch",
+        "arguments": {"collection": "a", "searches": searches}
+    }})
+}
+
+/// The bodies attacker `t` sends in turn, as (path, body).
+fn bodies(kind: Attack, t: usize) -> Vec<(String, Vec<u8>)> {
+    let q: Vec<f32> = (0..DIM).map(|i| (i % 7) as f32).collect();
+    let encode = |v: &Value| serde_json::to_vec(v).expect("serializable");
+    match kind {
+        Attack::Heavy => {
+            let conds: Vec<Value> = (0..256)
+                .map(|i| json!({"key": "t", "match": {"any": (0..64).map(|j| 1000 + i * 64 + j).collect::<Vec<i64>>()}}))
+                .collect();
+            let heavy = json!({"should": conds});
+            let pts: Vec<Value> = (0..1000)
+                .map(|i| json!({"id": 500_000 + i, "vector": q}))
+                .collect();
+            [
+                ("/collections/a/points/count", json!({"filter": heavy})),
+                (
+                    "/collections/a/search",
+                    json!({"vector": q, "limit": 1000, "ef": 4096}),
+                ),
+                (
+                    "/collections/a/search",
+                    json!({"vector": q, "limit": 100, "filter": heavy}),
+                ),
+                ("/collections/a/points", json!({"points": pts})),
+            ]
+            .iter()
+            .map(|(p, b)| (p.to_string(), encode(b)))
+            .collect()
+        }
+        Attack::Mcp => {
+            // Just under the default MCP body limit of 2 MiB.
+            let long: Vec<f32> = (0..1800).map(|i| i as f32 * 0.001).collect();
+            let big = vec![json!({"vector": long, "limit": 10}); 100];
+            let valid = vec![json!({"vector": q, "limit": 100, "ef": 512}); 100];
+            vec![
+                ("/mcp".to_owned(), encode(&mcp_batch(&big))),
+                ("/mcp".to_owned(), encode(&mcp_batch(&valid))),
+            ]
+        }
+        Attack::IndexFlood => {
+            let pts: Vec<Value> = (0..1000)
+                .map(|i| {
+                    let v: Vec<f32> = (0..DIM).map(|d| ((i * 31 + d * 7 + t) % 97) as f32).collect();
+                    json!({"id": 1_000_000 + t * 1000 + i, "vector": v, "payload": {"t": i % 97, "u": t}})
+                })
+                .collect();
+            let mut out = vec![(
+                "/collections/a/points".to_owned(),
+                encode(&json!({"points": pts})),
+            )];
+            // New fields up to the engine's 32, then the same ones again.
+            out.extend((0..4).map(|k| {
+                (
+                    "/collections/a/payload_index".to_owned(),
+                    encode(&json!({"field": format!("f{}", (t * 4 + k) % 30)})),
+                )
+            }));
+            out
+        }
+    }
 }
 
 pub(crate) fn load(
@@ -168,53 +266,28 @@ fn measure_b(
     )
 }
 
-/// A's heaviest allowed requests, from 80 clients until `stop`: filtered
-/// counts of 256 conditions, searches with the widest beam and limit,
-/// filtered searches, and batches of 1,000 upserts. Returns (requests,
+/// A's attack of `kind`, from 80 clients until `stop`. Returns (requests,
 /// 429s, 503s).
-fn attack(addr: SocketAddr, key: &str, stop: &AtomicBool) -> (u64, u64, u64) {
-    let conds: Vec<Value> = (0..256)
-        .map(|i| json!({"key": "t", "match": {"any": (0..64).map(|j| 1000 + i * 64 + j).collect::<Vec<i64>>()}}))
-        .collect();
-    let heavy = json!({"should": conds});
+fn attack(addr: SocketAddr, key: &str, kind: Attack, stop: &AtomicBool) -> (u64, u64, u64) {
     let (sent, busy, cut) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
         for t in 0..ATTACKERS {
-            let (heavy, sent, busy, cut) = (&heavy, &sent, &busy, &cut);
+            let (sent, busy, cut) = (&sent, &busy, &cut);
             s.spawn(move || {
                 let mut c = Client::new(addr);
-                let q: Vec<f32> = (0..DIM).map(|i| (i % 7) as f32).collect();
-                let pts: Vec<Value> = (0..1000)
-                    .map(|i| json!({"id": 500_000 + i, "vector": q}))
-                    .collect();
                 // The bodies are made once: the load generator shares the
                 // machine and must spend its CPU on sending, not encoding.
-                let bodies: Vec<(&str, Vec<u8>)> = [
-                    ("/collections/a/points/count", json!({"filter": heavy})),
-                    (
-                        "/collections/a/search",
-                        json!({"vector": q, "limit": 1000, "ef": 4096}),
-                    ),
-                    (
-                        "/collections/a/search",
-                        json!({"vector": q, "limit": 100, "filter": heavy}),
-                    ),
-                    ("/collections/a/points", json!({"points": pts})),
-                ]
-                .into_iter()
-                .map(|(p, b)| (p, serde_json::to_vec(&b).expect("serializable")))
-                .collect();
+                let bodies = bodies(kind, t);
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let (path, body) = &bodies[(t + n) % 4];
+                    let (path, body) = &bodies[(t + n) % bodies.len()];
                     n += 1;
                     let s = send(&mut c, key, "POST", path, body).unwrap_or(0);
                     sent.fetch_add(1, Ordering::Relaxed);
                     match s {
+                        // Retry-After says 1 s; a hostile client does not wait.
                         429 => {
                             busy.fetch_add(1, Ordering::Relaxed);
-                            // Retry-After says 1 s; a hostile client does not wait.
-                            std::thread::sleep(Duration::from_millis(10));
                         }
                         503 => {
                             cut.fetch_add(1, Ordering::Relaxed);
@@ -315,24 +388,35 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
     let (queries, _) = gaussian_mixture(1000, DIM, 100, 0.5, 2);
     let (qps, p50, p99, err) = measure_b(addr, &b, &queries, d);
     println!(
-        "B alone,          {CLIENTS} clients: {qps:>7.0} QPS  p50 {p50:.2} ms  p99 {p99:.2} ms  errors {err}"
+        "B alone,              {CLIENTS} clients: {qps:>7.0} QPS  p50 {p50:.2} ms  p99 {p99:.2} ms  errors {err}"
     );
-    let stop = AtomicBool::new(false);
-    let ((sent, busy, cut), (qps2, p50b, p99b, err2)) = std::thread::scope(|s| {
-        let h = s.spawn(|| attack(addr, &a, &stop));
-        std::thread::sleep(Duration::from_secs(1));
-        let m = measure_b(addr, &b, &queries, d);
-        stop.store(true, Ordering::Relaxed);
-        (h.join().unwrap(), m)
-    });
-    println!(
-        "B with A at limit, {CLIENTS} clients: {qps2:>7.0} QPS  p50 {p50b:.2} ms  p99 {p99b:.2} ms  errors {err2}"
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "b_alone".into(),
+        json!({"qps": qps, "p50_ms": p50, "p99_ms": p99}),
     );
-    println!("A: {sent} requests, {busy} refused 429 (share full), {cut} cut off 503 (deadline)");
-    println!(
-        "{}",
-        json!({"b_alone": {"qps": qps, "p50_ms": p50, "p99_ms": p99}, "b_with_a": {"qps": qps2, "p50_ms": p50b, "p99_ms": p99b}, "a": {"requests": sent, "busy": busy, "cut_off": cut}})
-    );
+    for kind in [Attack::Heavy, Attack::Mcp, Attack::IndexFlood] {
+        let stop = AtomicBool::new(false);
+        let ((sent, busy, cut), (qps2, p50b, p99b, err2)) = std::thread::scope(|s| {
+            let h = s.spawn(|| attack(addr, &a, kind, &stop));
+            std::thread::sleep(Duration::from_secs(1));
+            let m = measure_b(addr, &b, &queries, d);
+            stop.store(true, Ordering::Relaxed);
+            (h.join().unwrap(), m)
+        });
+        println!(
+            "B with A {:<11}, {CLIENTS} clients: {qps2:>7.0} QPS  p50 {p50b:.2} ms  p99 {p99b:.2} ms  errors {err2}  (p99 {:.1}x idle; A: {sent} requests, {busy} refused 429, {cut} cut off 503)",
+            kind.name(),
+            p99b / p99
+        );
+        report.insert(
+            kind.name().into(),
+            json!({"qps": qps2, "p50_ms": p50b, "p99_ms": p99b, "p99_vs_idle": p99b / p99, "a": {"requests": sent, "busy": busy, "cut_off": cut}}),
+        );
+        // The attack's backlog (the indexers') drains before the next.
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    println!("{}", Value::Object(report));
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
