@@ -54,6 +54,9 @@ const QUICK_BACKLOG: usize = 2048;
 /// graph walk's `beam × 2m` nodes and the backlog, times the dimension
 /// (4M multiply-adds are about a millisecond).
 const QUICK_COST: usize = 4 << 20;
+/// The most a search may cost, in the same units, and still be short work
+/// for another thread (a few milliseconds).
+const LIGHT_COST: usize = 4 * QUICK_COST;
 /// Batches at least this large are inserted into the graph on several threads.
 const PARALLEL_ADD_MIN: usize = 64;
 /// A snapshot first compacts the graph once deleted nodes exceed this and a
@@ -1419,18 +1422,30 @@ impl Collection {
         let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
         let beam = ef.max(req.limit);
         let cost = (beam * 2 * self.config.hnsw.m + st.unindexed.len()) * self.config.dimension;
-        self.search_is_light(req)
+        self.light_shape(req)
             // Payloads are converted for the answer: only a few in place.
             && (!req.with_payload || req.limit <= 16)
             && st.unindexed.len() <= QUICK_BACKLOG
             && cost <= QUICK_COST
     }
 
-    /// Whether `req` asks for a short walk by its shape alone (no filter,
-    /// no vectors back, a beam and a limit of at most [`QUICK_EF`]),
-    /// whatever the collection's state: work a caller waits on, as opposed
-    /// to a scan.
+    /// Whether `req` is a short walk by its shape (no filter, no vectors
+    /// back, a beam and a limit of at most [`QUICK_EF`]) and by its cost
+    /// (the graph walk and the exact scan of the unlinked backlog, within
+    /// [`LIGHT_COST`] comparisons' worth): work a caller waits on, as
+    /// opposed to a scan. Without the lock this instant, the backlog is
+    /// taken as empty.
     pub fn search_is_light(&self, req: &SearchRequest) -> bool {
+        let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
+        let beam = ef.max(req.limit);
+        let backlog = self.state.try_read().map_or(0, |st| st.unindexed.len());
+        let cost = (beam * 2 * self.config.hnsw.m + backlog) * self.config.dimension;
+        self.light_shape(req) && cost <= LIGHT_COST
+    }
+
+    /// No filter, no vectors back, a beam and a limit of at most
+    /// [`QUICK_EF`].
+    fn light_shape(&self, req: &SearchRequest) -> bool {
         let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
         req.filter.as_ref().is_none_or(Filter::is_empty)
             && !req.with_vector

@@ -219,13 +219,38 @@ impl HubStore {
         st
     }
 
-    /// Runs a change and persists the state if it succeeded.
+    /// Runs a change and persists the state if it succeeded. Another
+    /// process may change the same file (`hub-dev` beside a server with
+    /// the local Hub inside): changes take an exclusive lock on
+    /// `<file>.lock`, start from the file as it is, and write through a
+    /// temporary file of their own, so that none is lost.
     fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut st = self.lock();
+        let io =
+            |path: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", path.display()));
+        let _locked = match &self.path {
+            Some(path) => {
+                let lock_path = path.with_extension("json.lock");
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(|e| io(&lock_path, e))?;
+                file.lock().map_err(|e| io(&lock_path, e))?;
+                Some(file)
+            }
+            None => None,
+        };
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &self.path {
+            // Under the lock, whatever the file's time says (two changes
+            // may share one timestamp).
+            *st = read_state(path)?;
+        }
         let out = f(&mut st)?;
         if let Some(path) = &self.path {
             let raw = serde_json::to_vec_pretty(&*st).map_err(|e| StoreError::Io(e.to_string()))?;
-            let tmp = path.with_extension("tmp");
+            let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
             let write = || -> std::io::Result<()> {
                 let mut f = std::fs::File::create(&tmp)?;
                 f.write_all(&raw)?;

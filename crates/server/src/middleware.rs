@@ -68,12 +68,15 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 /// Answers 503 when a request takes longer than the configured timeout.
 /// Work already handed to storage still completes (a write that was
 /// logged stays durable); only the answer is abandoned. The backup routes
-/// that move whole archives have a timeout of their own.
+/// that move whole archives have a timeout of their own, and so does
+/// `/mcp`, whose backup tools stand for them (its other tools are held to
+/// the request timeout by the MCP handler).
 pub async fn timeout(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
     let long = req.extensions().get::<MatchedPath>().is_some_and(|p| {
         let p = p.as_str();
-        p.starts_with("/api/hub/backups")
-            && (req.method() == axum::http::Method::POST || p.ends_with("/download"))
+        (p.starts_with("/api/hub/backups")
+            && (req.method() == axum::http::Method::POST || p.ends_with("/download")))
+            || p == "/mcp"
     });
     let limit = if long {
         limits.backup_timeout

@@ -8,8 +8,8 @@
 //! Within a pool, tenants take turns: a free worker takes the next job of
 //! the next tenant in rotation that is under its cap, so one tenant with
 //! a deep queue waits behind itself, never in front of the others. A
-//! tenant alone may use every worker; with `k` tenants active (requests in
-//! flight anywhere, or jobs in this pool), each may use at most
+//! tenant alone may use every worker; with `k` tenants active (jobs queued
+//! or running in either pool), each may use at most
 //! `ceil(workers / k)` (and never more than the configured per-tenant
 //! cap). Each pool has as many workers as the machine has cores, so a
 //! share of workers is a share of the CPU.
@@ -90,7 +90,7 @@ impl State {
 pub(crate) struct Pool {
     workers: usize,
     per_tenant: usize,
-    /// Tenants with requests in flight in the service.
+    /// Tenants with jobs queued or running in any pool of the service.
     active: Arc<AtomicUsize>,
     state: Mutex<State>,
     ready: Condvar,
@@ -252,8 +252,8 @@ mod tests {
             st.queues.entry(a).or_default().push_back(job());
         }
         st.turn.push_back(a);
-        // Another tenant's requests are in flight (not in this pool): A
-        // keeps half the workers free for it.
+        // Another tenant has jobs in the other pool: A keeps half the
+        // workers free for it.
         assert_eq!((0..4).map_while(|_| st.next(4, 64, 2)).count(), 2);
     }
 

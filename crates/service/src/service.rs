@@ -698,6 +698,8 @@ impl Service {
             .into_iter()
             .find(|c| hub_id(c) == Some(lost))
         else {
+            // Gone here too: nothing left to register, or to retry.
+            reporter.registered_again(&lost);
             return;
         };
         // As a create or delete of the name would: one at a time, and the

@@ -54,16 +54,43 @@ impl Default for ShareOptions {
     }
 }
 
-/// One tenant's share: its requests in flight.
+/// One tenant's share: its requests in flight, and its jobs queued or
+/// running.
 struct Gate {
     in_flight: AtomicUsize,
+    jobs: AtomicUsize,
+}
+
+/// A job of one tenant, counted while it is queued or running.
+struct Counted {
+    gate: Arc<Gate>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new(gate: Arc<Gate>, active: Arc<AtomicUsize>) -> Counted {
+        if gate.jobs.fetch_add(1, Ordering::SeqCst) == 0 {
+            active.fetch_add(1, Ordering::SeqCst);
+        }
+        Counted { gate, active }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.gate.jobs.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 pub struct FairShare {
     options: ShareOptions,
     short: Arc<Pool>,
     long: Arc<Pool>,
-    /// Tenants with requests in flight (the gates' count), for the pools.
+    /// Tenants with jobs queued or running in either pool, for the pools'
+    /// shares (a tenant whose requests wait on nothing of ours, such as
+    /// a body trickling in, takes no share from the others).
     active: Arc<AtomicUsize>,
     /// By tenant (`None` for the local caller); a gate leaves the map when
     /// its tenant has nothing in flight, so the map holds only active ones.
@@ -139,16 +166,15 @@ impl FairShare {
         };
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-            let gate = gates
+            gates
                 .entry(key)
                 .or_insert_with(|| {
                     Arc::new(Gate {
                         in_flight: AtomicUsize::new(0),
+                        jobs: AtomicUsize::new(0),
                     })
                 })
-                .clone();
-            self.active.store(gates.len(), Ordering::Relaxed);
-            gate
+                .clone()
         };
         let before = gate.in_flight.fetch_add(1, Ordering::SeqCst);
         let ticket = Ticket {
@@ -173,7 +199,6 @@ impl Drop for Ticket {
             if Arc::strong_count(&self.gate) == 2 && self.gate.in_flight.load(Ordering::SeqCst) == 0
             {
                 gates.remove(&self.key);
-                self.share.active.store(gates.len(), Ordering::Relaxed);
             }
         }
     }
@@ -216,7 +241,7 @@ impl Ticket {
         let deadline = Deadline::new(None, cancelled.clone());
         // The gate stays alive (and counted) until the job ends, even if
         // the request is gone by then.
-        let gate = self.gate.clone();
+        let gate = Counted::new(self.gate.clone(), self.share.active.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Box::new(move || {
             if !cancelled.load(Ordering::Relaxed) {

@@ -392,3 +392,49 @@ fn state_persists_and_holds_no_key_in_clear() {
     );
     assert!(v.valid);
 }
+
+/// Two processes' stores on one file (a server with the local Hub inside,
+/// and `hub-dev`) changing it at once: every change of both is kept.
+#[test]
+fn two_stores_on_one_file_lose_no_change() {
+    let dir = TempDir::new("hub-two-writers");
+    let path = dir.path().join("hub.json");
+    let stores = [
+        Arc::new(HubStore::open(&path).unwrap()),
+        Arc::new(HubStore::open(&path).unwrap()),
+    ];
+    let threads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .flat_map(|(s, store)| {
+            (0..4).map(move |t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        store
+                            .create_plan(Plan {
+                                name: format!("p{s}-{t}-{i}"),
+                                max_collections: 1,
+                                max_vectors: 1,
+                                max_storage_bytes: 1,
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let fresh = HubStore::open(&path).unwrap();
+    assert_eq!(fresh.plans().len(), 2 * 4 * 25);
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -57,6 +57,8 @@ enum Message {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     method: Option<Cow<'a, str>>,
@@ -88,7 +90,10 @@ fn classify(bytes: &[u8]) -> Message {
         Err(e) if e.is_data() => return Message::Protocol,
         Err(_) => return Message::NotJson,
     };
-    let (Some(id), Some("tools/call")) = (env.id, env.method.as_deref()) else {
+    // Anything but a JSON-RPC 2.0 tool call is rmcp's to answer (or refuse).
+    let (Some(id), Some("tools/call"), Some("2.0")) =
+        (env.id, env.method.as_deref(), env.jsonrpc.as_deref())
+    else {
         return Message::Protocol;
     };
     // JSON-RPC ids are strings or numbers.
@@ -114,11 +119,49 @@ fn classify(bytes: &[u8]) -> Message {
 /// The `/mcp` layer in front of rmcp.
 pub async fn front(State(front): State<Front>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
+    if let Some(v) = parts.headers.get("mcp-protocol-version") {
+        let known = v.to_str().is_ok_and(|v| {
+            rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+                .iter()
+                .any(|k| k.as_str() == v)
+        });
+        if !known {
+            let versions: Vec<&str> = rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_protocol_version",
+                format!(
+                    "MCP-Protocol-Version `{}` is not one this server speaks ({})",
+                    super::tools::echo(&String::from_utf8_lossy(v.as_bytes())),
+                    versions.join(", ")
+                ),
+            )
+            .into_response();
+        }
+    }
     if parts.method != Method::POST || !headers_ok(&front, &parts.headers) {
         // rmcp answers these from the headers alone.
         return next.run(Request::from_parts(parts, Body::empty())).await;
     }
-    let bytes = match read(body, &parts.headers, front.limit).await {
+    // The body within the request timeout (the route's own is the
+    // backup tools' longer one).
+    let reading = read(body, &parts.headers, front.limit);
+    let read = match front.handler.timeout {
+        Some(limit) => tokio::time::timeout(limit, reading)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took too long",
+                ))
+            }),
+        None => reading.await,
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -321,6 +364,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","method":"tools/call"}"#,
             br#"{"jsonrpc":"2.0","id":{"a":1},"method":"tools/call"}"#,
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"search"}}"#,
         ] {
             assert!(matches!(classify(other), Message::Protocol));
         }

@@ -40,7 +40,14 @@ pub struct Handler {
     pub tools: Arc<Vec<ToolDef>>,
     pub oplog: OpLog,
     pub source: Source,
+    /// A tool call's time, as a REST request's (`server.request_timeout`);
+    /// the backup tools that move whole archives are held to the backup
+    /// routes' timeout instead, by the HTTP layer. `None`: no limit (stdio).
+    pub timeout: Option<std::time::Duration>,
 }
+
+/// Tools that take as long as the backup routes they stand for.
+const BACKUP_TOOLS: [&str; 2] = ["create_backup", "restore_backup"];
 
 /// The request's call and request id.
 pub struct Context {
@@ -177,7 +184,19 @@ impl Handler {
         };
         let mut collection = None;
         let result = match (&context, failed) {
-            (Some(c), None) => self.execute(tool, &c.call, args, &mut collection).await,
+            (Some(c), None) => {
+                let run = self.execute(tool, &c.call, args, &mut collection);
+                match self.timeout.filter(|_| !BACKUP_TOOLS.contains(&tool.name)) {
+                    None => run.await,
+                    Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                        Err(Failure::Failed(ApiError::new(
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            "the request took too long",
+                        )))
+                    }),
+                }
+            }
             (_, Some(f)) => Err(f),
             (None, None) => Err(Failure::Failed(ApiError::internal())),
         };

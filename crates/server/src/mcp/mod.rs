@@ -62,6 +62,7 @@ impl Mcp {
             tools: self.tools.clone(),
             oplog: self.oplog.clone(),
             source,
+            timeout: None,
         }
     }
 }
@@ -71,7 +72,8 @@ impl Mcp {
 /// messages and runs tool calls; then rmcp's stateless server for the
 /// short protocol messages.
 pub fn http_service(state: &AppState, mcp: &Mcp) -> axum::routing::Router<AppState> {
-    let handler = mcp.handler(state.service.clone(), Source::Http);
+    let mut handler = mcp.handler(state.service.clone(), Source::Http);
+    handler.timeout = Some(state.limits.request_timeout);
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)

@@ -125,8 +125,8 @@ impl OpLog {
     /// Queues `r` for the file of `who`.
     pub fn record(&self, who: Who, r: &Record<'_>) {
         let Some(tx) = &self.tx else { return };
-        let line = match serde_json::to_string(r) {
-            Ok(l) if l.len() < MAX_LINE => escape_controls(l),
+        let line = match serde_json::to_string(r).map(escape_controls) {
+            Ok(l) if l.len() < MAX_LINE => l,
             _ => {
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
                 return;

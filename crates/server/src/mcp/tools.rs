@@ -62,9 +62,36 @@ pub struct Done {
 
 /// A tool call's arguments: each top-level argument kept as its JSON text
 /// until the tool's typed request is read from it, so that no generic
-/// value tree is ever built from a tenant's input.
+/// value tree is ever built from a tenant's input. A name given twice is
+/// refused, as REST refuses a duplicate field.
 #[derive(Debug, Default)]
 pub struct Args(BTreeMap<String, Box<RawValue>>);
+
+impl<'de> serde::Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Args, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Args;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Args, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, Box<RawValue>>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate argument `{}`",
+                            echo(&k)
+                        )));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Args(out))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
 
 impl Args {
     /// The arguments object's text; `null` reads as no arguments.
@@ -72,9 +99,15 @@ impl Args {
         if raw.get() == "null" {
             return Ok(Args::default());
         }
-        serde_json::from_str(raw.get())
-            .map(Args)
-            .map_err(|_| Failure::Invalid("`arguments`: expected an object".into()))
+        serde_json::from_str(raw.get()).map_err(|e| {
+            let m = e.to_string();
+            Failure::Invalid(match m.find("duplicate argument") {
+                Some(i) => m[i..]
+                    .rsplit_once(" at line ")
+                    .map_or(m[i..].to_owned(), |(head, _)| head.to_owned()),
+                None => "`arguments`: expected an object".into(),
+            })
+        })
     }
 
     /// The arguments' length in bytes of JSON.

@@ -158,3 +158,37 @@ fn mcp_bodies_are_bounded() {
     assert!(r.body.len() < 1024, "{} bytes came back", r.body.len());
     assert_eq!(r.json()["error"]["code"], -32602);
 }
+
+/// A tool call is held to what rmcp holds every other message to: a known
+/// protocol version, JSON-RPC 2.0; and its arguments to what REST holds a
+/// body to: no name given twice.
+#[test]
+fn tool_calls_meet_the_protocol_and_the_rest_rules() {
+    let data = TempDir::new("attack-mcp-protocol");
+    let server = serve(data.path(), &[]);
+    let mut c = Client::new(server.addr);
+    let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_collections","arguments":{}}}"#;
+    let mut headers = MCP_HEADERS.to_vec();
+    headers.push(("mcp-protocol-version", "1999-01-01"));
+    let r = c.request("POST", "/mcp", Some(call), &headers).unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "unsupported_protocol_version");
+    let old = br#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"list_collections","arguments":{}}}"#;
+    let (status, _) = mcp(&mut c, old);
+    assert!((400..500).contains(&status), "{status}");
+    let (status, answer) = mcp(&mut c, call);
+    assert_eq!(status, 200, "{answer}");
+    let twice = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_collection","arguments":{"name":"a","name":"b","dimension":2,"metric":"dot"}}}"#;
+    let (status, answer) = mcp(&mut c, twice);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate argument `name`"),
+        "{answer}"
+    );
+    let r = c.request("GET", "/collections", None, &[]).unwrap();
+    assert_eq!(r.json()["collections"], serde_json::json!([]));
+}

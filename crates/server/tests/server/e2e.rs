@@ -347,9 +347,11 @@ pub(crate) fn cli_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
         .args(args)
         .output()
         .unwrap();
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
     assert!(
         out.status.success(),
-        "{}",
+        "vectorizer {}: {}",
+        shown.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

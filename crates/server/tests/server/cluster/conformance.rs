@@ -54,6 +54,30 @@ const NOT_DATA: [&str; 6] = [
     "cluster_repair_group",
 ];
 
+/// MCP tools refused in cluster mode (a tool error
+/// `unavailable_in_cluster_mode`), checked as such through every node.
+const MCP_NOT_IN_CLUSTER: [(&str, &str); 7] = [
+    ("list_aliases", "{}"),
+    (
+        "update_aliases",
+        r#"{"actions": [{"create_alias": {"alias": "a1", "collection": "docs"}}]}"#,
+    ),
+    ("list_backups", "{}"),
+    ("create_backup", "{}"),
+    (
+        "get_backup",
+        r#"{"backup_id": "00000000-0000-0000-0000-000000000001"}"#,
+    ),
+    (
+        "delete_backup",
+        r#"{"backup_id": "00000000-0000-0000-0000-000000000001"}"#,
+    ),
+    (
+        "restore_backup",
+        r#"{"backup_id": "00000000-0000-0000-0000-000000000001"}"#,
+    ),
+];
+
 /// Routes refused in cluster mode (400 `unavailable_in_cluster_mode`), checked as
 /// such through every node: operation, method, path, body (JSON, or the
 /// bytes of an upload).
@@ -207,6 +231,41 @@ fn writes() -> Vec<(Req, bool)> {
                 Some(json!({"field": "meta.lang"})),
             ),
             false,
+        ),
+        (
+            mcp(
+                "create_payload_index",
+                json!({"collection": "mcp-docs", "field": "i"}),
+            ),
+            false,
+        ),
+        (
+            mcp(
+                "update_collection",
+                json!({"collection": "mcp-docs", "hnsw": {"ef_search": 80}}),
+            ),
+            false,
+        ),
+        (
+            mcp(
+                "set_payload",
+                json!({"collection": "mcp-docs", "ids": [1, 2], "payload": {"seen": "ü"}}),
+            ),
+            false,
+        ),
+        (
+            mcp(
+                "overwrite_payload",
+                json!({"collection": "mcp-docs", "filter": {"must": [{"key": "i", "range": {"gte": 6}}]}, "payload": {"i": 6, "over": true}}),
+            ),
+            true,
+        ),
+        (
+            mcp(
+                "delete_payload",
+                json!({"collection": "mcp-docs", "filter": {"must": [{"key": "seen", "match": {"value": "ü"}}]}, "keys": ["seen"]}),
+            ),
+            true,
         ),
         (
             rest(
@@ -575,6 +634,7 @@ async fn conformance(hub: bool) {
             Req::Mcp { tool, .. } => tools.insert(tool),
         };
     }
+    tools.extend(MCP_NOT_IN_CLUSTER.iter().map(|(t, _)| *t));
     for route in vectorizer_server::app::routes() {
         let op = route.operation;
         assert!(
@@ -656,6 +716,25 @@ async fn conformance(hub: bool) {
                 (status, body["error"]["code"].as_str()),
                 (400, Some("unavailable_in_cluster_mode")),
                 "{op} through node {}: {body}",
+                i + 1
+            );
+        }
+    }
+
+    for (tool, args) in MCP_NOT_IN_CLUSTER {
+        for i in 0..3 {
+            let params =
+                json!({"name": tool, "arguments": serde_json::from_str::<Value>(args).unwrap()});
+            let v = mcp_call(&c, c.nodes[i].addr(), c.key(0), "tools/call", params)
+                .await
+                .expect("an answer");
+            assert_eq!(
+                (
+                    &v["result"]["isError"],
+                    v["result"]["structuredContent"]["error"]["code"].as_str()
+                ),
+                (&json!(true), Some("unavailable_in_cluster_mode")),
+                "MCP {tool} through node {}: {v}",
                 i + 1
             );
         }
