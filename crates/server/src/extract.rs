@@ -426,3 +426,24 @@ pub fn auth_error(e: AuthError) -> ApiError {
         ),
     }
 }
+
+/// A route's path parameters; one that does not decode (not UTF-8, say)
+/// is a 400 in the common error shape, not axum's plain-text answer.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    "a part of the path does not decode (percent-encoded UTF-8 is expected)",
+                )
+            })
+    }
+}

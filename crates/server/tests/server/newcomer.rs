@@ -631,4 +631,17 @@ async fn refusals_name_what_is_in_the_way() {
         (s.as_u16(), b["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
     );
+    // A path part that is not UTF-8: a JSON 400 like any other refusal.
+    for path in [
+        "/collections/%FF",
+        "/collections/c/points/%FF",
+        "/api/hub/backups/%FF",
+    ] {
+        let (s, b) = app.call("GET", path, None).await;
+        assert_eq!(
+            (s.as_u16(), b["error"]["code"].as_str()),
+            (400, Some("invalid_path")),
+            "{path}"
+        );
+    }
 }
