@@ -23,11 +23,7 @@ impl ApiError {
     /// message may quote the request (a name), which is never echoed back
     /// at any length.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        let mut message = message.into();
-        if let Some((i, _)) = message.char_indices().nth(MESSAGE_CHARS) {
-            message.truncate(i);
-            message.push('…');
-        }
+        let message = cut(message.into(), MESSAGE_CHARS);
         ApiError {
             status,
             code,
@@ -58,6 +54,16 @@ impl ApiError {
 
 /// Longest error message, in characters.
 pub const MESSAGE_CHARS: usize = 300;
+
+/// `s` cut to at most `chars` characters (and an ellipsis): what may be
+/// echoed of a caller's input.
+pub fn cut(mut s: String, chars: usize) -> String {
+    if let Some((i, _)) = s.char_indices().nth(chars) {
+        s.truncate(i);
+        s.push('…');
+    }
+    s
+}
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {

@@ -103,10 +103,7 @@ pub fn plain(msg: &str) -> String {
         .replace("invalid value: ", "got ");
     // A message may quote the input (an unknown field's name): never at
     // any length.
-    match m.char_indices().nth(crate::error::MESSAGE_CHARS) {
-        None => m,
-        Some((i, _)) => format!("{}…", &m[..i]),
-    }
+    crate::error::cut(m, crate::error::MESSAGE_CHARS)
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {

@@ -405,10 +405,10 @@ impl Service {
         );
         let c = self.collection(caller, name)?;
         let mut req = search_request(req)?;
-        let light = c.search_is_light(&req);
         if let Some(done) = c.try_search_quick(&req) {
             return Ok(results(done?));
         }
+        let light = c.search_is_light(&req);
         // A light search waits only for a busy lock or a backlog: short
         // work. A filtered or wide one is a scan, and yields to others.
         let work = move |deadline: &Deadline| {

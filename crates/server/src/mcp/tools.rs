@@ -129,10 +129,7 @@ impl Args {
 
 /// `s` cut to a length that is safe to echo back.
 pub fn echo(s: &str) -> String {
-    match s.char_indices().nth(ECHO) {
-        None => s.to_owned(),
-        Some((i, _)) => format!("{}…", &s[..i]),
-    }
+    crate::error::cut(s.to_owned(), ECHO)
 }
 
 /// The `collection` argument, taken out of the others.
