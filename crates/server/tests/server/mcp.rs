@@ -911,3 +911,62 @@ async fn payload_index_alias_and_backup_tools_answer_as_rest_does() {
         "backup_not_found"
     );
 }
+
+/// With the Hub on, the new tools act for the key's tenant alone and with
+/// its permissions: a read-only key cannot change payloads or back up, and
+/// another tenant's backup is not found.
+#[tokio::test]
+async fn payload_and_backup_tools_act_for_the_key_tenant() {
+    let hub = hub().await;
+    let ua = hub.store.create_user("pa@example.com", "p").unwrap().id;
+    let ub = hub.store.create_user("pb@example.com", "p").unwrap().id;
+    let (a, _) = key(&hub.store, ua, &["admin"], None);
+    let (a_read, _) = key(&hub.store, ua, &["read"], None);
+    let (b, _) = key(&hub.store, ub, &["admin"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(600)));
+    ok(
+        &app,
+        Some(&a),
+        "create_collection",
+        json!({"name": "docs", "dimension": 2, "metric": "dot"}),
+    )
+    .await;
+    ok(
+        &app,
+        Some(&a),
+        "upsert_points",
+        json!({"collection": "docs", "points": [{"id": 1, "vector": [1.0, 0.0]}]}),
+    )
+    .await;
+    let set = json!({"collection": "docs", "ids": [1], "payload": {"k": 1}});
+    assert_eq!(
+        fails(&app, Some(&a_read), "set_payload", set.clone()).await,
+        "forbidden"
+    );
+    assert_eq!(ok(&app, Some(&a), "set_payload", set).await["updated"], 1);
+    assert_eq!(
+        fails(&app, Some(&a_read), "create_backup", json!({})).await,
+        "forbidden"
+    );
+    let made = ok(&app, Some(&a), "create_backup", json!({})).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ok(&app, Some(&a_read), "get_backup", json!({"backup_id": id})).await["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        fails(&app, Some(&b), "get_backup", json!({"backup_id": id})).await,
+        "backup_not_found"
+    );
+    assert_eq!(
+        fails(
+            &app,
+            Some(&b),
+            "set_payload",
+            json!({"collection": "docs", "ids": [1], "payload": {"k": 2}})
+        )
+        .await,
+        "collection_not_found"
+    );
+    hub.task.abort();
+}
