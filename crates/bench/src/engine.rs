@@ -282,7 +282,7 @@ pub fn open_only(args: &[String]) -> i32 {
     let t = Instant::now();
     let db = Database::open(dir, EngineOptions::default()).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let points: usize = db.collections().iter().map(|c| c.len()).sum();
+    let points: u64 = db.usage_all().unwrap().iter().map(|(_, u)| u.points).sum();
     let growth = rss_bytes().saturating_sub(before);
     println!(
         "{}",

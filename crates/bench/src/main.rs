@@ -15,6 +15,9 @@
 //!   the servers' CPU per point written and search QPS of a three-node
 //!   cluster against one node, then failover times over N leader kills
 //!   (default 20), on this machine.
+//! - `tenants [--bin PATH] [--counts 1000,10000,100000]`: memory, threads
+//!   and open files, start-up, first and warm search latency and Zipf
+//!   throughput of a server holding N collections of 100 vectors.
 
 mod backup;
 mod cluster;
@@ -22,6 +25,7 @@ mod engine;
 mod http;
 mod noisy;
 mod sys;
+mod tenants;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,9 +37,10 @@ fn main() {
         Some("noisy") => noisy::run(&args[1..]),
         Some("backup") => backup::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("tenants") => tenants::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N] | tenants [--bin PATH] [--counts 1000,10000,100000]"
             );
             2
         }

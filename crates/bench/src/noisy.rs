@@ -351,8 +351,19 @@ pub(crate) fn fresh_hub(bin: &Path, tag: &str) -> Result<PathBuf, String> {
 
 /// Starts `bin serve --local-hub` on a free port over `data`.
 pub(crate) fn start(bin: &Path, data: &Path) -> Result<(Server, SocketAddr), String> {
+    start_with(bin, data, &["--local-hub"])
+}
+
+/// Starts `bin serve` with `args` on a free port over `data`.
+pub(crate) fn start_with(
+    bin: &Path,
+    data: &Path,
+    args: &[&str],
+) -> Result<(Server, SocketAddr), String> {
     let mut child = Command::new(bin)
-        .args(["serve", "--local-hub", "--port", "0", "--data-dir"])
+        .arg("serve")
+        .args(args)
+        .args(["--port", "0", "--data-dir"])
         .arg(data)
         .env("VECTORIZER_LOGGING__LEVEL", "error")
         .env_remove("HIVEHUB_SERVICE_API_KEY")

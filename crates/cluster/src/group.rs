@@ -242,8 +242,8 @@ impl Opener<'_> {
                 let s = s.clone();
                 tokio::task::spawn_blocking(move || {
                     let db = s.engine();
-                    for c in db.collections_unordered() {
-                        db.drop_collection(c.name()).map_err(|e| e.to_string())?;
+                    for name in db.names().map_err(|e| e.to_string())? {
+                        db.drop_collection(&name).map_err(|e| e.to_string())?;
                     }
                     Ok::<_, String>(())
                 })

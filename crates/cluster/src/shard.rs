@@ -67,13 +67,13 @@ impl ShardSm {
             // mark is what a reset cut short by a crash leaves, and the
             // group's state is replayed from its start onto it.
             let db = service.engine();
-            for c in db.collections_unordered() {
+            for name in db.names().map_err(|e| e.to_string())? {
                 tracing::info!(
                     shard,
-                    collection = c.name(),
+                    collection = %name,
                     "dropping a collection that this replica's state does not account for"
                 );
-                db.drop_collection(c.name()).map_err(|e| e.to_string())?;
+                db.drop_collection(&name).map_err(|e| e.to_string())?;
             }
         }
         let mark = AppliedMark::open(&path)?;

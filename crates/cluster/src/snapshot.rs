@@ -61,7 +61,12 @@ pub async fn place(
         let fail = |e: &dyn std::fmt::Display| sm_err(ErrorVerb::Write, e);
         std::fs::create_dir_all(&work).map_err(|e| fail(&e))?;
         let mut collections = Vec::new();
-        for (i, c) in service.engine().collections().into_iter().enumerate() {
+        let db = service.engine();
+        let names = db.names().map_err(|e| fail(&e))?;
+        // One at a time: each is opened if it is closed, and may close
+        // again once checkpointed.
+        for (i, name) in names.iter().enumerate() {
+            let c = db.collection(name).map_err(|e| fail(&e))?;
             let dest = work.join(format!("c/{i}"));
             std::fs::create_dir_all(&dest).map_err(|e| fail(&e))?;
             let cp = c.checkpoint(&dest).map_err(|e| fail(&e))?;
@@ -238,9 +243,9 @@ pub async fn install(
         let staged = staged?;
         let keep: std::collections::BTreeSet<&str> =
             manifest.collections.iter().map(|i| i.name.as_str()).collect();
-        for c in db.collections() {
-            if !keep.contains(c.name()) {
-                db.drop_collection(c.name()).map_err(|e| fail(&e))?;
+        for name in db.names().map_err(|e| fail(&e))? {
+            if !keep.contains(name.as_str()) {
+                db.drop_collection(&name).map_err(|e| fail(&e))?;
             }
         }
         for s in staged {

@@ -58,6 +58,7 @@ impl From<&ServiceError> for WireError {
             ServiceError::Timeout => ("timeout", "", [0; 3]),
             ServiceError::Unavailable(_) => ("unavailable", "", [0; 3]),
             ServiceError::Internal(_) => ("internal", "", [0; 3]),
+            ServiceError::Damaged(_) => ("damaged", "", [0; 3]),
         };
         let message = match e {
             ServiceError::CollectionNotFound(n)
@@ -68,6 +69,7 @@ impl From<&ServiceError> for WireError {
             | ServiceError::Forbidden(n)
             | ServiceError::Busy(n)
             | ServiceError::Unavailable(n)
+            | ServiceError::Damaged(n)
             | ServiceError::Internal(n) => n.clone(),
             ServiceError::InvalidInput { message, .. }
             | ServiceError::Conflict { message, .. }
@@ -93,6 +95,7 @@ impl From<WireError> for ServiceError {
             "alias_not_found" => ServiceError::AliasNotFound(m),
             "backup_not_found" => ServiceError::BackupNotFound(m),
             "collection_exists" => ServiceError::CollectionExists(m),
+            "damaged" => ServiceError::Damaged(m),
             "invalid" => ServiceError::InvalidInput {
                 code: intern(&w.code),
                 message: m,

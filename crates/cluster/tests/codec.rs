@@ -246,7 +246,8 @@ fn answers() -> Vec<Answer> {
         "name": "docs", "dimension": 8, "metric": "euclidean",
         "hnsw": {"m": 16, "ef_construction": 128, "ef_search": 64},
         "payload_index": ["a"], "points": u64::MAX, "bytes": 1, "memory_bytes": 2,
-        "unindexed_points": 3, "created_at_ms": 1_700_000_000_000u64
+        "unindexed_points": 3, "created_at_ms": 1_700_000_000_000u64,
+        "loaded": true
     });
     let all: Vec<Answer> = [
         json!({"answer": "detail", "body": detail}),

@@ -33,8 +33,13 @@ use crate::snapshot;
 use crate::wal::{Point, Wal, WalOp};
 
 mod checkpoint;
+mod home;
+mod link;
 mod rename;
+
 pub use checkpoint::Checkpoint;
+pub(crate) use home::Home;
+pub(crate) use link::background_priority;
 
 const META_FILE: &str = "collection.json";
 const WAL_FILE: &str = "wal.log";
@@ -62,10 +67,6 @@ const PARALLEL_ADD_MIN: usize = 64;
 /// A snapshot first compacts the graph once deleted nodes exceed this and a
 /// quarter of the live ones.
 const COMPACT_MIN_DELETED: usize = 1024;
-/// Keys the indexer takes from the backlog at a time, and links per
-/// acquisition of the read lock.
-const INDEX_BATCH: usize = 4096;
-const INDEX_SLICE: usize = 64;
 
 /// Tuning shared by the collections of one database.
 #[derive(Debug, Clone)]
@@ -88,6 +89,41 @@ pub struct EngineOptions {
     /// completion of a rename, and a missing database is an error; what
     /// any open recovers after a crash (a torn log tail) is still recovered.
     pub background: bool,
+    /// Most collections held open at once; idle ones beyond it are closed,
+    /// least recently used first.
+    pub max_open_collections: usize,
+    /// Memory the open collections may hold together before idle ones are
+    /// closed, least recently used first.
+    pub memory_budget_bytes: u64,
+    /// Where linking runs (by default a pool of `insert_threads` threads
+    /// per database).
+    pub linker: Option<LinkerHandle>,
+}
+
+/// A shared [`Linker`](crate::linker::Linker) in [`EngineOptions`].
+#[derive(Clone)]
+pub struct LinkerHandle(pub Arc<dyn crate::linker::Linker>);
+
+impl std::fmt::Debug for LinkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Linker")
+    }
+}
+
+/// Half the machine's memory (the default memory budget).
+fn half_the_memory() -> u64 {
+    // Safety: sysconf reads system figures only.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && size > 0 {
+        (pages as u64).saturating_mul(size as u64) / 2
+    } else {
+        4 << 30
+    }
 }
 
 impl Default for EngineOptions {
@@ -99,13 +135,16 @@ impl Default for EngineOptions {
             max_unindexed: 200_000,
             limits: Limits::default(),
             background: true,
+            max_open_collections: 1024,
+            memory_budget_bytes: half_the_memory(),
+            linker: None,
         }
     }
 }
 
 /// What is persisted in `collection.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Meta {
+pub(crate) struct Meta {
     version: u32,
     name: String,
     config: CollectionConfig,
@@ -210,6 +249,8 @@ struct State {
     /// Bumped when compaction replaces the graph (and renumbers keys), so
     /// that an indexer batch taken before it is abandoned.
     generation: u64,
+    /// Keys at the front of `unindexed` handed to a linking job.
+    claimed: usize,
     /// Payload changes since the payload index was last built (each leaves
     /// its old values' postings behind).
     stale_postings: usize,
@@ -249,6 +290,20 @@ pub struct Collection {
     /// The default beam width of searches (changeable; see
     /// [`Collection::set_ef_search`]).
     ef_search: AtomicUsize,
+    /// The database serving it (none for a collection opened only to be
+    /// checked or read).
+    home: Option<Arc<Home>>,
+    /// Itself, for the linking jobs it queues.
+    this: std::sync::OnceLock<Weak<Collection>>,
+    /// Linking jobs queued or running.
+    linking: AtomicUsize,
+    /// Marked dirty in the catalog since it was opened or last recorded.
+    dirty: AtomicBool,
+    /// Its figures in the catalog, and as last added to the live totals.
+    recorded: Mutex<home::Figures>,
+    settled: Mutex<home::Figures>,
+    /// Memory held, as of the last change.
+    memory: AtomicU64,
 }
 
 /// Which points an operation acts on.
@@ -283,12 +338,10 @@ impl PayloadChange {
     }
 }
 
-/// Wakes the indexer when keys wait to be linked, and waiters when the
-/// backlog shrinks.
+/// Wakes writers waiting for the backlog to shrink.
 #[derive(Default)]
 struct Signal {
     m: Mutex<()>,
-    work: Condvar,
     progress: Condvar,
 }
 
@@ -420,6 +473,7 @@ impl Collection {
             unindexed,
             payload_index,
             generation: 0,
+            claimed: 0,
             stale_postings: 0,
         };
         let log_len = wal.len();
@@ -447,6 +501,13 @@ impl Collection {
             live: AtomicUsize::new(0),
             owed_rows: AtomicU64::new(0),
             ef_search: AtomicUsize::new(0),
+            home: None,
+            this: std::sync::OnceLock::new(),
+            linking: AtomicUsize::new(0),
+            dirty: AtomicBool::new(false),
+            recorded: Mutex::default(),
+            settled: Mutex::default(),
+            memory: AtomicU64::new(0),
         };
         coll.ef_search
             .store(coll.config.hnsw.ef_search, Ordering::Relaxed);
@@ -457,6 +518,8 @@ impl Collection {
             }
         }
         coll.live.store(coll.read().ids.len(), Ordering::SeqCst);
+        coll.memory
+            .store(coll.memory_bytes_now(), Ordering::Relaxed);
         Ok(coll)
     }
 
@@ -466,7 +529,7 @@ impl Collection {
 
     /// The current config: as created, with the payload fields indexed
     /// since.
-    fn info_config(&self) -> CollectionConfig {
+    pub(crate) fn info_config(&self) -> CollectionConfig {
         self.meta
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -479,10 +542,6 @@ impl Collection {
     /// fields indexed since.
     pub fn config(&self) -> &CollectionConfig {
         &self.config
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -544,6 +603,10 @@ impl Collection {
         self.len() as u64 * self.row_bytes() + payload
     }
 
+    fn memory_bytes_now(&self) -> u64 {
+        Self::memory_bytes(&self.read())
+    }
+
     fn memory_bytes(st: &State) -> u64 {
         let per_point =
             std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<(PointId, u32)>() + 16;
@@ -568,7 +631,8 @@ impl Collection {
         let _w = self.lock_writer()?;
         let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
         next.metadata = metadata;
-        self.replace_meta(next)
+        self.replace_meta(next)?;
+        self.sync_entry()
     }
 
     /// Indexes one more payload field: the declaration is written to
@@ -587,6 +651,7 @@ impl Collection {
         let index = index_payloads(&next.config.payload_index, &self.read().slots);
         self.replace_meta(next)?;
         self.write().payload_index = index;
+        self.sync_entry()?;
         tracing::info!(collection = %self.name, field, "payload index created");
         Ok(true)
     }
@@ -605,6 +670,8 @@ impl Collection {
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         self.fixed_disk_bytes.fetch_sub(old, Ordering::Relaxed);
         *meta = next;
+        drop(meta);
+        self.settle();
         Ok(())
     }
 
@@ -669,6 +736,7 @@ impl Collection {
                 "collection needs reopening after a failed write".into(),
             ));
         }
+        self.mark_dirty()?;
         Ok(w)
     }
 
@@ -720,6 +788,7 @@ impl Collection {
         })?;
         self.log_locked(&mut w, WalOp::Upsert(points))?;
         self.owed_rows.fetch_add(rows, Ordering::Relaxed);
+        self.settle();
         Ok((n, granted))
     }
 
@@ -900,7 +969,7 @@ impl Collection {
         next.config.validate()?;
         self.replace_meta(next)?;
         self.ef_search.store(ef, Ordering::Relaxed);
-        Ok(())
+        self.sync_entry()
     }
 
     fn log_locked(&self, w: &mut Writer, op: WalOp) -> Result<()> {
@@ -926,6 +995,7 @@ impl Collection {
             // The write itself is durable in the log; the snapshot is retried later.
             tracing::warn!(collection = %self.name, error = %e, "snapshot failed");
         }
+        self.settle();
         Ok(())
     }
 
@@ -1016,7 +1086,7 @@ impl Collection {
         }
         self.live.store(st.ids.len(), Ordering::SeqCst);
         drop(st);
-        self.signal.work.notify_one();
+        self.schedule_linking();
         Ok(())
     }
 
@@ -1026,7 +1096,10 @@ impl Collection {
         if w.wal.is_empty() || self.dropped.load(Ordering::SeqCst) || w.failed {
             return Ok(());
         }
-        self.snapshot_locked(&mut w)
+        self.mark_dirty()?;
+        let done = self.snapshot_locked(&mut w);
+        self.settle();
+        done
     }
 
     fn snapshot_locked(&self, w: &mut Writer) -> Result<()> {
@@ -1119,86 +1192,11 @@ impl Collection {
         st.index = index;
         // The new graph holds every point linked.
         st.unindexed.clear();
+        st.claimed = 0;
         st.generation += 1;
         w.next_key = order.len() as u32;
         tracing::info!(collection = %self.name, points = order.len(), dropped, ms = started.elapsed().as_millis() as u64, "graph compacted");
         Ok(())
-    }
-
-    /// Starts the background indexer, which links published points into
-    /// the graph. It holds only a weak reference, and ends once the
-    /// collection is gone.
-    pub(crate) fn start_indexer(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        let signal = self.signal.clone();
-        let name = format!("index-{}", self.name.chars().take(8).collect::<String>());
-        let spawned = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || indexer(weak, signal));
-        if let Err(e) = spawned {
-            tracing::error!(collection = %self.name, error = %e, "could not start the indexer");
-        }
-    }
-
-    /// Links one batch from the front of the backlog; false if it was empty.
-    fn index_some(&self) -> bool {
-        let (batch, generation) = {
-            let st = self.read();
-            (
-                st.unindexed
-                    .iter()
-                    .take(INDEX_BATCH)
-                    .copied()
-                    .collect::<Vec<u32>>(),
-                st.generation,
-            )
-        };
-        if batch.is_empty() {
-            return false;
-        }
-        // Linking runs under the read lock, a slice at a time, so that a
-        // writer waiting to publish is never held up for long.
-        for part in batch.chunks(INDEX_SLICE) {
-            while self.writers_waiting.load(Ordering::SeqCst) > 0 {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            let st = self.read();
-            if st.generation != generation {
-                return true;
-            }
-            let threads = self.options.insert_threads.max(1);
-            let per = part.len().div_ceil(threads).max(1);
-            let waiting = &self.writers_waiting;
-            std::thread::scope(|s| {
-                for keys in part.chunks(per) {
-                    let index = &st.index;
-                    s.spawn(move || {
-                        background_priority();
-                        // Keys left over when a writer arrives stay in the
-                        // backlog for the next batch.
-                        for k in keys {
-                            if waiting.load(Ordering::Relaxed) > 0 {
-                                break;
-                            }
-                            index.link(*k);
-                        }
-                    });
-                }
-            });
-        }
-        let mut st = self.write();
-        if st.generation == generation {
-            let done = st
-                .unindexed
-                .iter()
-                .take_while(|k| st.index.is_linked(**k) || st.index.get(**k).is_none())
-                .count();
-            st.unindexed.drain(..done);
-        }
-        drop(st);
-        let _g = lock(&self.signal.m);
-        self.signal.progress.notify_all();
-        true
     }
 
     /// Points published but not yet linked into the graph.
@@ -1217,7 +1215,13 @@ impl Collection {
             if self.read().unindexed.len() <= max {
                 return;
             }
-            self.signal.work.notify_one();
+            // The waiting thread links too, rather than wait for a linking
+            // job that the same tenant's waiting writes may keep from a
+            // worker; it waits only while jobs hold every unlinked key.
+            if self.options.background && self.link_some() {
+                continue;
+            }
+            self.schedule_linking();
             let g = lock(&self.signal.m);
             let _ = self
                 .signal
@@ -1787,33 +1791,4 @@ fn add_batch(index: &VectorIndex, work: &[(u32, &[f32])], threads: usize) -> Res
             .into_iter()
             .try_for_each(|h| h.join().expect("graph insertion panicked"))
     })
-}
-
-/// The indexer's loop: link backlog batches while there are any, otherwise
-/// sleep until woken (or briefly, to notice that the collection is gone).
-fn indexer(weak: Weak<Collection>, signal: Arc<Signal>) {
-    background_priority();
-    loop {
-        let worked = match weak.upgrade() {
-            None => return,
-            Some(c) if c.dropped.load(Ordering::SeqCst) => return,
-            Some(c) => c.index_some(),
-        };
-        if !worked {
-            let g = lock(&signal.m);
-            let _ = signal.work.wait_timeout(g, Duration::from_millis(200));
-        }
-    }
-}
-
-/// Lowers the calling thread's scheduling priority, so that background
-/// indexing yields the CPU to requests (which acknowledge writes and answer
-/// searches) whenever both want it.
-fn background_priority() {
-    #[cfg(target_os = "linux")]
-    // Safety: plain system calls on the calling thread's own id.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
 }

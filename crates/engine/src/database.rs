@@ -1,21 +1,34 @@
-//! The catalog: a directory of collections, created and dropped atomically.
+//! A database: collections described by the catalog (`catalog.redb`), each
+//! held in its own directory under `collections/`, opened on first use and
+//! closed again when idle (see `residency.rs`).
 //!
-//! Layout under the root: `collections/<name>/` per collection and `trash/`
-//! for directories being built or removed. A collection is built inside
-//! `trash/` and renamed into place, and dropped by renaming it back into
-//! `trash/`; each rename is atomic, so after a crash a collection either
-//! exists whole or not at all. `trash/` is emptied at open.
+//! Files and the catalog agree after any crash by one rule: a directory is
+//! under `collections/` only while the catalog names it. A collection is
+//! built in `trash/<dir>`, recorded in the catalog, then moved into
+//! `collections/`; it is dropped by moving it back to `trash/` first and
+//! then removing it from the catalog. At open, a directory in `trash/` the
+//! catalog names is moved (back) into place; the rest of `trash/` is work
+//! in progress of a run that ended, and is emptied. Start-up reads neither
+//! the collections nor their directory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
-use crate::collection::{Collection, EngineOptions};
+use crate::catalog::{Catalog, Change, Entry, Stats, Totals, namespace};
+use crate::collection::{Collection, EngineOptions, Home};
 use crate::config::{CollectionConfig, validate_name};
 use crate::error::{EngineError, Result};
 use crate::fsutil::sync_dir;
+use crate::linker::{LinkPool, Linker};
+
+mod legacy;
+mod residency;
+
+pub use residency::Residency;
+
+const CATALOG_FILE: &str = "catalog.redb";
 
 pub struct Database {
     root: PathBuf,
@@ -23,23 +36,36 @@ pub struct Database {
     /// that no second process opens (and recovers) the same files.
     _lock: fs::File,
     options: EngineOptions,
-    /// Held only for map lookups and updates, never across file work, so
-    /// that finding a collection never waits on a create or drop.
-    collections: RwLock<HashMap<String, Arc<Collection>>>,
-    /// Names being created or dropped: taken while their files change.
-    busy: std::sync::Mutex<std::collections::HashSet<String>>,
-    trash_seq: AtomicU64,
+    home: Arc<Home>,
+    /// Open (or opening) collections by name; see `residency.rs`.
+    slots: Mutex<HashMap<String, Arc<residency::Slot>>>,
+    /// Names being created, dropped or renamed: taken while their files
+    /// and entries change.
+    busy: Mutex<std::collections::HashSet<String>>,
+    counters: residency::Counters,
 }
 
 /// Frees a busy name when dropped.
 struct Busy<'a>(&'a Database, String);
 
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.busy).remove(&self.1);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A collection built and checked beside the served ones, not yet served.
-/// Dropped unpublished (or once it holds a replaced collection's files),
-/// its directory is removed.
+/// Dropped unpublished, its directory is removed.
 pub struct Staged {
     dir: PathBuf,
+    /// Its directory's name, under `collections/` once published.
+    dir_name: String,
     name: String,
+    entry: Entry,
 }
 
 impl Drop for Staged {
@@ -52,101 +78,118 @@ impl Drop for Staged {
     }
 }
 
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
-    }
+/// A collection as the catalog lists it, with its current figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub name: String,
+    pub config: CollectionConfig,
+    pub created_at_ms: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub stats: Stats,
+    /// Bytes a storage quota counts (see [`Collection::committed_bytes`]).
+    pub committed_bytes: u64,
+    /// Whether it is open now.
+    pub loaded: bool,
+    /// Memory it holds (0 when closed).
+    pub memory_bytes: u64,
+    /// Points waiting to be linked (0 when closed: none is closed with any).
+    pub unindexed: u64,
+}
+
+/// A namespace's usage now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub collections: u64,
+    pub points: u64,
+    pub disk_bytes: u64,
+    pub logical_bytes: u64,
+    pub committed_bytes: u64,
 }
 
 impl Database {
     /// Opens (creating if needed) the database under `root`.
-    pub fn open(root: impl AsRef<Path>, options: EngineOptions) -> Result<Database> {
+    pub fn open(root: impl AsRef<Path>, mut options: EngineOptions) -> Result<Database> {
         let root = root.as_ref().to_owned();
+        // An open collection holds one file (its log) open.
+        let allowed = open_files_allowance();
+        if options.max_open_collections as u64 > allowed {
+            tracing::warn!(
+                configured = options.max_open_collections,
+                allowed,
+                "fewer collections may be open at once than configured: the open-files limit (ulimit -n) leaves room for this many"
+            );
+            options.max_open_collections = allowed as usize;
+        }
         let colls = root.join("collections");
         let trash = root.join("trash");
-        if !options.background && !colls.is_dir() {
+        let writes = options.background;
+        if !writes && !colls.is_dir() {
             // For looking only: a mistyped path is not a new database.
             return Err(EngineError::Io {
                 context: format!("{} holds no database", root.display()),
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        for d in [&root, &colls, &trash]
-            .into_iter()
-            .filter(|_| options.background)
-        {
+        for d in [&root, &colls, &trash].into_iter().filter(|_| writes) {
             fs::create_dir_all(d).map_err(EngineError::io(format!("creating {}", d.display())))?;
         }
         // Only once the lock is held: the trash of a running process is
         // its work in progress.
-        let lock = lock_dir(&root)?;
-        let writes = options.background;
-        if let Ok(entries) = fs::read_dir(&trash).map(|e| e.filter(|_| writes)) {
-            for e in entries.flatten() {
-                let _ = fs::remove_dir_all(e.path());
-            }
+        let lock_file = lock_dir(&root)?;
+        let catalog = legacy::catalog(&root, &options)?;
+        if writes {
+            restore_from_trash(&root, &catalog)?;
         }
-        let mut map = HashMap::new();
-        let mut dirs = Vec::new();
-        for e in fs::read_dir(&colls).map_err(EngineError::io("listing collections"))? {
-            let e = e.map_err(EngineError::io("listing collections"))?;
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                dirs.push(e.path());
-            }
-        }
-        for dir in dirs {
-            let mut c = Collection::open(&dir, options.clone())?;
-            validate_name(c.name()).map_err(|_| {
-                EngineError::Corrupt(format!("{} names no valid collection", dir.display()))
-            })?;
-            if map.contains_key(c.name()) {
-                return Err(EngineError::Corrupt(format!(
-                    "two directories hold collection `{}`",
-                    c.name()
-                )));
-            }
-            let named = colls.join(c.name());
-            if named != dir && writes {
-                // A rename cut short after its metadata named the new name.
-                if named.exists() {
-                    return Err(EngineError::Corrupt(format!(
-                        "two directories hold collection `{}`",
-                        c.name()
-                    )));
-                }
-                drop(c);
-                fs::rename(&dir, &named)
-                    .map_err(EngineError::io("completing a rename"))
-                    .and_then(|()| sync_dir(&colls))?;
-                c = Collection::open(&named, options.clone())?;
-            }
-            let c = Arc::new(c);
-            if writes {
-                c.start_indexer();
-            }
-            map.insert(c.name().to_owned(), c);
-        }
-        tracing::info!(root = %root.display(), collections = map.len(), "database opened");
-        Ok(Database {
-            _lock: lock,
+        let linker = match &options.linker {
+            Some(l) => l.0.clone(),
+            None => Arc::new(LinkPool::new(options.insert_threads)) as Arc<dyn Linker>,
+        };
+        let db = Database {
+            _lock: lock_file,
+            home: Arc::new(Home {
+                catalog,
+                linker,
+                live: Mutex::default(),
+            }),
             root,
             options,
-            collections: RwLock::new(map),
-            busy: Default::default(),
-            trash_seq: AtomicU64::new(0),
-        })
+            slots: Mutex::default(),
+            busy: Mutex::default(),
+            counters: residency::Counters::default(),
+        };
+        if writes {
+            db.reconcile_dirty()?;
+        }
+        tracing::info!(root = %db.root.display(), collections = db.len(), "database opened");
+        Ok(db)
     }
 
-    fn trash_path(&self) -> PathBuf {
-        let n = self.trash_seq.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        self.root.join("trash").join(format!("{t}-{n}"))
+    /// Takes the figures of collections a crash left dirty, by opening and
+    /// closing each: the only collections start-up reads.
+    fn reconcile_dirty(&self) -> Result<()> {
+        for name in self.home.catalog.dirty()? {
+            match self.collection(&name) {
+                Ok(c) => {
+                    // Its figures count from the open on; closed now if it
+                    // has nothing left to link, else once it is idle.
+                    drop(c);
+                    self.close(&name);
+                }
+                Err(e) => {
+                    tracing::error!(collection = %name, error = %e, "a collection open at a crash could not be opened again; its figures are the last recorded");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn colls(&self) -> PathBuf {
+        self.root.join("collections")
+    }
+
+    /// Whether collection `name` exists (the catalog only).
+    pub fn exists(&self, name: &str) -> bool {
+        self.home.catalog.get(name).ok().flatten().is_some()
     }
 
     /// Creates a collection; fails if the name is taken.
@@ -159,38 +202,45 @@ impl Database {
         validate_name(name)?;
         config.validate()?;
         let _busy = self.claim(name, false)?;
-        let staging = self.trash_path();
-        let target = self.root.join("collections").join(name);
+        let dir_name = self.home.catalog.next_dir()?;
+        let staging = self.root.join("trash").join(&dir_name);
         let built = Collection::init_dir(&staging, name, &config, metadata)
-            .and_then(|_| {
-                fs::rename(&staging, &target).map_err(EngineError::io("publishing a collection"))
-            })
-            .and_then(|_| sync_dir(&self.root.join("collections")));
-        if let Err(e) = built {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        Ok(self.serve(Collection::open(&target, self.options.clone())?))
-    }
-
-    /// Serves an opened collection under its name, its indexer started.
-    fn serve(&self, c: Collection) -> Arc<Collection> {
-        let c = Arc::new(c);
-        c.start_indexer();
-        self.map_mut().insert(c.name().to_owned(), c.clone());
-        c
-    }
-
-    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Collection>>> {
-        self.collections.write().unwrap_or_else(|e| e.into_inner())
+            .and_then(|()| Collection::open(&staging, self.options.clone()));
+        let entry = match built {
+            Ok(c) => entry_of(&c, &dir_name),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        // Recorded, then moved into place, while no lookup can open the
+        // name: from the record on the collection exists (a crash before
+        // the move is completed at the next open).
+        self.changing(name, |_| {
+            self.home
+                .catalog
+                .commit(&[Change::Put(name.to_owned(), entry)], true)?;
+            let moved = fs::rename(&staging, self.colls().join(&dir_name))
+                .map_err(EngineError::io("publishing a collection"))
+                .and_then(|()| sync_dir(&self.colls()));
+            if let Err(e) = moved {
+                let _ = self
+                    .home
+                    .catalog
+                    .commit(&[Change::Remove(name.to_owned())], true);
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+            Ok(())
+        })?;
+        self.collection(name)
     }
 
     /// Marks `name` busy while its files change. For a create (`exists`
     /// false) the name must be free; for a drop it must exist.
     fn claim(&self, name: &str, exists: bool) -> Result<Busy<'_>> {
-        let map = self.collections.read().unwrap_or_else(|e| e.into_inner());
-        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        let present = map.contains_key(name);
+        let mut busy = lock(&self.busy);
+        let present = self.exists(name);
         if busy.contains(name) || present != exists {
             return Err(if present || busy.contains(name) {
                 EngineError::CollectionExists(name.to_owned())
@@ -202,51 +252,100 @@ impl Database {
         Ok(Busy(self, name.to_owned()))
     }
 
-    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
-        self.collections
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))
-    }
-
     /// How many collections there are.
     pub fn len(&self) -> usize {
-        self.collections
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.home.catalog.count().unwrap_or(0) as usize
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// All collections, in no order (cheaper than [`collections`] where
-    /// the order does not matter).
-    ///
-    /// [`collections`]: Self::collections
-    pub fn collections_unordered(&self) -> Vec<Arc<Collection>> {
-        self.collections
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+    /// The listing of `name`, without opening it.
+    pub fn listing(&self, name: &str) -> Result<Listing> {
+        let entry = self
+            .home
+            .catalog
+            .get(name)?
+            .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))?;
+        Ok(self.list_one(name.to_owned(), entry))
     }
 
-    /// All collections, sorted by name.
-    pub fn collections(&self) -> Vec<Arc<Collection>> {
-        let mut v: Vec<_> = self
-            .collections
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name().cmp(b.name()));
-        v
+    fn list_one(&self, name: String, entry: Entry) -> Listing {
+        let open = self.open_now(&name);
+        let mut l = Listing {
+            config: entry.config,
+            created_at_ms: entry.created_at_ms,
+            metadata: entry.metadata,
+            committed_bytes: entry.stats.disk_bytes,
+            stats: entry.stats,
+            loaded: open.is_some(),
+            memory_bytes: 0,
+            unindexed: 0,
+            name,
+        };
+        if let Some(c) = open {
+            let f = c.figures();
+            l.stats = f.stats;
+            l.committed_bytes = f.committed_bytes;
+            l.memory_bytes = c.memory_estimate();
+            l.unindexed = c.unindexed() as u64;
+            l.config = c.info_config();
+            l.metadata = c.metadata();
+        }
+        l
+    }
+
+    /// Collections whose name starts with `prefix`, by name, without
+    /// opening any.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Listing>> {
+        Ok(self
+            .home
+            .catalog
+            .with_prefix(prefix)?
+            .into_iter()
+            .map(|(n, e)| self.list_one(n, e))
+            .collect())
+    }
+
+    /// Every collection's name, by name.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .home
+                .catalog
+                .page(out.last().map(String::as_str), 4096)?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page.into_iter().map(|(n, _)| n));
+        }
+    }
+
+    /// A namespace's usage (names before `:`; `""` for names without),
+    /// from the catalog and the open collections' changes: no collection
+    /// is opened or scanned.
+    pub fn usage(&self, ns: &str) -> Result<Usage> {
+        let live = self.home.live();
+        let t = self.home.catalog.totals(ns)?;
+        let d = live.get(ns).copied().unwrap_or_default();
+        Ok(Usage {
+            collections: t.collections,
+            points: t.points.wrapping_add(d.stats.points),
+            disk_bytes: t.disk_bytes.wrapping_add(d.stats.disk_bytes),
+            logical_bytes: t.logical_bytes.wrapping_add(d.stats.logical_bytes),
+            committed_bytes: t.disk_bytes.wrapping_add(d.committed_bytes),
+        })
+    }
+
+    /// Every namespace's usage.
+    pub fn usage_all(&self) -> Result<Vec<(String, Usage)>> {
+        let spaces: Vec<(String, Totals)> = self.home.catalog.all_totals()?;
+        spaces
+            .into_iter()
+            .map(|(ns, _)| Ok((ns.clone(), self.usage(&ns)?)))
+            .collect()
     }
 
     /// Drops a collection and its files; atomic across a crash.
@@ -256,26 +355,42 @@ impl Database {
             EngineError::CollectionExists(n) => EngineError::CollectionNotFound(n),
             e => e,
         })?;
-        // Out of the map first: from here on nothing finds it, and its
-        // writer (which a long write may hold) is waited for below without
-        // holding up lookups of other collections.
-        let c = self
-            .map_mut()
-            .remove(name)
+        let entry = self
+            .home
+            .catalog
+            .get(name)?
             .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))?;
-        c.mark_dropped();
-        let grave = self.trash_path();
-        let moved = fs::rename(c.dir(), &grave)
-            .map_err(EngineError::io("dropping a collection"))
-            .and_then(|()| sync_dir(&self.root.join("collections")));
-        if let Err(e) = moved {
-            // Still on disk: serve it again.
-            c.unmark_dropped();
-            self.map_mut().insert(name.to_owned(), c);
-            return Err(e);
-        }
+        let placed = self.colls().join(&entry.dir);
+        let grave = self.root.join("trash").join(&entry.dir);
+        // Out of service first (its writer, which a long write may hold,
+        // is waited for), then out of `collections/`, then out of the
+        // catalog.
+        self.changing(name, |held| {
+            fs::rename(&placed, &grave)
+                .map_err(EngineError::io("dropping a collection"))
+                .and_then(|()| sync_dir(&self.colls()))?;
+            let removed = self.commit_replacing(&[Change::Remove(name.to_owned())], held);
+            if removed.is_err() {
+                // Still recorded: the files go back.
+                if fs::rename(&grave, &placed).is_ok() {
+                    let _ = sync_dir(&self.colls());
+                }
+            }
+            removed
+        })?;
         if let Err(e) = fs::remove_dir_all(&grave) {
             tracing::warn!(error = %e, "removing a dropped collection's files failed; retried at next open");
+        }
+        Ok(())
+    }
+
+    /// Commits `changes`, taking `held`'s changes out of the live totals
+    /// in the same step.
+    fn commit_replacing(&self, changes: &[Change], held: Option<&Arc<Collection>>) -> Result<()> {
+        let mut live = self.home.live();
+        self.home.catalog.commit(changes, true)?;
+        if let Some(c) = held {
+            c.forget_live(&mut live);
         }
         Ok(())
     }
@@ -294,7 +409,7 @@ impl Database {
         replace: bool,
     ) -> Result<Arc<Collection>> {
         // Refused before the files are moved, when it must be.
-        if !replace && self.collection(name).is_ok() {
+        if !replace && self.exists(name) {
             return Err(EngineError::CollectionExists(name.to_owned()));
         }
         let staged = self.stage_import(name, config, metadata, files, seq)?;
@@ -315,87 +430,79 @@ impl Database {
     ) -> Result<Staged> {
         validate_name(name)?;
         config.validate()?;
-        let staged = Staged {
-            dir: self.trash_path(),
+        let dir_name = self.home.catalog.next_dir()?;
+        let dir = self.root.join("trash").join(&dir_name);
+        let mut staged = Staged {
+            dir,
+            dir_name: dir_name.clone(),
             name: name.to_owned(),
+            entry: Entry {
+                dir: dir_name,
+                config: config.clone(),
+                created_at_ms: 0,
+                metadata: metadata.clone(),
+                stats: Stats::default(),
+            },
         };
         Collection::init_dir(&staged.dir, name, &config, metadata)
-            .and_then(|()| crate::snapshot::install(&staged.dir, files, seq))
-            .and_then(|()| Collection::open(&staged.dir, self.options.clone()).map(drop))?;
+            .and_then(|()| crate::snapshot::install(&staged.dir, files, seq))?;
+        let c = Collection::open(&staged.dir, self.options.clone())?;
+        staged.entry = entry_of(&c, &staged.dir_name);
         Ok(staged)
     }
 
     /// Serves a staged collection. With `replace`, an existing collection
-    /// of the name is swapped for the new one in one rename: after a crash
-    /// the name holds the old collection or the new one, never a mix;
-    /// writes to the old one are refused from the swap on.
+    /// of the name is replaced in one catalog change: after a crash the
+    /// name holds the old collection or the new one, never a mix; writes
+    /// to the old one are refused from the swap on.
     pub fn publish(&self, staged: Staged, replace: bool) -> Result<Arc<Collection>> {
         let name = staged.name.clone();
-        let staging = staged.dir.clone();
-        let old = self.collection(&name).ok();
+        let old = self.home.catalog.get(&name)?;
         if old.is_some() && !replace {
             return Err(EngineError::CollectionExists(name));
         }
         let _busy = self.claim(&name, old.is_some())?;
-        let colls = self.root.join("collections");
-        let target = colls.join(&name);
-        let Some(old) = old else {
-            fs::rename(&staging, &target).map_err(EngineError::io("publishing a collection"))?;
-            let opened =
-                sync_dir(&colls).and_then(|()| Collection::open(&target, self.options.clone()));
-            return match opened {
-                Ok(c) => Ok(self.serve(c)),
-                Err(e) => {
-                    // Back into the trash, so that the name stays free.
-                    if fs::rename(&target, &staging).is_ok() {
-                        let _ = sync_dir(&colls);
-                    }
-                    Err(e)
-                }
-            };
-        };
-        old.mark_dropped();
-        if let Err(e) = exchange(&staging, &target) {
-            old.unmark_dropped();
-            return Err(e);
-        }
-        // Swapped: `staging` holds the old collection's files, removed with
-        // it once the new one is served.
-        let opened = sync_dir(&colls)
-            .and_then(|()| sync_dir(&self.root.join("trash")))
-            .and_then(|()| Collection::open(&target, self.options.clone()));
-        match opened {
-            Ok(c) => Ok(self.serve(c)),
-            Err(e) => {
-                // Put the old one back: the new one goes with the staging.
-                if exchange(&staging, &target)
-                    .and_then(|()| sync_dir(&colls))
-                    .is_ok()
-                {
-                    old.unmark_dropped();
-                } else {
-                    // Neither is where it belongs: keep the old files out of
-                    // the trash (emptied at open) for the operator.
-                    let kept = self.root.join(format!(
-                        "recovered-{}",
-                        staged
-                            .dir
-                            .file_name()
-                            .map_or(String::new(), |n| n.to_string_lossy().into_owned())
-                    ));
-                    let _ = fs::rename(&staging, &kept);
-                    tracing::error!(collection = %name, kept = %kept.display(), "a swap could not be undone: the replaced collection's files are kept aside");
-                }
-                Err(e)
+        // The old files leave `collections/` before the catalog changes (a
+        // crash between puts them back), and are removed after.
+        let places = old.as_ref().map(|o| {
+            (
+                self.colls().join(&o.dir),
+                self.root.join("trash").join(&o.dir),
+            )
+        });
+        self.changing(&name, |held| {
+            if let Some((placed, grave)) = &places {
+                fs::rename(placed, grave)
+                    .map_err(EngineError::io("replacing a collection"))
+                    .and_then(|()| sync_dir(&self.colls()))?;
             }
+            let done =
+                self.commit_replacing(&[Change::Put(name.clone(), staged.entry.clone())], held);
+            if done.is_err()
+                && let Some((placed, grave)) = &places
+                && fs::rename(grave, placed).is_ok()
+            {
+                let _ = sync_dir(&self.colls());
+            }
+            done?;
+            // Recorded: a crash from here on completes the move at the
+            // next open. (A failure here leaves the name unservable until
+            // then: the old files are gone from the catalog already.)
+            fs::rename(&staged.dir, self.colls().join(&staged.dir_name))
+                .map_err(EngineError::io("publishing a collection"))
+                .and_then(|()| sync_dir(&self.colls()))
+        })?;
+        if let Some((_, grave)) = &places
+            && let Err(e) = fs::remove_dir_all(grave)
+        {
+            tracing::warn!(error = %e, "removing a replaced collection's files failed; retried at next open");
         }
+        self.collection(&name)
     }
 
     /// Renames collection `old` to `new`, with `metadata` in place of its
-    /// own; its data is not touched. Its metadata file is rewritten naming
-    /// `new`, then its directory renamed: a crash between the two leaves a
-    /// directory whose metadata names `new`, and the next open completes
-    /// the rename. Handles to the old name take no writes from the start.
+    /// own; its data is not touched: one catalog change. Handles to the
+    /// old name take no writes from the start.
     pub fn rename_collection(
         &self,
         old: &str,
@@ -403,33 +510,47 @@ impl Database {
         metadata: BTreeMap<String, String>,
     ) -> Result<Arc<Collection>> {
         validate_name(new)?;
-        let c = self.collection(old)?;
         let _old = self.claim(old, true)?;
         let _new = self.claim(new, false)?;
-        let before = c.metadata();
-        c.mark_dropped();
-        let colls = self.root.join("collections");
-        let moved = c.write_meta_named(new, metadata).and_then(|()| {
-            fs::rename(colls.join(old), colls.join(new))
-                .map_err(EngineError::io("renaming a collection"))
-                .and_then(|()| sync_dir(&colls))
-        });
-        if let Err(e) = moved {
-            if colls.join(old).exists() {
-                let _ = c.write_meta_named(old, before);
-                c.unmark_dropped();
+        let mut entry = self
+            .home
+            .catalog
+            .get(old)?
+            .ok_or_else(|| EngineError::CollectionNotFound(old.to_owned()))?;
+        entry.metadata = metadata.clone();
+        self.changing(old, |held| {
+            // Its figures move with it, recorded: its files do not change
+            // until it opens under the new name.
+            if let Some(c) = held {
+                entry.stats = c.figures().stats;
             }
-            return Err(e);
-        }
-        let renamed = Collection::open(&colls.join(new), self.options.clone())?;
-        self.map_mut().remove(old);
-        Ok(self.serve(renamed))
+            self.commit_replacing(
+                &[
+                    Change::Remove(old.to_owned()),
+                    Change::Put(new.to_owned(), entry.clone()),
+                ],
+                held,
+            )?;
+            // The collection's own copy of what it is follows (and is
+            // repaired at open if this is cut short).
+            if let Err(e) = Collection::rename_meta_file(
+                &self.colls().join(&entry.dir),
+                new,
+                metadata,
+            ) {
+                tracing::warn!(error = %e, "a renamed collection's own metadata file is repaired when it next opens");
+            }
+            Ok(())
+        })?;
+        self.collection(new)
     }
 
-    /// Snapshots every collection, so that the next open replays nothing.
+    /// Snapshots every open collection and records its figures, so that
+    /// the next open replays nothing and the next start reads none.
     pub fn flush(&self) -> Result<()> {
-        for c in self.collections() {
+        for c in self.open_collections() {
             c.flush()?;
+            c.record_figures()?;
         }
         Ok(())
     }
@@ -439,33 +560,79 @@ impl Database {
     }
 }
 
-/// Swaps two directories in one atomic rename (`RENAME_EXCHANGE`).
-fn exchange(a: &Path, b: &Path) -> Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| EngineError::Corrupt(format!("{} holds a NUL byte", p.display())))
-    };
-    let (a, b) = (c(a)?, c(b)?);
-    // Safety: two valid NUL-terminated paths; the call reads them only.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(EngineError::Io {
-            context: "swapping a collection's directory".into(),
-            source: std::io::Error::last_os_error(),
-        })
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Handles that outlive the database serve no writes, and the
+        // catalog's file is released with the lock.
+        for c in self.open_collections() {
+            c.mark_dropped();
+        }
+        self.home.catalog.close();
     }
+}
+
+/// The catalog entry of a collection just built in `dir_name`.
+fn entry_of(c: &Collection, dir_name: &str) -> Entry {
+    let info = c.info();
+    Entry {
+        dir: dir_name.to_owned(),
+        config: info.config,
+        created_at_ms: info.created_at_ms,
+        metadata: info.metadata,
+        stats: c.figures().stats,
+    }
+}
+
+/// Moves directories the catalog names from `trash/` into `collections/`
+/// (a create or replace recorded, not yet moved; a drop moved, not yet
+/// recorded), and removes the rest of `trash/`.
+fn restore_from_trash(root: &Path, catalog: &Catalog) -> Result<()> {
+    let colls = root.join("collections");
+    let Ok(entries) = fs::read_dir(root.join("trash")) else {
+        return Ok(());
+    };
+    let mut moved = false;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let placed = colls.join(&name);
+        if catalog.name_of_dir(&name)?.is_some() && !placed.exists() {
+            fs::rename(e.path(), &placed).map_err(EngineError::io("restoring a collection"))?;
+            moved = true;
+        } else {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    if moved {
+        sync_dir(&colls)?;
+    }
+    Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one, and returns how many
+/// collections may be open within it (room kept for connections and
+/// other files).
+fn open_files_allowance() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // Safety: reads and sets this process's own limit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let cur = lim.rlim_cur;
+    (cur / 2).max(cur.saturating_sub(4096)).max(16)
 }
 
 /// Takes the exclusive lock on `root/LOCK`, or says the directory is in use.
@@ -516,4 +683,24 @@ pub fn read_catalog(root: impl AsRef<Path>) -> Result<Vec<(String, BTreeMap<Stri
     }
     out.sort();
     Ok(out)
+}
+
+/// The namespace of a name (re-exported for the layers above).
+pub fn namespace_of(name: &str) -> &str {
+    namespace(name)
+}
+
+/// The catalog file of a database under `root`.
+pub(crate) fn catalog_path(root: &Path) -> PathBuf {
+    root.join(CATALOG_FILE)
+}
+
+/// The directory holding collection `name`'s files in the database under
+/// `root` (which must not be open): for tools and tests that look at files.
+pub fn collection_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let c = Catalog::open(&catalog_path(root))?;
+    let e = c
+        .get(name)?
+        .ok_or_else(|| EngineError::CollectionNotFound(name.to_owned()))?;
+    Ok(root.join("collections").join(e.dir))
 }

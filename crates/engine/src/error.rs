@@ -54,6 +54,9 @@ pub enum EngineError {
         "the data directory {0} is in use by another process (is a server already running on it?)"
     )]
     InUse(String),
+    /// A collection whose files could not be opened (the reason is logged).
+    #[error("collection `{0}` cannot be opened: its files are damaged or unreadable")]
+    Damaged(String),
     /// The vector index refused an operation it should have accepted.
     #[error("vector index error: {0}")]
     Index(String),
@@ -74,6 +77,7 @@ impl EngineError {
                 | EngineError::Io { .. }
                 | EngineError::Index(_)
                 | EngineError::InUse(_)
+                | EngineError::Damaged(_)
         )
     }
 }

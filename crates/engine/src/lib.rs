@@ -3,6 +3,7 @@
 //! a collection carries a string metadata map that it stores but does not
 //! interpret.
 
+pub mod catalog;
 mod codec;
 pub mod collection;
 pub mod config;
@@ -16,6 +17,7 @@ mod filter_serde;
 pub mod fsutil;
 pub mod id;
 mod index;
+pub mod linker;
 pub mod payload;
 mod payload_index;
 mod simd;
@@ -27,7 +29,7 @@ pub use collection::{
     With,
 };
 pub use config::{CollectionConfig, HnswParams, Limits, Metric};
-pub use database::{Database, Staged};
+pub use database::{Database, Listing, Residency, Staged, Usage};
 pub use deadline::Deadline;
 pub use error::EngineError;
 pub use filter::Filter;

@@ -126,6 +126,14 @@ impl From<ServiceError> for ApiError {
                     "service unavailable, retry later",
                 )
             }
+            ServiceError::Damaged(name) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "collection_damaged",
+                format!(
+                    "collection `{}` cannot be opened: its files are damaged or unreadable (the operator has the details)",
+                    cut(name, 100)
+                ),
+            ),
             ServiceError::Internal(detail) => {
                 // The detail may name files or internals: logs only.
                 tracing::error!(%detail, "internal error");

@@ -62,6 +62,9 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         max_batch_searches: cfg.limits.max_batch_searches,
         share,
         backups: cfg.backups.options(),
+        max_open_collections: Some(cfg.storage.max_open_collections),
+        memory_budget_bytes: (cfg.storage.memory_budget_bytes > 0)
+            .then_some(cfg.storage.memory_budget_bytes),
     };
     let service = Service::open(options).map_err(|e| match e {
         vectorizer_engine::EngineError::InUse(_) => e.to_string(),

@@ -276,6 +276,56 @@ pub fn render(state: &AppState) -> String {
     if let Some(cap) = state.metrics.tenant_labels {
         tenants(&mut out, &state.service.usage_by_owner(), cap);
     }
+    let r = state.service.residency();
+    single(
+        &mut out,
+        "vectorizer_open_collections",
+        "gauge",
+        "Collections open in memory now (they open on first use and close when idle).",
+        r.open,
+    );
+    single(
+        &mut out,
+        "vectorizer_open_collections_memory_bytes",
+        "gauge",
+        "Memory the open collections hold.",
+        r.memory_bytes,
+    );
+    single(
+        &mut out,
+        "vectorizer_collection_opens_total",
+        "counter",
+        "Collections opened.",
+        r.opens,
+    );
+    single(
+        &mut out,
+        "vectorizer_collection_open_failures_total",
+        "counter",
+        "Collections that could not be opened (damaged or unreadable files).",
+        r.open_failures,
+    );
+    single(
+        &mut out,
+        "vectorizer_collection_evictions_total",
+        "counter",
+        "Idle collections closed to stay within the cap or the memory budget.",
+        r.evictions,
+    );
+    single(
+        &mut out,
+        "vectorizer_collection_open_seconds_total",
+        "counter",
+        "Time spent opening collections (divide by the opens for the mean).",
+        r.open_seconds,
+    );
+    single(
+        &mut out,
+        "vectorizer_link_queue",
+        "gauge",
+        "Graph-linking jobs waiting for a worker.",
+        r.link_queue,
+    );
 
     let backups = state.service.backup_stats();
     family(

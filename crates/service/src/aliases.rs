@@ -263,14 +263,14 @@ impl Service {
                             AliasAction::CreateAlias { alias, collection } => {
                                 validate_short_name(alias)?;
                                 let full = svc.resolve(&who, alias)?;
-                                if svc.db.collection(&full).is_ok() {
+                                if svc.db.exists(&full) {
                                     return Err(ServiceError::conflict(
                                         "collection_exists",
                                         format!("`{alias}` is a collection: an alias cannot take its name"),
                                     ));
                                 }
                                 let target = svc.resolve(&who, collection)?;
-                                if svc.db.collection(&target).is_err() {
+                                if !svc.db.exists(&target) {
                                     return Err(ServiceError::CollectionNotFound(
                                         collection.clone(),
                                     ));

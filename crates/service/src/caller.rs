@@ -75,6 +75,16 @@ pub fn stored_name(user: &Uuid, short: &str) -> String {
     format!("user_{user}:{short}")
 }
 
+/// The engine namespace of a user's collections (their names up to `:`).
+pub fn user_namespace(user: &Uuid) -> String {
+    format!("user_{user}")
+}
+
+/// The user whose namespace `ns` is, if it is a user's.
+pub fn owner_of_namespace(ns: &str) -> Option<Uuid> {
+    Uuid::parse_str(ns.strip_prefix("user_")?).ok()
+}
+
 /// The user and short name an engine name holds, if it is in a user's
 /// namespace.
 pub fn split_stored(name: &str) -> Option<(Uuid, &str)> {

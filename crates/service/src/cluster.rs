@@ -239,7 +239,12 @@ impl Service {
         caller: &Caller,
         name: &str,
     ) -> Option<std::collections::BTreeMap<String, String>> {
-        Some(self.collection(caller, name).ok()?.metadata())
+        Some(
+            self.db
+                .listing(&self.full_name(caller, name).ok()?)
+                .ok()?
+                .metadata,
+        )
     }
 
     /// Registers the tenant's new collection with the Hub (Hub on) and
@@ -353,10 +358,7 @@ impl Service {
     /// of the data alone (rows and payload text), so that every replica of
     /// a shard decides a quota the same way whatever its files look like.
     pub fn replicated_usage(&self, user: &uuid::Uuid) -> Amount {
-        self.usage_with(
-            user,
-            vectorizer_engine::collection::Collection::logical_bytes,
-        )
+        self.usage_with(user, true)
     }
 
     /// The quota check of a replicated write, against the limits the

@@ -50,6 +50,10 @@ pub enum ServiceError {
     /// A dependency is down or the server is shutting down.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A collection whose files could not be opened; the reason is in the
+    /// server's log. Other collections are served.
+    #[error("collection `{0}` cannot be opened: its files are damaged or unreadable")]
+    Damaged(String),
     /// A failure of ours; the message is for logs only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,6 +114,9 @@ impl From<EngineError> for ServiceError {
                 ServiceError::Internal(msg)
             }
             EngineError::InUse(_) => ServiceError::Unavailable(msg),
+            EngineError::Damaged(n) => {
+                ServiceError::Damaged(crate::caller::short_name(&n).to_owned())
+            }
         }
     }
 }

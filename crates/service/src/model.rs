@@ -134,6 +134,11 @@ pub struct CollectionDetail {
     pub unindexed_points: u64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Whether the collection is open in memory now (it opens on first
+    /// use and closes again when idle). Absent from a node without lazy
+    /// opening: false.
+    #[serde(default)]
+    pub loaded: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

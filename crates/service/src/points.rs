@@ -88,7 +88,7 @@ impl Service {
             },
             upserted
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let plan = match (caller, self.quotas.get().cloned()) {
             (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
             _ => None,
@@ -142,7 +142,7 @@ impl Service {
             },
             point
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let pid = PointId::parse_str(id)?;
         let with = With {
             payload: true,
@@ -176,7 +176,7 @@ impl Service {
             },
             points
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let with = With {
             payload: req.with_payload,
             vector: req.with_vector,
@@ -212,7 +212,7 @@ impl Service {
             },
             deleted
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let sel = selection(req.ids, req.filter)?;
         if matches!(&sel, Selection::Filter(f) if f.is_empty()) {
             return Err(ServiceError::unprocessable(
@@ -295,7 +295,7 @@ impl Service {
         change: PayloadChange,
     ) -> Result<Updated> {
         let (caller, ticket) = call.enter(Permission::Write)?;
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let sel = selection(ids, filter)?;
         let plan = match (caller, self.quotas.get().cloned()) {
             (Caller::Tenant(t), Some(q)) => Some((t.user_id, q.limits(&t.user_id).await?, q)),
@@ -340,7 +340,7 @@ impl Service {
             },
             page
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let filter = req.filter;
         let with = With {
             payload: req.with_payload,
@@ -369,7 +369,7 @@ impl Service {
             },
             counted
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let filter = req.filter;
         ticket
             .run(move |deadline| {
@@ -403,7 +403,7 @@ impl Service {
             },
             results
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let mut req = search_request(req)?;
         if let Some(done) = c.try_search_quick(&req) {
             return Ok(results(done?));
@@ -445,7 +445,7 @@ impl Service {
                 format!("a batch holds 1 to {max} searches"),
             ));
         }
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let mut reqs = req
             .searches
             .into_iter()

@@ -93,6 +93,11 @@ pub struct ServiceOptions {
     pub share: ShareOptions,
     /// Backups: retention and the caps on uploads.
     pub backups: crate::backup::BackupOptions,
+    /// Most collections open at once (the engine's default if unset).
+    pub max_open_collections: Option<usize>,
+    /// Memory the open collections may hold (the engine's default, half
+    /// the machine's memory, if unset).
+    pub memory_budget_bytes: Option<u64>,
 }
 
 impl ServiceOptions {
@@ -103,6 +108,8 @@ impl ServiceOptions {
             max_batch_searches: 100,
             share: ShareOptions::default(),
             backups: crate::backup::BackupOptions::default(),
+            max_open_collections: None,
+            memory_budget_bytes: None,
         }
     }
 }
@@ -210,15 +217,26 @@ impl Service {
     pub fn open(
         options: ServiceOptions,
     ) -> std::result::Result<Service, vectorizer_engine::EngineError> {
+        let share = FairShare::new(options.share);
+        let defaults = EngineOptions::default();
         let engine = EngineOptions {
             limits: options.limits,
-            ..EngineOptions::default()
+            max_open_collections: options
+                .max_open_collections
+                .unwrap_or(defaults.max_open_collections),
+            memory_budget_bytes: options
+                .memory_budget_bytes
+                .unwrap_or(defaults.memory_budget_bytes),
+            linker: Some(vectorizer_engine::collection::LinkerHandle(Arc::new(
+                crate::share::ShareLinker(Arc::downgrade(&share)),
+            ))),
+            ..defaults
         };
         let db = Database::open(&options.data_dir, engine)?;
         let aliases = crate::aliases::Aliases::open(&options.data_dir).map_err(|e| {
             vectorizer_engine::EngineError::Corrupt(format!("reading aliases.json: {e}"))
         })?;
-        aliases.prune(|c| db.collection(c).is_ok()).map_err(|e| {
+        aliases.prune(|c| db.exists(c)).map_err(|e| {
             vectorizer_engine::EngineError::Corrupt(format!("writing aliases.json: {e}"))
         })?;
         // What an interrupted backup, upload or restore left behind.
@@ -227,7 +245,7 @@ impl Service {
         })?;
         let service = Service {
             db,
-            share: FairShare::new(options.share),
+            share,
             options,
             hub: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
@@ -275,24 +293,53 @@ impl Service {
 
     /// Whether the engine collection `full` belongs to `user`.
     pub fn belongs_to(&self, full: &str, user: &uuid::Uuid) -> bool {
-        self.db.collection(full).is_ok_and(|c| {
-            c.metadata()
+        self.db.listing(full).is_ok_and(|l| {
+            l.metadata
                 .get(OWNER_KEY)
                 .is_some_and(|o| *o == user.to_string())
         })
     }
 
-    /// The caller's collection `name`, or the one its alias `name` points
-    /// at (map lookups: never waits on work).
-    pub(crate) fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
+    /// The engine name of the caller's collection `name`, or of the one
+    /// its alias `name` points at (catalog lookups: opens nothing).
+    pub(crate) fn full_name(&self, caller: &Caller, name: &str) -> Result<String> {
         let full = self.resolve(caller, name)?;
-        self.db
-            .collection(&full)
-            .or_else(|_| {
-                let target = self.aliases.target(&full).ok_or(())?;
-                self.db.collection(&target).map_err(|_| ())
-            })
-            .map_err(|_| ServiceError::CollectionNotFound(name.to_owned()))
+        if self.db.exists(&full) {
+            return Ok(full);
+        }
+        self.aliases
+            .target(&full)
+            .filter(|t| self.db.exists(t))
+            .ok_or_else(|| ServiceError::CollectionNotFound(name.to_owned()))
+    }
+
+    /// [`collection`](Self::collection) on a worker of the caller's share
+    /// when it must be opened (reading its files is storage work).
+    pub(crate) async fn open_collection(
+        self: &Arc<Self>,
+        ticket: &Ticket,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Arc<Collection>> {
+        let full = self.full_name(caller, name)?;
+        if let Some(c) = self.db.open_now(&full) {
+            return Ok(c);
+        }
+        let svc = self.clone();
+        let (caller, name) = (caller.clone(), name.to_owned());
+        ticket.run(move |_| svc.collection(&caller, &name)).await
+    }
+
+    /// The caller's collection `name`, or the one its alias `name` points
+    /// at, opened if it is not open.
+    pub(crate) fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
+        let full = self.full_name(caller, name)?;
+        self.db.collection(&full).map_err(|e| match e {
+            vectorizer_engine::EngineError::CollectionNotFound(_) => {
+                ServiceError::CollectionNotFound(name.to_owned())
+            }
+            e => e.into(),
+        })
     }
 
     fn detail(name: &str, c: &Collection) -> CollectionDetail {
@@ -308,6 +355,24 @@ impl Service {
             memory_bytes: info.memory_bytes,
             unindexed_points: info.unindexed,
             created_at_ms: info.created_at_ms,
+            loaded: true,
+        }
+    }
+
+    /// A collection's detail from its listing (opens nothing).
+    fn detail_listed(name: &str, l: &vectorizer_engine::Listing) -> CollectionDetail {
+        CollectionDetail {
+            name: name.to_owned(),
+            dimension: l.config.dimension,
+            metric: l.config.metric,
+            hnsw: l.config.hnsw,
+            payload_index: l.config.payload_index.clone(),
+            points: l.stats.points,
+            bytes: l.stats.disk_bytes,
+            memory_bytes: l.memory_bytes,
+            unindexed_points: l.unindexed,
+            created_at_ms: l.created_at_ms,
+            loaded: l.loaded,
         }
     }
 
@@ -347,29 +412,39 @@ impl Service {
     /// Figures for metrics: (collections, points, bytes on disk) over the
     /// whole database. Reads counters only.
     pub fn totals(&self) -> (usize, u64, u64) {
-        let all = self.db.collections();
+        let all = self.db.usage_all().unwrap_or_default();
         (
-            all.len(),
-            all.iter().map(|c| c.len() as u64).sum(),
-            all.iter().map(|c| c.disk_bytes()).sum(),
+            all.iter().map(|(_, u)| u.collections as usize).sum(),
+            all.iter().map(|(_, u)| u.points).sum(),
+            all.iter().map(|(_, u)| u.disk_bytes).sum(),
         )
+    }
+
+    /// Open collections, opens, evictions and the linking queue (metrics).
+    pub fn residency(&self) -> vectorizer_engine::Residency {
+        self.db.residency()
     }
 
     /// Each tenant's exact usage, by user id, most vectors first (for
     /// per-tenant metrics); collections with no owner are left out.
     pub fn usage_by_owner(&self) -> Vec<(String, Amount)> {
-        let mut by: BTreeMap<String, Amount> = BTreeMap::new();
-        for c in self.db.collections() {
-            let Some((owner, _)) = crate::caller::split_stored(c.name()) else {
-                continue;
-            };
-            let owner = owner.to_string();
-            let a = by.entry(owner).or_default();
-            a.collections += 1;
-            a.vectors += c.len() as u64;
-            a.bytes += c.disk_bytes();
-        }
-        let mut all: Vec<_> = by.into_iter().collect();
+        let mut all: Vec<(String, Amount)> = self
+            .db
+            .usage_all()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(ns, u)| {
+                let owner = crate::caller::owner_of_namespace(&ns)?;
+                Some((
+                    owner.to_string(),
+                    Amount {
+                        collections: u.collections,
+                        vectors: u.points,
+                        bytes: u.disk_bytes,
+                    },
+                ))
+            })
+            .collect();
         all.sort_by(|a, b| b.1.vectors.cmp(&a.1.vectors).then_with(|| a.0.cmp(&b.0)));
         all
     }
@@ -393,9 +468,10 @@ impl Service {
     /// Every registered collection's figures, for a full sync.
     pub fn all_usage(&self) -> Vec<(uuid::Uuid, Report)> {
         self.db
-            .collections()
+            .list("")
+            .unwrap_or_default()
             .iter()
-            .filter_map(|c| Some((hub_id(c)?, figures(c))))
+            .filter_map(|l| Some((listed_hub_id(l)?, listed_figures(l))))
             .collect()
     }
 
@@ -455,10 +531,10 @@ impl Service {
         let per_collection: Vec<CollectionUsage> = self
             .owned(caller)
             .into_iter()
-            .map(|(short, c)| CollectionUsage {
+            .map(|(short, l)| CollectionUsage {
                 name: short,
-                vectors: c.len() as u64,
-                storage_bytes: c.disk_bytes(),
+                vectors: l.stats.points,
+                storage_bytes: l.stats.disk_bytes,
             })
             .collect();
         Ok(Usage {
@@ -470,21 +546,30 @@ impl Service {
         })
     }
 
-    /// The caller's collections, with the names the caller uses.
-    pub(crate) fn owned(&self, caller: &Caller) -> Vec<(String, Arc<Collection>)> {
-        let all = self.db.collections().into_iter();
+    /// The caller's collections, with the names the caller uses, from the
+    /// catalog (opens nothing; reads only the caller's own entries for a
+    /// tenant).
+    pub(crate) fn owned(&self, caller: &Caller) -> Vec<(String, vectorizer_engine::Listing)> {
         match caller {
             // The local namespace is the names a local caller can address:
             // users' namespaces (left by a run with the Hub on) are not in
             // it, so no listing, usage or backup shows a name that no
             // route, restore or alias could take.
-            Caller::Local | Caller::LocalReader => all
-                .filter(|c| validate_short_name(c.name()).is_ok())
-                .map(|c| (c.name().to_owned(), c))
+            Caller::Local | Caller::LocalReader => self
+                .db
+                .list("")
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| validate_short_name(&l.name).is_ok())
+                .map(|l| (l.name.clone(), l))
                 .collect(),
             Caller::Tenant(t) => {
                 let prefix = t.prefix();
-                all.filter_map(|c| Some((c.name().strip_prefix(prefix.as_str())?.to_owned(), c)))
+                self.db
+                    .list(&prefix)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|l| Some((l.name.strip_prefix(prefix.as_str())?.to_owned(), l)))
                     .collect()
             }
         }
@@ -495,9 +580,10 @@ impl Service {
     /// off they are kept as they are, and not served.
     pub fn outside_local_namespace(&self) -> usize {
         self.db
-            .collections_unordered()
+            .list("")
+            .unwrap_or_default()
             .iter()
-            .filter(|c| validate_short_name(c.name()).is_err())
+            .filter(|l| validate_short_name(&l.name).is_err())
             .count()
     }
 
@@ -505,21 +591,27 @@ impl Service {
     /// on disk plus the snapshot rows its writes owe (counters only: no
     /// lock of any collection is taken).
     pub fn usage_of(&self, user: &uuid::Uuid) -> Amount {
-        self.usage_with(user, Collection::committed_bytes)
+        self.usage_with(user, false)
     }
 
-    /// A user's collections and points, and bytes as `bytes` counts them.
-    pub(crate) fn usage_with(&self, user: &uuid::Uuid, bytes: fn(&Collection) -> u64) -> Amount {
-        let prefix = crate::caller::stored_name(user, "");
-        self.db
-            .collections_unordered()
-            .iter()
-            .filter(|c| c.name().starts_with(&prefix))
-            .fold(Amount::default(), |a, c| Amount {
-                collections: a.collections + 1,
-                vectors: a.vectors + c.len() as u64,
-                bytes: a.bytes + bytes(c),
-            })
+    /// A user's collections and points, and bytes: committed bytes (see
+    /// [`usage_of`](Self::usage_of)), or with `logical` the bytes as a
+    /// function of the points alone. One catalog lookup: kept up to date
+    /// by every change, never summed per request.
+    pub(crate) fn usage_with(&self, user: &uuid::Uuid, logical: bool) -> Amount {
+        let u = self
+            .db
+            .usage(&crate::caller::user_namespace(user))
+            .unwrap_or_default();
+        Amount {
+            collections: u.collections,
+            vectors: u.points,
+            bytes: if logical {
+                u.logical_bytes
+            } else {
+                u.committed_bytes
+            },
+        }
     }
 
     /// Creates a collection. The request is validated whole before anyone
@@ -562,7 +654,7 @@ impl Service {
         }
         let (metadata, registered, _reservation) = match caller {
             Caller::Tenant(t) => {
-                if self.db.collection(&full).is_ok() {
+                if self.db.exists(&full) {
                     return Err(ServiceError::CollectionExists(req.name));
                 }
                 let reservation = self.reserve_collection(&t.user_id).await?;
@@ -694,9 +786,10 @@ impl Service {
         };
         let Some(found) = self
             .db
-            .collections()
+            .list("")
+            .unwrap_or_default()
             .into_iter()
-            .find(|c| hub_id(c) == Some(lost))
+            .find(|l| listed_hub_id(l) == Some(lost))
         else {
             // Gone here too: nothing left to register, or to retry.
             reporter.registered_again(&lost);
@@ -704,8 +797,10 @@ impl Service {
         };
         // As a create or delete of the name would: one at a time, and the
         // collection must still be there once the name is held.
-        let _name = self.names.lock(found.name()).await;
-        let Ok(c) = self.db.collection(found.name()) else {
+        let _name = self.names.lock(&found.name).await;
+        let svc = self.clone();
+        let name = found.name.clone();
+        let Ok(Ok(c)) = tokio::task::spawn_blocking(move || svc.db.collection(&name)).await else {
             return;
         };
         if hub_id(&c) != Some(lost) {
@@ -764,7 +859,7 @@ impl Service {
         );
         let full = self.resolve(caller, name)?;
         let _name = self.names.lock(&full).await;
-        if self.db.collection(&full).is_err()
+        if !self.db.exists(&full)
             && let Some(target) = self.aliases.target(&full)
         {
             return Err(ServiceError::conflict(
@@ -776,7 +871,7 @@ impl Service {
                 ),
             ));
         }
-        let hub_id = self.db.collection(&full).ok().and_then(|c| hub_id(&c));
+        let hub_id = self.db.listing(&full).ok().and_then(|l| listed_hub_id(&l));
         let svc = self.clone();
         let short = name.to_owned();
         ticket
@@ -817,15 +912,12 @@ impl Service {
             .run(move |_| {
                 let collections = owned
                     .into_iter()
-                    .map(|(short, c)| {
-                        let info = c.info();
-                        CollectionSummary {
-                            name: short,
-                            dimension: info.config.dimension,
-                            metric: info.config.metric,
-                            points: info.points,
-                            bytes: info.disk_bytes,
-                        }
+                    .map(|(short, l)| CollectionSummary {
+                        name: short,
+                        dimension: l.config.dimension,
+                        metric: l.config.metric,
+                        points: l.stats.points,
+                        bytes: l.stats.disk_bytes,
                     })
                     .collect();
                 Ok(CollectionList { collections })
@@ -845,10 +937,13 @@ impl Service {
             Op::GetCollection { name: name.into() },
             detail
         );
-        let c = self.collection(caller, name)?;
+        let full = self.full_name(caller, name)?;
         // Through an alias, the collection's own name.
-        let name = crate::caller::short_name(c.name()).to_owned();
-        ticket.run(move |_| Ok(Self::detail(&name, &c))).await
+        let name = crate::caller::short_name(&full).to_owned();
+        let svc = self.clone();
+        ticket
+            .run(move |_| Ok(Self::detail_listed(&name, &svc.db.listing(&full)?)))
+            .await
     }
 
     /// Changes a collection's search parameters (the default `ef_search`).
@@ -868,7 +963,7 @@ impl Service {
             },
             detail
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let name = name.to_owned();
         ticket
             .run(move |_| {
@@ -895,7 +990,7 @@ impl Service {
             },
             detail
         );
-        let c = self.collection(caller, name)?;
+        let c = self.open_collection(ticket, caller, name).await?;
         let name = name.to_owned();
         ticket
             .run(move |_| {
@@ -935,6 +1030,9 @@ impl Service {
             .spawn(move || {
                 while let Some(s) = me.upgrade() {
                     s.probe_storage();
+                    // Collections left over their cap or budget (by opens
+                    // that found the others busy) are closed once idle.
+                    s.db.evict();
                     drop(s);
                     std::thread::sleep(every);
                 }
@@ -974,6 +1072,17 @@ impl Registration {
 
 pub(crate) fn hub_id(c: &Collection) -> Option<uuid::Uuid> {
     c.metadata().get(HUB_ID_KEY)?.parse().ok()
+}
+
+pub(crate) fn listed_hub_id(l: &vectorizer_engine::Listing) -> Option<uuid::Uuid> {
+    l.metadata.get(HUB_ID_KEY)?.parse().ok()
+}
+
+pub(crate) fn listed_figures(l: &vectorizer_engine::Listing) -> Report {
+    Report::Usage {
+        vector_count: l.stats.points,
+        storage_bytes: l.stats.disk_bytes,
+    }
 }
 
 pub(crate) fn figures(c: &Collection) -> Report {

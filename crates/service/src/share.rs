@@ -204,6 +204,25 @@ impl Drop for Ticket {
     }
 }
 
+/// Collections' graph linking, run on the long-work pool in the turn of
+/// the collection's owner (the local caller's for names in no user's
+/// namespace): charged to the tenant whose writes it follows.
+pub(crate) struct ShareLinker(pub(crate) std::sync::Weak<FairShare>);
+
+impl vectorizer_engine::linker::Linker for ShareLinker {
+    fn submit(&self, collection: &str, job: vectorizer_engine::linker::LinkJob) {
+        let Some(share) = self.0.upgrade() else {
+            return;
+        };
+        let key = crate::caller::split_stored(collection).map(|(user, _)| user);
+        share.long.submit(key, job);
+    }
+
+    fn queued(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.long.queued())
+    }
+}
+
 impl Drop for FairShare {
     fn drop(&mut self) {
         self.short.stop();

@@ -1,24 +1,31 @@
-//! Renaming a collection: its metadata file names the new name, then its
-//! directory is renamed (see `Database::rename_collection`).
+//! Renaming a collection: the catalog names it anew (see
+//! `Database::rename_collection`), and its own metadata file follows.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use super::{Collection, lock};
-use crate::error::Result;
+use super::{Collection, META_FILE, Meta};
+use crate::error::{EngineError, Result};
+use crate::fsutil::write_atomic;
 
 impl Collection {
-    /// Writes `collection.json` naming `name`, with `metadata`: the first
-    /// step of a rename, taken once the collection is marked dropped (no
-    /// write, snapshot or link runs on it from then on).
-    pub(crate) fn write_meta_named(
-        &self,
+    /// Rewrites `collection.json` in `dir` naming `name`, with `metadata`.
+    /// The collection must not be served (it was taken out of service for
+    /// the rename).
+    pub(crate) fn rename_meta_file(
+        dir: &Path,
         name: &str,
         metadata: BTreeMap<String, String>,
     ) -> Result<()> {
-        let _w = lock(&self.writer);
-        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
-        next.name = name.to_owned();
-        next.metadata = metadata;
-        self.replace_meta(next)
+        let path = dir.join(META_FILE);
+        let raw = std::fs::read(&path).map_err(EngineError::io("reading collection.json"))?;
+        let mut meta: Meta = serde_json::from_slice(&raw)
+            .map_err(|e| EngineError::Corrupt(format!("{}: {e}", path.display())))?;
+        meta.name = name.to_owned();
+        meta.metadata = metadata;
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&meta).expect("serializable"),
+        )
     }
 }

@@ -4,10 +4,7 @@
 //! record.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vectorizer_engine::{CollectionConfig, Database, EngineOptions, Metric, Point, PointId};
@@ -96,7 +93,7 @@ fn crash_child() {
         return;
     };
     let start: u64 = std::env::var("VZ_CRASH_START").unwrap().parse().unwrap();
-    let db = Database::open(&dir, options()).unwrap();
+    let db = crate::common::open_with(std::path::Path::new(&dir), options());
     if db.collection("c").is_err() {
         db.create_collection(
             "c",
@@ -114,7 +111,7 @@ fn crash_child() {
 
 /// Which prefix of the workload the database holds, if it holds one exactly.
 fn prefix_held(dir: &Path, candidates: &[u64]) -> Option<u64> {
-    let db = Database::open(dir, options()).unwrap();
+    let db = crate::common::open_with(dir, options());
     let Ok(c) = db.collection("c") else {
         return candidates.contains(&0).then_some(0);
     };
@@ -125,68 +122,15 @@ fn prefix_held(dir: &Path, candidates: &[u64]) -> Option<u64> {
 #[test]
 fn sigkill_loses_no_acknowledged_write() {
     let dir = TempDir::new("crash");
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = Rng::new(42);
-    let mut held = 0u64;
     let kills = 24;
-    for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &dir.0)
-            .env("VZ_CRASH_START", held.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("ack ") {
-                    let _ = tx.send(n.parse::<u64>().unwrap());
-                } else if line.ends_with("ready") {
-                    // libtest prints the test's name on the same line.
-                    let _ = tx.send(u64::MAX);
-                }
-            }
-        });
-        // Wait for the child to start writing, then kill it at a random moment.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(u64::MAX) => break,
-                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("round {round}: child exited before it was ready")
-                }
-            }
-            assert!(Instant::now() < deadline, "child never became ready");
-        }
-        std::thread::sleep(Duration::from_millis(5 + rng.below(120)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let acked = rx
-            .try_iter()
-            .filter(|n| *n != u64::MAX)
-            .max()
-            .unwrap_or(held);
-        assert!(acked >= held);
-        // Every acknowledged operation is there; the one in flight is there
-        // whole or not at all.
-        held = prefix_held(&dir.0, &[acked, acked + 1]).unwrap_or_else(|| {
-            panic!(
-                "round {round}: state is not the prefix {acked} or {}",
-                acked + 1
-            )
-        });
-    }
+    let held = crate::common::kill_rounds(
+        "crash::crash_child",
+        (CHILD_ENV, &dir.0),
+        "VZ_CRASH_START",
+        kills,
+        42,
+        |candidates| prefix_held(&dir.0, candidates),
+    );
     eprintln!("{kills} kills; the database ended holding {held} operations");
     assert!(
         held > kills as u64,
@@ -210,7 +154,10 @@ fn write_log(dir: &Path, n: u64) -> std::path::PathBuf {
     for k in 0..n {
         apply(&db, k);
     }
-    dir.join("collections/c/wal.log")
+    drop(db);
+    vectorizer_engine::database::collection_dir(dir, "c")
+        .unwrap()
+        .join("wal.log")
 }
 
 /// Byte offsets where each record ends.
@@ -240,7 +187,9 @@ fn damaged_log_tail_recovers_to_last_good_record() {
     for trial in 0..30 {
         let dir = TempDir::new("tail");
         copy_dir(&src.0, &dir.0);
-        let log = dir.0.join("collections/c/wal.log");
+        let log = vectorizer_engine::database::collection_dir(&dir.0, "c")
+            .unwrap()
+            .join("wal.log");
         let mut data = original.clone();
         // Damage one place: a cut or a flipped byte somewhere in the last
         // few records. Everything before the damaged record must survive.
@@ -257,7 +206,7 @@ fn damaged_log_tail_recovers_to_last_good_record() {
             prefix_held(&dir.0, &all).unwrap_or_else(|| panic!("trial {trial}: not a prefix"));
         assert_eq!(held, good, "trial {trial}: damage at {at}");
         // The collection stays writable after the cut.
-        let db = Database::open(&dir.0, EngineOptions::default()).unwrap();
+        let db = crate::common::open_with(&dir.0, EngineOptions::default());
         apply(&db, held);
         drop(db);
         assert_eq!(prefix_held(&dir.0, &[held + 1]), Some(held + 1));

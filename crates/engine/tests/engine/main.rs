@@ -9,3 +9,4 @@ mod filtered;
 mod model;
 mod payloads;
 mod recall;
+mod residency;

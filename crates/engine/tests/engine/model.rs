@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 use vectorizer_engine::{
-    CollectionConfig, Database, Deadline, EngineError, Filter, Metric, Point, PointId,
-    SearchRequest, With,
+    CollectionConfig, Database, Deadline, EngineError, EngineOptions, Filter, Metric, Point,
+    PointId, SearchRequest, With,
 };
 use vectorizer_testkit::{Kind, Rng, score};
 
-use crate::common::{Contents, TempDir, contents, kind, open};
+use crate::common::{Contents, TempDir, contents, kind, open_with};
 
 struct RefColl {
     dim: usize,
@@ -59,15 +59,28 @@ fn random_filter(rng: &mut Rng) -> Option<Value> {
 }
 
 fn check_contents(db: &Database, model: &BTreeMap<&str, RefColl>) {
-    let mut names: Vec<String> = db
-        .collections()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
+    let mut names: Vec<String> = db.names().unwrap();
     names.sort();
     let mut want: Vec<String> = model.keys().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(names, want);
+    // Usage by namespace, kept as things change, equals the model's.
+    for ns in ["", "user_1"] {
+        let (n, points) = model
+            .iter()
+            .filter(|(name, _)| vectorizer_engine::database::namespace_of(name) == ns)
+            .fold((0, 0), |(n, p), (_, c)| (n + 1, p + c.points.len() as u64));
+        let u = db.usage(ns).unwrap();
+        assert_eq!((u.collections, u.points), (n, points), "namespace {ns:?}");
+        let listed: u64 = db
+            .list("")
+            .unwrap()
+            .iter()
+            .filter(|l| vectorizer_engine::database::namespace_of(&l.name) == ns)
+            .map(|l| l.stats.disk_bytes)
+            .sum();
+        assert_eq!(u.disk_bytes, listed, "namespace {ns:?}");
+    }
     for (name, r) in model {
         let c = db.collection(name).unwrap();
         assert_eq!(c.len(), r.points.len());
@@ -75,9 +88,14 @@ fn check_contents(db: &Database, model: &BTreeMap<&str, RefColl>) {
     }
 }
 
-fn run(seed: u64, steps: usize) {
+fn run(seed: u64, steps: usize, max_open: Option<usize>) {
     let mut rng = Rng::new(seed);
     let dir = TempDir::new("model");
+    let options = EngineOptions {
+        max_open_collections: max_open.unwrap_or(EngineOptions::default().max_open_collections),
+        ..EngineOptions::default()
+    };
+    let open = |dir: &TempDir| open_with(&dir.0, options.clone());
     let mut db = open(&dir);
     let mut model: BTreeMap<&str, RefColl> = BTreeMap::new();
     for step in 0..steps {
@@ -274,6 +292,15 @@ fn run(seed: u64, steps: usize) {
 #[test]
 fn model_based_random_operations() {
     for seed in 0..6 {
-        run(seed, 600);
+        run(seed, 600, None);
+    }
+}
+
+/// The same with at most one collection open: every switch between
+/// collections closes one and opens another.
+#[test]
+fn model_with_collections_closed_and_opened_all_the_time() {
+    for seed in 10..14 {
+        run(seed, 400, Some(1));
     }
 }

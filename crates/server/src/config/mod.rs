@@ -180,6 +180,12 @@ pub struct ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// Most collections open at once; idle ones beyond it are closed,
+    /// least recently used first.
+    pub max_open_collections: usize,
+    /// Memory the open collections may hold together before idle ones are
+    /// closed; 0: half the machine's memory.
+    pub memory_budget_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -251,6 +257,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             data_dir: PathBuf::from("data"),
+            max_open_collections: 1024,
+            memory_budget_bytes: 0,
         }
     }
 }
@@ -482,6 +490,9 @@ impl Config {
                 "server.shutdown_timeout_seconds",
                 "must be between 1 and 60",
             ));
+        }
+        if !(1..=1_000_000).contains(&self.storage.max_open_collections) {
+            return Err(bad("storage.max_open_collections", "must be 1 to 1000000"));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(bad("storage.data_dir", "must not be empty"));

@@ -53,6 +53,8 @@ pub struct AppOptions {
     pub backups: vectorizer_service::backup::BackupOptions,
     /// The MCP operation log's rotation size.
     pub oplog_file_bytes: u64,
+    /// Most collections open at once.
+    pub max_open_collections: usize,
 }
 
 impl Default for AppOptions {
@@ -78,6 +80,7 @@ impl Default for AppOptions {
             local_keys: None,
             backups: vectorizer_service::backup::BackupOptions::default(),
             oplog_file_bytes: 1 << 20,
+            max_open_collections: 2,
         }
     }
 }
@@ -117,6 +120,10 @@ impl TestApp {
             max_batch_searches: 10,
             share: o.share,
             backups: o.backups,
+            // Two at most: every test runs with collections closed and
+            // reopened all the time.
+            max_open_collections: Some(o.max_open_collections),
+            memory_budget_bytes: None,
         };
         let service = Arc::new(Service::open(options).unwrap());
         if let Some(auth) = &o.auth {

@@ -39,6 +39,8 @@ pub(crate) fn spawn(
     let mut child = Command::new(env!("CARGO_BIN_EXE_vectorizer"))
         .args(args)
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
+        // Collections closed and reopened all the time.
+        .env("VECTORIZER_STORAGE__MAX_OPEN_COLLECTIONS", "2")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)

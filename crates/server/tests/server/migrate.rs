@@ -159,7 +159,8 @@ pub(crate) fn logical(data: &Path) -> BTreeMap<String, Value> {
         }
     };
     let mut out = BTreeMap::new();
-    for c in db.collections() {
+    for name in db.names().unwrap() {
+        let c = db.collection(&name).unwrap();
         let mut points = Vec::new();
         let mut from = None;
         loop {

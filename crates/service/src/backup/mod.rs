@@ -363,7 +363,7 @@ impl Service {
         let label = check_label(req.label)?;
         let _one = self.writing_backup(caller)?;
         let owned = self.owned(caller);
-        let chosen: Vec<(String, Arc<Collection>)> = match req.collections {
+        let chosen: Vec<(String, vectorizer_engine::Listing)> = match req.collections {
             None if owned.len() > MAX_COLLECTIONS => {
                 return Err(ServiceError::unprocessable(
                     "invalid_request",
@@ -399,7 +399,7 @@ impl Service {
                 "there are no collections to back up",
             ));
         }
-        let estimate: u64 = chosen.iter().map(|(_, c)| c.disk_bytes()).sum();
+        let estimate: u64 = chosen.iter().map(|(_, l)| l.stats.disk_bytes).sum();
         self.check_backup_quota(caller, estimate).await?;
         let dir = self.backup_dir(caller);
         let owner = match caller {
@@ -408,8 +408,15 @@ impl Service {
         };
         let (info, tmp) = {
             let dir = dir.clone();
+            let svc = self.clone();
             ticket
-                .run(move |_| write_backup(&dir, None, owner, label, chosen, &progress))
+                .run(move |_| {
+                    let chosen = chosen
+                        .into_iter()
+                        .map(|(short, l)| Ok((short, svc.db.collection(&l.name)?)))
+                        .collect::<Result<Vec<(String, Arc<Collection>)>>>()?;
+                    write_backup(&dir, None, owner, label, chosen, &progress)
+                })
                 .await?
         };
         let info = self.keep_backup(caller, ticket, dir, tmp, info).await?;

@@ -114,7 +114,7 @@ impl Service {
             if self.aliases.is_alias(&t.full) {
                 return Err(crate::service::alias_exists(&t.short));
             }
-            if let Ok(old) = self.db.collection(&t.full) {
+            if let Ok(old) = self.db.listing(&t.full) {
                 if !req.overwrite {
                     return Err(ServiceError::CollectionExists(t.short.clone()));
                 }
@@ -125,8 +125,8 @@ impl Service {
                     .find(|c| c.name == t.from)
                     .map(|c| c.dimension);
                 // The Hub keeps a collection's dimension from its registration.
-                if crate::service::hub_id(&old).is_some()
-                    && dimension != Some(old.config().dimension)
+                if crate::service::listed_hub_id(&old).is_some()
+                    && dimension != Some(old.config.dimension)
                 {
                     return Err(ServiceError::unprocessable(
                         "dimension_mismatch",
@@ -223,9 +223,9 @@ impl Service {
         let mut registrations: Vec<(String, Registration)> = Vec::new();
         let provisioned = async {
             for (t, c) in &chosen {
-                match self.db.collection(&t.full) {
+                match self.db.listing(&t.full) {
                     // An overwrite keeps the collection's owner and Hub id.
-                    Ok(old) => metadata.push(old.metadata()),
+                    Ok(old) => metadata.push(old.metadata),
                     Err(_) => match caller {
                         Caller::Tenant(tenant) => {
                             let (m, r) =
@@ -256,7 +256,7 @@ impl Service {
                 config: c.config.clone(),
                 metadata,
                 seq: c.seq,
-                replace: self.db.collection(&t.full).is_ok(),
+                replace: self.db.exists(&t.full),
             })
             .collect();
         let svc = self.clone();
@@ -273,7 +273,7 @@ impl Service {
             Err(e) => {
                 // Those served keep their registration; the rest give theirs back.
                 for (full, r) in registrations {
-                    if self.db.collection(&full).is_err() {
+                    if !self.db.exists(&full) {
                         r.withdraw().await;
                     }
                 }
@@ -402,7 +402,7 @@ impl Service {
         self: &Arc<Self>,
         caller: &Caller,
         chosen: &[(&Target, &archive::ManifestCollection)],
-        replaced: &[Arc<vectorizer_engine::collection::Collection>],
+        replaced: &[vectorizer_engine::Listing],
     ) -> Result<Option<crate::quota::Reservation>> {
         let (Caller::Tenant(t), Some(quotas)) = (caller, self.quotas.get().cloned()) else {
             return Ok(None);
@@ -422,8 +422,8 @@ impl Service {
         };
         let goes = Amount {
             collections: 0,
-            vectors: replaced.iter().map(|c| c.len() as u64).sum(),
-            bytes: replaced.iter().map(|c| c.disk_bytes()).sum(),
+            vectors: replaced.iter().map(|l| l.stats.points).sum(),
+            bytes: replaced.iter().map(|l| l.stats.disk_bytes).sum(),
         };
         let want = Amount {
             collections: adds.collections,

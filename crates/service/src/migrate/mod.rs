@@ -118,7 +118,12 @@ pub async fn plan(
     mapping: &Mapping,
     hub: Option<&HubClient>,
 ) -> Result<Plan> {
-    let all = db.collections();
+    // Offline, on a stopped server's data: every collection is read.
+    let all = db
+        .names()?
+        .iter()
+        .map(|n| db.collection(n))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let aliases = crate::aliases::Aliases::open(data_dir)
         .map_err(|e| ServiceError::Internal(format!("reading aliases.json: {e}")))?;
     let mut names: HashSet<String> = all.iter().map(|c| c.name().to_owned()).collect();
@@ -243,7 +248,13 @@ pub fn status(data_dir: &Path) -> Result<Status> {
 /// Collections with no owner in `db`, for the warning a server with the
 /// Hub on gives.
 pub fn count_unowned(db: &Database) -> usize {
-    db.collections().iter().filter(|c| unowned(c)).count()
+    db.list("")
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| {
+            !l.metadata.contains_key(OWNER_KEY) && crate::caller::split_stored(&l.name).is_none()
+        })
+        .count()
 }
 
 /// Runs (or resumes) a migration by `plan`; see [`steps::run`].

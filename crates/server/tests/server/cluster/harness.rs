@@ -90,6 +90,8 @@ pub(crate) fn spawn(args: &[&str], prefix: &str, log: &Path) -> (Child, SocketAd
         .env("VECTORIZER_CLUSTER_SECRET", SECRET)
         .env("VECTORIZER_OPERATOR_TOKEN", OPERATOR)
         .env("VECTORIZER_LOGGING__LEVEL", "warn")
+        // Collections closed and reopened all the time.
+        .env("VECTORIZER_STORAGE__MAX_OPEN_COLLECTIONS", "2")
         // MCP bodies up to the most that may be configured, so that a tool
         // call can reach the cluster's entry bound (`large`).
         .env("VECTORIZER_MCP__MAX_BODY_BYTES", "16777216")
