@@ -15,7 +15,7 @@
 //!   the servers' CPU per point written and search QPS of a three-node
 //!   cluster against one node, then failover times over N leader kills
 //!   (default 20), on this machine.
-//! - `tenants [--bin PATH] [--counts 1000,10000,100000]`: memory, threads
+//! - `tenants [--bin PATH] [--counts 1000,10000,100000] [--work DIR]`: memory, threads
 //!   and open files, start-up, first and warm search latency and Zipf
 //!   throughput of a server holding N collections of 100 vectors.
 
@@ -40,7 +40,7 @@ fn main() {
         Some("tenants") => tenants::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N] | tenants [--bin PATH] [--counts 1000,10000,100000]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N] | tenants [--bin PATH] [--counts 1000,10000,100000] [--work DIR]"
             );
             2
         }

@@ -1,7 +1,8 @@
 //! The noisy-neighbour benchmark: tenant B's search latency alone, and
-//! while tenant A attacks at its limits in each of three ways: its
+//! while tenant A attacks at its limits in each of four ways: its
 //! heaviest REST requests, MCP tool calls at the MCP body limit, and a
-//! flood of writes and payload indexes that keeps the indexers busy.
+//! flood of writes and payload indexes that keeps linking busy, and writes
+//! spread over 40 collections (with what is left to link when it stops).
 //! Starts `vectorizer serve --local-hub` on a free port with a fresh data
 //! directory, makes the plan, users and keys with `vectorizer hub-dev`,
 //! loads both tenants, then measures B at 16 clients.
@@ -100,7 +101,12 @@ enum Attack {
     /// Batches of 1,000 new points (a linking backlog for the indexer)
     /// and payload indexes created one after another.
     IndexFlood,
+    /// Writes spread over [`SPREAD`] collections, each with points to link.
+    ManyCollections,
 }
+
+/// A's collections in the many-collections attack.
+const SPREAD: usize = 40;
 
 impl Attack {
     fn name(self) -> &'static str {
@@ -108,6 +114,7 @@ impl Attack {
             Attack::Heavy => "heavy",
             Attack::Mcp => "mcp",
             Attack::IndexFlood => "index_flood",
+            Attack::ManyCollections => "many_collections",
         }
     }
 }
@@ -179,7 +186,42 @@ fn bodies(kind: Attack, t: usize) -> Vec<(String, Vec<u8>)> {
             }));
             out
         }
+        Attack::ManyCollections => (0..4)
+            .map(|k| {
+                let n = t * 4 + k;
+                let pts: Vec<Value> = (0..500)
+                    .map(|i| {
+                        let v: Vec<f32> = (0..DIM)
+                            .map(|d| ((i * 13 + d * 7 + n) % 89) as f32)
+                            .collect();
+                        json!({"id": n * 1000 + i, "vector": v})
+                    })
+                    .collect();
+                (
+                    format!("/collections/m{}/points", n % SPREAD),
+                    encode(&json!({"points": pts})),
+                )
+            })
+            .collect(),
     }
+}
+
+/// Points A's spread collections hold unlinked now.
+fn spread_backlog(addr: SocketAddr, key: &str) -> u64 {
+    let mut c = Client::new(addr);
+    let auth = format!("Bearer {key}");
+    (0..SPREAD)
+        .filter_map(|i| {
+            c.request(
+                "GET",
+                &format!("/collections/m{i}"),
+                None,
+                &[("authorization", auth.as_str())],
+            )
+            .ok()
+        })
+        .filter_map(|r| r.json()["unindexed_points"].as_u64())
+        .sum()
 }
 
 pub(crate) fn load(
@@ -339,7 +381,7 @@ pub(crate) fn fresh_hub(bin: &Path, tag: &str) -> Result<PathBuf, String> {
             "plan",
             "bench",
             "--max-collections",
-            "10",
+            "64",
             "--max-vectors",
             "10000000",
             "--max-storage-bytes",
@@ -406,7 +448,21 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
         "b_alone".into(),
         json!({"qps": qps, "p50_ms": p50, "p99_ms": p99}),
     );
-    for kind in [Attack::Heavy, Attack::Mcp, Attack::IndexFlood] {
+    {
+        let mut c = Client::new(addr);
+        for i in 0..SPREAD {
+            let made = json!({"name": format!("m{i}"), "dimension": DIM, "metric": "euclidean"});
+            if call(&mut c, &a, "POST", "/collections", &made)? != 201 {
+                return Err(format!("creating m{i}"));
+            }
+        }
+    }
+    for kind in [
+        Attack::Heavy,
+        Attack::Mcp,
+        Attack::IndexFlood,
+        Attack::ManyCollections,
+    ] {
         let stop = AtomicBool::new(false);
         let ((sent, busy, cut), (qps2, p50b, p99b, err2)) = std::thread::scope(|s| {
             let h = s.spawn(|| attack(addr, &a, kind, &stop));
@@ -420,10 +476,13 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
             kind.name(),
             p99b / p99
         );
-        report.insert(
-            kind.name().into(),
-            json!({"qps": qps2, "p50_ms": p50b, "p99_ms": p99b, "p99_vs_idle": p99b / p99, "a": {"requests": sent, "busy": busy, "cut_off": cut}}),
-        );
+        let mut line = json!({"qps": qps2, "p50_ms": p50b, "p99_ms": p99b, "p99_vs_idle": p99b / p99, "a": {"requests": sent, "busy": busy, "cut_off": cut}});
+        if kind == Attack::ManyCollections {
+            let left = spread_backlog(addr, &a);
+            println!("  A's {SPREAD} collections held {left} points to link when it stopped");
+            line["a"]["unlinked_after"] = json!(left);
+        }
+        report.insert(kind.name().into(), line);
         // The attack's backlog (the indexers') drains before the next.
         std::thread::sleep(Duration::from_secs(5));
     }

@@ -5,7 +5,8 @@
 //! of the collections; start-up time to ready (health 200) and to the
 //! whole listing; first-search latency on closed collections; warm search
 //! latency; and search throughput at 16 clients choosing collections by a
-//! Zipf distribution.
+//! Zipf distribution. With `--work DIR`, the data directories are kept in
+//! DIR (`n<N>/`) and reused by the next run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -127,11 +128,19 @@ impl Zipf {
     }
 }
 
-fn measure(bin: &Path, n: u64) -> Result<Value, String> {
-    let dir = std::env::temp_dir().join(format!("vz-tenants-{n}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("writing {n} collections of {POINTS} vectors…");
-    let build_s = build(&dir, n)?;
+fn measure(bin: &Path, n: u64, work: Option<&Path>) -> Result<Value, String> {
+    let dir = match work {
+        Some(w) => w.join(format!("n{n}")),
+        None => std::env::temp_dir().join(format!("vz-tenants-{n}-{}", std::process::id())),
+    };
+    let build_s = if work.is_some() && dir.join("catalog.redb").is_file() {
+        eprintln!("reusing the {n} collections in {}", dir.display());
+        0.0
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("writing {n} collections of {POINTS} vectors…");
+        build(&dir, n)?
+    };
     let started = Instant::now();
     let (server, addr) = crate::noisy::start_with(bin, &dir, &[])?;
     let pid = server.0.id();
@@ -236,17 +245,21 @@ fn measure(bin: &Path, n: u64) -> Result<Value, String> {
         "open_collections": metric("vectorizer_open_collections"),
     });
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    if work.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(out)
 }
 
 pub fn run(args: &[String]) -> i32 {
     let mut bin = std::path::PathBuf::from("target/release/vectorizer");
     let mut counts = vec![1_000u64, 10_000, 100_000];
+    let mut work: Option<std::path::PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match (a.as_str(), it.next()) {
             ("--bin", Some(p)) => bin = p.into(),
+            ("--work", Some(p)) => work = Some(p.into()),
             ("--counts", Some(c)) => {
                 counts = match c.split(',').map(str::parse).collect() {
                     Ok(v) => v,
@@ -265,7 +278,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     }
     for n in counts {
-        match measure(&bin, n) {
+        match measure(&bin, n, work.as_deref()) {
             Ok(v) => println!("{v}"),
             Err(e) => {
                 eprintln!("tenants {n}: {e}");

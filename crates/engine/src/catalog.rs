@@ -72,6 +72,22 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// `self + (after - before)`, field by field (wrapping: the result is
+    /// exact once every change is applied).
+    pub fn moved(self, before: Totals, after: Totals) -> Totals {
+        let f = |a: u64, b: u64, c: u64| a.wrapping_add(c.wrapping_sub(b));
+        Totals {
+            collections: f(self.collections, before.collections, after.collections),
+            points: f(self.points, before.points, after.points),
+            disk_bytes: f(self.disk_bytes, before.disk_bytes, after.disk_bytes),
+            logical_bytes: f(
+                self.logical_bytes,
+                before.logical_bytes,
+                after.logical_bytes,
+            ),
+        }
+    }
+
     fn add(&mut self, s: &Stats, sign: i64) {
         let f = |a: u64, b: u64| {
             if sign >= 0 {
@@ -305,12 +321,17 @@ impl Catalog {
     /// Applies `changes` in one transaction: all or none, after a crash
     /// too. Durable when this returns unless `durable` is false (then it
     /// is made durable by the next durable commit, or lost by a crash).
-    pub fn commit(&self, changes: &[Change], durable: bool) -> Result<()> {
+    /// Returns each changed namespace's totals before and after.
+    pub fn commit(
+        &self,
+        changes: &[Change],
+        durable: bool,
+    ) -> Result<BTreeMap<String, (Totals, Totals)>> {
         let mut w = self.write()?;
         if !durable {
             w.set_durability(Durability::None).map_err(err)?;
         }
-        {
+        let moved = {
             let mut entries = w.open_table(ENTRIES).map_err(err)?;
             let mut dirs = w.open_table(DIRS).map_err(err)?;
             let mut spaces = w.open_table(NAMESPACES).map_err(err)?;
@@ -322,6 +343,7 @@ impl Catalog {
                     .map_or(Ok(Totals::default()), |v| decode(v.value()))
             };
             let mut changed: BTreeMap<String, Totals> = BTreeMap::new();
+            let mut before: BTreeMap<String, Totals> = BTreeMap::new();
             for c in changes {
                 let (name, new) = match c {
                     Change::Put(n, e) => (n, Some(e)),
@@ -336,10 +358,14 @@ impl Catalog {
                     }
                 };
                 let ns = namespace(name).to_owned();
-                let mut t = changed
-                    .get(&ns)
-                    .copied()
-                    .map_or_else(|| total(&spaces, &ns), Ok)?;
+                let mut t = match changed.get(&ns) {
+                    Some(t) => *t,
+                    None => {
+                        let t = total(&spaces, &ns)?;
+                        before.insert(ns.clone(), t);
+                        t
+                    }
+                };
                 let old: Option<Entry> = entries
                     .get(name.as_str())
                     .map_err(err)?
@@ -363,16 +389,31 @@ impl Catalog {
                 }
                 changed.insert(ns, t);
             }
-            for (ns, t) in changed {
+            for (ns, t) in &changed {
                 if t.collections == 0 {
                     spaces.remove(ns.as_str()).map_err(err)?;
                 } else {
-                    let raw = serde_json::to_vec(&t).expect("serializable");
+                    let raw = serde_json::to_vec(t).expect("serializable");
                     spaces.insert(ns.as_str(), raw.as_slice()).map_err(err)?;
                 }
             }
-        }
-        w.commit().map_err(err)
+            changed
+                .into_iter()
+                .map(|(ns, after)| {
+                    let b = before.get(&ns).copied().unwrap_or_default();
+                    (ns, (b, after))
+                })
+                .collect()
+        };
+        w.commit().map_err(err)?;
+        Ok(moved)
+    }
+
+    /// Whether `name` is marked dirty.
+    pub fn is_dirty(&self, name: &str) -> Result<bool> {
+        let r = self.read()?;
+        let t = r.open_table(DIRTY).map_err(err)?;
+        Ok(t.get(name).map_err(err)?.is_some())
     }
 
     /// Every entry, by name, a page at a time: `after` is the last name of

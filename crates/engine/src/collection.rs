@@ -681,8 +681,12 @@ impl Collection {
     }
 
     pub(crate) fn unmark_dropped(&self) {
-        let _w = lock(&self.writer);
-        self.dropped.store(false, Ordering::SeqCst);
+        {
+            let _w = lock(&self.writer);
+            self.dropped.store(false, Ordering::SeqCst);
+        }
+        // Linking stopped while it was marked.
+        self.schedule_linking();
     }
 
     fn check_vector(&self, v: &[f32]) -> Result<()> {
@@ -787,7 +791,10 @@ impl Collection {
             bytes: log + rows,
         })?;
         self.log_locked(&mut w, WalOp::Upsert(points))?;
-        self.owed_rows.fetch_add(rows, Ordering::Relaxed);
+        // Unless a snapshot taken by this write holds its rows already.
+        if !w.wal.is_empty() {
+            self.owed_rows.fetch_add(rows, Ordering::Relaxed);
+        }
         self.settle();
         Ok((n, granted))
     }
@@ -956,7 +963,10 @@ impl Collection {
         })?;
         let n = changes.len();
         self.log_locked(&mut w, WalOp::SetPayload(changes))?;
-        self.owed_rows.fetch_add(grown, Ordering::Relaxed);
+        if !w.wal.is_empty() {
+            self.owed_rows.fetch_add(grown, Ordering::Relaxed);
+        }
+        self.settle();
         Ok((n, granted))
     }
 

@@ -43,6 +43,8 @@ pub struct Database {
     /// and entries change.
     busy: Mutex<std::collections::HashSet<String>>,
     counters: residency::Counters,
+    /// Collections whose last open failed: when, and why.
+    failed: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
 
 /// Frees a busy name when dropped.
@@ -150,12 +152,14 @@ impl Database {
                 catalog,
                 linker,
                 live: Mutex::default(),
+                commits: Mutex::default(),
             }),
             root,
             options,
             slots: Mutex::default(),
             busy: Mutex::default(),
             counters: residency::Counters::default(),
+            failed: Mutex::default(),
         };
         if writes {
             db.reconcile_dirty()?;
@@ -218,16 +222,14 @@ impl Database {
         // the move is completed at the next open).
         self.changing(name, |_| {
             self.home
-                .catalog
-                .commit(&[Change::Put(name.to_owned(), entry)], true)?;
+                .commit(&[Change::Put(name.to_owned(), entry)], true, |_| ())?;
             let moved = fs::rename(&staging, self.colls().join(&dir_name))
                 .map_err(EngineError::io("publishing a collection"))
                 .and_then(|()| sync_dir(&self.colls()));
             if let Err(e) = moved {
                 let _ = self
                     .home
-                    .catalog
-                    .commit(&[Change::Remove(name.to_owned())], true);
+                    .commit(&[Change::Remove(name.to_owned())], true, |_| ());
                 let _ = fs::remove_dir_all(&staging);
                 return Err(e);
             }
@@ -327,9 +329,7 @@ impl Database {
     /// from the catalog and the open collections' changes: no collection
     /// is opened or scanned.
     pub fn usage(&self, ns: &str) -> Result<Usage> {
-        let live = self.home.live();
-        let t = self.home.catalog.totals(ns)?;
-        let d = live.get(ns).copied().unwrap_or_default();
+        let (t, d) = self.home.usage(ns)?;
         Ok(Usage {
             collections: t.collections,
             points: t.points.wrapping_add(d.stats.points),
@@ -387,12 +387,11 @@ impl Database {
     /// Commits `changes`, taking `held`'s changes out of the live totals
     /// in the same step.
     fn commit_replacing(&self, changes: &[Change], held: Option<&Arc<Collection>>) -> Result<()> {
-        let mut live = self.home.live();
-        self.home.catalog.commit(changes, true)?;
-        if let Some(c) = held {
-            c.forget_live(&mut live);
-        }
-        Ok(())
+        self.home.commit(changes, true, |open| {
+            if let Some(c) = held {
+                c.forget_live(open);
+            }
+        })
     }
 
     /// Makes the snapshot files in `files` (`index.hnsw`, `points.bin`, as
@@ -457,11 +456,13 @@ impl Database {
     /// to the old one are refused from the swap on.
     pub fn publish(&self, staged: Staged, replace: bool) -> Result<Arc<Collection>> {
         let name = staged.name.clone();
-        let old = self.home.catalog.get(&name)?;
-        if old.is_some() && !replace {
+        let exists = self.exists(&name);
+        if exists && !replace {
             return Err(EngineError::CollectionExists(name));
         }
-        let _busy = self.claim(&name, old.is_some())?;
+        let _busy = self.claim(&name, exists)?;
+        // Read once the name is held: nothing changes it from here on.
+        let old = self.home.catalog.get(&name)?;
         // The old files leave `collections/` before the catalog changes (a
         // crash between puts them back), and are removed after.
         let places = old.as_ref().map(|o| {
@@ -470,6 +471,7 @@ impl Database {
                 self.root.join("trash").join(&o.dir),
             )
         });
+        let mut late = None;
         self.changing(&name, |held| {
             if let Some((placed, grave)) = &places {
                 fs::rename(placed, grave)
@@ -485,13 +487,18 @@ impl Database {
                 let _ = sync_dir(&self.colls());
             }
             done?;
-            // Recorded: a crash from here on completes the move at the
-            // next open. (A failure here leaves the name unservable until
-            // then: the old files are gone from the catalog already.)
-            fs::rename(&staged.dir, self.colls().join(&staged.dir_name))
+            // Recorded: the old collection is gone for good, and a crash
+            // from here on completes the move at the next open. (A failure
+            // here leaves the name unservable until then.)
+            late = fs::rename(&staged.dir, self.colls().join(&staged.dir_name))
                 .map_err(EngineError::io("publishing a collection"))
                 .and_then(|()| sync_dir(&self.colls()))
+                .err();
+            Ok(())
         })?;
+        if let Some(e) = late {
+            return Err(e);
+        }
         if let Some((_, grave)) = &places
             && let Err(e) = fs::remove_dir_all(grave)
         {
@@ -512,35 +519,31 @@ impl Database {
         validate_name(new)?;
         let _old = self.claim(old, true)?;
         let _new = self.claim(new, false)?;
-        let mut entry = self
-            .home
-            .catalog
-            .get(old)?
-            .ok_or_else(|| EngineError::CollectionNotFound(old.to_owned()))?;
-        entry.metadata = metadata.clone();
         self.changing(old, |held| {
+            // Read once the collection is out of service: no change of its
+            // config can fall between this and the commit.
+            let mut entry = self
+                .home
+                .catalog
+                .get(old)?
+                .ok_or_else(|| EngineError::CollectionNotFound(old.to_owned()))?;
+            entry.metadata = metadata.clone();
             // Its figures move with it, recorded: its files do not change
             // until it opens under the new name.
             if let Some(c) = held {
                 entry.stats = c.figures().stats;
             }
+            // The collection's own copy first: a crash before the commit
+            // leaves the catalog naming the old name, and the copy is
+            // repaired from it at open.
+            Collection::rename_meta_file(&self.colls().join(&entry.dir), new, metadata)?;
             self.commit_replacing(
                 &[
                     Change::Remove(old.to_owned()),
                     Change::Put(new.to_owned(), entry.clone()),
                 ],
                 held,
-            )?;
-            // The collection's own copy of what it is follows (and is
-            // repaired at open if this is cut short).
-            if let Err(e) = Collection::rename_meta_file(
-                &self.colls().join(&entry.dir),
-                new,
-                metadata,
-            ) {
-                tracing::warn!(error = %e, "a renamed collection's own metadata file is repaired when it next opens");
-            }
-            Ok(())
+            )
         })?;
         self.collection(new)
     }

@@ -454,17 +454,24 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     if let Some(auth) = &auth {
         connect_hub(&state.service, auth, &cfg)?;
         tracing::info!(api_url = %cfg.hub.api_url, "hub enabled: requests need an access key");
-        let unowned = state.service.unowned_collections();
-        if unowned > 0 {
-            tracing::warn!(
-                collections = unowned,
-                "{unowned} collections have no owner: no tenant can reach them, and they count in no tenant's usage; to assign them to users, stop the server and run `vectorizer migrate plan --data-dir {}` (see docs/HUB_MIGRATION.md)",
-                cfg.storage.data_dir.display()
-            );
-        }
+        // Read from the whole catalog: off the start-up path, which reads
+        // no more of it than its header.
+        let service = state.service.clone();
+        let data_dir = cfg.storage.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let unowned = service.unowned_collections();
+            if unowned > 0 {
+                tracing::warn!(
+                    collections = unowned,
+                    "{unowned} collections have no owner: no tenant can reach them, and they count in no tenant's usage; to assign them to users, stop the server and run `vectorizer migrate plan --data-dir {}` (see docs/HUB_MIGRATION.md)",
+                    data_dir.display()
+                );
+            }
+        });
     }
     if auth.is_none() {
-        say_outside_local_namespace(&state.service);
+        let service = state.service.clone();
+        tokio::task::spawn_blocking(move || say_outside_local_namespace(&service));
     }
     if let Some(c) = &cfg.cluster {
         let options = c.options(&cfg.storage.data_dir)?;

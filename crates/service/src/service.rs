@@ -528,15 +528,20 @@ impl Service {
             },
             _ => None,
         };
-        let per_collection: Vec<CollectionUsage> = self
-            .owned(caller)
-            .into_iter()
-            .map(|(short, l)| CollectionUsage {
-                name: short,
-                vectors: l.stats.points,
-                storage_bytes: l.stats.disk_bytes,
+        let (svc, who) = (self.clone(), caller.clone());
+        let per_collection: Vec<CollectionUsage> = _ticket
+            .run(move |_| {
+                Ok(svc
+                    .owned(&who)
+                    .into_iter()
+                    .map(|(short, l)| CollectionUsage {
+                        name: short,
+                        vectors: l.stats.points,
+                        storage_bytes: l.stats.disk_bytes,
+                    })
+                    .collect())
             })
-            .collect();
+            .await?;
         Ok(Usage {
             collections: per_collection.len(),
             vectors: per_collection.iter().map(|c| c.vectors).sum(),
@@ -784,13 +789,18 @@ impl Service {
         let (Some(hub), Some(reporter)) = (self.hub.get(), self.reporter.get()) else {
             return;
         };
-        let Some(found) = self
-            .db
-            .list("")
-            .unwrap_or_default()
-            .into_iter()
-            .find(|l| listed_hub_id(l) == Some(lost))
-        else {
+        let svc = self.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            svc.db
+                .list("")
+                .unwrap_or_default()
+                .into_iter()
+                .find(|l| listed_hub_id(l) == Some(lost))
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(found) = found else {
             // Gone here too: nothing left to register, or to retry.
             reporter.registered_again(&lost);
             return;
@@ -907,9 +917,11 @@ impl Service {
     pub async fn list_collections(self: &Arc<Self>, call: &Call) -> Result<CollectionList> {
         let (caller, ticket) = call.enter(Permission::Read)?;
         crate::service::routed!(self, caller, Op::ListCollections, list);
-        let owned = self.owned(caller);
+        let (svc, who) = (self.clone(), caller.clone());
         ticket
             .run(move |_| {
+                // Read from the catalog on the caller's worker.
+                let owned = svc.owned(&who);
                 let collections = owned
                     .into_iter()
                     .map(|(short, l)| CollectionSummary {

@@ -18,10 +18,23 @@ use crate::linker::Linker;
 pub(crate) struct Home {
     pub(crate) catalog: Catalog,
     pub(crate) linker: Arc<dyn Linker>,
-    /// By namespace: what its open collections hold beyond their catalog
-    /// figures. Held while the catalog's figures change, so that a reader
-    /// of both sees each change once.
-    pub(crate) live: Mutex<HashMap<String, Figures>>,
+    /// Namespace figures in memory; never held across file work.
+    pub(crate) live: Mutex<Live>,
+    /// Held across a catalog commit that changes figures and the update of
+    /// `live` that follows it, so that `known` takes each change once.
+    /// Lock order: a collection's writer, then `commits`, then `live`.
+    pub(crate) commits: Mutex<()>,
+}
+
+/// Namespace figures in memory.
+#[derive(Default)]
+pub(crate) struct Live {
+    /// By namespace: what its open collections hold beyond their recorded
+    /// figures.
+    pub(crate) open: HashMap<String, Figures>,
+    /// By namespace: the catalog's totals, for namespaces read since start
+    /// (kept current with every commit).
+    pub(crate) known: HashMap<String, crate::catalog::Totals>,
 }
 
 /// A collection's figures, with the bytes a quota counts (see
@@ -70,8 +83,46 @@ impl Figures {
 }
 
 impl Home {
-    pub(crate) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Figures>> {
+    pub(crate) fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         lock(&self.live)
+    }
+
+    /// Commits `changes` to the catalog, then, with `live` held, takes the
+    /// totals' changes into `known` and runs `after` on the open figures:
+    /// a reader sees both or neither. `live` is not held during the commit.
+    pub(crate) fn commit(
+        &self,
+        changes: &[Change],
+        durable: bool,
+        after: impl FnOnce(&mut HashMap<String, Figures>),
+    ) -> Result<()> {
+        let _c = lock(&self.commits);
+        let moved = self.catalog.commit(changes, durable)?;
+        let mut l = self.live();
+        for (ns, (before, now)) in moved {
+            if let Some(k) = l.known.get_mut(&ns) {
+                *k = k.moved(before, now);
+            }
+        }
+        after(&mut l.open);
+        Ok(())
+    }
+
+    /// A namespace's catalog totals and its open collections' changes.
+    pub(crate) fn usage(&self, ns: &str) -> Result<(crate::catalog::Totals, Figures)> {
+        {
+            let l = self.live();
+            if let Some(k) = l.known.get(ns) {
+                return Ok((*k, l.open.get(ns).copied().unwrap_or_default()));
+            }
+        }
+        // First read of the namespace: no commit may fall between reading
+        // the catalog and keeping what was read.
+        let _c = lock(&self.commits);
+        let t = self.catalog.totals(ns)?;
+        let mut l = self.live();
+        let k = *l.known.entry(ns.to_owned()).or_insert(t);
+        Ok((k, l.open.get(ns).copied().unwrap_or_default()))
     }
 
     pub(crate) fn add_live(live: &mut HashMap<String, Figures>, ns: &str, delta: Figures) {
@@ -117,6 +168,15 @@ impl Collection {
         let recorded = Figures::recorded(entry.stats);
         *lock(&c.recorded) = recorded;
         *lock(&c.settled) = recorded;
+        // A mark a crash left (or a change that never came) is cleared
+        // when this instance closes.
+        if c.options.background
+            && c.home
+                .as_ref()
+                .is_some_and(|h| h.catalog.is_dirty(name).unwrap_or(false))
+        {
+            c.dirty.store(true, Ordering::SeqCst);
+        }
         let c = Arc::new(c);
         let _ = c.this.set(Arc::downgrade(&c));
         // Figures that differ from the catalog's (a crash left it behind)
@@ -148,6 +208,7 @@ impl Collection {
             return Ok(());
         };
         if !self.dirty.load(Ordering::SeqCst) {
+            // No figure changes: the catalog alone.
             home.catalog
                 .commit(&[Change::Dirty(self.name.clone(), true)], true)?;
             self.dirty.store(true, Ordering::SeqCst);
@@ -164,10 +225,14 @@ impl Collection {
         let now = self.figures();
         self.memory
             .store(self.memory_bytes_now(), Ordering::Relaxed);
-        let mut settled = lock(&self.settled);
-        let delta = now.minus(*settled);
-        *settled = now;
-        Home::add_live(&mut home.live(), namespace(&self.name), delta);
+        // `settled` is released before `live` is taken: deltas commute.
+        let delta = {
+            let mut settled = lock(&self.settled);
+            let d = now.minus(*settled);
+            *settled = now;
+            d
+        };
+        Home::add_live(&mut home.live().open, namespace(&self.name), delta);
     }
 
     /// Records the collection's figures in the catalog and clears its dirty
@@ -183,7 +248,6 @@ impl Collection {
             return Ok(());
         }
         self.settle();
-        let mut live = home.live();
         let Some(mut entry) = home.catalog.get(&self.name)? else {
             return Ok(());
         };
@@ -194,15 +258,16 @@ impl Collection {
             return Ok(());
         }
         entry.stats = now.stats;
-        home.catalog.commit(
+        let next = Figures::recorded(now.stats);
+        let ns = namespace(&self.name);
+        home.commit(
             &[
                 Change::Put(self.name.clone(), entry),
                 Change::Dirty(self.name.clone(), false),
             ],
             false,
+            |open| Home::add_live(open, ns, was.minus(next)),
         )?;
-        let next = Figures::recorded(now.stats);
-        Home::add_live(&mut live, namespace(&self.name), was.minus(next));
         *lock(&self.recorded) = next;
         self.dirty.store(false, Ordering::SeqCst);
         Ok(())
@@ -225,14 +290,14 @@ impl Collection {
             return Ok(());
         };
         let meta = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let _live = home.live();
+        // Under the writer lock: no other change of this entry (a close's
+        // record, a rename, a drop) falls between the read and the commit.
         let Some(mut entry) = home.catalog.get(&self.name)? else {
             return Ok(());
         };
         entry.config = meta.config;
         entry.metadata = meta.metadata;
-        home.catalog
-            .commit(&[Change::Put(self.name.clone(), entry)], true)
+        home.commit(&[Change::Put(self.name.clone(), entry)], true, |_| ())
     }
 
     /// Whether the collection may be closed: no linking left to do.

@@ -55,9 +55,8 @@ impl Collection {
             {
                 continue;
             }
-            let weak = me.clone();
-            home.linker
-                .submit(&self.name, Box::new(move || link_job(weak)));
+            let job = Job(me.clone());
+            home.linker.submit(&self.name, Box::new(move || job.run()));
         }
     }
 
@@ -127,14 +126,29 @@ impl Collection {
     }
 }
 
-/// One job: a slice of linking, then more jobs if more waits.
-fn link_job(weak: Weak<Collection>) {
-    let Some(c) = weak.upgrade() else { return };
-    if !c.dropped.load(Ordering::SeqCst) {
-        c.link_some();
+/// One queued job. It counts in `linking` until it is dropped, run or not
+/// (a pool that stops drops its queue), so that a lost job never leaves
+/// keys claimed.
+struct Job(Weak<Collection>);
+
+impl Job {
+    /// A slice of linking, then more jobs if more waits.
+    fn run(self) {
+        let Some(c) = self.0.upgrade() else { return };
+        if !c.dropped.load(Ordering::SeqCst) {
+            c.link_some();
+        }
+        drop(self);
+        c.schedule_linking();
     }
-    c.linking.fetch_sub(1, Ordering::SeqCst);
-    c.schedule_linking();
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.upgrade() {
+            c.linking.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Lowers the calling thread's scheduling priority, so that linking yields

@@ -4,6 +4,7 @@
 //! `memory_budget_bytes`. A collection in use (a handle held by a request)
 //! or with points still to link is never closed.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,6 +12,10 @@ use std::time::Instant;
 use super::{Database, lock};
 use crate::collection::Collection;
 use crate::error::{EngineError, Result};
+
+/// How long a collection that failed to open is refused before its files
+/// are read again.
+const RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One name's place among the open collections. Opening, closing and
 /// replacing a collection happen under `coll`, so they never overlap.
@@ -80,6 +85,16 @@ impl Database {
                 self.forget_slot(name, &slot);
                 return Err(EngineError::CollectionNotFound(name.to_owned()));
             };
+            // A collection that failed to open a moment ago fails again
+            // without its files being read again.
+            if lock(&self.failed)
+                .get(name)
+                .is_some_and(|(at, _)| at.elapsed() < RETRY_OPEN)
+            {
+                drop(g);
+                self.forget_slot(name, &slot);
+                return Err(EngineError::Damaged(name.to_owned()));
+            }
             let started = Instant::now();
             let opened = Collection::open_in(
                 &self.colls().join(&entry.dir),
@@ -89,12 +104,38 @@ impl Database {
                 self.options.clone(),
             );
             let c = match opened {
-                Ok(c) => c,
+                Ok(c) => {
+                    lock(&self.failed).remove(name);
+                    c
+                }
                 Err(e) => {
                     self.counters.open_failures.fetch_add(1, Ordering::Relaxed);
                     drop(g);
                     self.forget_slot(name, &slot);
-                    tracing::error!(collection = %name, error = %e, "a collection could not be opened");
+                    let damaged = match &e {
+                        EngineError::Corrupt(_) => true,
+                        EngineError::Io { source, .. } => matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound
+                                | std::io::ErrorKind::InvalidData
+                                | std::io::ErrorKind::UnexpectedEof
+                        ),
+                        _ => false,
+                    };
+                    if !damaged {
+                        // Out of files, out of space: not the collection's
+                        // fault, and tried again at the next request.
+                        tracing::warn!(collection = %name, error = %e, "a collection could not be opened");
+                        return Err(e);
+                    }
+                    let reason = e.to_string();
+                    let before = lock(&self.failed)
+                        .insert(name.to_owned(), (Instant::now(), reason.clone()));
+                    // Said once per reason: an operator must act on it, and
+                    // a tenant asking again must not flood the log.
+                    if before.is_none_or(|(_, r)| r != reason) {
+                        tracing::error!(collection = %name, error = %reason, "a collection could not be opened: its files need repair or restoring from a backup");
+                    }
                     return Err(EngineError::Damaged(name.to_owned()));
                 }
             };
@@ -118,7 +159,9 @@ impl Database {
     /// The collection if it is open now (opens nothing).
     pub fn open_now(&self, name: &str) -> Option<Arc<Collection>> {
         let slot = lock(&self.slots).get(name).cloned()?;
-        slot.coll.try_lock().ok()?.clone()
+        let c = slot.coll.try_lock().ok()?.clone()?;
+        slot.used.store(self.tick(), Ordering::Relaxed);
+        Some(c)
     }
 
     /// The open collections.
@@ -197,6 +240,9 @@ impl Database {
         if Arc::strong_count(c) > 1 {
             return false;
         }
+        // What it still counts beyond its recorded figures (rows owed by
+        // writes whose snapshot is on disk now) leaves with it.
+        c.forget_live(&mut self.home.live().open);
         *g = None;
         drop(g);
         self.counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -206,7 +252,11 @@ impl Database {
     }
 
     /// Closes idle collections, least recently used first, while more are
-    /// open than the cap allows or they hold more than the budget.
+    /// open than the cap allows or they hold more than the budget. A
+    /// namespace holding more than its share of either (the cap or budget
+    /// over the namespaces with open collections) gives up its own first,
+    /// so that one tenant cycling through many collections closes its own
+    /// rather than everyone's.
     pub fn evict(&self) {
         let cap = self.options.max_open_collections.max(1);
         let budget = self.options.memory_budget_bytes;
@@ -226,7 +276,22 @@ impl Database {
         if count <= cap && memory <= budget {
             return;
         }
-        open.sort_by_key(|o| o.2);
+        // Per namespace: collections and memory held.
+        let mut held: HashMap<&str, (usize, u64)> = HashMap::new();
+        for o in &open {
+            let e = held.entry(crate::catalog::namespace(&o.0)).or_default();
+            e.0 += 1;
+            e.1 += o.3;
+        }
+        let k = held.len().max(1);
+        let (count_share, memory_share) = (cap.div_ceil(k), budget / k as u64);
+        let over: std::collections::HashSet<String> = held
+            .iter()
+            .filter(|(_, (n, m))| *n > count_share || *m > memory_share)
+            .map(|(ns, _)| (*ns).to_owned())
+            .collect();
+        // Namespaces over their share first, then by age.
+        open.sort_by_key(|o| (!over.contains(crate::catalog::namespace(&o.0)), o.2));
         for (name, slot, _, mem) in open {
             if count <= cap && memory <= budget {
                 break;

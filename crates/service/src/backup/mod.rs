@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
-use vectorizer_engine::collection::Collection;
 
 pub use archive::ReadCaps;
 pub use restore::{RestoreBackup, Restored};
@@ -413,9 +412,9 @@ impl Service {
                 .run(move |_| {
                     let chosen = chosen
                         .into_iter()
-                        .map(|(short, l)| Ok((short, svc.db.collection(&l.name)?)))
-                        .collect::<Result<Vec<(String, Arc<Collection>)>>>()?;
-                    write_backup(&dir, None, owner, label, chosen, &progress)
+                        .map(|(short, l)| (short, l.name))
+                        .collect();
+                    write_backup(&svc.db, &dir, None, owner, label, chosen, &progress)
                 })
                 .await?
         };
@@ -569,14 +568,17 @@ fn verified(dir: &Path, info: &BackupInfo, tick: &dyn Fn(u64)) -> Result<std::fs
     Ok(file)
 }
 
-/// Checkpoints `chosen` into a work directory and writes their archive
-/// to a temporary file in `dir`: the info and the file, not yet committed.
+/// Checkpoints `chosen` (short names, and the engine's names in `db`)
+/// into a work directory, one collection open at a time, and writes their
+/// archive to a temporary file in `dir`: the info and the file, not yet
+/// committed.
 pub(crate) fn write_backup(
+    db: &vectorizer_engine::Database,
     dir: &Path,
     id: Option<String>,
     owner: Option<String>,
     label: Option<String>,
-    chosen: Vec<(String, Arc<Collection>)>,
+    chosen: Vec<(String, String)>,
     progress: &Progress,
 ) -> Result<(BackupInfo, Leftover)> {
     let io = |what: &'static str| {
@@ -589,15 +591,18 @@ pub(crate) fn write_backup(
     let _work = Leftover::new(work.clone());
     let mut collections = Vec::new();
     let mut dirs = Vec::new();
-    for (short, c) in &chosen {
+    for (short, full) in &chosen {
         let d = work.join(short);
         std::fs::create_dir(&d).map_err(io("creating a work directory"))?;
-        let cp = c.checkpoint(&d).map_err(|e| match e {
-            vectorizer_engine::EngineError::CollectionNotFound(_) => {
-                ServiceError::CollectionNotFound(short.clone())
-            }
-            e => e.into(),
-        })?;
+        let cp = db
+            .collection(full)
+            .and_then(|c| c.checkpoint(&d))
+            .map_err(|e| match e {
+                vectorizer_engine::EngineError::CollectionNotFound(_) => {
+                    ServiceError::CollectionNotFound(short.clone())
+                }
+                e => e.into(),
+            })?;
         collections.push((short.clone(), cp));
         dirs.push(d);
     }

@@ -369,9 +369,10 @@ fn back_up(
     }
     let chosen = items
         .iter()
-        .map(|i| Ok((i.name.clone(), db.collection(&i.name)?)))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|i| (i.name.clone(), i.name.clone()))
+        .collect();
     let (info, tmp) = crate::backup::write_backup(
+        db,
         &dir,
         Some(id.to_owned()),
         None,

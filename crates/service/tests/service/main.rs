@@ -319,3 +319,73 @@ async fn each_user_sees_exactly_its_own_model() {
         }
     }
 }
+
+/// 10,000 collections of 100 tenants: after a restart, start-up, listing,
+/// usage, quota figures and metrics open none of them; a search opens its
+/// own only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_collections_cost_nothing_until_used() {
+    const TENANTS: usize = 100;
+    const EACH: usize = 100;
+    let dir = TempDir::new("svc-scale");
+    let options = || ServiceOptions {
+        max_open_collections: Some(16),
+        ..ServiceOptions::new(dir.path())
+    };
+    let callers: Vec<Caller> = (0..TENANTS).map(|_| tenant(&[Permission::Admin])).collect();
+    {
+        let s = Arc::new(Service::open(options()).unwrap());
+        let mut tasks = Vec::new();
+        for c in callers.clone() {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    s.create_collection(&call(&s, &c), create(&format!("c{i}")))
+                        .await
+                        .unwrap();
+                }
+                s.upsert(&call(&s, &c), "c7", upsert(1, [1.0, 0.0]))
+                    .await
+                    .unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(s.residency().open <= 16 + TENANTS, "{:?}", s.residency());
+        s.flush().unwrap();
+    }
+    let s = Arc::new(Service::open(options()).unwrap());
+    assert_eq!(s.health().collections, TENANTS * EACH);
+    let user = |c: &Caller| match c {
+        Caller::Tenant(t) => t.user_id,
+        _ => unreachable!(),
+    };
+    for c in &callers {
+        let listed = s.list_collections(&call(&s, c)).await.unwrap();
+        assert_eq!(listed.collections.len(), EACH);
+        let u = s.usage(&call(&s, c)).await.unwrap();
+        assert_eq!((u.collections, u.vectors), (EACH, 1));
+        // What a quota check counts.
+        let q = s.usage_of(&user(c));
+        assert_eq!((q.collections, q.vectors), (EACH as u64, 1));
+        assert!(q.bytes > 0);
+        let d = s.get_collection(&call(&s, c), "c7").await.unwrap();
+        assert!(!d.loaded && d.points == 1);
+    }
+    assert_eq!(s.totals().0, TENANTS * EACH);
+    assert_eq!(s.usage_by_owner().len(), TENANTS);
+    assert_eq!(s.residency().opens, 0, "nothing was opened");
+    let hits = s
+        .search(&call(&s, &callers[3]), "c7", search())
+        .await
+        .unwrap();
+    assert_eq!(hits.results.len(), 1);
+    assert_eq!(s.residency().opens, 1);
+    assert!(
+        s.get_collection(&call(&s, &callers[3]), "c7")
+            .await
+            .unwrap()
+            .loaded
+    );
+}
