@@ -1,8 +1,9 @@
 //! Usage reporting to the Hub. Figures are absolute (a repeat is harmless)
 //! and come from the engine's own accounting. A change queues its
 //! collection's figures; the reporter sends them shortly after (debounced)
-//! and sends every collection's on a full sync every interval, including
-//! one at start, which re-derives the truth after any crash. What cannot be
+//! and, on a sync every interval, every collection's figures that differ from
+//! what the Hub last took (all of them at the first, at start, which
+//! re-derives the truth after any crash). What cannot be
 //! re-derived, a deletion, and any report the Hub did not take, waits in a
 //! durable outbox (`usage-outbox.json`, replaced atomically) until it does.
 //!
@@ -57,6 +58,9 @@ pub struct Reporter {
     failing: std::sync::atomic::AtomicBool,
     /// Held while the outbox file is written: one writer at a time.
     writing: Mutex<()>,
+    /// The last figures the Hub took, by Hub collection id: a periodic
+    /// sync after the first sends only what differs.
+    taken: Mutex<std::collections::HashMap<Uuid, Report>>,
 }
 
 /// Report counts for metrics.
@@ -110,6 +114,7 @@ impl Reporter {
             drift_wake: tokio::sync::Notify::new(),
             failing: Default::default(),
             writing: Mutex::default(),
+            taken: Mutex::default(),
         }))
     }
 
@@ -311,6 +316,10 @@ impl Reporter {
                 }
                 Ok(()) => {
                     take(&mut self.queue());
+                    self.taken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, report);
                     self.delivered
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -318,6 +327,10 @@ impl Reporter {
                 // service registers it again and reports under the new id.
                 Err(HubError::NotFound(_)) => {
                     take(&mut self.queue());
+                    self.taken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                     self.drift
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Said once: while its registration is retried, the
@@ -380,9 +393,10 @@ impl Reporter {
     pub fn spawn(
         self: &Arc<Self>,
         interval: Duration,
-        figures: impl Fn() -> Vec<(Uuid, Report)> + Send + 'static,
+        figures: impl Fn() -> Vec<(Uuid, Report)> + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
+        let figures = Arc::new(figures);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             let mut pending = 0;
@@ -397,8 +411,19 @@ impl Reporter {
                 };
                 tokio::select! {
                     _ = tick.tick() => {
+                        // Read from the whole catalog: off the runtime.
+                        let f = figures.clone();
+                        let all = tokio::task::spawn_blocking(move || f())
+                            .await
+                            .unwrap_or_default();
+                        let taken = me.taken.lock().unwrap_or_else(|e| e.into_inner()).clone();
                         let mut q = me.queue();
-                        for (id, r) in figures() {
+                        for (id, r) in all {
+                            // What the Hub took already is not sent again
+                            // (the first sync after start sends it all).
+                            if taken.get(&id) == Some(&r) {
+                                continue;
+                            }
                             // The engine's figures are the truth, but a
                             // queued deletion stands.
                             if q.get(&id) != Some(&Report::Deleted) {
