@@ -65,6 +65,33 @@ fn build(dir: &Path, n: u64) -> Result<f64, String> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Collections of 1,000 points measured apart (`k0`..), written if missing.
+const LARGE: u64 = 50;
+
+fn add_large(dir: &Path) -> Result<(), String> {
+    let db = Database::open(dir, EngineOptions::default()).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(7);
+    for i in 0..LARGE {
+        let name = format!("k{i}");
+        if db.exists(&name) {
+            continue;
+        }
+        let c = db
+            .create_collection(&name, CollectionConfig::new(DIM, Metric::Cosine), BTreeMap::new())
+            .map_err(|e| e.to_string())?;
+        let pts = (0..1000)
+            .map(|k| Point {
+                id: PointId::Num(k),
+                vector: vector(&mut rng),
+                payload: None,
+            })
+            .collect();
+        c.upsert(pts).map_err(|e| e.to_string())?;
+        c.wait_indexed();
+    }
+    db.flush().map_err(|e| e.to_string())
+}
+
 /// (resident bytes, threads, open files) of process `pid`.
 fn process(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -141,6 +168,7 @@ fn measure(bin: &Path, n: u64, work: Option<&Path>) -> Result<Value, String> {
         eprintln!("writing {n} collections of {POINTS} vectors…");
         build(&dir, n)?
     };
+    add_large(&dir)?;
     let started = Instant::now();
     let (server, addr) = crate::noisy::start_with(bin, &dir, &[])?;
     let pid = server.0.id();
@@ -159,7 +187,7 @@ fn measure(bin: &Path, n: u64, work: Option<&Path>) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let listed_n = listed.json()["collections"].as_array().map_or(0, Vec::len);
     let listed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if listed_n as u64 != n {
+    if listed_n as u64 != n + LARGE {
         return Err(format!("listed {listed_n} of {n} collections"));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -174,6 +202,11 @@ fn measure(bin: &Path, n: u64, work: Option<&Path>) -> Result<Value, String> {
         first.push(search(&mut c, &coll, &mut rng)?);
     }
     first.sort();
+    let mut large = Vec::new();
+    for i in 0..LARGE {
+        large.push(search(&mut c, &format!("k{i}"), &mut rng)?);
+    }
+    large.sort();
     let after = process(pid);
     let mut warm = Vec::new();
     for round in 0..5 {
@@ -237,6 +270,7 @@ fn measure(bin: &Path, n: u64, work: Option<&Path>) -> Result<Value, String> {
         "after_touching_1pct": {"touched": touched, "rss_bytes": after.0, "threads": after.1, "open_files": after.2},
         "under_zipf_load": {"rss_bytes": under_load.0, "threads": under_load.1, "open_files": under_load.2},
         "first_search_ms": {"p50": ms(&first, 0.5), "p99": ms(&first, 0.99), "n": first.len()},
+        "first_search_1000_points_ms": {"p50": ms(&large, 0.5), "p99": ms(&large, 0.99), "n": large.len()},
         "warm_search_ms": {"p50": ms(&warm, 0.5), "p99": ms(&warm, 0.99), "n": warm.len()},
         "zipf_qps": done.load(Ordering::Relaxed) as f64 / secs,
         "zipf_failed": failed.load(Ordering::Relaxed),
