@@ -98,7 +98,7 @@ enum Attack {
     /// MCP `search_batch` calls: half at the MCP body limit (2 MiB, long
     /// vectors, refused once read), half valid batches of 100 searches.
     Mcp,
-    /// Batches of 1,000 new points (a linking backlog for the indexer)
+    /// Batches of 1,000 new points (a linking backlog)
     /// and payload indexes created one after another.
     IndexFlood,
     /// Writes spread over [`SPREAD`] collections, each with points to link.
@@ -483,7 +483,7 @@ fn bench(bin: &Path, d: Duration) -> Result<(), String> {
             line["a"]["unlinked_after"] = json!(left);
         }
         report.insert(kind.name().into(), line);
-        // The attack's backlog (the indexers') drains before the next.
+        // The attack's linking backlog drains before the next.
         std::thread::sleep(Duration::from_secs(5));
     }
     println!("{}", Value::Object(report));

@@ -77,7 +77,11 @@ fn add_large(dir: &Path) -> Result<(), String> {
             continue;
         }
         let c = db
-            .create_collection(&name, CollectionConfig::new(DIM, Metric::Cosine), BTreeMap::new())
+            .create_collection(
+                &name,
+                CollectionConfig::new(DIM, Metric::Cosine),
+                BTreeMap::new(),
+            )
             .map_err(|e| e.to_string())?;
         let pts = (0..1000)
             .map(|k| Point {

@@ -78,7 +78,7 @@ pub struct EngineOptions {
     /// write amplification).
     pub min_snapshot_log_bytes: u64,
     /// Most published points waiting to be linked into the graph; a write
-    /// that finds more waits for the indexer. Until linked, points are
+    /// that finds more links keys itself first. Until linked, points are
     /// found by an exact scan, so a larger backlog acknowledges bulk loads
     /// sooner but slows searches while it lasts.
     pub max_unindexed: usize,
@@ -242,12 +242,12 @@ struct State {
     ids: BTreeMap<PointId, u32>,
     payload_bytes: u64,
     /// Published keys not yet linked into the graph, oldest first. Searches
-    /// scan them exactly; the indexer links them in the background.
+    /// scan them exactly; linking jobs link them in the background.
     unindexed: Vec<u32>,
     /// Keys by the values of the declared payload fields.
     payload_index: PayloadIndex,
     /// Bumped when compaction replaces the graph (and renumbers keys), so
-    /// that an indexer batch taken before it is abandoned.
+    /// that linking keys taken before it are abandoned.
     generation: u64,
     /// Keys at the front of `unindexed` handed to a linking job.
     claimed: usize,
@@ -548,9 +548,9 @@ impl Collection {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The write lock. Announces itself first, so that the indexer (which
-    /// runs at low priority under the read lock) steps aside at once
-    /// instead of making a writer wait through a slow slice of work.
+    /// The write lock. Announces itself first, so that linking (which
+    /// runs at low priority under the read lock) steps aside before its
+    /// next slice instead of making a writer wait through its work.
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.writers_waiting.fetch_add(1, Ordering::SeqCst);
         let g = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -1066,7 +1066,7 @@ impl Collection {
             self.write().index.reserve(end as usize);
         }
         // Vectors are stored under keys no search resolves yet; linking
-        // them into the graph is the indexer's work.
+        // them into the graph is linking's work.
         {
             let st = self.read();
             for (k, p) in keys.iter().zip(&points) {
