@@ -277,3 +277,56 @@ fn sigkill_while_collections_open_and_close_loses_nothing() {
         "the child wrote too little to test anything"
     );
 }
+
+/// A data directory written before there was a catalog (collections in
+/// `collections/<name>/`) gets one built at open, and serves the same.
+#[test]
+fn a_directory_without_a_catalog_gets_one() {
+    let dir = TempDir::new("legacy");
+    let mut want = BTreeMap::new();
+    {
+        let db = open_with(&dir.0, capped(8));
+        for name in ["plain", "user_u:docs"] {
+            let c = db
+                .create_collection(name, config(), BTreeMap::from([("k".into(), name.into())]))
+                .unwrap();
+            c.upsert(points(0, 12, 3)).unwrap();
+            want.insert(name.to_owned(), contents(&c));
+        }
+        db.flush().unwrap();
+    }
+    // The layout of before: directories named by their collections.
+    for name in ["plain", "user_u:docs"] {
+        let d = vectorizer_engine::database::collection_dir(&dir.0, name).unwrap();
+        std::fs::rename(&d, dir.0.join("collections").join(name)).unwrap();
+    }
+    std::fs::remove_file(dir.0.join("catalog.redb")).unwrap();
+    // Looking only, nothing is written (the catalog is built in memory).
+    let looking = EngineOptions {
+        background: false,
+        ..EngineOptions::default()
+    };
+    drop(open_with(&dir.0, looking));
+    assert!(!dir.0.join("catalog.redb").exists());
+    let db = open_with(&dir.0, capped(8));
+    assert!(dir.0.join("catalog.redb").exists());
+    assert_eq!(db.names().unwrap(), vec!["plain", "user_u:docs"]);
+    assert_eq!(db.usage("user_u").unwrap().points, 12);
+    for (name, held) in &want {
+        let l = db.listing(name).unwrap();
+        assert_eq!(l.metadata["k"], *name);
+        assert_eq!(contents(&db.collection(name).unwrap()), *held);
+    }
+    // New collections take directories no name can.
+    db.create_collection("fresh", config(), BTreeMap::new())
+        .unwrap();
+    drop(db);
+    assert!(
+        vectorizer_engine::database::collection_dir(&dir.0, "fresh")
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with('@')
+    );
+}
