@@ -146,6 +146,7 @@ mod tests {
             },
             ServiceError::Forbidden("no".into()),
             ServiceError::Unavailable("down".into()),
+            ServiceError::Damaged("docs".into()),
         ];
         for e in all {
             let back: ServiceError = WireError::from(&e).into();

@@ -33,7 +33,7 @@ use crate::snapshot;
 use crate::wal::{Point, Wal, WalOp};
 
 mod checkpoint;
-mod home;
+pub(crate) mod home;
 mod link;
 mod rename;
 

@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{Catalog, Change, Entry, Stats, Totals, namespace};
+use crate::catalog::{Catalog, Change, Entry, Stats, Totals};
 use crate::collection::{Collection, EngineOptions, Home};
 use crate::config::{CollectionConfig, validate_name};
 use crate::error::{EngineError, Result};
@@ -106,6 +106,19 @@ pub struct Usage {
     pub disk_bytes: u64,
     pub logical_bytes: u64,
     pub committed_bytes: u64,
+}
+
+impl Usage {
+    /// The catalog's totals plus the open collections' changes.
+    fn of(t: Totals, d: crate::collection::home::Figures) -> Usage {
+        Usage {
+            collections: t.collections,
+            points: t.points.wrapping_add(d.stats.points),
+            disk_bytes: t.disk_bytes.wrapping_add(d.stats.disk_bytes),
+            logical_bytes: t.logical_bytes.wrapping_add(d.stats.logical_bytes),
+            committed_bytes: t.disk_bytes.wrapping_add(d.committed_bytes),
+        }
+    }
 }
 
 impl Database {
@@ -330,22 +343,17 @@ impl Database {
     /// is opened or scanned.
     pub fn usage(&self, ns: &str) -> Result<Usage> {
         let (t, d) = self.home.usage(ns)?;
-        Ok(Usage {
-            collections: t.collections,
-            points: t.points.wrapping_add(d.stats.points),
-            disk_bytes: t.disk_bytes.wrapping_add(d.stats.disk_bytes),
-            logical_bytes: t.logical_bytes.wrapping_add(d.stats.logical_bytes),
-            committed_bytes: t.disk_bytes.wrapping_add(d.committed_bytes),
-        })
+        Ok(Usage::of(t, d))
     }
 
-    /// Every namespace's usage.
+    /// Every namespace's usage (the catalog's totals read once).
     pub fn usage_all(&self) -> Result<Vec<(String, Usage)>> {
-        let spaces: Vec<(String, Totals)> = self.home.catalog.all_totals()?;
-        spaces
+        Ok(self
+            .home
+            .usage_all()?
             .into_iter()
-            .map(|(ns, _)| Ok((ns.clone(), self.usage(&ns)?)))
-            .collect()
+            .map(|(ns, t, d)| (ns, Usage::of(t, d)))
+            .collect())
     }
 
     /// Drops a collection and its files; atomic across a crash.
@@ -686,11 +694,6 @@ pub fn read_catalog(root: impl AsRef<Path>) -> Result<Vec<(String, BTreeMap<Stri
     }
     out.sort();
     Ok(out)
-}
-
-/// The namespace of a name (re-exported for the layers above).
-pub fn namespace_of(name: &str) -> &str {
-    namespace(name)
 }
 
 /// The catalog file of a database under `root`.

@@ -321,20 +321,31 @@ impl Service {
         caller: &Caller,
         name: &str,
     ) -> Result<Arc<Collection>> {
+        // Open already: no catalog read. (A name is a collection's or an
+        // alias's, never both.)
+        if let Some(c) = self.db.open_now(&self.resolve(caller, name)?) {
+            return Ok(c);
+        }
         let full = self.full_name(caller, name)?;
         if let Some(c) = self.db.open_now(&full) {
             return Ok(c);
         }
         let svc = self.clone();
-        let (caller, name) = (caller.clone(), name.to_owned());
-        ticket.run(move |_| svc.collection(&caller, &name)).await
+        let name = name.to_owned();
+        ticket.run(move |_| svc.open_full(&full, &name)).await
     }
 
     /// The caller's collection `name`, or the one its alias `name` points
     /// at, opened if it is not open.
     pub(crate) fn collection(&self, caller: &Caller, name: &str) -> Result<Arc<Collection>> {
         let full = self.full_name(caller, name)?;
-        self.db.collection(&full).map_err(|e| match e {
+        self.open_full(&full, name)
+    }
+
+    /// The engine collection `full` (the caller's `name`), opened if it is
+    /// not open.
+    fn open_full(&self, full: &str, name: &str) -> Result<Arc<Collection>> {
+        self.db.collection(full).map_err(|e| match e {
             vectorizer_engine::EngineError::CollectionNotFound(_) => {
                 ServiceError::CollectionNotFound(name.to_owned())
             }

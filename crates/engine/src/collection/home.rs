@@ -108,6 +108,23 @@ impl Home {
         Ok(())
     }
 
+    /// Every namespace's catalog totals and its open collections' changes.
+    pub(crate) fn usage_all(&self) -> Result<Vec<(String, crate::catalog::Totals, Figures)>> {
+        // Under `commits`, as a first read in `usage`: no commit falls
+        // between the read and what is kept of it.
+        let _c = lock(&self.commits);
+        let all = self.catalog.all_totals()?;
+        let mut l = self.live();
+        Ok(all
+            .into_iter()
+            .map(|(ns, t)| {
+                let k = *l.known.entry(ns.clone()).or_insert(t);
+                let d = l.open.get(&ns).copied().unwrap_or_default();
+                (ns, k, d)
+            })
+            .collect())
+    }
+
     /// A namespace's catalog totals and its open collections' changes.
     pub(crate) fn usage(&self, ns: &str) -> Result<(crate::catalog::Totals, Figures)> {
         {

@@ -305,7 +305,12 @@ impl Database {
 
     /// Figures of the open collections.
     pub fn residency(&self) -> Residency {
-        let open = self.open_collections();
+        // Slots being opened or closed are skipped, not waited for.
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+        let open: Vec<Arc<Collection>> = slots
+            .iter()
+            .filter_map(|s| s.coll.try_lock().ok()?.clone())
+            .collect();
         Residency {
             open: open.len(),
             opens: self.counters.opens.load(Ordering::Relaxed),

@@ -68,7 +68,7 @@ fn check_contents(db: &Database, model: &BTreeMap<&str, RefColl>) {
     for ns in ["", "user_1"] {
         let (n, points) = model
             .iter()
-            .filter(|(name, _)| vectorizer_engine::database::namespace_of(name) == ns)
+            .filter(|(name, _)| vectorizer_engine::catalog::namespace(name) == ns)
             .fold((0, 0), |(n, p), (_, c)| (n + 1, p + c.points.len() as u64));
         let u = db.usage(ns).unwrap();
         assert_eq!((u.collections, u.points), (n, points), "namespace {ns:?}");
@@ -76,7 +76,7 @@ fn check_contents(db: &Database, model: &BTreeMap<&str, RefColl>) {
             .list("")
             .unwrap()
             .iter()
-            .filter(|l| vectorizer_engine::database::namespace_of(&l.name) == ns)
+            .filter(|l| vectorizer_engine::catalog::namespace(&l.name) == ns)
             .map(|l| l.stats.disk_bytes)
             .sum();
         assert_eq!(u.disk_bytes, listed, "namespace {ns:?}");

@@ -432,7 +432,13 @@ fn a_migration_serves_each_user_its_own_and_rolls_back_exactly() {
         "vectorizer listening on http://",
         Some(&log),
     );
-    let logged = std::fs::read_to_string(&log).unwrap();
+    // Said once the catalog has been read, off the start-up path.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut logged = std::fs::read_to_string(&log).unwrap();
+    while !logged.contains("have no owner") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        logged = std::fs::read_to_string(&log).unwrap();
+    }
     assert!(
         logged.contains("4 collections have no owner")
             && logged.contains("vectorizer migrate plan"),

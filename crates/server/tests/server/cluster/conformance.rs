@@ -498,6 +498,8 @@ fn normalized(mut v: Value) -> Value {
                     "memory_bytes",
                     "storage_bytes",
                     "unindexed_points",
+                    // Whether this replica has it open now.
+                    "loaded",
                 ] {
                     m.remove(k);
                 }
