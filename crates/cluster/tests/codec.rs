@@ -41,7 +41,16 @@ fn filter() -> Value {
             {"filter": {"must_not": [{"key": "a.b.c", "match": {"value": "x"}}]}},
             {"must": [{"key": "tags", "match": {"any": [true]}}], "should": [{"has_id": [3]}]}
         ],
-        "must_not": [{"key": "é", "range": {"lt": 5}}]
+        "must_not": [{"key": "é", "range": {"lt": 5}}],
+        "min_should": {"conditions": [
+            {"key": "f", "match": {"value": 2.5}},
+            {"key": "c", "match": {"except": ["a", 3, false, -0.25]}},
+            {"key": "t", "match": {"text": "needle \u{2028}"}},
+            {"key": "tags", "values_count": {"gt": 0, "gte": 1, "lt": 9, "lte": 8}},
+            {"is_empty": {"key": "e.f"}},
+            {"is_null": {"key": "n"}},
+            {"nested": {"key": "items", "filter": {"must": [{"key": "sku", "match": {"value": "x"}}], "min_should": {"conditions": [{"is_null": {"key": "q"}}], "min_count": 1}}}}
+        ], "min_count": 3}
     })
 }
 

@@ -1,7 +1,9 @@
 //! Payload filters in the JSON shape Qdrant users know:
-//! `{"must": [...], "should": [...], "must_not": [...]}` of field conditions
-//! (`match` value / any, `range`), `has_id`, and nested filters. Parsing
-//! (bounded in every dimension that multiplies work) is in `filter_parse`.
+//! `{"must": [...], "should": [...], "must_not": [...], "min_should": {...}}`
+//! of conditions: on a field (`match` value / any / except / text, `range`,
+//! `values_count`), `is_empty`, `is_null`, `has_id`, `nested` (one object of
+//! a list satisfies a filter) and filters within filters. Parsing (bounded
+//! in every dimension that multiplies work) is in `filter_parse`.
 
 use std::collections::HashSet;
 
@@ -9,9 +11,11 @@ use serde_json::Value;
 
 use crate::error::EngineError;
 use crate::id::PointId;
-use crate::payload::{PayloadView, Scalar};
+use crate::payload::{Node, PayloadView, Scalar};
 
-pub use crate::filter_parse::{MAX_ANY, MAX_CONDITIONS, MAX_DEPTH, MAX_HAS_ID, MAX_VALUES};
+pub use crate::filter_parse::{
+    MAX_ANY, MAX_CONDITIONS, MAX_DEPTH, MAX_HAS_ID, MAX_TEXT, MAX_VALUES,
+};
 
 /// A boolean combination of conditions. An empty filter matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,37 +23,92 @@ pub struct Filter {
     pub must: Vec<Condition>,
     pub should: Vec<Condition>,
     pub must_not: Vec<Condition>,
+    pub min_should: Option<MinShould>,
+}
+
+/// At least `min_count` of `conditions` hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MinShould {
+    pub conditions: Vec<Condition>,
+    pub min_count: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
-    Field { key: Vec<String>, test: FieldTest },
+    Field {
+        key: Vec<String>,
+        test: FieldTest,
+    },
     HasId(HashSet<PointId>),
+    /// A filter used as a condition.
     Nested(Box<Filter>),
+    /// The field is missing, null, an empty list, or a list of nulls.
+    IsEmpty(Vec<String>),
+    /// The field is present and null.
+    IsNull(Vec<String>),
+    /// One object of the list at `key` satisfies `filter` on its own
+    /// (Qdrant's `nested`): conditions on different fields must hold in
+    /// the same element.
+    Within {
+        key: Vec<String>,
+        filter: Box<Filter>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldTest {
     Match(MatchValue),
     Any(AnyOf),
+    /// Some value of the field is none of these (a null is not).
+    Except(AnyOf),
+    /// Some string value of the field contains this text.
+    Text(String),
     Range(Range),
+    /// How many values the field holds (a list counts its elements, a null
+    /// none), within these bounds.
+    ValuesCount(Range),
 }
 
-/// An exact value to match: a keyword, an integer or a bool.
+/// An exact value to match: a keyword, an integer, a bool, or a number
+/// with a fractional part (held as its bits, so that values hash).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MatchValue {
     Keyword(String),
     Integer(i64),
     Bool(bool),
+    Float(FloatBits),
 }
 
-/// The values of a `match.any`, hashed so that testing a payload value
-/// costs the same however long the list is.
+/// A finite, non-integral `f64`, compared by its bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FloatBits(u64);
+
+impl FloatBits {
+    /// `x` as a match value: integral values become integers, so that a
+    /// number has exactly one form.
+    pub fn value(x: f64) -> Option<MatchValue> {
+        if !x.is_finite() {
+            return None;
+        }
+        if x.fract() == 0.0 && x >= i64::MIN as f64 && x < i64::MAX as f64 {
+            return Some(MatchValue::Integer(x as i64));
+        }
+        Some(MatchValue::Float(FloatBits(x.to_bits())))
+    }
+
+    pub fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
+}
+
+/// The values of a `match.any` or `match.except`, hashed so that testing a
+/// payload value costs the same however long the list is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnyOf {
     values: Vec<MatchValue>,
     keywords: HashSet<String>,
     integers: HashSet<i64>,
+    floats: HashSet<FloatBits>,
     bools: [bool; 2],
 }
 
@@ -60,6 +119,7 @@ impl AnyOf {
             let fresh = match &v {
                 MatchValue::Keyword(s) => a.keywords.insert(s.clone()),
                 MatchValue::Integer(i) => a.integers.insert(*i),
+                MatchValue::Float(f) => a.floats.insert(*f),
                 MatchValue::Bool(b) => !std::mem::replace(&mut a.bools[*b as usize], true),
             };
             if fresh {
@@ -78,14 +138,16 @@ impl AnyOf {
         match v {
             Scalar::Str(x) => self.keywords.contains(x),
             Scalar::Bool(b) => self.bools[b as usize],
-            Scalar::Int(i) => self.integers.contains(&i),
-            Scalar::Float(f) => {
-                f.fract() == 0.0
-                    && f >= i64::MIN as f64
-                    && f < i64::MAX as f64
-                    && self.integers.contains(&(f as i64))
-            }
-            _ => false,
+            Scalar::Null => false,
+            n => match n.as_f64().and_then(FloatBits::value) {
+                Some(MatchValue::Integer(i)) => {
+                    // A u64 above i64::MAX has no integer to match.
+                    !matches!(n, Scalar::UInt(u) if u > i64::MAX as u64)
+                        && self.integers.contains(&i)
+                }
+                Some(MatchValue::Float(f)) => self.floats.contains(&f),
+                _ => false,
+            },
         }
     }
 }
@@ -116,10 +178,26 @@ impl Filter {
         self.must.iter().all(|c| c.matches(id, payload))
             && (self.should.is_empty() || self.should.iter().any(|c| c.matches(id, payload)))
             && !self.must_not.iter().any(|c| c.matches(id, payload))
+            && self.min_should.as_ref().is_none_or(|m| {
+                // Stops counting as soon as the answer is known.
+                let mut hit = 0;
+                let mut left = m.conditions.len();
+                for c in &m.conditions {
+                    if hit >= m.min_count || hit + left < m.min_count {
+                        break;
+                    }
+                    hit += c.matches(id, payload) as usize;
+                    left -= 1;
+                }
+                hit >= m.min_count
+            })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.must.is_empty() && self.should.is_empty() && self.must_not.is_empty()
+        self.must.is_empty()
+            && self.should.is_empty()
+            && self.must_not.is_empty()
+            && self.min_should.is_none()
     }
 }
 
@@ -130,13 +208,33 @@ impl Condition {
             Condition::Nested(f) => f.matches(id, payload),
             Condition::Field { key, test } => {
                 let Some(payload) = payload else { return false };
-                // Every value at the dotted path is visited (arrays along the
-                // way element by element): a condition on a list field holds
-                // when any element satisfies it.
+                test.holds(payload, key)
+            }
+            Condition::IsEmpty(key) => {
+                let Some(payload) = payload else { return true };
+                let mut empty = true;
+                payload.leaves(key, &mut |n| {
+                    empty &= n.is_null() || n.array_len() == Some(0)
+                });
+                empty
+            }
+            Condition::IsNull(key) => {
+                let Some(payload) = payload else { return false };
+                let mut null = false;
+                payload.leaves(key, &mut |n| null |= n.is_null());
+                null
+            }
+            Condition::Within { key, filter } => {
+                let Some(payload) = payload else { return false };
                 let mut found = false;
-                payload.visit(key, &mut |v| {
-                    if !found && test.matches(v) {
-                        found = true;
+                payload.leaves(key, &mut |n| {
+                    let mut check = |item: Node<'_>| {
+                        if !found && item.is_object() {
+                            found = filter.matches(id, Some(&item));
+                        }
+                    };
+                    if !n.each_item(&mut check) {
+                        check(n);
                     }
                 });
                 found
@@ -146,11 +244,39 @@ impl Condition {
 }
 
 impl FieldTest {
+    fn holds<P: PayloadView + ?Sized>(&self, payload: &P, key: &[String]) -> bool {
+        if let FieldTest::ValuesCount(r) = self {
+            let mut count = 0usize;
+            let mut any = false;
+            payload.leaves(key, &mut |n| {
+                any = true;
+                count += match n.array_len() {
+                    Some(len) => len,
+                    None => !n.is_null() as usize,
+                };
+            });
+            return any && r.contains(count as f64);
+        }
+        // Every value at the dotted path is visited (arrays along the way
+        // element by element): a condition on a list field holds when any
+        // element satisfies it.
+        let mut found = false;
+        payload.visit(key, &mut |v| {
+            if !found && self.matches(v) {
+                found = true;
+            }
+        });
+        found
+    }
+
     fn matches(&self, v: Scalar<'_>) -> bool {
         match self {
             FieldTest::Match(m) => m.matches(v),
             FieldTest::Any(set) => set.matches(v),
+            FieldTest::Except(set) => !matches!(v, Scalar::Null) && !set.matches(v),
+            FieldTest::Text(t) => matches!(v, Scalar::Str(s) if s.contains(t.as_str())),
             FieldTest::Range(r) => v.as_f64().is_some_and(|x| r.contains(x)),
+            FieldTest::ValuesCount(_) => false,
         }
     }
 }
@@ -162,6 +288,7 @@ impl MatchValue {
             (MatchValue::Bool(b), Scalar::Bool(x)) => *b == x,
             (MatchValue::Integer(i), Scalar::Int(x)) => *i == x,
             (MatchValue::Integer(i), Scalar::Float(f)) => f == *i as f64 && f.fract() == 0.0,
+            (MatchValue::Float(b), Scalar::Float(f)) => b.get() == f,
             _ => false,
         }
     }
@@ -292,7 +419,7 @@ mod tests {
             json!({"must": 3}),
             json!({"must": [{"key": "a"}]}),
             json!({"must": [{"key": "", "match": {"value": 1}}]}),
-            json!({"must": [{"key": "a", "match": {"value": 1.5}}]}),
+            json!({"must": [{"key": "a", "match": {"value": [1]}}]}),
             json!({"must": [{"key": "a", "match": {"value": null}}]}),
             json!({"must": [{"key": "a", "range": {}}]}),
             json!({"must": [{"key": "a", "range": {"gt": "x"}}]}),

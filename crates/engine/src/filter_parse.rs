@@ -1,6 +1,7 @@
 //! Parsing filters straight from JSON into [`Filter`], with a budget for
 //! every dimension that multiplies the work of evaluating one: nesting,
-//! conditions, values in `match.any`, ids in `has_id`. The budget is
+//! conditions, values in `match.any` / `match.except`, ids in `has_id`,
+//! the length of a `match.text`. The budget is
 //! charged while parsing, so a filter over it is refused after reading at
 //! most one bound's worth of input, never after building all of it.
 
@@ -10,9 +11,11 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use self::field::{IdsSeed, MatchSeed, RangeSeed};
 use crate::error::EngineError;
-use crate::filter::{AnyOf, Condition, FieldTest, Filter, MatchValue, Range};
-use crate::id::PointId;
+use crate::filter::{Condition, FieldTest, Filter, MinShould};
+
+mod field;
 
 /// Deepest nesting of filters accepted.
 pub const MAX_DEPTH: usize = 8;
@@ -26,6 +29,8 @@ pub const MAX_HAS_ID: usize = 10_000;
 pub const MAX_VALUES: usize = 16_384;
 /// Longest dotted key.
 const MAX_KEY: usize = 256;
+/// Longest `match.text`, in bytes.
+pub const MAX_TEXT: usize = 1024;
 
 fn invalid(e: impl fmt::Display) -> EngineError {
     EngineError::InvalidFilter(e.to_string())
@@ -36,6 +41,7 @@ pub(crate) fn parse(v: &serde_json::Value) -> Result<Filter, EngineError> {
     FilterSeed {
         depth: 0,
         budget: &budget,
+        within: false,
     }
     .deserialize(v)
     .map_err(invalid)
@@ -47,6 +53,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Filter, D::
     FilterSeed {
         depth: 0,
         budget: &budget,
+        within: false,
     }
     .deserialize(d)
 }
@@ -57,6 +64,7 @@ pub(crate) fn parse_str(s: &str) -> Result<Filter, EngineError> {
     let f = FilterSeed {
         depth: 0,
         budget: &budget,
+        within: false,
     }
     .deserialize(&mut de)
     .and_then(|f| de.end().map(|_| f))
@@ -65,7 +73,7 @@ pub(crate) fn parse_str(s: &str) -> Result<Filter, EngineError> {
 }
 
 #[derive(Default)]
-struct Budget {
+pub(crate) struct Budget {
     conditions: Cell<usize>,
     values: Cell<usize>,
 }
@@ -86,7 +94,7 @@ impl Budget {
         let n = self.values.get() + 1;
         if n > MAX_VALUES {
             return Err(E::custom(format!(
-                "a filter holds at most {MAX_VALUES} values in `any` and `has_id` together"
+                "a filter holds at most {MAX_VALUES} values in `any`, `except` and `has_id` together"
             )));
         }
         self.values.set(n);
@@ -98,6 +106,21 @@ impl Budget {
 struct FilterSeed<'a> {
     depth: usize,
     budget: &'a Budget,
+    /// Inside a `nested` condition, where conditions apply to one element
+    /// of a list and `has_id` has no meaning.
+    within: bool,
+}
+
+impl<'a> FilterSeed<'a> {
+    fn deeper<E: de::Error>(self) -> Result<FilterSeed<'a>, E> {
+        if self.depth + 1 > MAX_DEPTH {
+            return Err(E::custom(format!("filters nest at most {MAX_DEPTH} deep")));
+        }
+        Ok(FilterSeed {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for FilterSeed<'_> {
@@ -115,29 +138,95 @@ impl<'de> DeserializeSeed<'de> for FilterSeed<'_> {
 impl<'de> Visitor<'de> for FilterSeed<'_> {
     type Value = Filter;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a filter object with `must`, `should` or `must_not`")
+        f.write_str("a filter object with `must`, `should`, `must_not` or `min_should`")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Filter, A::Error> {
         let mut f = Filter::default();
         let mut seen = HashSet::new();
         while let Some(k) = map.next_key::<String>()? {
-            let list = match k.as_str() {
-                "must" => &mut f.must,
-                "should" => &mut f.should,
-                "must_not" => &mut f.must_not,
-                other => {
-                    return Err(de::Error::custom(format!(
-                        "unknown filter clause `{}`",
-                        clip(other)
-                    )));
-                }
-            };
+            if !CLAUSES.contains(&k.as_str()) {
+                return Err(de::Error::custom(format!(
+                    "unknown filter clause `{}`",
+                    clip(&k)
+                )));
+            }
             if !seen.insert(k.clone()) {
                 return Err(de::Error::custom(format!("`{k}` appears twice")));
             }
-            *list = map.next_value_seed(ListSeed(self))?;
+            clause(&mut f, &k, &mut map, self)?;
         }
         Ok(f)
+    }
+}
+
+const CLAUSES: [&str; 4] = ["must", "should", "must_not", "min_should"];
+
+/// Reads the value of clause `k` of a filter into `f`.
+fn clause<'de, A: MapAccess<'de>>(
+    f: &mut Filter,
+    k: &str,
+    map: &mut A,
+    seed: FilterSeed<'_>,
+) -> Result<(), A::Error> {
+    match k {
+        "must" => f.must = map.next_value_seed(ListSeed(seed))?,
+        "should" => f.should = map.next_value_seed(ListSeed(seed))?,
+        "must_not" => f.must_not = map.next_value_seed(ListSeed(seed))?,
+        _ => f.min_should = map.next_value_seed(MinShouldSeed(seed))?,
+    }
+    Ok(())
+}
+
+/// `min_should`: `{"conditions": [...], "min_count": n}`, or null.
+struct MinShouldSeed<'a>(FilterSeed<'a>);
+
+impl<'de> DeserializeSeed<'de> for MinShouldSeed<'_> {
+    type Value = Option<MinShould>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MinShouldSeed<'_> {
+    type Value = Option<MinShould>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`min_should`: an object of `conditions` and `min_count`")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut conditions, mut min_count) = (None, None);
+        while let Some(k) = map.next_key::<String>()? {
+            match k.as_str() {
+                "conditions" if conditions.is_none() => {
+                    conditions = Some(map.next_value_seed(ListSeed(self.0))?)
+                }
+                "min_count" if min_count.is_none() => {
+                    min_count = Some(map.next_value::<usize>().map_err(|_: A::Error| {
+                        de::Error::custom("`min_should.min_count` must be a whole number")
+                    })?)
+                }
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "`min_should` takes `conditions` and `min_count` once each, not `{}`",
+                        clip(other)
+                    )));
+                }
+            }
+        }
+        match (conditions, min_count) {
+            (Some(conditions), Some(min_count)) => Ok(Some(MinShould {
+                conditions,
+                min_count,
+            })),
+            _ => Err(de::Error::custom(
+                "`min_should` needs `conditions` and `min_count`",
+            )),
+        }
     }
 }
 
@@ -190,38 +279,64 @@ impl<'de> Visitor<'de> for ConditionSeed<'_> {
         f.write_str("a condition object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Condition, A::Error> {
-        let FilterSeed { depth, budget } = self.0;
+        let seed = self.0;
+        let budget = seed.budget;
         budget.condition()?;
-        let nested = FilterSeed {
-            depth: depth + 1,
-            budget,
-        };
         let (mut key, mut test, mut ids) = (None::<String>, None, None);
         let mut inner: Option<Filter> = None;
         let mut clauses = Filter::default();
         let mut has_clauses = false;
+        let mut special: Option<Condition> = None;
         let mut fields = 0usize;
         while let Some(k) = map.next_key::<String>()? {
-            fields += 1;
-            match k.as_str() {
-                "has_id" => ids = Some(map.next_value_seed(IdsSeed(budget))?),
-                "key" => key = Some(map.next_value::<String>()?),
-                "match" => test = Some(map.next_value_seed(MatchSeed(budget))?),
-                "range" => test = Some(FieldTest::Range(map.next_value_seed(RangeSeed)?)),
-                "filter" => inner = Some(map.next_value_seed(nested)?),
-                "must" | "should" | "must_not" => {
-                    if nested.depth > MAX_DEPTH {
+            // A field given as null is a field not given (clients that
+            // write every optional field send them so).
+            let got = match k.as_str() {
+                "has_id" if seed.within => {
+                    return Err(de::Error::custom(
+                        "`has_id` cannot be used inside `nested`: it applies to points, not to list elements",
+                    ));
+                }
+                "has_id" => set(&mut ids, map.next_value_seed(OrNull(IdsSeed(budget)))?),
+                "key" => set(&mut key, map.next_value::<Option<String>>()?),
+                "match" => set(&mut test, map.next_value_seed(OrNull(MatchSeed(budget)))?),
+                "range" => set(
+                    &mut test,
+                    map.next_value_seed(OrNull(RangeSeed::Range))?
+                        .map(FieldTest::Range),
+                ),
+                "values_count" => set(
+                    &mut test,
+                    map.next_value_seed(OrNull(RangeSeed::Count))?
+                        .map(FieldTest::ValuesCount),
+                ),
+                "filter" => set(&mut inner, map.next_value_seed(OrNull(seed.deeper()?))?),
+                "is_empty" => set(
+                    &mut special,
+                    map.next_value_seed(OrNull(KeyOnly("is_empty")))?
+                        .map(Condition::IsEmpty),
+                ),
+                "is_null" => set(
+                    &mut special,
+                    map.next_value_seed(OrNull(KeyOnly("is_null")))?
+                        .map(Condition::IsNull),
+                ),
+                "nested" => set(
+                    &mut special,
+                    map.next_value_seed(OrNull(NestedSeed(seed.deeper()?)))?,
+                ),
+                c if CLAUSES.contains(&c) => {
+                    clause(&mut clauses, c, &mut map, seed.deeper()?)?;
+                    has_clauses = true;
+                    true
+                }
+                "geo_radius" | "geo_bounding_box" | "geo_polygon" | "has_vector" => {
+                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
                         return Err(de::Error::custom(format!(
-                            "filters nest at most {MAX_DEPTH} deep"
+                            "the `{k}` condition is not supported"
                         )));
                     }
-                    let list = map.next_value_seed(ListSeed(nested))?;
-                    has_clauses = true;
-                    match k.as_str() {
-                        "must" => clauses.must = list,
-                        "should" => clauses.should = list,
-                        _ => clauses.must_not = list,
-                    }
+                    false
                 }
                 other => {
                     // Read past the value so the error names the field.
@@ -231,7 +346,8 @@ impl<'de> Visitor<'de> for ConditionSeed<'_> {
                         clip(other)
                     )));
                 }
-            }
+            };
+            fields += got as usize;
         }
         if let Some(ids) = ids {
             if fields != 1 {
@@ -239,7 +355,17 @@ impl<'de> Visitor<'de> for ConditionSeed<'_> {
             }
             return Ok(Condition::HasId(ids));
         }
-        if has_clauses {
+        if let Some(c) = special {
+            if fields != 1 {
+                return Err(de::Error::custom(
+                    "`is_empty`, `is_null` and `nested` each stand alone in their condition",
+                ));
+            }
+            return Ok(c);
+        }
+        if has_clauses || fields == 0 {
+            // `{}` is an empty filter, as in Qdrant, where a filter is one
+            // kind of condition.
             if key.is_some() || test.is_some() || inner.is_some() {
                 return Err(de::Error::custom(
                     "a nested filter cannot also be a field condition",
@@ -254,215 +380,160 @@ impl<'de> Visitor<'de> for ConditionSeed<'_> {
             return Ok(Condition::Nested(Box::new(f)));
         }
         let key = key.ok_or_else(|| de::Error::custom("a field condition needs a string `key`"))?;
-        if key.is_empty() || key.chars().count() > MAX_KEY || key.split('.').any(str::is_empty) {
-            return Err(de::Error::custom(format!("invalid key `{}`", clip(&key))));
-        }
+        let key = path(&key)?;
+        let name = key.join(".");
         let test = test.ok_or_else(|| {
-            de::Error::custom(format!("condition on `{key}` needs `match` or `range`"))
+            de::Error::custom(format!(
+                "condition on `{name}` needs `match`, `range` or `values_count`"
+            ))
         })?;
         if fields != 2 {
             return Err(de::Error::custom(format!(
-                "condition on `{key}` takes one of `match`, `range`"
+                "condition on `{name}` takes one of `match`, `range`, `values_count`"
             )));
         }
-        Ok(Condition::Field {
-            key: key.split('.').map(str::to_owned).collect(),
-            test,
-        })
+        Ok(Condition::Field { key, test })
     }
 }
 
-/// `has_id`: a list of point ids.
-struct IdsSeed<'a>(&'a Budget);
+/// Stores a field's value if it was given; says whether it was.
+fn set<T>(slot: &mut Option<T>, v: Option<T>) -> bool {
+    let got = v.is_some();
+    if got {
+        *slot = v;
+    }
+    got
+}
 
-impl<'de> DeserializeSeed<'de> for IdsSeed<'_> {
-    type Value = HashSet<PointId>;
+/// A value that may be null, read with `S` when it is not.
+struct OrNull<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OrNull<S> {
+    type Value = Option<S::Value>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
+        d.deserialize_option(self)
     }
 }
 
-impl<'de> Visitor<'de> for IdsSeed<'_> {
-    type Value = HashSet<PointId>;
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OrNull<S> {
+    type Value = Option<S::Value>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("`has_id`: a list of ids")
+        f.write_str("a value or null")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = HashSet::new();
-        let mut n = 0usize;
-        while let Some(id) = seq.next_element::<PointId>()? {
-            n += 1;
-            if n > MAX_HAS_ID {
-                return Err(de::Error::custom(format!(
-                    "`has_id` holds at most {MAX_HAS_ID} ids"
-                )));
-            }
-            self.0.value()?;
-            out.insert(id);
-        }
-        Ok(out)
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
     }
 }
 
-/// `match`: `{"value": v}` or `{"any": [v, ...]}`.
-struct MatchSeed<'a>(&'a Budget);
+/// A dotted key as its parts. `[]` after a part (Qdrant's way of saying
+/// "every element of this list") is accepted and changes nothing, since
+/// every step descends into lists; an index such as `[0]` is refused.
+fn path<E: de::Error>(key: &str) -> Result<Vec<String>, E> {
+    let bad = || E::custom(format!("invalid key `{}`", clip(key)));
+    if key.is_empty() || key.chars().count() > MAX_KEY {
+        return Err(bad());
+    }
+    let mut parts = Vec::new();
+    for part in key.split('.') {
+        let mut name = part;
+        while let Some(head) = name.strip_suffix("[]") {
+            name = head;
+        }
+        if name.contains('[') || name.contains(']') {
+            return Err(E::custom(format!(
+                "key `{}`: list indexes such as `[0]` are not supported; `[]` is",
+                clip(key)
+            )));
+        }
+        if name.is_empty() {
+            return Err(bad());
+        }
+        parts.push(name.to_owned());
+    }
+    Ok(parts)
+}
 
-impl<'de> DeserializeSeed<'de> for MatchSeed<'_> {
-    type Value = FieldTest;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<FieldTest, D::Error> {
+/// `is_empty` and `is_null`: `{"key": "..."}`.
+struct KeyOnly(&'static str);
+
+impl<'de> DeserializeSeed<'de> for KeyOnly {
+    type Value = Vec<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for MatchSeed<'_> {
-    type Value = FieldTest;
+impl<'de> Visitor<'de> for KeyOnly {
+    type Value = Vec<String>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("match: an object with `value` or `any`")
+        write!(f, "`{}`: an object with a string `key`", self.0)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldTest, A::Error> {
-        let mut out = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut key = None;
         while let Some(k) = map.next_key::<String>()? {
-            if out.is_some() {
-                return Err(de::Error::custom(
-                    "match takes exactly one of `value`, `any`",
-                ));
-            }
-            out = Some(match k.as_str() {
-                "value" => FieldTest::Match(map.next_value_seed(ValueSeed)?),
-                "any" => FieldTest::Any(map.next_value_seed(AnySeed(self.0))?),
-                other => {
-                    return Err(de::Error::custom(format!(
-                        "match takes `value` or `any`, not `{}`",
-                        clip(other)
-                    )));
-                }
-            });
-        }
-        out.ok_or_else(|| de::Error::custom("match takes exactly one of `value`, `any`"))
-    }
-}
-
-struct AnySeed<'a>(&'a Budget);
-
-impl<'de> DeserializeSeed<'de> for AnySeed<'_> {
-    type Value = AnyOf;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<AnyOf, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for AnySeed<'_> {
-    type Value = AnyOf;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("`any`: a list of keywords, integers or bools")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyOf, A::Error> {
-        let mut values = Vec::new();
-        while let Some(v) = seq.next_element_seed(ValueSeed)? {
-            if values.len() == MAX_ANY {
+            if k != "key" || key.is_some() {
                 return Err(de::Error::custom(format!(
-                    "`any` holds at most {MAX_ANY} values"
+                    "`{}` takes only a `key`",
+                    self.0
                 )));
             }
-            self.0.value()?;
-            values.push(v);
+            key = Some(map.next_value::<String>()?);
         }
-        Ok(AnyOf::new(values))
+        let key = key.ok_or_else(|| de::Error::custom(format!("`{}` needs a `key`", self.0)))?;
+        path(&key)
     }
 }
 
-/// One value to match: a keyword, an integer or a bool.
-struct ValueSeed;
+/// `nested`: `{"key": "list", "filter": {...}}`.
+struct NestedSeed<'a>(FilterSeed<'a>);
 
-const MATCH_VALUE: &str = "match takes a keyword, an integer or a bool";
-
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = MatchValue;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<MatchValue, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed {
-    type Value = MatchValue;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(MATCH_VALUE)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<MatchValue, E> {
-        Ok(MatchValue::Keyword(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<MatchValue, E> {
-        Ok(MatchValue::Keyword(v))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<MatchValue, E> {
-        Ok(MatchValue::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<MatchValue, E> {
-        Ok(MatchValue::Integer(v))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<MatchValue, E> {
-        i64::try_from(v)
-            .map(MatchValue::Integer)
-            .map_err(|_| E::custom(MATCH_VALUE))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MatchValue, E> {
-        Err(E::custom(MATCH_VALUE))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<MatchValue, E> {
-        Err(E::custom(MATCH_VALUE))
-    }
-}
-
-/// `range`: at least one of `gt`, `gte`, `lt`, `lte`, finite numbers.
-struct RangeSeed;
-
-impl<'de> DeserializeSeed<'de> for RangeSeed {
-    type Value = Range;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Range, D::Error> {
+impl<'de> DeserializeSeed<'de> for NestedSeed<'_> {
+    type Value = Condition;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Condition, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for RangeSeed {
-    type Value = Range;
+impl<'de> Visitor<'de> for NestedSeed<'_> {
+    type Value = Condition;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("range: an object of `gt`, `gte`, `lt`, `lte` bounds")
+        f.write_str("`nested`: an object of `key` and `filter`")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Range, A::Error> {
-        let mut r = Range::default();
-        let mut any = false;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Condition, A::Error> {
+        let (mut key, mut filter) = (None, None);
+        let seed = FilterSeed {
+            within: true,
+            ..self.0
+        };
         while let Some(k) = map.next_key::<String>()? {
-            let slot = match k.as_str() {
-                "gt" => &mut r.gt,
-                "gte" => &mut r.gte,
-                "lt" => &mut r.lt,
-                "lte" => &mut r.lte,
+            match k.as_str() {
+                "key" if key.is_none() => key = Some(map.next_value::<String>()?),
+                "filter" if filter.is_none() => filter = Some(map.next_value_seed(seed)?),
                 other => {
                     return Err(de::Error::custom(format!(
-                        "unknown range bound `{}`",
+                        "`nested` takes `key` and `filter` once each, not `{}`",
                         clip(other)
                     )));
                 }
-            };
-            let n: f64 = map.next_value().map_err(|_: A::Error| {
-                de::Error::custom(format!("range bound `{k}` must be a finite number"))
-            })?;
-            if !n.is_finite() {
-                return Err(de::Error::custom(format!(
-                    "range bound `{k}` must be a finite number"
-                )));
             }
-            *slot = Some(n);
-            any = true;
         }
-        if !any {
-            return Err(de::Error::custom("range needs at least one bound"));
+        match (key, filter) {
+            (Some(key), Some(filter)) => Ok(Condition::Within {
+                key: path(&key)?,
+                filter: Box::new(filter),
+            }),
+            _ => Err(de::Error::custom("`nested` needs `key` and `filter`")),
         }
-        Ok(r)
     }
 }
 
 /// At most 64 characters of a name from the input, for an error message.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }

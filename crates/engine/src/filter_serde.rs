@@ -8,7 +8,7 @@
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::filter::{AnyOf, Condition, FieldTest, Filter, MatchValue, Range};
+use crate::filter::{AnyOf, Condition, FieldTest, Filter, MatchValue, MinShould, Range};
 
 impl Serialize for Filter {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -17,12 +17,16 @@ impl Serialize for Filter {
             ("should", &self.should),
             ("must_not", &self.must_not),
         ];
-        let n = clauses.iter().filter(|(_, c)| !c.is_empty()).count();
+        let n = clauses.iter().filter(|(_, c)| !c.is_empty()).count()
+            + self.min_should.is_some() as usize;
         let mut m = s.serialize_map(Some(n))?;
         for (name, list) in clauses {
             if !list.is_empty() {
                 m.serialize_entry(name, &Conditions(list))?;
             }
+        }
+        if let Some(ms) = &self.min_should {
+            m.serialize_entry("min_should", &MinShouldOut(ms))?;
         }
         m.end()
     }
@@ -31,6 +35,39 @@ impl Serialize for Filter {
 impl<'de> Deserialize<'de> for Filter {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Filter, D::Error> {
         crate::filter_parse::deserialize(d)
+    }
+}
+
+struct MinShouldOut<'a>(&'a MinShould);
+
+impl Serialize for MinShouldOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("conditions", &Conditions(&self.0.conditions))?;
+        m.serialize_entry("min_count", &self.0.min_count)?;
+        m.end()
+    }
+}
+
+/// `{"key": "a.b"}`, the argument of `is_empty` and `is_null`.
+struct KeyOut<'a>(&'a [String]);
+
+impl Serialize for KeyOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("key", &self.0.join("."))?;
+        m.end()
+    }
+}
+
+struct NestedOut<'a>(&'a [String], &'a Filter);
+
+impl Serialize for NestedOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("key", &self.0.join("."))?;
+        m.serialize_entry("filter", self.1)?;
+        m.end()
     }
 }
 
@@ -61,13 +98,33 @@ impl Serialize for Condition {
                 m.serialize_entry("filter", f.as_ref())?;
                 m.end()
             }
+            Condition::IsEmpty(key) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("is_empty", &KeyOut(key))?;
+                m.end()
+            }
+            Condition::IsNull(key) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("is_null", &KeyOut(key))?;
+                m.end()
+            }
+            Condition::Within { key, filter } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("nested", &NestedOut(key, filter))?;
+                m.end()
+            }
             Condition::Field { key, test } => {
                 let mut m = s.serialize_map(Some(2))?;
                 m.serialize_entry("key", &key.join("."))?;
                 match test {
                     FieldTest::Match(v) => m.serialize_entry("match", &Match::Value(v))?,
                     FieldTest::Any(a) => m.serialize_entry("match", &Match::Any(a))?,
-                    FieldTest::Range(r) => m.serialize_entry("range", &RangeOut(r))?,
+                    FieldTest::Except(a) => m.serialize_entry("match", &Match::Except(a))?,
+                    FieldTest::Text(t) => m.serialize_entry("match", &Match::Text(t))?,
+                    FieldTest::Range(r) => m.serialize_entry("range", &RangeOut(r, false))?,
+                    FieldTest::ValuesCount(r) => {
+                        m.serialize_entry("values_count", &RangeOut(r, true))?
+                    }
                 }
                 m.end()
             }
@@ -78,6 +135,8 @@ impl Serialize for Condition {
 enum Match<'a> {
     Value(&'a MatchValue),
     Any(&'a AnyOf),
+    Except(&'a AnyOf),
+    Text(&'a str),
 }
 
 impl Serialize for Match<'_> {
@@ -86,6 +145,8 @@ impl Serialize for Match<'_> {
         match self {
             Match::Value(v) => m.serialize_entry("value", v)?,
             Match::Any(a) => m.serialize_entry("any", a.values())?,
+            Match::Except(a) => m.serialize_entry("except", a.values())?,
+            Match::Text(t) => m.serialize_entry("text", t)?,
         }
         m.end()
     }
@@ -97,11 +158,13 @@ impl Serialize for MatchValue {
             MatchValue::Keyword(k) => s.serialize_str(k),
             MatchValue::Integer(i) => s.serialize_i64(*i),
             MatchValue::Bool(b) => s.serialize_bool(*b),
+            MatchValue::Float(f) => s.serialize_f64(f.get()),
         }
     }
 }
 
-struct RangeOut<'a>(&'a Range);
+/// Range bounds; `values_count` bounds are written as whole numbers.
+struct RangeOut<'a>(&'a Range, bool);
 
 impl Serialize for RangeOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -110,8 +173,10 @@ impl Serialize for RangeOut<'_> {
         let n = bounds.iter().filter(|(_, b)| b.is_some()).count();
         let mut m = s.serialize_map(Some(n))?;
         for (name, b) in bounds {
-            if let Some(b) = b {
-                m.serialize_entry(name, &b)?;
+            match b {
+                Some(b) if self.1 => m.serialize_entry(name, &(b as u32))?,
+                Some(b) => m.serialize_entry(name, &b)?,
+                None => {}
             }
         }
         m.end()
@@ -135,7 +200,16 @@ mod tests {
                 {"has_id": [3, 1, "7c9e6679-7425-40de-944b-e07fc1f90ae7", 2]}
             ],
             "should": [{"filter": {"must_not": [{"key": "x", "match": {"any": [1, 2]}}]}}],
-            "must_not": [{"must": [{"key": "é.ü", "match": {"value": "\u{2028}日本"}}]}]
+            "must_not": [{"must": [{"key": "é.ü", "match": {"value": "\u{2028}日本"}}]}],
+            "min_should": {"conditions": [
+                {"key": "f", "match": {"value": 2.5}},
+                {"key": "c", "match": {"except": ["a", 3, false, 0.25]}},
+                {"key": "t", "match": {"text": "needle"}},
+                {"key": "tags", "values_count": {"gte": 1, "lt": 4}},
+                {"is_empty": {"key": "e"}},
+                {"is_null": {"key": "n.m"}},
+                {"nested": {"key": "items", "filter": {"must": [{"key": "sku", "match": {"value": "x"}}]}}}
+            ], "min_count": 2}
         }))
         .unwrap();
         let text = serde_json::to_string(&f).unwrap();

@@ -44,10 +44,140 @@ impl Scalar<'_> {
     }
 }
 
-/// Anything a filter can look into: walks the values at a dotted path,
-/// descending into arrays.
+/// Anything a filter can look into: a JSON object, held compactly or as
+/// a `serde_json` map.
 pub trait PayloadView {
-    fn visit(&self, path: &[String], f: &mut dyn FnMut(Scalar<'_>));
+    /// The value of a top-level field.
+    fn field(&self, key: &str) -> Option<Node<'_>>;
+
+    /// Walks the values at a dotted path, descending into arrays at every
+    /// step (a list of objects is searched object by object, and a list
+    /// at the end yields its elements, nested lists included).
+    fn visit(&self, path: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
+        if let Some(v) = self.field(&path[0]) {
+            v.visit(&path[1..], f);
+        }
+    }
+
+    /// The values found at a dotted path as they are stored (a list stays a
+    /// list), descending through lists on the way.
+    fn leaves(&self, path: &[String], f: &mut dyn FnMut(Node<'_>)) {
+        if let Some(v) = self.field(&path[0]) {
+            v.leaves(&path[1..], f);
+        }
+    }
+}
+
+/// One value inside a payload, in either representation.
+#[derive(Debug, Clone, Copy)]
+pub enum Node<'a> {
+    Json(&'a Value),
+    Compact(&'a PValue),
+}
+
+impl<'a> Node<'a> {
+    /// The value as a scalar, if it is one.
+    pub fn scalar(self) -> Option<Scalar<'a>> {
+        Some(match self {
+            Node::Json(v) => match v {
+                Value::Null => Scalar::Null,
+                Value::Bool(b) => Scalar::Bool(*b),
+                Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                    (Some(i), _) => Scalar::Int(i),
+                    (None, Some(u)) => Scalar::UInt(u),
+                    _ => Scalar::Float(n.as_f64().unwrap_or(0.0)),
+                },
+                Value::String(s) => Scalar::Str(s),
+                Value::Array(_) | Value::Object(_) => return None,
+            },
+            Node::Compact(v) => match v {
+                PValue::Null => Scalar::Null,
+                PValue::Bool(b) => Scalar::Bool(*b),
+                PValue::Int(i) => Scalar::Int(*i),
+                PValue::UInt(u) => Scalar::UInt(*u),
+                PValue::Float(x) => Scalar::Float(*x),
+                PValue::Str(s) => Scalar::Str(s),
+                PValue::Arr(_) | PValue::Obj(_) => return None,
+            },
+        })
+    }
+
+    /// The length of the value if it is a list.
+    pub fn array_len(self) -> Option<usize> {
+        match self {
+            Node::Json(Value::Array(a)) => Some(a.len()),
+            Node::Compact(PValue::Arr(a)) => Some(a.len()),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` on each element if the value is a list; returns whether
+    /// it was one.
+    pub fn each_item(self, f: &mut dyn FnMut(Node<'a>)) -> bool {
+        match self {
+            Node::Json(Value::Array(a)) => a.iter().for_each(|v| f(Node::Json(v))),
+            Node::Compact(PValue::Arr(a)) => a.iter().for_each(|v| f(Node::Compact(v))),
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn is_object(self) -> bool {
+        matches!(
+            self,
+            Node::Json(Value::Object(_)) | Node::Compact(PValue::Obj(_))
+        )
+    }
+
+    pub fn is_null(self) -> bool {
+        matches!(self, Node::Json(Value::Null) | Node::Compact(PValue::Null))
+    }
+
+    fn get(self, key: &str) -> Option<Node<'a>> {
+        match self {
+            Node::Json(Value::Object(o)) => o.get(key).map(Node::Json),
+            Node::Compact(PValue::Obj(o)) => find(o, key).map(Node::Compact),
+            _ => None,
+        }
+    }
+
+    fn visit(self, rest: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
+        if self.each_item(&mut |i| i.visit(rest, f)) {
+            return;
+        }
+        match rest.split_first() {
+            Some((k, tail)) => {
+                if let Some(next) = self.get(k) {
+                    next.visit(tail, f);
+                }
+            }
+            None => {
+                if let Some(s) = self.scalar() {
+                    f(s)
+                }
+            }
+        }
+    }
+
+    fn leaves(self, rest: &[String], f: &mut dyn FnMut(Node<'a>)) {
+        let Some((k, tail)) = rest.split_first() else {
+            return f(self);
+        };
+        if self.each_item(&mut |i| i.leaves(rest, f)) {
+            return;
+        }
+        if let Some(next) = self.get(k) {
+            next.leaves(tail, f);
+        }
+    }
+}
+
+/// An object inside a payload (an element of a `nested` list) seen as a
+/// payload of its own.
+impl PayloadView for Node<'_> {
+    fn field(&self, key: &str) -> Option<Node<'_>> {
+        self.get(key)
+    }
 }
 
 fn object(m: &Map<String, Value>) -> Box<[(Box<str>, PValue)]> {
@@ -134,59 +264,15 @@ fn find<'a>(entries: &'a [(Box<str>, PValue)], key: &str) -> Option<&'a PValue> 
         .map(|i| &entries[i].1)
 }
 
-fn visit_compact(v: &PValue, rest: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
-    match v {
-        PValue::Arr(items) => items.iter().for_each(|i| visit_compact(i, rest, f)),
-        PValue::Obj(o) if !rest.is_empty() => {
-            if let Some(next) = find(o, &rest[0]) {
-                visit_compact(next, &rest[1..], f);
-            }
-        }
-        _ if !rest.is_empty() => {}
-        PValue::Null => f(Scalar::Null),
-        PValue::Bool(b) => f(Scalar::Bool(*b)),
-        PValue::Int(i) => f(Scalar::Int(*i)),
-        PValue::UInt(u) => f(Scalar::UInt(*u)),
-        PValue::Float(x) => f(Scalar::Float(*x)),
-        PValue::Str(s) => f(Scalar::Str(s)),
-        PValue::Obj(_) => {}
-    }
-}
-
 impl PayloadView for Payload {
-    fn visit(&self, path: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
-        if let Some(v) = find(&self.0, &path[0]) {
-            visit_compact(v, &path[1..], f);
-        }
-    }
-}
-
-fn visit_json(v: &Value, rest: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| visit_json(i, rest, f)),
-        Value::Object(o) if !rest.is_empty() => {
-            if let Some(next) = o.get(&rest[0]) {
-                visit_json(next, &rest[1..], f);
-            }
-        }
-        _ if !rest.is_empty() => {}
-        Value::Null => f(Scalar::Null),
-        Value::Bool(b) => f(Scalar::Bool(*b)),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => f(Scalar::Int(i)),
-            (None, Some(u)) => f(Scalar::UInt(u)),
-            _ => f(Scalar::Float(n.as_f64().unwrap_or(0.0))),
-        },
-        Value::String(s) => f(Scalar::Str(s)),
-        Value::Object(_) => {}
+    fn field(&self, key: &str) -> Option<Node<'_>> {
+        find(&self.0, key).map(Node::Compact)
     }
 }
 
 impl PayloadView for Map<String, Value> {
-    fn visit(&self, path: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
-        if let Some(v) = self.get(&path[0]) {
-            visit_json(v, &path[1..], f);
-        }
+    fn field(&self, key: &str) -> Option<Node<'_>> {
+        self.get(key).map(Node::Json)
     }
 }
 

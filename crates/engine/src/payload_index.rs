@@ -153,15 +153,19 @@ impl FieldIndex {
             MatchValue::Keyword(s) => self.keywords.get(s.as_str()).into_iter().collect(),
             MatchValue::Bool(b) => vec![&self.bools[*b as usize]],
             MatchValue::Integer(i) => self.numbers.get(&Num::new(*i as f64)).into_iter().collect(),
+            MatchValue::Float(f) => self.numbers.get(&Num::new(f.get())).into_iter().collect(),
         }
     }
 
-    fn test_bits(&self, test: &FieldTest, n: usize) -> KeyBits {
-        match test {
+    /// The keys the test can hold for, or `None` when the index cannot
+    /// tell (a test on what is missing, negated, or on text).
+    fn test_bits(&self, test: &FieldTest, n: usize) -> Option<KeyBits> {
+        Some(match test {
             FieldTest::Match(m) => Self::bits_of(self.matching(m).into_iter(), n),
             FieldTest::Any(set) => {
                 Self::bits_of(set.values().iter().flat_map(|m| self.matching(m)), n)
             }
+            FieldTest::Except(_) | FieldTest::Text(_) | FieldTest::ValuesCount(_) => return None,
             FieldTest::Range(r) => {
                 let lo = match (r.gt, r.gte) {
                     (Some(a), Some(b)) => Some(a.max(b)),
@@ -174,7 +178,7 @@ impl FieldIndex {
                 if let (Some(l), Some(h)) = (lo, hi)
                     && l > h
                 {
-                    return KeyBits::new(n);
+                    return Some(KeyBits::new(n));
                 }
                 let bound =
                     |x: Option<f64>| x.map_or(Bound::Unbounded, |x| Bound::Included(Num::new(x)));
@@ -185,7 +189,7 @@ impl FieldIndex {
                     .map(|(_, p)| p);
                 Self::bits_of(inside, n)
             }
-        }
+        })
     }
 
     fn heap_bytes(&self) -> usize {
@@ -280,15 +284,22 @@ impl PayloadIndex {
     }
 
     /// Whether the candidates of `filter` are its matches exactly (but for
-    /// stale keys): every condition is on an indexed field or `has_id`, and
-    /// none is negated.
+    /// stale keys): every condition is an exact match or range on an
+    /// indexed field, or `has_id`, and none is negated.
     pub fn covers(&self, filter: &Filter) -> bool {
         let indexed = |c: &Condition| match c {
             Condition::HasId(_) => true,
             Condition::Nested(f) => self.covers(f),
-            Condition::Field { key, .. } => self.fields.iter().any(|(path, _)| path == key),
+            Condition::Field { key, test } => {
+                matches!(
+                    test,
+                    FieldTest::Match(_) | FieldTest::Any(_) | FieldTest::Range(_)
+                ) && self.fields.iter().any(|(path, _)| path == key)
+            }
+            Condition::IsEmpty(_) | Condition::IsNull(_) | Condition::Within { .. } => false,
         };
         filter.must_not.is_empty()
+            && filter.min_should.is_none()
             && filter.must.iter().all(indexed)
             && filter.should.iter().all(indexed)
     }
@@ -310,7 +321,8 @@ impl PayloadIndex {
                 .fields
                 .iter()
                 .find(|(path, _)| path == key)
-                .map(|(_, idx)| idx.test_bits(test, n)),
+                .and_then(|(_, idx)| idx.test_bits(test, n)),
+            Condition::IsEmpty(_) | Condition::IsNull(_) | Condition::Within { .. } => None,
         }
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use vectorizer_engine::Limits;
 use vectorizer_engine::config::{MAX_DIMENSION, MAX_EF, MAX_INDEXED_FIELDS};
-use vectorizer_engine::filter::{MAX_ANY, MAX_CONDITIONS, MAX_HAS_ID};
+use vectorizer_engine::filter::{MAX_ANY, MAX_CONDITIONS, MAX_HAS_ID, MAX_TEXT};
 
 use crate::app::{Access, Route};
 
@@ -425,8 +425,11 @@ fn name_patterns(v: &mut Value) {
 /// condition tests a field, names ids, or nests a filter.
 fn filter_grammar(schemas: &mut Map<String, Value>) {
     let r = |n: &str| json!({"$ref": format!("#/components/schemas/{n}")});
-    let value = json!({"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]});
+    let value = json!({"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]});
     let bound = json!({"type": "number"});
+    let count = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
+    // Dotted parts; a part may end in `[]` ("every element of this list").
+    let key = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.\\[\\]]+(\\[\\])*(\\.[^.\\[\\]]+(\\[\\])*)*$"});
     let clause = json!({"oneOf": [
         {"type": "array", "maxItems": MAX_CONDITIONS, "items": r("Condition")},
         r("Condition"),
@@ -435,10 +438,17 @@ fn filter_grammar(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "Filter".into(),
         json!({
-            "description": format!("Conditions in `must` (all hold), `should` (one holds, if any are given) and `must_not` (none holds); at most {MAX_CONDITIONS} conditions in all, nested at most 8 deep."),
+            "description": format!("Conditions in `must` (all hold), `should` (one holds, if any are given), `must_not` (none holds) and `min_should` (at least `min_count` hold); at most {MAX_CONDITIONS} conditions in all, nested at most 8 deep."),
             "type": "object", "additionalProperties": false,
-            "properties": {"must": clause, "should": clause, "must_not": clause}
+            "properties": {"must": clause, "should": clause, "must_not": clause, "min_should": {"oneOf": [r("MinShould"), {"type": "null"}]}}
         }),
+    );
+    schemas.insert(
+        "MinShould".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["conditions", "min_count"], "properties": {
+            "conditions": {"type": "array", "maxItems": MAX_CONDITIONS, "items": r("Condition")},
+            "min_count": count
+        }}),
     );
     // Objects inside a `oneOf` member are components of their own, so that
     // client generators make one type of each.
@@ -451,21 +461,49 @@ fn filter_grammar(schemas: &mut Map<String, Value>) {
         json!({"type": "object", "additionalProperties": false, "required": ["any"], "properties": {"any": {"type": "array", "maxItems": MAX_ANY, "items": value}}}),
     );
     schemas.insert(
+        "MatchExcept".into(),
+        json!({"description": "Some value of the field is none of these (a null is not).", "type": "object", "additionalProperties": false, "required": ["except"], "properties": {"except": {"type": "array", "maxItems": MAX_ANY, "items": value}}}),
+    );
+    schemas.insert(
+        "MatchText".into(),
+        json!({"description": "Some string value of the field contains this text.", "type": "object", "additionalProperties": false, "required": ["text"], "properties": {"text": {"type": "string", "maxLength": MAX_TEXT}}}),
+    );
+    schemas.insert(
         "Range".into(),
         json!({"type": "object", "additionalProperties": false, "minProperties": 1,
             "properties": {"gt": bound, "gte": bound, "lt": bound, "lte": bound}}),
     );
     schemas.insert(
+        "ValuesCount".into(),
+        json!({"description": "How many values the field holds (a list counts its elements, a null none).", "type": "object", "additionalProperties": false, "minProperties": 1,
+            "properties": {"gt": count, "gte": count, "lt": count, "lte": count}}),
+    );
+    schemas.insert(
+        "KeyOnly".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["key"], "properties": {"key": key}}),
+    );
+    schemas.insert(
+        "Nested".into(),
+        json!({"description": "One object of the list at `key` satisfies `filter` on its own; `has_id` is refused inside.", "type": "object", "additionalProperties": false, "required": ["key", "filter"], "properties": {"key": key, "filter": r("Filter")}}),
+    );
+    schemas.insert(
         "Condition".into(),
         json!({"oneOf": [
             {"type": "object", "additionalProperties": false, "required": ["key", "match"], "properties": {
-                "key": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"},
-                "match": {"oneOf": [r("MatchValue"), r("MatchAny")]}
+                "key": key,
+                "match": {"oneOf": [r("MatchValue"), r("MatchAny"), r("MatchExcept"), r("MatchText")]}
             }},
             {"type": "object", "additionalProperties": false, "required": ["key", "range"], "properties": {
-                "key": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"},
+                "key": key,
                 "range": r("Range")
             }},
+            {"type": "object", "additionalProperties": false, "required": ["key", "values_count"], "properties": {
+                "key": key,
+                "values_count": r("ValuesCount")
+            }},
+            {"description": "The field is missing, null, an empty list or a list of nulls.", "type": "object", "additionalProperties": false, "required": ["is_empty"], "properties": {"is_empty": r("KeyOnly")}},
+            {"description": "The field is present and null.", "type": "object", "additionalProperties": false, "required": ["is_null"], "properties": {"is_null": r("KeyOnly")}},
+            {"type": "object", "additionalProperties": false, "required": ["nested"], "properties": {"nested": r("Nested")}},
             {"type": "object", "additionalProperties": false, "required": ["has_id"], "properties": {
                 "has_id": {"type": "array", "maxItems": MAX_HAS_ID, "items": r("PointId")}
             }},

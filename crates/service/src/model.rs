@@ -36,7 +36,7 @@ impl JsonSchema for FilterSchema {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "{\"must\": [...], \"should\": [...], \"must_not\": [...]} of conditions: {\"key\": \"a.b\", \"match\": {\"value\": v}} (keyword, integer or bool), {\"key\": k, \"match\": {\"any\": [...]}}, {\"key\": k, \"range\": {\"gt\"|\"gte\"|\"lt\"|\"lte\": n}}, {\"has_id\": [ids]}, or a nested filter.",
+            "description": "{\"must\": [...], \"should\": [...], \"must_not\": [...], \"min_should\": {\"conditions\": [...], \"min_count\": n}} of conditions: {\"key\": \"a.b\", \"match\": {\"value\": v}} (keyword, number or bool), match {\"any\": [...]}, {\"except\": [...]} or {\"text\": \"...\"}, {\"key\": k, \"range\": {\"gt\"|\"gte\"|\"lt\"|\"lte\": n}}, {\"key\": k, \"values_count\": {...}}, {\"is_empty\": {\"key\": k}}, {\"is_null\": {\"key\": k}}, {\"has_id\": [ids]}, {\"nested\": {\"key\": k, \"filter\": {...}}}, or a filter.",
             "type": "object",
             "properties": {
                 "must": {"type": "array", "items": {"type": "object"}},

@@ -5,6 +5,7 @@ mod checkpoint;
 mod common;
 mod concurrency;
 mod crash;
+mod filter_model;
 mod filtered;
 mod model;
 mod payloads;

@@ -47,7 +47,7 @@ fn specs(l: DocLimits) -> Vec<Spec> {
         result,
         description,
     };
-    let filter = "A filter is {\"must\": [...], \"should\": [...], \"must_not\": [...]} of conditions on payload fields: {\"key\": \"color\", \"match\": {\"value\": \"red\"}}, {\"key\": \"tag\", \"match\": {\"any\": [\"a\", \"b\"]}}, {\"key\": \"price\", \"range\": {\"gte\": 10, \"lt\": 20}}, {\"has_id\": [1, 2]}; nested keys are dotted paths (\"meta.lang\").";
+    let filter = "A filter is {\"must\": [...], \"should\": [...], \"must_not\": [...]} of conditions on payload fields: {\"key\": \"color\", \"match\": {\"value\": \"red\"}}, {\"key\": \"tag\", \"match\": {\"any\": [\"a\", \"b\"]}}, {\"key\": \"price\", \"range\": {\"gte\": 10, \"lt\": 20}}, {\"has_id\": [1, 2]}, {\"key\": \"c\", \"match\": {\"except\": [\"x\"]}}, {\"key\": \"title\", \"match\": {\"text\": \"word\"}}, {\"key\": \"tags\", \"values_count\": {\"gte\": 2}}, {\"is_empty\": {\"key\": \"k\"}}, {\"is_null\": {\"key\": \"k\"}}, {\"nested\": {\"key\": \"items\", \"filter\": {...}}}, and \"min_should\": {\"conditions\": [...], \"min_count\": 2}; nested keys are dotted paths (\"meta.lang\", \"items[].sku\").";
     vec![
         s(
             "list_collections",

@@ -426,10 +426,10 @@ fn cases() -> Vec<Case> {
             "invalid_filter",
         ),
         json_case(
-            "match on a float",
+            "a geo condition",
             "POST",
             s,
-            json!({"vector": [1, 0, 0], "limit": 3, "filter": {"must": [{"key": "a", "match": {"value": 1.5}}]}}),
+            json!({"vector": [1, 0, 0], "limit": 3, "filter": {"must": [{"key": "a", "geo_radius": {"center": {"lat": 0, "lon": 0}, "radius": 1.0}}]}}),
             400,
             "invalid_filter",
         ),

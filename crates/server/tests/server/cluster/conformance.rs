@@ -141,7 +141,11 @@ fn points() -> Vec<Value> {
                     "price": i as f64 * 1.25,
                     "ok": i % 2 == 0,
                     "tags": [format!("t{}", i % 3), "all"],
-                    "meta": {"lang": LANGS[i as usize % 3], "deep": {"x": i}}
+                    "meta": {"lang": LANGS[i as usize % 3], "deep": {"x": i}},
+                    "note": if i % 4 == 0 { Value::Null } else { json!(format!("note {i}")) },
+                    "items": if i % 7 == 0 { json!([]) } else {
+                        json!([{"sku": format!("s{}", i % 5), "qty": i % 4}, {"sku": "z", "qty": 9}])
+                    }
                 }
             })
         })
@@ -164,6 +168,15 @@ fn filters() -> Vec<Value> {
         json!({"must": [{"filter": {"should": [{"key": "meta.deep.x", "range": {"lte": 4}}]}}], "must_not": [{"must": [{"key": "color", "match": {"value": "red"}}]}]}),
         json!({"must": {"key": "color", "match": {"value": "green"}}}),
         json!({}),
+        json!({"must": [{"key": "price", "match": {"value": 2.5}}]}),
+        json!({"must": [{"key": "color", "match": {"except": ["red", "green"]}}]}),
+        json!({"must": [{"key": "meta.lang", "match": {"text": "本"}}]}),
+        json!({"must": [{"key": "items", "values_count": {"gte": 2}}]}),
+        json!({"must": [{"is_null": {"key": "note"}}]}),
+        json!({"must": [{"is_empty": {"key": "items"}}]}),
+        json!({"must": [{"key": "items[].sku", "match": {"any": ["s2", "s3"]}}]}),
+        json!({"must": [{"nested": {"key": "items", "filter": {"must": [{"key": "sku", "match": {"value": "s1"}}, {"key": "qty", "range": {"gte": 1}}]}}}]}),
+        json!({"min_should": {"conditions": [{"key": "ok", "match": {"value": true}}, {"key": "color", "match": {"value": "red"}}, {"is_null": {"key": "note"}}], "min_count": 2}}),
     ]
 }
 
@@ -432,7 +445,9 @@ fn reads() -> Vec<Req> {
             "count_points",
             "POST",
             &format!("{d}/points/count"),
-            Some(json!({"filter": {"must": [{"key": "a", "match": {"value": 1.5}}]}})),
+            Some(
+                json!({"filter": {"must": [{"key": "a", "geo_radius": {"center": {"lat": 0, "lon": 0}, "radius": 1.0}}]}}),
+            ),
         ),
         rest(
             "search",
