@@ -23,7 +23,7 @@ READ_TOOLS = {
 ALL_TOOLS = READ_TOOLS | {
     "create_collection", "delete_collection", "upsert_points", "delete_points",
     "update_collection", "set_payload", "overwrite_payload", "delete_payload",
-    "create_payload_index", "update_aliases", "create_backup", "delete_backup",
+    "create_payload_index", "drop_payload_index", "update_aliases", "create_backup", "delete_backup",
     "restore_backup",
 }
 

@@ -115,7 +115,11 @@ fn next_op(prev: Option<&Op>) -> Option<Op> {
             name: name(),
             req: from(json!({"field": "meta.lang"})),
         },
-        Some(Op::CreatePayloadIndex { .. }) => Op::Upsert {
+        Some(Op::CreatePayloadIndex { .. }) => Op::DropPayloadIndex {
+            name: name(),
+            field: "meta.lang.ü".into(),
+        },
+        Some(Op::DropPayloadIndex { .. }) => Op::Upsert {
             name: name(),
             req: from(json!({"points": [
                 {"id": 1, "vector": vector(), "payload": payload()},

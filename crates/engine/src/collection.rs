@@ -656,6 +656,24 @@ impl Collection {
         Ok(true)
     }
 
+    /// Stops indexing a payload field; filters on it then scan. Returns
+    /// whether the field was indexed.
+    pub fn drop_payload_index(&self, field: &str) -> Result<bool> {
+        let _w = self.lock_writer()?;
+        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let before = next.config.payload_index.len();
+        next.config.payload_index.retain(|f| f != field);
+        if next.config.payload_index.len() == before {
+            return Ok(false);
+        }
+        let index = index_payloads(&next.config.payload_index, &self.read().slots);
+        self.replace_meta(next)?;
+        self.write().payload_index = index;
+        self.sync_entry()?;
+        tracing::info!(collection = %self.name, field, "payload index dropped");
+        Ok(true)
+    }
+
     /// Writes `next` to `collection.json` atomically, then holds it. The
     /// caller holds the writer lock (one metadata change at a time); the
     /// metadata lock is held only for the swap, never across file work.

@@ -311,6 +311,17 @@ pub fn routes() -> Vec<Route> {
             post(h::create_payload_index),
         ),
         r(
+            Method::DELETE,
+            "/collections/{name}/payload_index/{field}",
+            "drop_payload_index",
+            "Stop indexing a payload field (filters on it then scan)",
+            None,
+            schema::<m::CollectionDetail>,
+            StatusCode::OK,
+            Access::Needs(Write),
+            delete(h::drop_payload_index),
+        ),
+        r(
             Method::POST,
             "/collections/{name}/points",
             "upsert_points",

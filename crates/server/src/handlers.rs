@@ -135,6 +135,18 @@ pub async fn create_payload_index(
     ok(&call, StatusCode::OK, out).await
 }
 
+pub async fn drop_payload_index(
+    State(state): State<AppState>,
+    CallOf(call): CallOf,
+    Path((name, field)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let out = state
+        .service
+        .drop_payload_index(&call, &name, &field)
+        .await?;
+    ok(&call, StatusCode::OK, out).await
+}
+
 pub async fn delete_collection(
     State(state): State<AppState>,
     CallOf(call): CallOf,

@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod qdrant;
 pub mod serve;
 
 use std::sync::Arc;
@@ -435,6 +436,17 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind((cfg.server.host.as_str(), cfg.server.port))
         .await
         .map_err(|e| format!("binding {}:{}: {e}", cfg.server.host, cfg.server.port))?;
+    let qdrant = if cfg.qdrant.enabled {
+        let host = cfg.qdrant.host(&cfg.server).to_owned();
+        let port = cfg.qdrant.port;
+        Some(
+            tokio::net::TcpListener::bind((host.as_str(), port))
+                .await
+                .map_err(|e| format!("binding {host}:{port} (qdrant): {e}"))?,
+        )
+    } else {
+        None
+    };
     let key = if local_hub {
         Some(start_local_hub(&mut cfg).await?)
     } else {
@@ -495,16 +507,34 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     let service = state.service.clone();
     let cluster = state.cluster.clone();
     let stopping = Arc::new(std::sync::OnceLock::new());
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = {
         let stopping = stopping.clone();
         let received = serve::signal();
         async move {
             received.await;
             let _ = stopping.set(std::time::Instant::now());
+            let _ = stop.send(true);
+        }
+    };
+    let stopped_too = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
         }
     };
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "vectorizer listening");
     println!("vectorizer listening on http://{addr}");
+    let qdrant = match qdrant {
+        Some(l) => {
+            let at = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(addr = %at, "Qdrant-compatible API listening");
+            println!("qdrant-compatible API listening on http://{at}");
+            Some((l, qdrant::router(state.clone())))
+        }
+        None => None,
+    };
     // Of the shutdown timeout, requests in flight get all but a last share
     // kept for the flush.
     let budget = Duration::from_secs(cfg.server.shutdown_timeout_seconds);
@@ -514,7 +544,13 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
     };
     service.spawn_storage_probe(Duration::from_secs(1));
     service.spawn_backup_sweeper(Duration::from_secs(cfg.backups.sweep_interval_seconds));
-    serve::serve(listener, app::router(state), opts, signal).await;
+    let native = serve::serve(listener, app::router(state), opts, signal);
+    match qdrant {
+        Some((l, router)) => {
+            tokio::join!(native, serve::serve(l, router, opts, stopped_too));
+        }
+        None => native.await,
+    }
     let started = stopping
         .get()
         .copied()

@@ -58,6 +58,10 @@ enum Command {
         /// and require its access keys: multi-tenant with no other set-up.
         #[arg(long)]
         local_hub: bool,
+        /// Also serve Qdrant's REST API (default port 6333; see
+        /// docs/QDRANT_COMPAT.md), over the same collections.
+        #[arg(long)]
+        qdrant: bool,
     },
     /// An MCP server for AI agents on standard input and output (a desktop
     /// agent spawns this process). The HTTP server has one at /mcp too.
@@ -212,11 +216,13 @@ fn main() {
             host,
             port,
             local_hub,
+            qdrant,
         } => {
             let overrides = Overrides {
                 data_dir,
                 host,
                 port,
+                qdrant,
             };
             with_config(config.as_deref(), &overrides, |cfg| {
                 on_runtime(

@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+#[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
     pub shutdown_timeout: Duration,

@@ -40,6 +40,10 @@ pub enum Op {
         name: String,
         req: CreatePayloadIndex,
     },
+    DropPayloadIndex {
+        name: String,
+        field: String,
+    },
     Upsert {
         name: String,
         req: UpsertPoints,
@@ -93,6 +97,7 @@ impl Op {
                 | Op::DeleteCollection { .. }
                 | Op::UpdateCollection { .. }
                 | Op::CreatePayloadIndex { .. }
+                | Op::DropPayloadIndex { .. }
                 | Op::Upsert { .. }
                 | Op::DeletePoints { .. }
                 | Op::SetPayload { .. }
@@ -119,6 +124,7 @@ impl Op {
             | Op::GetCollection { name }
             | Op::UpdateCollection { name, .. }
             | Op::CreatePayloadIndex { name, .. }
+            | Op::DropPayloadIndex { name, .. }
             | Op::Upsert { name, .. }
             | Op::GetPoint { name, .. }
             | Op::GetPoints { name, .. }
@@ -329,6 +335,9 @@ impl Service {
             }
             Op::CreatePayloadIndex { name, req } => {
                 Answer::Detail(self.create_payload_index(call, &name, req).await?)
+            }
+            Op::DropPayloadIndex { name, field } => {
+                Answer::Detail(self.drop_payload_index(call, &name, &field).await?)
             }
             Op::Upsert { name, req } => Answer::Upserted(self.upsert(call, &name, req).await?),
             Op::GetPoint { name, id } => Answer::Point(self.get_point(call, &name, &id).await?),

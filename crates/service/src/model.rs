@@ -41,7 +41,8 @@ impl JsonSchema for FilterSchema {
             "properties": {
                 "must": {"type": "array", "items": {"type": "object"}},
                 "should": {"type": "array", "items": {"type": "object"}},
-                "must_not": {"type": "array", "items": {"type": "object"}}
+                "must_not": {"type": "array", "items": {"type": "object"}},
+                "min_should": {"type": "object"}
             },
             "additionalProperties": false
         })

@@ -1023,6 +1023,33 @@ impl Service {
             .await
     }
 
+    /// Stops indexing a payload field of a collection (idempotent).
+    pub async fn drop_payload_index(
+        self: &Arc<Self>,
+        call: &Call,
+        name: &str,
+        field: &str,
+    ) -> Result<CollectionDetail> {
+        let (caller, ticket) = call.enter(Permission::Write)?;
+        crate::service::routed!(
+            self,
+            caller,
+            Op::DropPayloadIndex {
+                name: name.into(),
+                field: field.into()
+            },
+            detail
+        );
+        let c = self.open_collection(ticket, caller, name).await?;
+        let (name, field) = (name.to_owned(), field.to_owned());
+        ticket
+            .run(move |_| {
+                c.drop_payload_index(&field)?;
+                Ok(Self::detail(&name, &c))
+            })
+            .await
+    }
+
     /// Liveness and readiness, from the last storage probe: answering never
     /// waits for storage or for any tenant's work.
     pub fn health(&self) -> Health {

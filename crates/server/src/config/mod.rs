@@ -23,9 +23,44 @@ pub struct Config {
     pub hub: HubConfig,
     pub mcp: McpConfig,
     pub backups: BackupsConfig,
+    /// Qdrant's REST dialect on a second listener.
+    pub qdrant: QdrantConfig,
     /// Cluster mode; absent: a single node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+}
+
+/// Qdrant's REST dialect (for code written against Qdrant's clients), on
+/// a listener of its own, over the same collections as the native API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QdrantConfig {
+    pub enabled: bool,
+    /// Address to listen on; empty: the server's (`server.host`).
+    pub host: String,
+    /// 0 asks the system for a free port (the chosen one is printed).
+    pub port: u16,
+}
+
+impl Default for QdrantConfig {
+    fn default() -> Self {
+        QdrantConfig {
+            enabled: false,
+            host: String::new(),
+            port: 6333,
+        }
+    }
+}
+
+impl QdrantConfig {
+    /// The address to listen on.
+    pub fn host<'a>(&'a self, server: &'a ServerConfig) -> &'a str {
+        if self.host.is_empty() {
+            &server.host
+        } else {
+            &self.host
+        }
+    }
 }
 
 /// The MCP server at `/mcp` (Model Context Protocol, for AI agents).
@@ -314,6 +349,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// `serve --qdrant`: the Qdrant dialect on.
+    pub qdrant: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -434,6 +471,11 @@ impl Config {
         if let Some(p) = overrides.port {
             b = b
                 .set_override("server.port", p as i64)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        if overrides.qdrant {
+            b = b
+                .set_override("qdrant.enabled", true)
                 .map_err(|e| ConfigError(e.to_string()))?;
         }
         let cfg: Config = b

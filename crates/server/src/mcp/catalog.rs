@@ -199,6 +199,14 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             "Index a payload `field` (a dotted path) so that filters on it are fast. Answers the collection, with the field in its `payload_index`.".into(),
         ),
         s(
+            "drop_payload_index",
+            Write,
+            Some("CreatePayloadIndex"),
+            true,
+            Some("CollectionDetail"),
+            "Stop indexing a payload `field`; filters on it still work, by scanning. Answers the collection.".into(),
+        ),
+        s(
             "list_aliases",
             Read,
             None,

@@ -312,6 +312,11 @@ pub async fn run(
             let out = s.create_payload_index(call, c, req).await?;
             done(call, out, |_| None).await
         }
+        "drop_payload_index" => {
+            let req: CreatePayloadIndex = body(call, args).await?;
+            let out = s.drop_payload_index(call, c, &req.field).await?;
+            done(call, out, |_| None).await
+        }
         "list_aliases" => {
             none(&args)?;
             let out = s.list_aliases(call).await?;

@@ -19,15 +19,19 @@ pub struct TestApp {
     /// Kept so the data directory lives as long as the app.
     _dir: TempDir,
     pub addr: SocketAddr,
+    /// The Qdrant dialect's listener, over the same state.
+    pub qdrant: SocketAddr,
     #[allow(dead_code)]
     pub service: Arc<Service>,
     client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
+    qdrant_server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        self.qdrant_server.abort();
     }
 }
 
@@ -177,19 +181,31 @@ impl TestApp {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let opts = vectorizer_server::serve::ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        let q = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        q.set_nonblocking(true).unwrap();
+        let qdrant = q.local_addr().unwrap();
+        let qdrant_server = tokio::spawn(vectorizer_server::serve::serve(
+            tokio::net::TcpListener::from_std(q).unwrap(),
+            vectorizer_server::qdrant::router(state.clone()),
+            opts,
+            std::future::pending(),
+        ));
         let app = router(state);
         let server = tokio::spawn(vectorizer_server::serve::serve(
             listener,
             app,
-            vectorizer_server::serve::ServeOptions {
-                header_read_timeout: Duration::from_secs(10),
-                shutdown_timeout: Duration::from_secs(1),
-            },
+            opts,
             std::future::pending(),
         ));
         TestApp {
             _dir: dir,
             addr,
+            qdrant,
+            qdrant_server,
             service,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -197,6 +213,35 @@ impl TestApp {
                 .unwrap(),
             server,
         }
+    }
+
+    /// A request to the Qdrant dialect's listener, with an optional key
+    /// (sent as `api-key`, as Qdrant's clients do).
+    #[allow(dead_code)]
+    pub async fn qdrant(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self
+            .client
+            .request(method, format!("http://{}{path}", self.qdrant));
+        if let Some(k) = key {
+            rb = rb.header("api-key", k);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The app's data directory.

@@ -45,8 +45,13 @@ fn file_then_env_then_flags() {
         port: Some(3000),
         data_dir: Some(PathBuf::from("/tmp/x")),
         host: None,
+        qdrant: true,
     };
+    assert!(
+        !cfg.qdrant.enabled && cfg.qdrant.port == 6333 && cfg.qdrant.host(&cfg.server) == "0.0.0.0"
+    );
     let cfg = Config::load_from(Some(&file), &flags, e).unwrap();
+    assert!(cfg.qdrant.enabled);
     assert_eq!(cfg.server.port, 3000);
     assert_eq!(cfg.storage.data_dir, PathBuf::from("/tmp/x"));
 }

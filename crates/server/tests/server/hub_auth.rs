@@ -581,6 +581,7 @@ async fn isolation_matrix_over_every_route() {
             "search" => json!({"vector": [1, 0], "limit": 3}),
             "search_batch" => json!({"searches": [{"vector": [1, 0], "limit": 3}]}),
             "create_payload_index" => json!({"field": "k"}),
+            "drop_payload_index" => return None,
             "update_collection" => json!({"hnsw": {"ef_search": 7}}),
             "set_payload" | "overwrite_payload" => json!({"payload": {"k": "x"}, "ids": [1]}),
             "delete_payload" => json!({"keys": ["k"], "filter": {}}),

@@ -16,4 +16,5 @@ mod hub_off;
 mod mcp;
 mod migrate;
 mod newcomer;
+mod qdrant;
 mod readme;

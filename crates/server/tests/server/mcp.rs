@@ -103,7 +103,7 @@ async fn tool_names(app: &TestApp, key: Option<&str>) -> BTreeSet<String> {
         .collect()
 }
 
-const ALL: [&str; 24] = [
+const ALL: [&str; 25] = [
     "list_collections",
     "get_collection",
     "create_collection",
@@ -119,6 +119,7 @@ const ALL: [&str; 24] = [
     "overwrite_payload",
     "delete_payload",
     "create_payload_index",
+    "drop_payload_index",
     "list_aliases",
     "update_aliases",
     "list_backups",

@@ -253,6 +253,31 @@ fn writes() -> Vec<(Req, bool)> {
             false,
         ),
         (
+            rest(
+                "create_payload_index",
+                "POST",
+                &format!("{d}/payload_index"),
+                Some(json!({"field": "items.sku"})),
+            ),
+            false,
+        ),
+        (
+            rest(
+                "drop_payload_index",
+                "DELETE",
+                &format!("{d}/payload_index/items.sku"),
+                None,
+            ),
+            false,
+        ),
+        (
+            mcp(
+                "drop_payload_index",
+                json!({"collection": "mcp-docs", "field": "i"}),
+            ),
+            false,
+        ),
+        (
             mcp(
                 "update_collection",
                 json!({"collection": "mcp-docs", "hnsw": {"ef_search": 80}}),
