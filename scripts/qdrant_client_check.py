@@ -7,6 +7,7 @@ evaluation computed here.
 Exits non-zero on the first answer that differs.
 """
 
+import warnings
 import argparse
 import math
 import random
@@ -20,6 +21,9 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 DIM = 8
 N = 240
 COLORS = ["red", "green", "blue", "ünïcødé"]
+
+# The checks talk to a local server over plain HTTP on purpose.
+warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
 
 
 def check(cond, what):
@@ -162,6 +166,7 @@ def main():
     ap.add_argument("url")
     ap.add_argument("key", nargs="?")
     ap.add_argument("--prefix", default="qc")
+    ap.add_argument("--cluster", action="store_true", help="aliases are refused in cluster mode")
     args = ap.parse_args()
     client = QdrantClient(url=args.url, api_key=args.key, prefer_grpc=False, timeout=60)
     raw = httpx.Client(base_url=args.url, headers={"api-key": args.key} if args.key else {}, timeout=60)
@@ -353,8 +358,21 @@ def main():
         models.FieldCondition(key="color", match=models.MatchValue(value="green"))])), wait=True)
     check(client.count(name).count == before - gone, f"delete by filter removed {gone}")
 
-    # Aliases.
+    # Aliases (refused in cluster mode).
     alias, alias2 = f"{args.prefix}-alias", f"{args.prefix}-alias2"
+    if args.cluster:
+        try:
+            client.update_collection_aliases(change_aliases_operations=[
+                models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=name, alias_name=alias))])
+            check(False, "aliases are refused in cluster mode")
+        except UnexpectedResponse as e:
+            check(e.status_code == 400, "aliases are refused in cluster mode with 400")
+    else:
+        aliases(client, name, alias, alias2)
+    finish(client, name)
+
+
+def aliases(client, name, alias, alias2):
     client.update_collection_aliases(change_aliases_operations=[
         models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=name, alias_name=alias))])
     check(any(a.alias_name == alias and a.collection_name == name for a in client.get_aliases().aliases), "get_aliases lists it")
@@ -366,6 +384,8 @@ def main():
         models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias2))])
     check(client.get_collection_aliases(name).aliases == [], "delete_alias")
 
+
+def finish(client, name):
     check(client.delete_collection(name), "delete_collection")
     check(not client.collection_exists(name), "the collection is gone")
     try:

@@ -35,6 +35,7 @@ fn kind(m: Metric) -> Kind {
     match m {
         Metric::Cosine => Kind::Cosine,
         Metric::Euclidean => Kind::Euclidean,
+        Metric::Manhattan => Kind::Manhattan,
         Metric::Dot => Kind::Dot,
     }
 }

@@ -89,7 +89,7 @@ fn ids() -> Value {
 fn search() -> Value {
     json!({
         "vector": vector(), "limit": 10, "filter": filter(), "ef": 128,
-        "score_threshold": 0.25, "with_payload": false, "with_vector": true
+        "score_threshold": 0.25, "with_payload": false, "with_vector": true, "exact": true
     })
 }
 
@@ -264,7 +264,7 @@ fn answers() -> Vec<Answer> {
     });
     let all: Vec<Answer> = [
         json!({"answer": "detail", "body": detail}),
-        json!({"answer": "list", "body": {"collections": [{"name": "a", "dimension": 3, "metric": "cosine", "points": 1, "bytes": 2}]}}),
+        json!({"answer": "list", "body": {"collections": [{"name": "a", "dimension": 3, "metric": "cosine", "points": 1, "bytes": 2}, {"name": "b", "dimension": 2, "metric": "manhattan", "points": 0, "bytes": 0}]}}),
         json!({"answer": "done"}),
         json!({"answer": "upserted", "body": {"upserted": 3}}),
         json!({"answer": "point", "body": record}),

@@ -443,7 +443,7 @@ mod tests {
     fn entry(dir: &str, points: u64) -> Entry {
         Entry {
             dir: dir.into(),
-            config: CollectionConfig::new(3, Metric::Cosine),
+            config: CollectionConfig::new(3, Metric::Manhattan),
             created_at_ms: 7,
             metadata: BTreeMap::from([("owner_id".into(), "u".into())]),
             stats: Stats {

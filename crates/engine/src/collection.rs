@@ -210,6 +210,8 @@ pub struct SearchRequest {
     pub with_vector: bool,
     /// When to give up (a scan stops with [`EngineError::Cancelled`]).
     pub deadline: Deadline,
+    /// Score every matching point instead of walking the graph.
+    pub exact: bool,
 }
 
 /// What a write will add, decided under the writer lock (so no other
@@ -1479,7 +1481,8 @@ impl Collection {
     /// [`QUICK_EF`].
     fn light_shape(&self, req: &SearchRequest) -> bool {
         let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
-        req.filter.as_ref().is_none_or(Filter::is_empty)
+        !req.exact
+            && req.filter.as_ref().is_none_or(Filter::is_empty)
             && !req.with_vector
             && ef.max(req.limit) <= QUICK_EF
     }
@@ -1593,7 +1596,7 @@ impl Collection {
             }
         };
         let deadline = &req.deadline;
-        if live <= EXACT_BELOW {
+        if live <= EXACT_BELOW || req.exact {
             return self.exact(st, everything(), &req.vector, k, filter, deadline);
         }
         // A selective filter makes graph traversal wander; scanning the

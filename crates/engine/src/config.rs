@@ -20,12 +20,14 @@ pub enum Metric {
     Euclidean,
     /// Inner product; the score is the dot product, higher is closer.
     Dot,
+    /// Manhattan (L1) distance; the score is the distance, lower is closer.
+    Manhattan,
 }
 
 impl Metric {
     /// True when a larger score means a closer point.
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Metric::Euclidean)
+        !matches!(self, Metric::Euclidean | Metric::Manhattan)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Metric {
             Metric::Cosine => "cosine",
             Metric::Euclidean => "euclidean",
             Metric::Dot => "dot",
+            Metric::Manhattan => "manhattan",
         }
     }
 }

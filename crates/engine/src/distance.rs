@@ -37,6 +37,20 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Sum of absolute differences, in eight lanes like the others.
+pub fn l1(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, ra) = a.as_chunks::<8>();
+    let (cb, rb) = b.as_chunks::<8>();
+    for (x, y) in ca.iter().zip(cb) {
+        for i in 0..8 {
+            acc[i] += (x[i] - y[i]).abs();
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y).abs()).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 pub fn norm(a: &[f32]) -> f32 {
     dot(a, a).sqrt()
 }
@@ -60,6 +74,8 @@ mod tests {
         let b = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0];
         assert_eq!(dot(&a, &b), 4.0);
         assert_eq!(l2_squared(&a, &b), 2.0);
+        assert_eq!(l1(&a, &b), 2.0);
+        assert_eq!(l1(&a, &[0.5; 9]), 0.5 * 7.0 + 0.5 + 1.5);
         assert!((norm(&a) - 5f32.sqrt()).abs() < 1e-6);
     }
 }

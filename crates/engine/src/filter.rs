@@ -42,7 +42,7 @@ pub enum Condition {
     HasId(HashSet<PointId>),
     /// A filter used as a condition.
     Nested(Box<Filter>),
-    /// The field is missing, null, an empty list, or a list of nulls.
+    /// The field is missing, null, or an empty list.
     IsEmpty(Vec<String>),
     /// The field is present and null.
     IsNull(Vec<String>),
@@ -139,13 +139,12 @@ impl AnyOf {
             Scalar::Str(x) => self.keywords.contains(x),
             Scalar::Bool(b) => self.bools[b as usize],
             Scalar::Null => false,
-            n => match n.as_f64().and_then(FloatBits::value) {
-                Some(MatchValue::Integer(i)) => {
-                    // A u64 above i64::MAX has no integer to match.
-                    !matches!(n, Scalar::UInt(u) if u > i64::MAX as u64)
-                        && self.integers.contains(&i)
-                }
-                Some(MatchValue::Float(f)) => self.floats.contains(&f),
+            // Integers compare exactly, never through a float.
+            Scalar::Int(i) => self.integers.contains(&i),
+            Scalar::UInt(u) => i64::try_from(u).is_ok_and(|i| self.integers.contains(&i)),
+            Scalar::Float(f) => match FloatBits::value(f) {
+                Some(MatchValue::Integer(i)) => self.integers.contains(&i),
+                Some(MatchValue::Float(b)) => self.floats.contains(&b),
                 _ => false,
             },
         }
@@ -193,11 +192,16 @@ impl Filter {
             })
     }
 
+    /// Whether the filter matches every point by its form alone: no
+    /// conditions, or only filters within it that are so themselves.
     pub fn is_empty(&self) -> bool {
-        self.must.is_empty()
-            && self.should.is_empty()
+        let all = |c: &Condition| matches!(c, Condition::Nested(f) if f.is_empty());
+        self.must.iter().all(all)
+            && (self.should.is_empty() || self.should.iter().any(all))
             && self.must_not.is_empty()
-            && self.min_should.is_none()
+            && self.min_should.as_ref().is_none_or(|m| {
+                m.min_count == 0 || m.conditions.iter().filter(|c| all(c)).count() >= m.min_count
+            })
     }
 }
 
@@ -287,7 +291,11 @@ impl MatchValue {
             (MatchValue::Keyword(s), Scalar::Str(x)) => s == x,
             (MatchValue::Bool(b), Scalar::Bool(x)) => *b == x,
             (MatchValue::Integer(i), Scalar::Int(x)) => *i == x,
-            (MatchValue::Integer(i), Scalar::Float(f)) => f == *i as f64 && f.fract() == 0.0,
+            (MatchValue::Integer(i), Scalar::UInt(x)) => i64::try_from(x) == Ok(*i),
+            // An integral float is the integer it names, compared exactly.
+            (MatchValue::Integer(i), Scalar::Float(f)) => {
+                FloatBits::value(f) == Some(MatchValue::Integer(*i))
+            }
             (MatchValue::Float(b), Scalar::Float(f)) => b.get() == f,
             _ => false,
         }

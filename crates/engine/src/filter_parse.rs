@@ -363,9 +363,15 @@ impl<'de> Visitor<'de> for ConditionSeed<'_> {
             }
             return Ok(c);
         }
-        if has_clauses || fields == 0 {
-            // `{}` is an empty filter, as in Qdrant, where a filter is one
-            // kind of condition.
+        if fields == 0 {
+            // A condition that says nothing (`{}`, or fields all null) is
+            // refused: read as "anything", it would make a delete by filter
+            // delete every point.
+            return Err(de::Error::custom(
+                "a condition needs one of `key`, `has_id`, `is_empty`, `is_null`, `nested`, `filter`, `must`, `should`, `must_not`, `min_should`",
+            ));
+        }
+        if has_clauses {
             if key.is_some() || test.is_some() || inner.is_some() {
                 return Err(de::Error::custom(
                     "a nested filter cannot also be a field condition",

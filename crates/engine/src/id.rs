@@ -27,9 +27,11 @@ impl PointId {
                 "an id string must be 1 to {MAX_ID_STR} characters"
             )));
         }
-        // Exactly two forms, as the API document states them: up to 19
-        // decimal digits, or a hyphenated UUID.
-        if s.bytes().all(|b| b.is_ascii_digit()) {
+        // Up to 19 decimal digits, or a UUID: hyphenated, or as 32 hex
+        // digits (as Qdrant accepts, and LangChain sends); answers always
+        // write it hyphenated.
+        let simple = s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !simple && s.bytes().all(|b| b.is_ascii_digit()) {
             if s.len() > 19 {
                 return Err(EngineError::InvalidId(
                     "an integer id in a string has at most 19 digits".into(),
@@ -45,9 +47,9 @@ impl PointId {
                 8 | 13 | 18 | 23 => b == b'-',
                 _ => b.is_ascii_hexdigit(),
             });
-        if !hyphenated {
+        if !hyphenated && !simple {
             return Err(EngineError::InvalidId(
-                "expected a non-negative integer or a hyphenated UUID".into(),
+                "expected a non-negative integer or a UUID".into(),
             ));
         }
         Uuid::from_str(s)
@@ -140,5 +142,15 @@ mod tests {
         let long = format!("\"{}\"", "1".repeat(100));
         assert!(serde_json::from_str::<PointId>(&long).is_err());
         assert_eq!(PointId::parse_str("42").unwrap(), PointId::Num(42));
+        // 32 hex digits are the same UUID, written hyphenated.
+        let simple: PointId = serde_json::from_str("\"550e8400e29b41d4a716446655440000\"").unwrap();
+        assert_eq!(simple, b);
+        assert!(PointId::parse_str("550e8400e29b41d4a71644665544000g").is_err());
+        // 32 decimal digits are a UUID too, not an integer out of range.
+        assert!(matches!(
+            PointId::parse_str(&"1".repeat(32)),
+            Ok(PointId::Uuid(_))
+        ));
+        assert!(PointId::parse_str("{550e8400-e29b-41d4-a716-446655440000}").is_err());
     }
 }

@@ -364,6 +364,7 @@ impl VectorIndex {
         let (va, vb) = (self.vector(a), self.vector(b));
         match self.metric {
             Metric::Euclidean => (self.l2)(va, vb),
+            Metric::Manhattan => crate::distance::l1(va, vb),
             Metric::Dot => 1.0 - (self.dot)(va, vb) * self.inv_norm(a) * self.inv_norm(b),
             Metric::Cosine => 1.0 - (self.dot)(va, vb) * self.inv_norm(a) * self.inv_norm(b),
         }
@@ -376,6 +377,7 @@ impl VectorIndex {
         let v = self.vector(id);
         match self.metric {
             Metric::Euclidean => (self.l2)(q, v),
+            Metric::Manhattan => crate::distance::l1(q, v),
             Metric::Dot if BUILD => 1.0 - (self.dot)(q, v) * self.inv_norm(id),
             Metric::Dot => -(self.dot)(q, v),
             Metric::Cosine => 1.0 - (self.dot)(q, v) * self.inv_norm(id),
@@ -421,6 +423,7 @@ impl VectorIndex {
     fn score(&self, d: f32) -> f32 {
         match self.metric {
             Metric::Euclidean => d.max(0.0).sqrt(),
+            Metric::Manhattan => d,
             Metric::Dot => -d,
             Metric::Cosine => 1.0 - d,
         }

@@ -495,7 +495,10 @@ pub async fn run(mut cfg: Config, local_hub: bool) -> Result<(), String> {
         );
         state.cluster = Some(node);
     }
-    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback())
+        && qdrant
+            .as_ref()
+            .is_none_or(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
     if auth.is_none() && state.local_keys.is_none() && !loopback {
         tracing::warn!(
             "listening on a non-loopback address with no authentication: anyone who can reach the port can read and delete everything; set VECTORIZER_API_KEY (and VECTORIZER_READ_API_KEY)"

@@ -16,9 +16,8 @@ const NAME: &str = "^[A-Za-z0-9_-]{1,64}$";
 const BACKUP_ID: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 /// A point id in a string (a path, or a body): up to 19 decimal digits,
-/// or a hyphenated UUID.
-const POINT_ID: &str =
-    "^([0-9]{1,19}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
+/// or a UUID, hyphenated or as 32 hex digits.
+const POINT_ID: &str = "^([0-9]{1,19}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$";
 /// The largest finite 32-bit float.
 const F32_MAX: f64 = 3.4028234663852886e38;
 

@@ -56,6 +56,7 @@ pub(crate) enum MetricSchema {
     Cosine,
     Euclidean,
     Dot,
+    Manhattan,
 }
 
 #[derive(JsonSchema)]
@@ -346,7 +347,8 @@ pub struct Search {
     #[serde(default)]
     #[serde(deserialize_with = "vectorizer_engine::config::whole_opt")]
     pub ef: Option<usize>,
-    /// Cosine and dot: keep scores >= threshold; euclidean: distances <=.
+    /// Cosine and dot: keep scores >= threshold; euclidean and manhattan:
+    /// distances <=.
     #[serde(default)]
     pub score_threshold: Option<f32>,
     /// Return each hit's payload (default true).
@@ -355,13 +357,17 @@ pub struct Search {
     /// Return each hit's vector (default false).
     #[serde(default)]
     pub with_vector: bool,
+    /// Score every matching point instead of walking the graph (default
+    /// false): the exact answer, at the cost of a scan.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Hit {
     #[schemars(with = "PointIdSchema")]
     pub id: PointId,
-    /// Cosine similarity, dot product, or euclidean distance.
+    /// Cosine similarity, dot product, or euclidean or manhattan distance.
     pub score: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Map<String, Value>>,

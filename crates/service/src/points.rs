@@ -48,6 +48,7 @@ fn search_request(req: Search) -> Result<SearchRequest> {
         with_payload: req.with_payload,
         with_vector: req.with_vector,
         deadline: Default::default(),
+        exact: req.exact,
     })
 }
 

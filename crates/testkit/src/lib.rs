@@ -98,6 +98,7 @@ pub fn gaussian_mixture(
 pub enum Kind {
     Cosine,
     Euclidean,
+    Manhattan,
     Dot,
 }
 
@@ -106,7 +107,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The reference score: higher is closer for cosine and dot; for euclidean
-/// the distance, lower is closer.
+/// and manhattan the distance, lower is closer.
 pub fn score(kind: Kind, a: &[f32], b: &[f32]) -> f32 {
     match kind {
         Kind::Cosine => dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt()),
@@ -117,6 +118,7 @@ pub fn score(kind: Kind, a: &[f32], b: &[f32]) -> f32 {
             .map(|(x, y)| (x - y) * (x - y))
             .sum::<f32>()
             .sqrt(),
+        Kind::Manhattan => a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum(),
     }
 }
 
@@ -134,7 +136,7 @@ pub fn exact_top_k(
         .filter(|(i, _)| allowed.is_none_or(|f| f(*i)))
         .map(|(i, v)| (score(kind, q, v), i))
         .collect();
-    if kind == Kind::Euclidean {
+    if matches!(kind, Kind::Euclidean | Kind::Manhattan) {
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
     } else {
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));

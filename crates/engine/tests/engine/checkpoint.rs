@@ -25,6 +25,7 @@ fn answers(c: &Collection, queries: &[Vec<f32>]) -> Vec<Vec<(PointId, f32)>> {
                 with_payload: false,
                 with_vector: false,
                 deadline: Deadline::none(),
+                exact: false,
             })
             .unwrap()
             .into_iter()

@@ -65,6 +65,7 @@ pub fn kind(m: vectorizer_engine::Metric) -> Kind {
     match m {
         vectorizer_engine::Metric::Cosine => Kind::Cosine,
         vectorizer_engine::Metric::Euclidean => Kind::Euclidean,
+        vectorizer_engine::Metric::Manhattan => Kind::Manhattan,
         vectorizer_engine::Metric::Dot => Kind::Dot,
     }
 }

@@ -25,7 +25,20 @@ fn scalar(rng: &mut Rng) -> Value {
         0 => Value::Null,
         1 => json!(rng.below(2) == 1),
         2 => json!(rng.below(4)),
-        3 => pick(rng, &[json!(0.5), json!(1.0), json!(2.5), json!(-1)]).clone(),
+        3 => pick(
+            rng,
+            &[
+                json!(0.5),
+                json!(1.0),
+                json!(2.5),
+                json!(-1),
+                json!(9_007_199_254_740_993i64),
+                json!(9_007_199_254_740_992.0),
+                json!(i64::MAX),
+                json!(u64::MAX),
+            ],
+        )
+        .clone(),
         _ => json!(pick(rng, &["x", "y", "xy", "yx", ""])),
     }
 }
@@ -74,7 +87,19 @@ fn match_value(rng: &mut Rng) -> Value {
     match rng.below(4) {
         0 => json!(rng.below(2) == 1),
         1 => json!(rng.below(4)),
-        2 => pick(rng, &[json!(0.5), json!(2.5), json!(-1), json!(1.0)]).clone(),
+        2 => pick(
+            rng,
+            &[
+                json!(0.5),
+                json!(2.5),
+                json!(-1),
+                json!(1.0),
+                json!(9_007_199_254_740_993i64),
+                json!(9_007_199_254_740_992i64),
+                json!(i64::MAX),
+            ],
+        )
+        .clone(),
         _ => json!(pick(rng, &["x", "y", "xy"])),
     }
 }
@@ -116,7 +141,15 @@ fn condition(rng: &mut Rng, depth: u32, within: bool) -> Value {
         10 => {
             json!({"nested": {"key": pick(rng, &["items", "o", "a"]), "filter": filter(rng, depth - 1, true)}})
         }
-        _ => filter(rng, depth - 1, within),
+        _ => {
+            // A filter as a condition says something: `{}` is refused.
+            let f = filter(rng, depth - 1, within);
+            if f.as_object().unwrap().is_empty() {
+                json!({"must": [{"is_null": {"key": key}}]})
+            } else {
+                f
+            }
+        }
     }
 }
 
@@ -184,9 +217,24 @@ fn leaves<'a>(v: &'a Value, path: &[String], out: &mut Vec<&'a Value>) {
     }
 }
 
+/// Numbers are equal by value: integers exactly, an integral float as the
+/// integer it names, other floats as floats.
 fn same(want: &Value, got: &Value) -> bool {
+    let int = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or(n.as_u64().map(i128::from))
+            .or_else(|| {
+                let f = n.as_f64()?;
+                (f.fract() == 0.0 && f.abs() < 1e30).then_some(f as i128)
+            })
+    };
     match (want, got) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Number(a), Value::Number(b)) => match (int(a), int(b)) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => a.as_f64() == b.as_f64(),
+            _ => false,
+        },
         (a, b) => a == b,
     }
 }
@@ -211,8 +259,7 @@ fn ref_condition(c: &Value, id: u64, doc: &Value) -> bool {
     if let Some(f) = o.get("filter") {
         return ref_filter(f, id, doc);
     }
-    if o.is_empty()
-        || o.contains_key("must")
+    if o.contains_key("must")
         || o.contains_key("should")
         || o.contains_key("must_not")
         || o.contains_key("min_should")
@@ -361,6 +408,32 @@ fn every_condition_agrees_with_the_reference() {
 fn the_rules_on_chosen_payloads() {
     let cases = [
         // (payload, filter, matches)
+        // Integers past 2^53 compare exactly in every form of match.
+        (
+            json!({"a": 9_007_199_254_740_993i64}),
+            json!({"must": [{"key": "a", "match": {"any": [9_007_199_254_740_992i64]}}]}),
+            false,
+        ),
+        (
+            json!({"a": 9_007_199_254_740_993i64}),
+            json!({"must": [{"key": "a", "match": {"any": [9_007_199_254_740_993i64]}}]}),
+            true,
+        ),
+        (
+            json!({"a": 9_007_199_254_740_993i64}),
+            json!({"must": [{"key": "a", "match": {"except": [9_007_199_254_740_993i64]}}]}),
+            false,
+        ),
+        (
+            json!({"a": i64::MAX}),
+            json!({"must": [{"key": "a", "match": {"any": [i64::MAX]}}]}),
+            true,
+        ),
+        (
+            json!({"a": 9_007_199_254_740_992.0}),
+            json!({"must": [{"key": "a", "match": {"value": 9_007_199_254_740_993i64}}]}),
+            false,
+        ),
         (json!({"a": null}), json!({"is_null": {"key": "a"}}), true),
         (
             json!({"a": [null]}),
@@ -507,6 +580,12 @@ fn what_is_not_supported_is_refused_by_name() {
             "1024",
         ),
         (json!({"min_should": {"conditions": []}}), "min_count"),
+        (json!({"must": [{}]}), "a condition needs"),
+        (json!({"must": [{"has_id": null}]}), "a condition needs"),
+        (
+            json!({"must": [{"key": null, "geo_radius": null}]}),
+            "a condition needs",
+        ),
     ] {
         let e = Filter::from_json(&fj).unwrap_err().to_string();
         assert!(e.contains(says), "{fj}: {e}");
@@ -514,6 +593,22 @@ fn what_is_not_supported_is_refused_by_name() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(says), "{fj}: {e}");
+    }
+    // A filter that can only match everything says so.
+    for fj in [
+        json!({}),
+        json!({"must": [{"must": []}]}),
+        json!({"should": [{"filter": {}}, {"has_id": [1]}]}),
+        json!({"min_should": {"conditions": [{"has_id": [1]}], "min_count": 0}}),
+    ] {
+        assert!(Filter::from_json(&fj).unwrap().is_empty(), "{fj}");
+    }
+    for fj in [
+        json!({"must_not": [{"must": []}]}),
+        json!({"should": [{"has_id": [1]}]}),
+        json!({"min_should": {"conditions": [{"must": []}], "min_count": 2}}),
+    ] {
+        assert!(!Filter::from_json(&fj).unwrap().is_empty(), "{fj}");
     }
     // Null fields are fields not given, as clients that write every
     // optional field send them.

@@ -205,7 +205,7 @@ fn run(seed: u64, steps: usize, max_open: Option<usize>) {
                             .iter()
                             .map(|(id, (v, _))| (score(kind(r.metric), &q, v), **id))
                             .collect();
-                        if kind(r.metric) == Kind::Euclidean {
+                        if matches!(kind(r.metric), Kind::Euclidean | Kind::Manhattan) {
                             scored.sort_by(|a, b| a.0.total_cmp(&b.0));
                         } else {
                             scored.sort_by(|a, b| b.0.total_cmp(&a.0));

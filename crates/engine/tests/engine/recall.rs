@@ -143,3 +143,60 @@ fn recall_384_euclidean() {
 fn recall_384_dot() {
     check(384, Metric::Dot, 6);
 }
+
+#[test]
+fn recall_128_manhattan() {
+    check(128, Metric::Manhattan, 7);
+}
+
+/// `exact` scores every point: with the narrowest beam, the answer is still
+/// exact search's, filtered or not.
+#[test]
+fn exact_search_is_exact() {
+    let (dim, metric) = (32, Metric::Euclidean);
+    let (base, _) = gaussian_mixture(5_000, dim, 20, 0.5, 8);
+    let (queries, _) = gaussian_mixture(20, dim, 20, 0.6, 9);
+    let dir = TempDir::new("exact");
+    let db = open(&dir);
+    let c = db
+        .create_collection("c", CollectionConfig::new(dim, metric), BTreeMap::new())
+        .unwrap();
+    let pts = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Point {
+            id: PointId::Num(i as u64),
+            vector: v.clone(),
+            payload: Some(json!({"odd": i % 2 == 1}).as_object().unwrap().clone()),
+        })
+        .collect();
+    c.upsert(pts).unwrap();
+    c.wait_indexed();
+    let odd = vectorizer_engine::Filter::from_json(
+        &json!({"must": [{"key": "odd", "match": {"value": true}}]}),
+    )
+    .unwrap();
+    for q in &queries {
+        for filter in [None, Some(odd.clone())] {
+            let allowed = |i: usize| filter.is_none() || i % 2 == 1;
+            let truth = exact_top_k(kind(metric), &base, q, K, Some(&allowed));
+            let got: Vec<usize> = c
+                .search(&SearchRequest {
+                    vector: q.clone(),
+                    limit: K,
+                    ef: Some(1),
+                    filter: filter.clone(),
+                    exact: true,
+                    ..Default::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|h| match h.id {
+                    PointId::Num(n) => n as usize,
+                    PointId::Uuid(_) => unreachable!(),
+                })
+                .collect();
+            assert_eq!(got, truth);
+        }
+    }
+}

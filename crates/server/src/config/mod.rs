@@ -503,6 +503,19 @@ impl Config {
                         && !l.ends_with('-')
                 })
         };
+        let q = &self.qdrant;
+        if !q.host.is_empty() && q.host.parse::<std::net::IpAddr>().is_err() && !hostname(&q.host) {
+            return Err(bad(
+                "qdrant.host",
+                "must be empty (server.host), an IP address or a host name",
+            ));
+        }
+        if q.enabled && q.port != 0 && q.port == s.port && q.host(s) == s.host {
+            return Err(bad(
+                "qdrant.port",
+                "must differ from server.port: the Qdrant dialect has a listener of its own",
+            ));
+        }
         if s.host.parse::<std::net::IpAddr>().is_err() && !hostname(&s.host) {
             return Err(bad(
                 "server.host",

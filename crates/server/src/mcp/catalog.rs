@@ -140,7 +140,7 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             true,
             Some("SearchResults"),
             format!(
-                "Find the points nearest to a query vector (same dimension as the collection), best first: `limit` 1 to {}, optionally only among points matching a filter. Scores are cosine similarity or dot product (higher is closer) or euclidean distance (lower is closer). `ef` (1 to 4096) trades speed for recall. {filter}",
+                "Find the points nearest to a query vector (same dimension as the collection), best first: `limit` 1 to {}, optionally only among points matching a filter. Scores are cosine similarity or dot product (higher is closer), or euclidean or manhattan distance (lower is closer). `ef` (1 to 4096) trades speed for recall. {filter}",
                 e.max_limit
             ),
         ),

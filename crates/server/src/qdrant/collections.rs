@@ -6,14 +6,14 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use vectorizer_engine::HnswParams;
 use vectorizer_service::ServiceError;
 use vectorizer_service::aliases::{AliasAction, AliasActions};
 use vectorizer_service::model::{CollectionDetail, CreateCollection, CreatePayloadIndex};
 
-use super::shapes::{UpdateResult, distance_name, metric_of};
+use super::search::refuse_given;
+use super::shapes::{Given, UpdateResult, distance_name, metric_of};
 use super::{bad, reply};
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -122,9 +122,9 @@ struct VectorParams {
     #[serde(default)]
     datatype: Option<String>,
     #[serde(default)]
-    quantization_config: Option<Value>,
+    quantization_config: Given,
     #[serde(default)]
-    multivector_config: Option<Value>,
+    multivector_config: Given,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,15 +135,15 @@ struct HnswDiff {
     #[serde(default)]
     ef_construct: Option<usize>,
     #[serde(default, rename = "full_scan_threshold")]
-    _full_scan_threshold: Option<IgnoredAny>,
+    _full_scan_threshold: Given,
     #[serde(default, rename = "max_indexing_threads")]
-    _max_indexing_threads: Option<IgnoredAny>,
+    _max_indexing_threads: Given,
     #[serde(default, rename = "on_disk")]
-    _on_disk: Option<IgnoredAny>,
+    _on_disk: Given,
     #[serde(default, rename = "payload_m")]
-    _payload_m: Option<IgnoredAny>,
+    _payload_m: Given,
     #[serde(default, rename = "inline_storage")]
-    _inline_storage: Option<IgnoredAny>,
+    _inline_storage: Given,
 }
 
 /// `vectors`: one `VectorParams`, or `{"": VectorParams}`.
@@ -163,43 +163,30 @@ pub struct Create {
     hnsw_config: Option<HnswDiff>,
     // Storage tuning of Qdrant's own: accepted, no effect here.
     #[serde(default, rename = "shard_number")]
-    _shard_number: Option<IgnoredAny>,
+    _shard_number: Given,
     #[serde(default, rename = "replication_factor")]
-    _replication_factor: Option<IgnoredAny>,
+    _replication_factor: Given,
     #[serde(default, rename = "write_consistency_factor")]
-    _write_consistency_factor: Option<IgnoredAny>,
+    _write_consistency_factor: Given,
     #[serde(default, rename = "on_disk_payload")]
-    _on_disk_payload: Option<IgnoredAny>,
+    _on_disk_payload: Given,
     #[serde(default, rename = "optimizers_config")]
-    _optimizers_config: Option<IgnoredAny>,
+    _optimizers_config: Given,
     #[serde(default, rename = "wal_config")]
-    _wal_config: Option<IgnoredAny>,
+    _wal_config: Given,
     // What would change answers: refused when given.
     #[serde(default)]
-    sparse_vectors: Option<Value>,
+    sparse_vectors: Given,
     #[serde(default)]
-    quantization_config: Option<Value>,
+    quantization_config: Given,
     #[serde(default)]
-    sharding_method: Option<Value>,
+    sharding_method: Given,
     #[serde(default)]
-    init_from: Option<Value>,
+    init_from: Given,
     #[serde(default)]
-    strict_mode_config: Option<Value>,
+    strict_mode_config: Given,
     #[serde(default)]
-    metadata: Option<Value>,
-}
-
-/// Refuses a field that was given and is not null or empty.
-fn refuse_given(field: &str, v: &Option<Value>) -> Result<(), ApiError> {
-    let given = match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(m)) => !m.is_empty(),
-        Some(_) => true,
-    };
-    if given {
-        return Err(bad(format!("`{field}` is not supported")));
-    }
-    Ok(())
+    metadata: Given,
 }
 
 fn hnsw_of(top: Option<HnswDiff>, inner: Option<HnswDiff>) -> Option<HnswParams> {
@@ -288,21 +275,21 @@ pub async fn drop(
 #[serde(deny_unknown_fields)]
 pub struct Update {
     #[serde(default, rename = "optimizers_config")]
-    _optimizers_config: Option<IgnoredAny>,
+    _optimizers_config: Given,
     #[serde(default, rename = "params")]
-    _params: Option<IgnoredAny>,
+    _params: Given,
     #[serde(default)]
-    hnsw_config: Option<Value>,
+    hnsw_config: Given,
     #[serde(default)]
-    vectors: Option<Value>,
+    vectors: Given,
     #[serde(default)]
-    quantization_config: Option<Value>,
+    quantization_config: Given,
     #[serde(default)]
-    sparse_vectors: Option<Value>,
+    sparse_vectors: Given,
     #[serde(default)]
-    strict_mode_config: Option<Value>,
+    strict_mode_config: Given,
     #[serde(default)]
-    metadata: Option<Value>,
+    metadata: Given,
 }
 
 /// Accepts storage tuning (no effect here); refuses changes to the graph's
@@ -348,7 +335,10 @@ pub async fn create_index(
     let kind = match &req.field_schema {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Object(m)) => m.get("type").and_then(Value::as_str).map(str::to_owned),
+        Some(Value::Object(m)) => match m.get("type").and_then(Value::as_str) {
+            Some(t) => Some(t.to_owned()),
+            None => return Err(bad("`field_schema` as an object needs its `type`")),
+        },
         Some(_) => return Err(bad("`field_schema`: a type name or {\"type\": ...}")),
     };
     match kind.as_deref() {
@@ -383,14 +373,48 @@ pub async fn delete_index(
     reply(&call, t, UpdateResult::done()).await
 }
 
+/// One alias action, as Qdrant's clients send it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum AliasOp {
+    #[serde(rename = "create_alias")]
+    Create(CreateAlias),
+    #[serde(rename = "delete_alias")]
+    Delete(DeleteAlias),
+    #[serde(rename = "rename_alias")]
+    Rename(RenameAlias),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAlias {
+    collection_name: String,
+    alias_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAlias {
+    alias_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameAlias {
+    old_alias_name: String,
+    new_alias_name: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeAliases {
-    actions: Vec<Value>,
+    actions: Vec<AliasOp>,
     #[serde(default, rename = "timeout")]
-    _timeout: Option<IgnoredAny>,
+    _timeout: Given,
 }
 
+/// Applies the actions together (a rename is a delete and a create, of
+/// the collection the alias names when it is read).
 pub async fn update_aliases(
     State(state): State<AppState>,
     CallOf(call): CallOf,
@@ -400,42 +424,31 @@ pub async fn update_aliases(
     let mut actions = Vec::new();
     let mut current = None;
     for a in req.actions {
-        let s = |v: &Value, k: &str| v[k].as_str().map(str::to_owned);
-        if let Some(c) = a.get("create_alias") {
-            let (Some(collection), Some(alias)) = (s(c, "collection_name"), s(c, "alias_name"))
-            else {
-                return Err(bad(
-                    "`create_alias` needs `collection_name` and `alias_name`",
-                ));
-            };
-            actions.push(AliasAction::CreateAlias { alias, collection });
-        } else if let Some(d) = a.get("delete_alias") {
-            let Some(alias) = s(d, "alias_name") else {
-                return Err(bad("`delete_alias` needs `alias_name`"));
-            };
-            actions.push(AliasAction::DeleteAlias { alias });
-        } else if let Some(r) = a.get("rename_alias") {
-            let (Some(old), Some(new)) = (s(r, "old_alias_name"), s(r, "new_alias_name")) else {
-                return Err(bad(
-                    "`rename_alias` needs `old_alias_name` and `new_alias_name`",
-                ));
-            };
-            if current.is_none() {
-                current = Some(state.service.list_aliases(&call).await?);
+        match a {
+            AliasOp::Create(c) => actions.push(AliasAction::CreateAlias {
+                alias: c.alias_name,
+                collection: c.collection_name,
+            }),
+            AliasOp::Delete(d) => actions.push(AliasAction::DeleteAlias {
+                alias: d.alias_name,
+            }),
+            AliasOp::Rename(r) => {
+                if current.is_none() {
+                    current = Some(state.service.list_aliases(&call).await?);
+                }
+                let list = current.as_ref().expect("read above");
+                let Some(found) = list.aliases.iter().find(|x| x.alias == r.old_alias_name) else {
+                    return Err(ServiceError::AliasNotFound(r.old_alias_name).into());
+                };
+                let collection = found.collection.clone();
+                actions.push(AliasAction::DeleteAlias {
+                    alias: r.old_alias_name,
+                });
+                actions.push(AliasAction::CreateAlias {
+                    alias: r.new_alias_name,
+                    collection,
+                });
             }
-            let list = current.as_ref().expect("read above");
-            let Some(found) = list.aliases.iter().find(|x| x.alias == old) else {
-                return Err(ServiceError::AliasNotFound(old).into());
-            };
-            actions.push(AliasAction::DeleteAlias { alias: old });
-            actions.push(AliasAction::CreateAlias {
-                alias: new,
-                collection: found.collection.clone(),
-            });
-        } else {
-            return Err(bad(
-                "an alias action is `create_alias`, `delete_alias` or `rename_alias`",
-            ));
         }
     }
     state
@@ -470,7 +483,8 @@ pub async fn aliases_of(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
-    state.service.get_collection(&call, &name).await?;
+    // Through an alias, the collection's own name.
+    let d = state.service.get_collection(&call, &name).await?;
     let list = state.service.list_aliases(&call).await?;
-    reply(&call, t, alias_list(list, Some(&name))).await
+    reply(&call, t, alias_list(list, Some(&d.name))).await
 }

@@ -7,7 +7,10 @@
 //! HTTP status and read `{"status": {"error": "..."}, "time"}`.
 
 mod collections;
+mod groups;
 mod points;
+mod query;
+mod reads;
 mod search;
 mod shapes;
 
@@ -38,7 +41,9 @@ fn routes() -> Vec<(Method, &'static str, Access, MethodRouter<AppState>)> {
     use Permission::{Delete, Read, Write};
     use axum::routing::{delete, patch, post, put};
     use collections as c;
+    use groups as g;
     use points as p;
+    use reads as r;
     use search as s;
     let n = Access::Needs;
     vec![
@@ -146,13 +151,13 @@ fn routes() -> Vec<(Method, &'static str, Access, MethodRouter<AppState>)> {
             Method::POST,
             "/collections/{name}/points/scroll",
             n(Read),
-            post(p::scroll),
+            post(r::scroll),
         ),
         (
             Method::POST,
             "/collections/{name}/points/count",
             n(Read),
-            post(p::count),
+            post(r::count),
         ),
         (
             Method::POST,
@@ -170,7 +175,7 @@ fn routes() -> Vec<(Method, &'static str, Access, MethodRouter<AppState>)> {
             Method::POST,
             "/collections/{name}/points/query/groups",
             n(Read),
-            post(s::query_groups),
+            post(g::query_groups),
         ),
         (
             Method::POST,
@@ -188,7 +193,7 @@ fn routes() -> Vec<(Method, &'static str, Access, MethodRouter<AppState>)> {
             Method::POST,
             "/collections/{name}/points/search/groups",
             n(Read),
-            post(s::search_groups),
+            post(g::search_groups),
         ),
         (
             Method::POST,
@@ -231,14 +236,9 @@ pub fn router(state: AppState) -> Router {
     }
     let limits = state.limits;
     app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
+        .method_not_allowed_fallback(not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(known_query))
         .layer(axum::middleware::from_fn_with_state(
             limits,
             crate::middleware::timeout,
@@ -247,6 +247,48 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(reshape_errors))
         .layer(axum::middleware::from_fn(crate::middleware::request_id))
         .with_state(state)
+}
+
+/// A method the matched route does not take: 405, unless the path's point
+/// id is no id at all (`PUT .../points/vectors`, `POST .../points/facet`
+/// are routes this dialect does not serve: 404).
+async fn not_allowed(
+    uri: axum::http::Uri,
+    matched: Option<axum::extract::MatchedPath>,
+) -> ApiError {
+    let last = uri.path().rsplit('/').next().unwrap_or("");
+    let on_point = matched.as_ref().map(|m| m.as_str()) == Some("/collections/{name}/points/{id}");
+    if on_point && vectorizer_engine::PointId::parse_str(last).is_err() {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route");
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// The query parameters Qdrant's clients send: `wait` (every write is
+/// durable when answered, so it changes nothing), `ordering`, `timeout`
+/// and `consistency` (accepted, no effect). Any other is refused.
+async fn known_query(req: Request, next: Next) -> Response {
+    let known = ["wait", "ordering", "timeout", "consistency"];
+    let unknown = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+            .find(|k| !known.contains(k))
+            .map(|k| crate::error::cut(k.to_owned(), 40))
+    });
+    match unknown {
+        Some(k) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("unknown query parameter `{k}`: this API takes `wait`, `ordering`, `timeout` and `consistency`"),
+        )
+        .into_response(),
+        None => next.run(req).await,
+    }
 }
 
 async fn root() -> Response {
@@ -281,7 +323,8 @@ async fn reshape_errors(req: Request, next: Next) -> Response {
     let (mut parts, body) = resp.into_parts();
     // Error bodies are small; anything else is passed on as it is.
     let Ok(bytes) = http_body_util::Limited::new(body, 64 << 10).collect().await else {
-        return (parts.status, "").into_response();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
     };
     let bytes = bytes.to_bytes();
     let message = serde_json::from_slice::<serde_json::Value>(&bytes)

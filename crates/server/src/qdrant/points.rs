@@ -8,15 +8,16 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use vectorizer_engine::{Filter, PointId};
 use vectorizer_service::Call;
 use vectorizer_service::model::{
-    Count, DeletePayload, DeletePoints, GetPoints, PointInput, Scroll, SetPayload, UpsertPoints,
+    DeletePayload, DeletePoints, GetPoints, PointInput, SetPayload, UpsertPoints,
 };
 
+use super::search::refuse_given;
 use super::shapes::{
-    Named, Record, Selection, UpdateResult, VectorIn, VectorsIn, WithPayload, WithVector,
+    Given, Named, Record, Selection, UpdateResult, VectorIn, VectorsIn, WithPayload, WithVector,
 };
 use super::{bad, reply};
 use crate::app::AppState;
@@ -50,24 +51,18 @@ pub struct Upsert {
     #[serde(default)]
     batch: Option<Batch>,
     #[serde(default)]
-    shard_key: Option<Value>,
+    shard_key: Given,
     #[serde(default)]
-    update_filter: Option<Value>,
+    update_filter: Given,
     #[serde(default)]
-    update_mode: Option<Value>,
+    update_mode: Given,
 }
 
 impl Upsert {
     fn into_points(self) -> Result<Vec<PointInput>, ApiError> {
-        for (field, v) in [
-            ("shard_key", &self.shard_key),
-            ("update_filter", &self.update_filter),
-            ("update_mode", &self.update_mode),
-        ] {
-            if v.as_ref().is_some_and(|v| !v.is_null()) {
-                return Err(bad(format!("`{field}` is not supported")));
-            }
-        }
+        refuse_given("shard_key", &self.shard_key)?;
+        refuse_given("update_filter", &self.update_filter)?;
+        refuse_given("update_mode", &self.update_mode)?;
         match (self.points, self.batch) {
             (Some(points), None) => Ok(points
                 .into_iter()
@@ -135,7 +130,7 @@ pub struct Retrieve {
     #[serde(default)]
     with_vector: WithVector,
     #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
+    _shard_key: Given,
 }
 
 pub async fn retrieve(
@@ -145,6 +140,8 @@ pub async fn retrieve(
     ApiJson(req): ApiJson<Retrieve>,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
+    req.with_payload.check()?;
+    req.with_vector.check()?;
     let got = state
         .service
         .get_points(
@@ -184,7 +181,7 @@ pub struct Selector {
     #[serde(default)]
     filter: Option<Filter>,
     #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
+    _shard_key: Given,
 }
 
 impl Selector {
@@ -233,7 +230,7 @@ pub struct PayloadChange {
     #[serde(default)]
     key: Option<String>,
     #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
+    _shard_key: Given,
 }
 
 async fn change_payload(
@@ -297,7 +294,7 @@ pub struct PayloadKeys {
     #[serde(default)]
     filter: Option<Filter>,
     #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
+    _shard_key: Given,
 }
 
 async fn remove_keys(
@@ -380,8 +377,13 @@ pub struct Operations {
     operations: Vec<Operation>,
 }
 
+/// Most operations in one `points/batch`.
+pub const MAX_OPERATIONS: usize = 1000;
+
 /// Applies the operations in order, each as its own request would; stops
 /// at the first refusal (those before it stay applied, as in Qdrant).
+/// What can be known before any is applied is checked first: the number
+/// of operations, the kinds supported, and the permission deletes need.
 pub async fn batch(
     State(state): State<AppState>,
     CallOf(call): CallOf,
@@ -389,6 +391,19 @@ pub async fn batch(
     ApiJson(req): ApiJson<Operations>,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
+    if req.operations.len() > MAX_OPERATIONS {
+        return Err(bad(format!(
+            "a batch holds at most {MAX_OPERATIONS} operations"
+        )));
+    }
+    if req
+        .operations
+        .iter()
+        .any(|o| matches!(o, Operation::Delete(_)))
+    {
+        call.caller()
+            .require(vectorizer_service::Permission::Delete)?;
+    }
     if req
         .operations
         .iter()
@@ -421,102 +436,4 @@ async fn run(
         Operation::ClearPayload(s) => clear(state, call, name, s.selection()?).await,
         Operation::UpdateVectors(_) | Operation::DeleteVectors(_) => unreachable!("refused above"),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScrollRequest {
-    #[serde(default)]
-    offset: Option<PointId>,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    with_payload: WithPayload,
-    #[serde(default)]
-    with_vector: WithVector,
-    #[serde(default)]
-    order_by: Option<Value>,
-    #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
-}
-
-pub async fn scroll(
-    State(state): State<AppState>,
-    CallOf(call): CallOf,
-    Path(name): Path<String>,
-    ApiJson(req): ApiJson<ScrollRequest>,
-) -> Result<Response, ApiError> {
-    let t = Instant::now();
-    if req.order_by.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(bad("`order_by` is not supported: points come in id order"));
-    }
-    let page = state
-        .service
-        .scroll(
-            &call,
-            &name,
-            Scroll {
-                limit: req.limit.unwrap_or(10),
-                cursor: req.offset,
-                filter: req.filter,
-                with_payload: req.with_payload.wanted(true),
-                with_vector: req.with_vector.wanted(),
-            },
-        )
-        .await?;
-    let points: Vec<Record> = page
-        .points
-        .into_iter()
-        .map(|r| Record::from(r, &req.with_payload))
-        .collect();
-    let weight = crate::answer::Weight::weight(&points);
-    let out = ScrollResult {
-        points,
-        next_page_offset: page.next_cursor,
-        weight,
-    };
-    reply(&call, t, out).await
-}
-
-#[derive(serde::Serialize)]
-struct ScrollResult {
-    points: Vec<Record>,
-    next_page_offset: Option<PointId>,
-    #[serde(skip)]
-    weight: usize,
-}
-
-impl crate::answer::Weight for ScrollResult {
-    fn weight(&self) -> usize {
-        self.weight
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CountRequest {
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    exact: Option<bool>,
-    #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
-}
-
-/// Counts are always exact here.
-pub async fn count(
-    State(state): State<AppState>,
-    CallOf(call): CallOf,
-    Path(name): Path<String>,
-    ApiJson(req): ApiJson<CountRequest>,
-) -> Result<Response, ApiError> {
-    let t = Instant::now();
-    let _ = req.exact;
-    let n = state
-        .service
-        .count(&call, &name, Count { filter: req.filter })
-        .await?;
-    reply(&call, t, json!({"count": n.count})).await
 }

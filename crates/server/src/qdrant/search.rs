@@ -1,80 +1,60 @@
 //! Search in the dialect: `points/query` (nearest to a vector or to a
-//! point, or recommended from examples), its batch and group forms, and
-//! the older `search`, `search/batch`, `search/groups`, `recommend` and
-//! `recommend/batch`. Each resolves to one nearest-neighbour search of the
-//! service; points used as examples are left out of the answer, as Qdrant
-//! does.
+//! point, or recommended from examples) and its batch form, and the older
+//! `search`, `search/batch`, `recommend` and `recommend/batch`. Each
+//! resolves to one nearest-neighbour search of the service; points used as
+//! examples are left out of the answer, as Qdrant does.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use vectorizer_engine::config::MAX_EF;
+use serde::Serialize;
 use vectorizer_engine::filter::Condition;
 use vectorizer_engine::{Filter, PointId};
 use vectorizer_service::Call;
 use vectorizer_service::model::{GetPoints, Search};
 
-use super::shapes::{Scored, VectorIn, WithPayload, WithVector};
+use super::query::{
+    Batch, Params, QueryIn, QueryRequest, Recommend, RecommendRequest, SearchRequest,
+};
+use super::shapes::{Example, Given, Scored, WithPayload, WithVector};
 use super::{bad, reply};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, CallOf, Path};
 
-/// `params`: search-time settings.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    #[serde(default)]
-    hnsw_ef: Option<usize>,
-    #[serde(default)]
-    exact: Option<bool>,
-    #[serde(default, rename = "quantization")]
-    _quantization: Option<IgnoredAny>,
-    #[serde(default, rename = "indexed_only")]
-    _indexed_only: Option<IgnoredAny>,
-    #[serde(default, rename = "acorn")]
-    _acorn: Option<IgnoredAny>,
-}
-
-/// An example in `recommend`: a point id or a vector.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Example {
-    Id(PointId),
-    Vector(Vec<f32>),
-}
+/// Most examples (positive and negative together) one recommendation
+/// takes: each is a vector read and averaged.
+pub const MAX_EXAMPLES: usize = 256;
 
 /// A resolved search: one vector, and the points to leave out.
-struct Nearest {
-    vector: Vec<f32>,
-    exclude: Vec<PointId>,
+pub(super) struct Nearest {
+    pub vector: Vec<f32>,
+    pub exclude: Vec<PointId>,
 }
 
 /// What every search form shares once its query is resolved.
-struct Common {
-    filter: Option<Filter>,
-    params: Params,
-    limit: usize,
-    offset: usize,
-    score_threshold: Option<f32>,
-    with_payload: WithPayload,
-    with_vector: WithVector,
+pub(super) struct Common {
+    pub filter: Option<Filter>,
+    pub params: Params,
+    pub limit: usize,
+    pub offset: usize,
+    pub score_threshold: Option<f32>,
+    pub with_payload: WithPayload,
+    pub with_vector: WithVector,
 }
 
-/// The vectors of points named as examples, in the order named.
+/// The vectors of the points named, by id (each id read once).
 async fn vectors_of(
     state: &AppState,
     call: &Call,
     name: &str,
     ids: Vec<PointId>,
-) -> Result<Vec<Vec<f32>>, ApiError> {
+) -> Result<BTreeMap<PointId, Vec<f32>>, ApiError> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(BTreeMap::new());
     }
     let got = state
         .service
@@ -93,28 +73,10 @@ async fn vectors_of(
         .into_iter()
         .filter_map(|r| Some((r.id, r.vector?)))
         .collect();
-    ids.iter()
-        .map(|id| {
-            found.get(id).cloned().ok_or_else(|| {
-                ApiError::from(vectorizer_service::ServiceError::PointNotFound(
-                    id.to_string(),
-                ))
-            })
-        })
-        .collect()
-}
-
-fn mean(vs: &[Vec<f32>]) -> Vec<f32> {
-    let mut out = vec![0.0f32; vs[0].len()];
-    for v in vs {
-        if v.len() != out.len() {
-            continue;
-        }
-        out.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    if let Some(missing) = ids.iter().find(|id| !found.contains_key(id)) {
+        return Err(vectorizer_service::ServiceError::PointNotFound(missing.to_string()).into());
     }
-    let n = vs.len() as f32;
-    out.iter_mut().for_each(|a| *a /= n);
-    out
+    Ok(found)
 }
 
 /// Qdrant's `average_vector` strategy: the mean of the positives, moved
@@ -123,72 +85,142 @@ async fn recommended(
     state: &AppState,
     call: &Call,
     name: &str,
-    positive: Vec<Example>,
-    negative: Vec<Example>,
-    strategy: Option<&str>,
+    r: Recommend,
 ) -> Result<Nearest, ApiError> {
-    if strategy.is_some_and(|s| s != "average_vector") {
+    if r.strategy.as_deref().is_some_and(|s| s != "average_vector") {
         return Err(bad(
             "recommend: only the `average_vector` strategy is supported",
         ));
     }
-    if positive.is_empty() {
+    if r.positive.is_empty() {
         return Err(bad("recommend needs at least one positive example"));
     }
-    let mut exclude = Vec::new();
-    let mut side = async |examples: Vec<Example>| -> Result<Vec<Vec<f32>>, ApiError> {
-        let mut ids = Vec::new();
-        let mut out = Vec::new();
-        for e in examples {
-            match e {
-                Example::Id(id) => ids.push(id),
-                Example::Vector(v) => out.push(v),
-            }
-        }
-        exclude.extend(ids.iter().copied());
-        out.extend(vectors_of(state, call, name, ids).await?);
-        Ok(out)
-    };
-    let pos = side(positive).await?;
-    let neg = side(negative).await?;
-    let p = mean(&pos);
-    let vector = if neg.is_empty() {
-        p
-    } else {
-        let n = mean(&neg);
-        p.iter().zip(&n).map(|(a, b)| a + (a - b)).collect()
-    };
-    Ok(Nearest { vector, exclude })
+    if r.positive.len() + r.negative.len() > MAX_EXAMPLES {
+        return Err(bad(format!(
+            "recommend takes at most {MAX_EXAMPLES} examples"
+        )));
+    }
+    let ids: Vec<PointId> = r
+        .positive
+        .iter()
+        .chain(&r.negative)
+        .filter_map(|e| match e {
+            Example::Id(id) => Some(*id),
+            Example::Vector(_) => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let stored = vectors_of(state, call, name, ids.clone()).await?;
+    // Up to MAX_EXAMPLES vectors of the collection's dimension: summed on
+    // one of the caller's workers, not on the runtime.
+    let vector = call
+        .run_blocking(move || average(&r.positive, &r.negative, &stored))
+        .await??;
+    Ok(Nearest {
+        vector,
+        exclude: ids,
+    })
 }
 
-/// Runs one resolved search: `limit` hits after `offset`, examples left out.
-async fn nearest(
+fn average(
+    positive: &[Example],
+    negative: &[Example],
+    stored: &BTreeMap<PointId, Vec<f32>>,
+) -> Result<Vec<f32>, ApiError> {
+    let dim = match &positive[0] {
+        Example::Id(id) => stored[id].len(),
+        Example::Vector(v) => v.len(),
+    };
+    let mean = |xs: &[Example]| -> Result<Option<Vec<f32>>, ApiError> {
+        if xs.is_empty() {
+            return Ok(None);
+        }
+        let mut sum = vec![0.0f32; dim];
+        for e in xs {
+            let v = match e {
+                Example::Id(id) => &stored[id],
+                Example::Vector(v) => v,
+            };
+            if v.len() != dim {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "dimension_mismatch",
+                    "recommend: every example must have the collection's dimension",
+                ));
+            }
+            sum.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+        let n = xs.len() as f32;
+        sum.iter_mut().for_each(|a| *a /= n);
+        Ok(Some(sum))
+    };
+    let p = mean(positive)?.expect("at least one positive");
+    Ok(match mean(negative)? {
+        None => p,
+        Some(n) => p.iter().zip(&n).map(|(a, b)| a + (a - b)).collect(),
+    })
+}
+
+/// Resolves a `query` to one vector and the points to leave out.
+pub(super) async fn resolve(
+    state: &AppState,
+    call: &Call,
+    name: &str,
+    query: QueryIn,
+) -> Result<Nearest, ApiError> {
+    match query {
+        QueryIn::Nearest(Example::Vector(vector)) => Ok(Nearest {
+            vector,
+            exclude: Vec::new(),
+        }),
+        QueryIn::Nearest(Example::Id(id)) => {
+            let mut found = vectors_of(state, call, name, vec![id]).await?;
+            Ok(Nearest {
+                vector: found.remove(&id).expect("found"),
+                exclude: vec![id],
+            })
+        }
+        QueryIn::Recommend(r) => recommended(state, call, name, r).await,
+    }
+}
+
+/// The user's filter with the examples left out, held to the filter
+/// budget as a whole (so it travels the cluster wire as it is checked).
+fn with_exclusions(
+    filter: Option<Filter>,
+    exclude: &[PointId],
+) -> Result<Option<Filter>, ApiError> {
+    if exclude.is_empty() {
+        return Ok(filter);
+    }
+    let mut f = filter.unwrap_or_default();
+    f.must_not
+        .push(Condition::HasId(exclude.iter().copied().collect()));
+    let text = serde_json::to_string(&f).map_err(|_| ApiError::internal())?;
+    Filter::from_json_text(&text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+            format!("with the examples left out, {e}"),
+        )
+    })?;
+    Ok(Some(f))
+}
+
+/// Runs one resolved search: `limit` hits after `offset`, examples left
+/// out. With `whole_payloads`, hits keep their whole payloads (to group
+/// by) whatever `with_payload` says.
+pub(super) async fn nearest(
     state: &AppState,
     call: &Call,
     name: &str,
     q: Nearest,
     c: &Common,
-    payload_for_groups: bool,
+    whole_payloads: bool,
 ) -> Result<Vec<Scored>, ApiError> {
-    let mut filter = c.filter.clone();
-    if !q.exclude.is_empty() {
-        let mut f = Filter::default();
-        if let Some(user) = filter.take() {
-            f.must.push(Condition::Nested(Box::new(user)));
-        }
-        f.must_not.push(Condition::HasId(
-            q.exclude.iter().copied().collect::<HashSet<_>>(),
-        ));
-        filter = Some(f);
-    }
+    c.with_payload.check()?;
     let want = c.limit.saturating_add(c.offset);
-    // `exact` asks for the widest beam the engine has: on collections up
-    // to that many points, every point is scored.
-    let ef = if c.params.exact == Some(true) {
-        Some(MAX_EF.max(want).min(MAX_EF))
-    } else {
-        c.params.hnsw_ef
-    };
     let hits = state
         .service
         .search(
@@ -197,30 +229,38 @@ async fn nearest(
             Search {
                 vector: q.vector,
                 limit: want,
-                filter,
-                ef,
+                filter: with_exclusions(c.filter.clone(), &q.exclude)?,
+                ef: c.params.hnsw_ef,
                 score_threshold: c.score_threshold,
-                with_payload: payload_for_groups || c.with_payload.wanted(false),
+                with_payload: whole_payloads || c.with_payload.wanted(false),
                 with_vector: c.with_vector.wanted(),
+                exact: c.params.exact == Some(true),
             },
         )
         .await?;
+    let sel = if whole_payloads {
+        &WithPayload::Flag(true)
+    } else {
+        &c.with_payload
+    };
     Ok(hits
         .results
         .into_iter()
         .skip(c.offset)
-        .map(|h| {
-            if payload_for_groups {
-                // Whole payloads, to group by; selected once grouped.
-                Scored::from(h, &WithPayload::Flag(true))
-            } else {
-                Scored::from(h, &c.with_payload)
-            }
-        })
+        .map(|h| Scored::from(h, sel))
         .collect())
 }
 
-fn refuse_using(using: &Option<String>) -> Result<(), ApiError> {
+fn refuse_grouping(group_by: &Option<String>, group_size: &Option<usize>) -> Result<(), ApiError> {
+    if group_by.is_some() || group_size.is_some() {
+        return Err(bad(
+            "`group_by` and `group_size` belong to `points/search/groups`",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn refuse_using(using: &Option<String>) -> Result<(), ApiError> {
     match using.as_deref() {
         None | Some("") => Ok(()),
         Some(_) => Err(bad(
@@ -229,53 +269,47 @@ fn refuse_using(using: &Option<String>) -> Result<(), ApiError> {
     }
 }
 
-fn refuse_given(field: &str, v: &Option<Value>) -> Result<(), ApiError> {
-    if v.as_ref().is_some_and(|v| !v.is_null()) {
+pub(super) fn refuse_given(field: &str, v: &Given) -> Result<(), ApiError> {
+    if v.0 {
         return Err(bad(format!("`{field}` is not supported")));
+    }
+    Ok(())
+}
+
+/// What a batch's answers may weigh together: the service's answer limit,
+/// as for a native batch.
+pub(super) struct AnswerBudget(usize);
+
+impl AnswerBudget {
+    pub fn new(state: &AppState) -> AnswerBudget {
+        AnswerBudget(state.service.options().limits.max_answer_bytes)
+    }
+
+    pub fn take(&mut self, hits: &[Scored]) -> Result<(), ApiError> {
+        let bytes: usize = hits.iter().map(|h| h.json_bytes).sum();
+        self.0 = self.0.checked_sub(bytes).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "answer_too_large",
+                "the batch's answers together are larger than the answer limit: ask for fewer points, or leave payloads or vectors out",
+            )
+        })?;
+        Ok(())
+    }
+}
+
+pub(super) fn check_batch<T>(state: &AppState, b: &Batch<T>) -> Result<(), ApiError> {
+    let max = state.service.options().max_batch_searches;
+    if b.searches.len() > max {
+        return Err(bad(format!("a batch holds at most {max} searches")));
     }
     Ok(())
 }
 
 // ---- points/query ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    #[serde(default)]
-    query: Option<Value>,
-    #[serde(default)]
-    using: Option<String>,
-    #[serde(default)]
-    prefetch: Option<Value>,
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    params: Option<Params>,
-    #[serde(default)]
-    score_threshold: Option<f32>,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    with_payload: WithPayload,
-    #[serde(default)]
-    with_vector: WithVector,
-    #[serde(default)]
-    lookup_from: Option<Value>,
-    #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
-    // For the groups form.
-    #[serde(default)]
-    group_by: Option<String>,
-    #[serde(default)]
-    group_size: Option<usize>,
-    #[serde(default)]
-    with_lookup: Option<Value>,
-}
-
 impl QueryRequest {
-    fn common(&mut self) -> Common {
+    pub(super) fn common(&mut self) -> Common {
         Common {
             filter: self.filter.take(),
             params: self.params.take().unwrap_or_default(),
@@ -286,71 +320,13 @@ impl QueryRequest {
             with_vector: std::mem::take(&mut self.with_vector),
         }
     }
-}
 
-/// Resolves a `query`: a vector, a point id, `{"nearest": ...}` or
-/// `{"recommend": {...}}`. Other kinds are refused by name.
-async fn resolve(
-    state: &AppState,
-    call: &Call,
-    name: &str,
-    query: Value,
-) -> Result<Nearest, ApiError> {
-    let as_example = |v: Value| -> Result<Example, ApiError> {
-        serde_json::from_value(v).map_err(|_| bad("`query`: a vector or a point id"))
-    };
-    match query {
-        Value::Object(mut m) if m.len() == 1 => {
-            let (kind, v) = m
-                .iter_mut()
-                .next()
-                .map(|(k, v)| (k.clone(), v.take()))
-                .expect("one");
-            match kind.as_str() {
-                "nearest" => Box::pin(resolve(state, call, name, v)).await,
-                "recommend" => {
-                    #[derive(Deserialize)]
-                    #[serde(deny_unknown_fields)]
-                    struct Rec {
-                        #[serde(default)]
-                        positive: Vec<Example>,
-                        #[serde(default)]
-                        negative: Vec<Example>,
-                        #[serde(default)]
-                        strategy: Option<String>,
-                    }
-                    let r: Rec = serde_json::from_value(v)
-                        .map_err(|e| bad(format!("`query.recommend`: {e}")))?;
-                    recommended(
-                        state,
-                        call,
-                        name,
-                        r.positive,
-                        r.negative,
-                        r.strategy.as_deref(),
-                    )
-                    .await
-                }
-                other => Err(bad(format!(
-                    "`query.{}` is not supported: a vector, a point id, `nearest` or `recommend` are",
-                    crate::error::cut(other.to_owned(), 40)
-                ))),
-            }
-        }
-        Value::Object(_) => Err(bad("`query`: one kind of query per request")),
-        v => match as_example(v)? {
-            Example::Vector(vector) => Ok(Nearest {
-                vector,
-                exclude: Vec::new(),
-            }),
-            Example::Id(id) => {
-                let mut vs = vectors_of(state, call, name, vec![id]).await?;
-                Ok(Nearest {
-                    vector: vs.remove(0),
-                    exclude: vec![id],
-                })
-            }
-        },
+    /// Refuses what the plain and group forms both leave out.
+    pub(super) fn refusals(&self) -> Result<(), ApiError> {
+        refuse_using(&self.using)?;
+        self.with_vector.check()?;
+        refuse_given("prefetch", &self.prefetch)?;
+        refuse_given("lookup_from", &self.lookup_from)
     }
 }
 
@@ -360,11 +336,14 @@ async fn run_query(
     name: &str,
     mut req: QueryRequest,
 ) -> Result<Vec<Scored>, ApiError> {
-    refuse_using(&req.using)?;
-    refuse_given("prefetch", &req.prefetch)?;
-    refuse_given("lookup_from", &req.lookup_from)?;
+    req.refusals()?;
+    if req.group_by.is_some() || req.group_size.is_some() || req.with_lookup.0 {
+        return Err(bad(
+            "`group_by`, `group_size` and `with_lookup` belong to `points/query/groups`",
+        ));
+    }
     let c = req.common();
-    let Some(query) = req.query.take().filter(|q| !q.is_null()) else {
+    let Some(query) = req.query.take() else {
         return Err(bad(
             "`query` is required: a vector, a point id, `nearest` or `recommend`",
         ));
@@ -401,22 +380,6 @@ pub async fn query(
     reply(&call, t, QueryResponse { points }).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Batch<T> {
-    searches: Vec<T>,
-    #[serde(default, rename = "timeout")]
-    _timeout: Option<IgnoredAny>,
-}
-
-fn check_batch<T>(state: &AppState, b: &Batch<T>) -> Result<(), ApiError> {
-    let max = state.service.options().max_batch_searches;
-    if b.searches.len() > max {
-        return Err(bad(format!("a batch holds at most {max} searches")));
-    }
-    Ok(())
-}
-
 pub async fn query_batch(
     State(state): State<AppState>,
     CallOf(call): CallOf,
@@ -425,212 +388,24 @@ pub async fn query_batch(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     check_batch(&state, &req)?;
+    let mut budget = AnswerBudget::new(&state);
     let mut out = Vec::with_capacity(req.searches.len());
     for q in req.searches {
-        out.push(QueryResponse {
-            points: run_query(&state, &call, &name, q).await?,
-        });
+        let points = run_query(&state, &call, &name, q).await?;
+        budget.take(&points)?;
+        out.push(QueryResponse { points });
     }
-    reply(&call, t, out).await
-}
-
-// ---- groups ----
-
-#[derive(Serialize)]
-struct Group {
-    id: Value,
-    hits: Vec<Scored>,
-}
-
-#[derive(Serialize)]
-struct Groups {
-    groups: Vec<Group>,
-}
-
-impl crate::answer::Weight for Groups {
-    fn weight(&self) -> usize {
-        self.groups
-            .iter()
-            .map(|g| crate::answer::Weight::weight(&g.hits))
-            .sum()
-    }
-}
-
-/// The values a hit is grouped by: the strings and integers at `key`
-/// (each element of a list).
-fn group_values(payload: Option<&serde_json::Map<String, Value>>, key: &str) -> Vec<Value> {
-    let mut at: Vec<&Value> = Vec::new();
-    let parts: Vec<&str> = key.split('.').map(|p| p.trim_end_matches("[]")).collect();
-    if let Some(v) = payload.and_then(|p| p.get(parts[0])) {
-        at.push(v);
-    }
-    for part in &parts[1..] {
-        at = at
-            .into_iter()
-            .flat_map(|v| match v {
-                Value::Array(xs) => xs.iter().filter_map(|x| x.get(part)).collect::<Vec<_>>(),
-                other => other.get(part).into_iter().collect(),
-            })
-            .collect();
-    }
-    let mut out = Vec::new();
-    for v in at {
-        match v {
-            Value::Array(xs) => out.extend(xs.iter().filter(|x| groupable(x)).cloned()),
-            v if groupable(v) => out.push(v.clone()),
-            _ => {}
-        }
-    }
-    out
-}
-
-fn groupable(v: &Value) -> bool {
-    v.is_string() || v.as_i64().is_some() || v.as_u64().is_some()
-}
-
-/// Groups of hits by a payload value: the best `limit` groups, each with
-/// its best `group_size` hits. Found by searching wider (up to the
-/// service's largest `limit`) until the groups are full or the collection
-/// has no more hits.
-async fn grouped(
-    state: &AppState,
-    call: &Call,
-    name: &str,
-    q: Nearest,
-    mut c: Common,
-    group_by: &str,
-    group_size: usize,
-) -> Result<Groups, ApiError> {
-    if group_size == 0 || c.limit == 0 {
-        return Err(bad("`limit` and `group_size` must be at least 1"));
-    }
-    let max = state.service.options().limits.max_limit;
-    let groups = c.limit;
-    c.offset = 0;
-    let mut fetch = groups.saturating_mul(group_size).saturating_mul(4).min(max);
-    let sel = std::mem::take(&mut c.with_payload);
-    loop {
-        c.limit = fetch;
-        let query = Nearest {
-            vector: q.vector.clone(),
-            exclude: q.exclude.clone(),
-        };
-        let hits = nearest(state, call, name, query, &c, true).await?;
-        let exhausted = hits.len() < fetch || fetch == max;
-        let mut order: Vec<Group> = Vec::new();
-        let mut full = 0;
-        for h in hits {
-            let values = group_values(h.payload.as_ref(), group_by);
-            for v in values {
-                let at = order.iter().position(|g| g.id == v);
-                let g = match at {
-                    Some(i) => &mut order[i],
-                    None if order.len() < groups => {
-                        order.push(Group {
-                            id: v,
-                            hits: Vec::new(),
-                        });
-                        order.last_mut().expect("pushed")
-                    }
-                    None => continue,
-                };
-                if g.hits.len() < group_size {
-                    g.hits.push(Scored {
-                        payload: sel.apply(h.payload.clone(), false),
-                        vector: h.vector.clone(),
-                        ..Scored {
-                            id: h.id,
-                            version: 0,
-                            score: h.score,
-                            payload: None,
-                            vector: None,
-                            json_bytes: h.json_bytes,
-                        }
-                    });
-                    full += (g.hits.len() == group_size) as usize;
-                }
-            }
-        }
-        if exhausted || full == groups {
-            return Ok(Groups { groups: order });
-        }
-        fetch = fetch.saturating_mul(4).min(max);
-    }
-}
-
-pub async fn query_groups(
-    State(state): State<AppState>,
-    CallOf(call): CallOf,
-    Path(name): Path<String>,
-    ApiJson(mut req): ApiJson<QueryRequest>,
-) -> Result<Response, ApiError> {
-    let t = Instant::now();
-    refuse_using(&req.using)?;
-    refuse_given("prefetch", &req.prefetch)?;
-    refuse_given("lookup_from", &req.lookup_from)?;
-    refuse_given("with_lookup", &req.with_lookup)?;
-    let Some(group_by) = req.group_by.take() else {
-        return Err(bad("`group_by` is required"));
-    };
-    let group_size = req.group_size.unwrap_or(3);
-    let c = req.common();
-    let Some(query) = req.query.take().filter(|q| !q.is_null()) else {
-        return Err(bad("`query` is required"));
-    };
-    let q = resolve(&state, &call, &name, query).await?;
-    let out = grouped(&state, &call, &name, q, c, &group_by, group_size).await?;
     reply(&call, t, out).await
 }
 
 // ---- the older search and recommend routes ----
 
-/// `vector`: a list, or `{"name": "", "vector": [...]}`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum SearchVector {
-    Plain(VectorIn),
-    Named { name: String, vector: Vec<f32> },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchRequest {
-    vector: SearchVector,
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    params: Option<Params>,
-    limit: usize,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    with_payload: WithPayload,
-    #[serde(default)]
-    with_vector: WithVector,
-    #[serde(default)]
-    score_threshold: Option<f32>,
-    #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
-    #[serde(default)]
-    group_by: Option<String>,
-    #[serde(default)]
-    group_size: Option<usize>,
-    #[serde(default)]
-    with_lookup: Option<Value>,
-}
-
 impl SearchRequest {
-    fn split(self) -> Result<(Nearest, Common, Option<String>, Option<usize>), ApiError> {
-        let vector = match self.vector {
-            SearchVector::Plain(v) => v.0,
-            SearchVector::Named { name, vector } if name.is_empty() => vector,
-            SearchVector::Named { .. } => {
-                return Err(bad(
-                    "named vectors are not supported: send the vector as a list",
-                ));
-            }
-        };
+    pub(super) fn split(
+        self,
+    ) -> Result<(Nearest, Common, Option<String>, Option<usize>), ApiError> {
         refuse_given("with_lookup", &self.with_lookup)?;
+        self.with_vector.check()?;
         let c = Common {
             filter: self.filter,
             params: self.params.unwrap_or_default(),
@@ -641,7 +416,7 @@ impl SearchRequest {
             with_vector: self.with_vector,
         };
         let q = Nearest {
-            vector,
+            vector: self.vector.0,
             exclude: Vec::new(),
         };
         Ok((q, c, self.group_by, self.group_size))
@@ -655,7 +430,8 @@ pub async fn search(
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
-    let (q, c, _, _) = req.split()?;
+    let (q, c, group_by, group_size) = req.split()?;
+    refuse_grouping(&group_by, &group_size)?;
     let hits = nearest(&state, &call, &name, q, &c, false).await?;
     reply(&call, t, hits).await
 }
@@ -668,66 +444,16 @@ pub async fn search_batch(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     check_batch(&state, &req)?;
+    let mut budget = AnswerBudget::new(&state);
     let mut out = Vec::with_capacity(req.searches.len());
     for s in req.searches {
-        let (q, c, _, _) = s.split()?;
-        out.push(nearest(&state, &call, &name, q, &c, false).await?);
+        let (q, c, group_by, group_size) = s.split()?;
+        refuse_grouping(&group_by, &group_size)?;
+        let hits = nearest(&state, &call, &name, q, &c, false).await?;
+        budget.take(&hits)?;
+        out.push(hits);
     }
     reply(&call, t, out).await
-}
-
-pub async fn search_groups(
-    State(state): State<AppState>,
-    CallOf(call): CallOf,
-    Path(name): Path<String>,
-    ApiJson(req): ApiJson<SearchRequest>,
-) -> Result<Response, ApiError> {
-    let t = Instant::now();
-    let (q, c, group_by, group_size) = req.split()?;
-    let Some(group_by) = group_by else {
-        return Err(bad("`group_by` is required"));
-    };
-    let out = grouped(
-        &state,
-        &call,
-        &name,
-        q,
-        c,
-        &group_by,
-        group_size.unwrap_or(1),
-    )
-    .await?;
-    reply(&call, t, out).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecommendRequest {
-    #[serde(default)]
-    positive: Vec<Example>,
-    #[serde(default)]
-    negative: Vec<Example>,
-    #[serde(default)]
-    strategy: Option<String>,
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    params: Option<Params>,
-    limit: usize,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    with_payload: WithPayload,
-    #[serde(default)]
-    with_vector: WithVector,
-    #[serde(default)]
-    score_threshold: Option<f32>,
-    #[serde(default)]
-    using: Option<String>,
-    #[serde(default)]
-    lookup_from: Option<Value>,
-    #[serde(default, rename = "shard_key")]
-    _shard_key: Option<IgnoredAny>,
 }
 
 async fn run_recommend(
@@ -737,16 +463,14 @@ async fn run_recommend(
     r: RecommendRequest,
 ) -> Result<Vec<Scored>, ApiError> {
     refuse_using(&r.using)?;
+    r.with_vector.check()?;
     refuse_given("lookup_from", &r.lookup_from)?;
-    let q = recommended(
-        state,
-        call,
-        name,
-        r.positive,
-        r.negative,
-        r.strategy.as_deref(),
-    )
-    .await?;
+    let examples = Recommend {
+        positive: r.positive,
+        negative: r.negative,
+        strategy: r.strategy,
+    };
+    let q = recommended(state, call, name, examples).await?;
     let c = Common {
         filter: r.filter,
         params: r.params.unwrap_or_default(),
@@ -778,9 +502,12 @@ pub async fn recommend_batch(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     check_batch(&state, &req)?;
+    let mut budget = AnswerBudget::new(&state);
     let mut out = Vec::with_capacity(req.searches.len());
     for r in req.searches {
-        out.push(run_recommend(&state, &call, &name, r).await?);
+        let hits = run_recommend(&state, &call, &name, r).await?;
+        budget.take(&hits)?;
+        out.push(hits);
     }
     reply(&call, t, out).await
 }

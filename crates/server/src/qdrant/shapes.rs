@@ -105,7 +105,28 @@ pub struct Selector {
     pub exclude: Option<Vec<String>>,
 }
 
+/// Most keys a `with_payload` selection may name.
+pub const MAX_SELECTED_KEYS: usize = 256;
+
 impl WithPayload {
+    /// Refuses a selection of more keys than [`MAX_SELECTED_KEYS`]: each is
+    /// looked up in every point answered.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let n = match self {
+            WithPayload::Keys(k) => k.len(),
+            WithPayload::Select(s) => {
+                s.include.as_ref().map_or(0, Vec::len) + s.exclude.as_ref().map_or(0, Vec::len)
+            }
+            _ => 0,
+        };
+        if n > MAX_SELECTED_KEYS {
+            return Err(bad(format!(
+                "`with_payload` names at most {MAX_SELECTED_KEYS} keys"
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether any payload is wanted, with `default` for a field not sent.
     pub fn wanted(&self, default: bool) -> bool {
         match self {
@@ -204,12 +225,127 @@ pub enum WithVector {
 }
 
 impl WithVector {
+    /// Refuses names of vectors other than the default one.
+    pub fn check(&self) -> Result<(), ApiError> {
+        match self {
+            WithVector::Names(n) if n.iter().any(|n| !n.is_empty()) => Err(bad(
+                "named vectors are not supported: `with_vector` is true, false or [\"\"]",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn wanted(&self) -> bool {
         match self {
             WithVector::Flag(b) => *b,
             WithVector::Names(n) => n.iter().any(String::is_empty),
             WithVector::Default => false,
         }
+    }
+}
+
+/// An example or a query given as a point id or as a vector: read without
+/// buffering (a vector streams straight into its list).
+#[derive(Debug, Clone)]
+pub enum Example {
+    Id(PointId),
+    Vector(Vec<f32>),
+}
+
+impl<'de> Deserialize<'de> for Example {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Example;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a point id or a vector")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Example, E> {
+                Ok(Example::Id(PointId::Num(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Example, E> {
+                u64::try_from(v)
+                    .map(|n| Example::Id(PointId::Num(n)))
+                    .map_err(|_| E::custom("a point id must not be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Example, E> {
+                PointId::parse_str(v).map(Example::Id).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Example, A::Error> {
+                V2.visit_seq(seq).map(|v| Example::Vector(v.0))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Example, A::Error> {
+                unnamed::<A, VectorIn>(map).map(|v| Example::Vector(v.0))
+            }
+        }
+        struct V2;
+        impl<'de> Visitor<'de> for V2 {
+            type Value = VectorIn;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a vector")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VectorIn, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(65_536));
+                while let Some(x) = seq.next_element::<f32>()? {
+                    out.push(x);
+                }
+                Ok(VectorIn(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a field was given something (not null, not `{}` or `[]`: some
+/// clients send empty settings), read without keeping any of it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Given(pub bool);
+
+impl<'de> Deserialize<'de> for Given {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IgnoredAny;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Given;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Given, E> {
+                Ok(Given(false))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Given, E> {
+                Ok(Given(false))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Given, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Given, E> {
+                Ok(Given(true))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Given, E> {
+                Ok(Given(true))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Given, E> {
+                Ok(Given(true))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Given, E> {
+                Ok(Given(true))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Given, E> {
+                Ok(Given(true))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Given, A::Error> {
+                let any = seq.next_element::<IgnoredAny>()?.is_some();
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Given(any))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Given, A::Error> {
+                let any = map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some();
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Given(any))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -258,6 +394,7 @@ pub fn distance_name(m: Metric) -> &'static str {
         Metric::Cosine => "Cosine",
         Metric::Euclidean => "Euclid",
         Metric::Dot => "Dot",
+        Metric::Manhattan => "Manhattan",
     }
 }
 
@@ -266,9 +403,9 @@ pub fn metric_of(name: &str) -> Result<Metric, ApiError> {
         "Cosine" => Ok(Metric::Cosine),
         "Euclid" => Ok(Metric::Euclidean),
         "Dot" => Ok(Metric::Dot),
-        "Manhattan" => Err(bad("the Manhattan distance is not supported")),
+        "Manhattan" => Ok(Metric::Manhattan),
         other => Err(bad(format!(
-            "unknown distance `{}`: Cosine, Euclid or Dot",
+            "unknown distance `{}`: Cosine, Euclid, Dot or Manhattan",
             crate::error::cut(other.to_owned(), 40)
         ))),
     }
@@ -368,5 +505,9 @@ impl UpdateResult {
 }
 
 impl crate::answer::Weight for UpdateResult {}
-impl crate::answer::Weight for Vec<UpdateResult> {}
+impl crate::answer::Weight for Vec<UpdateResult> {
+    fn weight(&self) -> usize {
+        self.len() * 48
+    }
+}
 impl crate::answer::Weight for bool {}

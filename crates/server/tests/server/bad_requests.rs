@@ -137,7 +137,7 @@ fn cases() -> Vec<Case> {
             "unknown metric",
             "POST",
             c,
-            json!({"name": "a", "dimension": 3, "metric": "manhattan"}),
+            json!({"name": "a", "dimension": 3, "metric": "chebyshev"}),
             400,
             "invalid_body",
         ),

@@ -42,6 +42,7 @@ pub const MAX_BATCH: usize = 100;
 pub const CLIENT_IP: &str = "x-forwarded-for";
 
 /// How a [`TestApp`] is set up; `Default` is the Hub switched off.
+#[derive(Clone)]
 pub struct AppOptions {
     pub auth: Option<Arc<vectorizer_server::auth::Auth>>,
     pub quota_ttl: Duration,

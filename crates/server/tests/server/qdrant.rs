@@ -27,7 +27,8 @@ async fn seed(app: &TestApp, key: Option<&str>, name: &str) {
             "PUT",
             &format!("/collections/{name}"),
             key,
-            Some(json!({"vectors": {"size": 3, "distance": "Euclid"}, "hnsw_config": {"m": 8, "ef_construct": 64}})),
+            // Empty settings and storage tuning, as clients send them: accepted.
+            Some(json!({"vectors": {"size": 3, "distance": "Euclid"}, "hnsw_config": {"m": 8, "ef_construct": 64}, "sparse_vectors": {}, "shard_number": 1, "optimizers_config": {"default_segment_number": 2}, "quantization_config": null})),
         )
         .await;
     assert_eq!((s.as_u16(), ok(&v)), (200, &json!(true)));
@@ -225,6 +226,42 @@ async fn refusals_keep_their_status_in_qdrants_error_shape() {
             409,
             "exists",
         ),
+        ("GET", "/collections/docs?mystery=1", None, 400, "mystery"),
+        (
+            "PUT",
+            "/collections/docs/points/vectors",
+            Some(json!({"points": []})),
+            404,
+            "no such route",
+        ),
+        (
+            "POST",
+            "/collections/docs/points/facet",
+            Some(json!({"key": "tag"})),
+            404,
+            "no such route",
+        ),
+        (
+            "POST",
+            "/collections/docs/points/query",
+            Some(json!({"query": [1, 2, 3], "group_by": "tag"})),
+            400,
+            "query/groups",
+        ),
+        (
+            "POST",
+            "/collections/docs/points/query",
+            Some(json!({"query": [1, 2, 3], "with_vector": ["image"]})),
+            400,
+            "named vectors",
+        ),
+        (
+            "POST",
+            "/collections/docs/points/query/groups",
+            Some(json!({"query": [1, 2, 3], "group_by": "tag", "offset": 2})),
+            400,
+            "offset",
+        ),
     ];
     for (method, path, body, status, says) in cases {
         let (s, v) = app.qdrant(method, path, None, body.clone()).await;
@@ -414,4 +451,147 @@ async fn tenants_are_apart_with_the_hub_on() {
         )
         .await;
     assert_eq!(ok(&v), &json!({"count": 20}));
+}
+
+/// What a hostile tenant could send to multiply work or memory, or to
+/// change more than it names: each refused with a 4xx, changing nothing.
+#[tokio::test]
+async fn what_multiplies_work_is_bounded() {
+    let app = TestApp::build(crate::common::AppOptions {
+        limits: vectorizer_engine::Limits {
+            max_answer_bytes: 4096,
+            ..crate::common::AppOptions::default().limits
+        },
+        ..crate::common::AppOptions::default()
+    });
+    seed(&app, None, "docs").await;
+    let q = "/collections/docs/points/query";
+    let dup: Vec<Value> = (0..300).map(|_| json!(1)).collect();
+    let many_keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    let conds: Vec<Value> = (0..256)
+        .map(|i| json!({"key": "i", "match": {"value": i}}))
+        .collect();
+    let ops: Vec<Value> = (0..1001)
+        .map(|_| json!({"set_payload": {"payload": {"x": 1}, "points": [1]}}))
+        .collect();
+    let cases = [
+        (
+            q,
+            json!({"query": {"recommend": {"positive": dup}}}),
+            400,
+            "at most 256 examples",
+        ),
+        (
+            q,
+            json!({"query": [1, 2, 3], "with_payload": many_keys}),
+            400,
+            "at most 256 keys",
+        ),
+        (
+            q,
+            json!({"query": 1, "filter": {"should": conds}}),
+            400,
+            "examples left out",
+        ),
+        (
+            "/collections/docs/points/query/groups",
+            json!({"query": [1, 2, 3], "group_by": "tag", "limit": 1000, "group_size": 1000}),
+            400,
+            "group_size",
+        ),
+        (
+            "/collections/docs/points/batch",
+            json!({"operations": ops}),
+            400,
+            "at most 1000",
+        ),
+        (
+            "/collections/docs/points/delete",
+            json!({"filter": {"must": [{"has_id": null}]}}),
+            400,
+            "a condition needs",
+        ),
+        (
+            "/collections/docs/points/delete",
+            json!({"filter": {"must": [{"must": []}]}}),
+            422,
+            "delete the collection",
+        ),
+        (
+            "/collections/docs/points/query/batch",
+            json!({"searches": (0..10).map(|_| json!({"query": [1, 2, 3], "limit": 2, "with_payload": true, "with_vector": true})).collect::<Vec<_>>()}),
+            422,
+            "answer limit",
+        ),
+    ];
+    for (path, body, status, says) in cases {
+        let (s, v) = app.qdrant("POST", path, None, Some(body)).await;
+        assert_eq!(s.as_u16(), status, "{path}: {v}");
+        let e = refused(&v);
+        assert!(e.contains(says), "{path}: {e}");
+    }
+    let (_, v) = app
+        .qdrant(
+            "POST",
+            "/collections/docs/points/count",
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(ok(&v), &json!({"count": 20}));
+    let (_, v) = app
+        .qdrant(
+            "POST",
+            "/collections/docs/points",
+            None,
+            Some(json!({"ids": [1]})),
+        )
+        .await;
+    assert!(ok(&v)[0]["payload"].get("x").is_none(), "{v}");
+}
+
+/// A batch that deletes needs the delete permission before any of it is
+/// applied.
+#[tokio::test]
+async fn a_batch_is_checked_before_it_is_applied() {
+    let hub = hub().await;
+    let alice = hub.store.create_user("alice@example.com", "p").unwrap().id;
+    let (rwd, _) = key(&hub.store, alice, &["read", "write", "delete"], None);
+    let (rw, _) = key(&hub.store, alice, &["read", "write"], None);
+    let app = TestApp::with_auth(auth(hub.addr, Duration::from_secs(60)));
+    seed(&app, Some(&rwd), "docs").await;
+    let body = json!({"operations": [
+        {"set_payload": {"payload": {"x": 1}, "points": [1]}},
+        {"delete": {"points": [2]}}
+    ]});
+    let (s, v) = app
+        .qdrant(
+            "POST",
+            "/collections/docs/points/batch",
+            Some(&rw),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (_, v) = app
+        .qdrant(
+            "POST",
+            "/collections/docs/points",
+            Some(&rw),
+            Some(json!({"ids": [1, 2]})),
+        )
+        .await;
+    let got = ok(&v).as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got[0]["payload"].get("x").is_none(), "{v}");
+    let (s, v) = app
+        .qdrant(
+            "POST",
+            "/collections/docs/points/batch",
+            Some(&rwd),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(ok(&v).as_array().unwrap().len(), 2);
 }
