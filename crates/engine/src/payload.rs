@@ -141,21 +141,12 @@ impl<'a> Node<'a> {
         }
     }
 
+    // The hot path of every field condition: one plain recursion per
+    // representation, no closure per step.
     fn visit(self, rest: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
-        if self.each_item(&mut |i| i.visit(rest, f)) {
-            return;
-        }
-        match rest.split_first() {
-            Some((k, tail)) => {
-                if let Some(next) = self.get(k) {
-                    next.visit(tail, f);
-                }
-            }
-            None => {
-                if let Some(s) = self.scalar() {
-                    f(s)
-                }
-            }
+        match self {
+            Node::Compact(v) => visit_compact(v, rest, f),
+            Node::Json(v) => visit_json(v, rest, f),
         }
     }
 
@@ -262,6 +253,43 @@ fn find<'a>(entries: &'a [(Box<str>, PValue)], key: &str) -> Option<&'a PValue> 
         .binary_search_by(|(k, _)| (**k).cmp(key))
         .ok()
         .map(|i| &entries[i].1)
+}
+
+fn visit_compact(v: &PValue, rest: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
+    match v {
+        PValue::Arr(items) => items.iter().for_each(|i| visit_compact(i, rest, f)),
+        PValue::Obj(o) if !rest.is_empty() => {
+            if let Some(next) = find(o, &rest[0]) {
+                visit_compact(next, &rest[1..], f);
+            }
+        }
+        _ if !rest.is_empty() => {}
+        PValue::Null => f(Scalar::Null),
+        PValue::Bool(b) => f(Scalar::Bool(*b)),
+        PValue::Int(i) => f(Scalar::Int(*i)),
+        PValue::UInt(u) => f(Scalar::UInt(*u)),
+        PValue::Float(x) => f(Scalar::Float(*x)),
+        PValue::Str(s) => f(Scalar::Str(s)),
+        PValue::Obj(_) => {}
+    }
+}
+
+fn visit_json(v: &Value, rest: &[String], f: &mut dyn FnMut(Scalar<'_>)) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| visit_json(i, rest, f)),
+        Value::Object(o) if !rest.is_empty() => {
+            if let Some(next) = o.get(&rest[0]) {
+                visit_json(next, &rest[1..], f);
+            }
+        }
+        _ if !rest.is_empty() => {}
+        Value::Object(_) => {}
+        v => {
+            if let Some(s) = Node::Json(v).scalar() {
+                f(s)
+            }
+        }
+    }
 }
 
 impl PayloadView for Payload {
