@@ -203,12 +203,14 @@ impl<'de> Visitor<'de> for MinShouldSeed<'_> {
         while let Some(k) = map.next_key::<String>()? {
             match k.as_str() {
                 "conditions" if conditions.is_none() => {
-                    conditions = Some(map.next_value_seed(ListSeed(self.0))?)
+                    conditions = Some(map.next_value_seed(ConditionList(self.0))?)
                 }
                 "min_count" if min_count.is_none() => {
-                    min_count = Some(map.next_value::<usize>().map_err(|_: A::Error| {
-                        de::Error::custom("`min_should.min_count` must be a whole number")
-                    })?)
+                    min_count = Some(map.next_value::<u32>().map_err(|_: A::Error| {
+                        de::Error::custom(
+                            "`min_should.min_count` must be a whole number below 2^32",
+                        )
+                    })? as usize)
                 }
                 other => {
                     return Err(de::Error::custom(format!(
@@ -227,6 +229,16 @@ impl<'de> Visitor<'de> for MinShouldSeed<'_> {
                 "`min_should` needs `conditions` and `min_count`",
             )),
         }
+    }
+}
+
+/// `min_should.conditions`: a list, and only a list.
+struct ConditionList<'a>(FilterSeed<'a>);
+
+impl<'de> DeserializeSeed<'de> for ConditionList<'_> {
+    type Value = Vec<Condition>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Condition>, D::Error> {
+        d.deserialize_seq(ListSeed(self.0))
     }
 }
 

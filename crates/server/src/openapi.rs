@@ -425,8 +425,11 @@ fn name_patterns(v: &mut Value) {
 fn filter_grammar(schemas: &mut Map<String, Value>) {
     let r = |n: &str| json!({"$ref": format!("#/components/schemas/{n}")});
     let value = json!({"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]});
-    let bound = json!({"type": "number"});
+    // A null bound is a bound not given, as clients that write every
+    // optional field send it.
+    let bound = json!({"oneOf": [{"type": "number"}, {"type": "null"}]});
     let count = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
+    let count_bound = json!({"oneOf": [count.clone(), {"type": "null"}]});
     // Dotted parts; a part may end in `[]` ("every element of this list").
     let key = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.\\[\\]]+(\\[\\])*(\\.[^.\\[\\]]+(\\[\\])*)*$"});
     let clause = json!({"oneOf": [
@@ -475,7 +478,7 @@ fn filter_grammar(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "ValuesCount".into(),
         json!({"description": "How many values the field holds (a list counts its elements, a null none).", "type": "object", "additionalProperties": false, "minProperties": 1,
-            "properties": {"gt": count, "gte": count, "lt": count, "lte": count}}),
+            "properties": {"gt": count_bound, "gte": count_bound, "lt": count_bound, "lte": count_bound}}),
     );
     schemas.insert(
         "KeyOnly".into(),

@@ -580,6 +580,14 @@ fn what_is_not_supported_is_refused_by_name() {
             "1024",
         ),
         (json!({"min_should": {"conditions": []}}), "min_count"),
+        (
+            json!({"min_should": {"conditions": [], "min_count": 4_294_967_296u64}}),
+            "min_count",
+        ),
+        (
+            json!({"min_should": {"conditions": null, "min_count": 0}}),
+            "a list of conditions",
+        ),
         (json!({"must": [{}]}), "a condition needs"),
         (json!({"must": [{"has_id": null}]}), "a condition needs"),
         (
