@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use vectorizer_engine::payload::{Node, PayloadView, Scalar};
 use vectorizer_service::Call;
 
 use super::query::{QueryRequest, SearchRequest};
@@ -44,29 +45,35 @@ impl crate::answer::Weight for Groups {
 }
 
 /// The values a hit is grouped by: the strings and integers at the dotted
-/// `key` (each element of a list), at most [`VALUES_PER_HIT`].
+/// `key` (each element of a list), at most [`VALUES_PER_HIT`]. The walk is
+/// the filters' own (`PayloadView::leaves`), so a key reaches into lists
+/// here as it does in a filter.
 fn group_values(payload: Option<&Map<String, Value>>, key: &str) -> Vec<Value> {
-    let parts: Vec<&str> = key.split('.').map(|p| p.trim_end_matches("[]")).collect();
-    let mut at: Vec<&Value> = payload.and_then(|p| p.get(parts[0])).into_iter().collect();
-    for part in &parts[1..] {
-        at = at
-            .into_iter()
-            .flat_map(|v| match v {
-                Value::Array(xs) => xs.iter().filter_map(|x| x.get(part)).collect::<Vec<_>>(),
-                other => other.get(part).into_iter().collect(),
-            })
-            .collect();
-    }
-    let groupable = |v: &&Value| v.is_string() || v.is_i64() || v.is_u64();
-    at.into_iter()
-        .flat_map(|v| match v {
-            Value::Array(xs) => xs.iter().collect::<Vec<_>>(),
-            other => vec![other],
-        })
-        .filter(groupable)
-        .take(VALUES_PER_HIT)
-        .cloned()
-        .collect()
+    let Some(payload) = payload else {
+        return Vec::new();
+    };
+    let path: Vec<String> = key
+        .split('.')
+        .map(|p| p.trim_end_matches("[]").to_owned())
+        .collect();
+    let mut out = Vec::new();
+    let mut take = |n: Node<'_>| {
+        let v = match n.scalar() {
+            Some(Scalar::Str(s)) => Value::from(s),
+            Some(Scalar::Int(i)) => Value::from(i),
+            Some(Scalar::UInt(u)) => Value::from(u),
+            _ => return,
+        };
+        if out.len() < VALUES_PER_HIT {
+            out.push(v);
+        }
+    };
+    payload.leaves(&path, &mut |leaf| {
+        if !leaf.each_item(&mut take) {
+            take(leaf);
+        }
+    });
+    out
 }
 
 /// Searches wider (up to the service's largest `limit`) until the groups
