@@ -1728,3 +1728,76 @@ fn offline_commands_never_create_a_data_directory() {
     assert!(!typo.exists());
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
 }
+
+/// A manhattan collection whose payload indexes changed (one added, one
+/// dropped) restores with its metric, its indexes and the same exact and
+/// filtered answers, and the dialect reads it back alike.
+#[tokio::test]
+async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
+    let app = TestApp::new();
+    let (s, b) = send(
+        &app,
+        "POST",
+        "/collections",
+        NONE,
+        Some(json!({"name": "m", "dimension": 2, "metric": "manhattan", "payload_index": ["g", "h"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let points: Vec<Value> = (0..40)
+        .map(|i| json!({"id": i, "vector": [i as f32, (i % 7) as f32], "payload": {"g": i % 3, "h": [i % 2, null]}}))
+        .collect();
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/collections/m/points",
+        NONE,
+        Some(json!({"points": points})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = send(&app, "DELETE", "/collections/m/payload_index/h", NONE, None).await;
+    assert_eq!(s, 200);
+    let search = json!({"vector": [10.5, 3.0], "limit": 5, "exact": true,
+        "filter": {"must": [{"key": "g", "match": {"except": [0]}}, {"key": "h", "values_count": {"gte": 2}}]}});
+    let ask = |name: &'static str| {
+        let (app, search) = (&app, search.clone());
+        async move {
+            let (_, c) = send(app, "GET", &format!("/collections/{name}"), NONE, None).await;
+            let (_, r) = send(
+                app,
+                "POST",
+                &format!("/collections/{name}/search"),
+                NONE,
+                Some(search),
+            )
+            .await;
+            (
+                c["metric"].clone(),
+                c["payload_index"].clone(),
+                r["results"].clone(),
+            )
+        }
+    };
+    let before = ask("m").await;
+    assert_eq!(
+        (before.0.clone(), before.1.clone()),
+        (json!("manhattan"), json!(["g"]))
+    );
+    assert_eq!(before.2.as_array().unwrap().len(), 5);
+    let info = create(&app, &NONE, json!({"collections": ["m"]})).await;
+    let (s, b) = restore(
+        &app,
+        &NONE,
+        json!({"backup_id": info["id"], "rename": {"m": "m2"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(ask("m2").await, before);
+    let (s, v) = app.qdrant("GET", "/collections/m2", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["result"]["config"]["params"]["vectors"],
+        json!({"size": 2, "distance": "Manhattan"})
+    );
+}

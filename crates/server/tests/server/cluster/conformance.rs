@@ -400,6 +400,22 @@ fn writes() -> Vec<(Req, bool)> {
             false,
         ),
         (
+            rest(
+                "create_collection",
+                "POST",
+                "/collections",
+                Some(json!({"name": "l1", "dimension": 2, "metric": "manhattan"})),
+            ),
+            false,
+        ),
+        (
+            mcp(
+                "upsert_points",
+                json!({"collection": "l1", "points": (0..12).map(|i| json!({"id": i, "vector": [i as f32, (i % 3) as f32], "payload": {"i": i}})).collect::<Vec<_>>()}),
+            ),
+            false,
+        ),
+        (
             rest("delete_collection", "DELETE", "/collections/gone", None),
             false,
         ),
@@ -457,6 +473,29 @@ fn reads() -> Vec<Req> {
                 json!({"vector": q, "limit": 5, "ef": 200, "score_threshold": -0.5, "with_payload": false, "with_vector": true}),
             ),
         ),
+        rest(
+            "search",
+            "POST",
+            &format!("{d}/search"),
+            Some(
+                json!({"vector": q, "limit": 7, "exact": true, "filter": {"must": [{"key": "ok", "match": {"value": true}}]}}),
+            ),
+        ),
+        rest(
+            "search",
+            "POST",
+            "/collections/l1/search",
+            Some(json!({"vector": [4.2, 1.0], "limit": 4, "exact": true, "score_threshold": 3.0})),
+        ),
+        mcp(
+            "search",
+            json!({"collection": "l1", "vector": [6.5, 0.0], "limit": 3}),
+        ),
+        mcp(
+            "search",
+            json!({"collection": "docs", "vector": q, "limit": 4, "exact": true}),
+        ),
+        rest("get_collection", "GET", "/collections/l1", None),
         rest(
             "search_batch",
             "POST",
