@@ -661,6 +661,7 @@ impl Collection {
     /// Stops indexing a payload field; filters on it then scan. Returns
     /// whether the field was indexed.
     pub fn drop_payload_index(&self, field: &str) -> Result<bool> {
+        crate::config::validate_field_path(field)?;
         let _w = self.lock_writer()?;
         let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
         let before = next.config.payload_index.len();

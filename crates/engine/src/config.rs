@@ -174,11 +174,7 @@ impl CollectionConfig {
             )));
         }
         for (i, f) in self.payload_index.iter().enumerate() {
-            if f.is_empty() || f.chars().count() > 256 || f.split('.').any(str::is_empty) {
-                return Err(EngineError::InvalidConfig(format!(
-                    "payload_index: `{f}` is not a field path (1 to 256 characters, dotted, no empty part)"
-                )));
-            }
+            validate_field_path(f)?;
             if self.payload_index[..i].contains(f) {
                 return Err(EngineError::InvalidConfig(format!(
                     "payload_index: `{f}` is listed twice"
@@ -187,6 +183,17 @@ impl CollectionConfig {
         }
         self.hnsw.validate()
     }
+}
+
+/// Checks a payload field path as indexes name it: 1 to 256 characters,
+/// dotted, no empty part.
+pub fn validate_field_path(f: &str) -> Result<(), EngineError> {
+    if f.is_empty() || f.chars().count() > 256 || f.split('.').any(str::is_empty) {
+        return Err(EngineError::InvalidConfig(format!(
+            "payload_index: `{f}` is not a field path (1 to 256 characters, dotted, no empty part)"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a collection name: 1 to 200 bytes of ASCII letters, digits and

@@ -84,12 +84,15 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| {
-                let pattern = match p {
-                    "id" if r.path.starts_with("/api/hub/backups") => BACKUP_ID,
-                    "id" => POINT_ID,
-                    _ => NAME,
+                let schema = match p {
+                    "id" if r.path.starts_with("/api/hub/backups") => {
+                        json!({"type": "string", "pattern": BACKUP_ID})
+                    }
+                    "id" => json!({"type": "string", "pattern": POINT_ID}),
+                    "field" => field_path(),
+                    _ => json!({"type": "string", "pattern": NAME}),
                 };
-                json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "pattern": pattern}})
+                json!({"name": p, "in": "path", "required": true, "schema": schema})
             })
             .collect();
         if !params.is_empty() {
@@ -153,6 +156,12 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
 }
 
 /// The error statuses a route may answer.
+/// A payload field path, as indexes name it (see
+/// `vectorizer_engine::config::validate_field_path`).
+fn field_path() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"})
+}
+
 fn error_statuses(r: &Route) -> Vec<u16> {
     if r.access == Access::Public {
         return match r.operation {
@@ -229,7 +238,7 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
     // No `type`: the derive's own (an array, or null where the field is
     // optional and defaults to null) stays.
     let ids = |max: usize| json!({"minItems": 1, "maxItems": max, "items": {"$ref": "#/components/schemas/PointId"}});
-    let field = json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.]+(\\.[^.]+)*$"});
+    let field = field_path();
     schemas.insert(
         "PointId".into(),
         json!({"description": "A non-negative integer or a UUID string.", "oneOf": [

@@ -1031,6 +1031,7 @@ impl Service {
         field: &str,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        vectorizer_engine::config::validate_field_path(field)?;
         crate::service::routed!(
             self,
             caller,

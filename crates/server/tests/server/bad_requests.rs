@@ -502,6 +502,13 @@ fn cases() -> Vec<Case> {
             404,
             "collection_not_found",
         ),
+        bare(
+            "drop a payload index on a bad path",
+            "DELETE",
+            "/collections/docs/payload_index/a..b",
+            422,
+            "invalid_config",
+        ),
         bare("unknown route", "GET", "/nope", 404, "not_found"),
         bare(
             "wrong method",
