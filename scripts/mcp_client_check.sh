@@ -3,15 +3,22 @@
 # environment) against a server it starts with the local Hub, and against
 # `vectorizer mcp --stdio`. Exits non-zero on any failure.
 #   scripts/mcp_client_check.sh [path to the vectorizer binary]
+#   scripts/mcp_client_check.sh --install   (only sets up the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(realpath "${1:-target/debug/vectorizer}")
+install_only= bin=
+if [ "${1:-}" = --install ]; then
+  install_only=1 # only sets up the environment
+else
+  bin=$(realpath "${1:-target/debug/vectorizer}")
+fi
 venv=${MCP_VENV:-target/venv-mcp}
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import mcp' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q mcp==2.3.0
 fi
+[ -n "$install_only" ] && exit 0
 
 work=$(mktemp -d)
 pid=

@@ -5,15 +5,22 @@
 # collection, upsert points and run a filtered search against a server it
 # starts. Exits non-zero on any failure.
 #   scripts/openapi_client_check.sh [path to the vectorizer binary]
+#   scripts/openapi_client_check.sh --install   (only sets up the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(realpath "${1:-target/debug/vectorizer}")
+install_only= bin=
+if [ "${1:-}" = --install ]; then
+  install_only=1 # only sets up the environment
+else
+  bin=$(realpath "${1:-target/debug/vectorizer}")
+fi
 venv=${OPENAPI_VENV:-target/venv-openapi}
 
 if [ ! -x "$venv/bin/openapi-python-client" ] || [ ! -x "$venv/bin/openapi-spec-validator" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q openapi-spec-validator==0.9.0 openapi-python-client==0.29.1
 fi
+[ -n "$install_only" ] && exit 0
 
 work=$(mktemp -d)
 pid=

@@ -9,9 +9,15 @@
 # (two of which are followers of the shard the data lives on).
 # Exits non-zero on any failure.
 #   scripts/qdrant_clients_check.sh [path to the vectorizer binary]
+#   scripts/qdrant_clients_check.sh --install   (only sets up the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(realpath "${1:-target/debug/vectorizer}")
+install_only= bin=
+if [ "${1:-}" = --install ]; then
+  install_only=1 # only sets up the environment
+else
+  bin=$(realpath "${1:-target/debug/vectorizer}")
+fi
 venv=${QDRANT_VENV:-target/venv-qdrant}
 js=target/qdrant-js
 
@@ -32,6 +38,7 @@ if [ ! -f "$js/node_modules/@qdrant/js-client-rest/package.json" ]; then
   [ -f "$js/package.json" ] || echo '{"private": true}' >"$js/package.json"
   (cd "$js" && npm install --silent --no-audit --no-fund @qdrant/js-client-rest@1.20.0)
 fi
+[ -n "$install_only" ] && exit 0
 py=("$venv/bin/python")
 export NODE_PATH="$PWD/$js/node_modules"
 
