@@ -222,6 +222,8 @@ fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool, indexed: bool)
         } else {
             Vec::new()
         },
+        // Figures at a fixed breadth, comparable with earlier runs.
+        target_recall: None,
     };
     let c = db.create_collection(name, cfg, BTreeMap::new()).unwrap();
     let t = Instant::now();

@@ -138,13 +138,7 @@ impl Node {
     ) -> Result<Answer, ServiceError> {
         vectorizer_service::service::validate_short_name(&req.name)?;
         // Refused before anything is recorded.
-        vectorizer_engine::CollectionConfig {
-            dimension: req.dimension,
-            metric: req.metric,
-            hnsw: req.hnsw.unwrap_or_default(),
-            payload_index: req.payload_index.clone(),
-        }
-        .validate()?;
+        req.config(None).validate()?;
         let made = meta_answer(
             self.submit(
                 META_GROUP,

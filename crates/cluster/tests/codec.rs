@@ -101,7 +101,7 @@ fn next_op(prev: Option<&Op>) -> Option<Op> {
             req: from(json!({
                 "name": "docs", "dimension": 8, "metric": "dot",
                 "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 100},
-                "payload_index": ["color", "meta.lang"]
+                "payload_index": ["color", "meta.lang"], "target_recall": 0.975
             })),
         },
         Some(Op::CreateCollection { .. }) => Op::DeleteCollection { name: name() },
@@ -109,7 +109,7 @@ fn next_op(prev: Option<&Op>) -> Option<Op> {
         Some(Op::ListCollections) => Op::GetCollection { name: name() },
         Some(Op::GetCollection { .. }) => Op::UpdateCollection {
             name: name(),
-            req: from(json!({"hnsw": {"ef_search": 4096}})),
+            req: from(json!({"hnsw": {"ef_search": 4096}, "target_recall": null})),
         },
         Some(Op::UpdateCollection { .. }) => Op::CreatePayloadIndex {
             name: name(),
@@ -260,7 +260,10 @@ fn answers() -> Vec<Answer> {
         "hnsw": {"m": 16, "ef_construction": 128, "ef_search": 64},
         "payload_index": ["a"], "points": u64::MAX, "bytes": 1, "memory_bytes": 2,
         "unindexed_points": 3, "created_at_ms": 1_700_000_000_000u64,
-        "loaded": true
+        "loaded": true, "target_recall": 0.9,
+        "recall": {"target": 0.9, "estimate": 0.912_345_678_9, "ef": 96, "queries": 256,
+            "source": "stored_points", "points": 30_000, "measured_at_ms": 1_700_000_000_001u64,
+            "took_ms": 4_321}
     });
     let all: Vec<Answer> = [
         json!({"answer": "detail", "body": detail}),
@@ -481,4 +484,42 @@ fn entries_written_as_json_by_earlier_builds_are_read() {
         codec::encode_entry(&back).unwrap(),
         codec::encode_entry(&e).unwrap()
     );
+}
+
+/// A recall target of `null` (none) is kept apart from one left out (the
+/// server's default): both cross the log as they were sent.
+#[test]
+fn a_null_target_recall_stays_null() {
+    for (body, want) in [
+        (json!({"target_recall": null}), Some(None)),
+        (json!({"target_recall": 0.9}), Some(Some(0.9))),
+        (json!({"hnsw": {"ef_search": 8}}), None),
+    ] {
+        let op = Op::UpdateCollection {
+            name: "docs".into(),
+            req: from(body.clone()),
+        };
+        let bytes = wire(&shard(op));
+        let Command::Shard(s) = codec::from_bytes::<Command>(&bytes).unwrap() else {
+            panic!("{body}")
+        };
+        let Op::UpdateCollection { req, .. } = s.op else {
+            panic!("{body}")
+        };
+        assert_eq!(req.target_recall, want, "{body}");
+    }
+    let op = Op::CreateCollection {
+        req: from(json!({"name": "a", "dimension": 2, "metric": "dot", "target_recall": null})),
+    };
+    let bytes = wire(&shard(op));
+    let Command::Shard(s) = codec::from_bytes::<Command>(&bytes).unwrap() else {
+        panic!("create")
+    };
+    let Op::CreateCollection { req: create } = s.op else {
+        panic!("create")
+    };
+    assert_eq!(create.config(Some(0.95)).target_recall, None);
+    let create: vectorizer_service::model::CreateCollection =
+        from(json!({"name": "a", "dimension": 2, "metric": "dot"}));
+    assert_eq!(create.config(Some(0.95)).target_recall, Some(0.95));
 }

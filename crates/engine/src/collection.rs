@@ -35,11 +35,13 @@ use crate::wal::{Point, Wal, WalOp};
 mod checkpoint;
 pub(crate) mod home;
 mod link;
+pub(crate) mod recall;
 mod rename;
 
 pub use checkpoint::Checkpoint;
 pub(crate) use home::Home;
 pub(crate) use link::background_priority;
+pub use recall::{RecallReport, RecallSource};
 
 const META_FILE: &str = "collection.json";
 const WAL_FILE: &str = "wal.log";
@@ -98,6 +100,9 @@ pub struct EngineOptions {
     /// Where linking runs (by default a pool of `insert_threads` threads
     /// per database).
     pub linker: Option<LinkerHandle>,
+    /// Share of one core the database's recall tuning may use (0: none;
+    /// searches then use each collection's `hnsw.ef_search`).
+    pub tuning_cpu_share: f64,
 }
 
 /// A shared [`Linker`](crate::linker::Linker) in [`EngineOptions`].
@@ -138,6 +143,7 @@ impl Default for EngineOptions {
             max_open_collections: 1024,
             memory_budget_bytes: half_the_memory(),
             linker: None,
+            tuning_cpu_share: 0.25,
         }
     }
 }
@@ -169,6 +175,8 @@ pub struct CollectionInfo {
     pub memory_bytes: u64,
     /// Points not yet linked into the graph (found by exact scan meanwhile).
     pub unindexed: u64,
+    /// The last measurement of its recall (none yet, or no target).
+    pub recall: Option<RecallReport>,
 }
 
 /// A point as read back.
@@ -306,6 +314,8 @@ pub struct Collection {
     settled: Mutex<home::Figures>,
     /// Memory held, as of the last change.
     memory: AtomicU64,
+    /// Its measured recall and the search breadth chosen from it.
+    recall: recall::Recall,
 }
 
 /// Which points an operation acts on.
@@ -479,6 +489,7 @@ impl Collection {
             stale_postings: 0,
         };
         let log_len = wal.len();
+        let recall = recall::Recall::new(meta.config.target_recall, config.dimension);
         let coll = Collection {
             name: meta.name.clone(),
             dir: dir.to_owned(),
@@ -510,6 +521,7 @@ impl Collection {
             recorded: Mutex::default(),
             settled: Mutex::default(),
             memory: AtomicU64::new(0),
+            recall,
         };
         coll.ef_search
             .store(coll.config.hnsw.ef_search, Ordering::Relaxed);
@@ -570,9 +582,15 @@ impl Collection {
             metadata: meta.metadata,
             points: st.ids.len() as u64,
             disk_bytes: self.disk_bytes(),
-            memory_bytes: Self::memory_bytes(&st),
+            memory_bytes: self.memory_bytes(&st),
             unindexed: st.unindexed.len() as u64,
+            recall: self.recall.report(),
         }
+    }
+
+    /// The last measurement of its recall (none yet, or no target).
+    pub fn recall(&self) -> Option<RecallReport> {
+        self.recall.report()
     }
 
     /// Exact number of points (no lock taken: safe to call from anywhere).
@@ -606,13 +624,15 @@ impl Collection {
     }
 
     fn memory_bytes_now(&self) -> u64 {
-        Self::memory_bytes(&self.read())
+        self.memory_bytes(&self.read())
     }
 
-    fn memory_bytes(st: &State) -> u64 {
+    fn memory_bytes(&self, st: &State) -> u64 {
         let per_point =
             std::mem::size_of::<Option<Entry>>() + std::mem::size_of::<(PointId, u32)>() + 16;
-        st.index.memory_usage() as u64
+        // The query ring counts at its most, from the start.
+        self.recall.ring_bytes(self.config.dimension)
+            + st.index.memory_usage() as u64
             + st.payload_bytes
             + st.payload_index.heap_bytes() as u64
             + (st.slots.len() * per_point) as u64
@@ -1003,6 +1023,24 @@ impl Collection {
         self.sync_entry()
     }
 
+    /// The recall target searches without `ef` aim for from now on (`None`:
+    /// they use `hnsw.ef_search`), kept in `collection.json`. A new target
+    /// is measured for again.
+    pub fn set_target_recall(&self, target: Option<f64>) -> Result<()> {
+        let _w = self.lock_writer()?;
+        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if next.config.target_recall == target {
+            return Ok(());
+        }
+        next.config.target_recall = target;
+        next.config.validate()?;
+        self.replace_meta(next)?;
+        self.recall.set_target(target);
+        self.sync_entry()?;
+        self.schedule_tuning();
+        Ok(())
+    }
+
     fn log_locked(&self, w: &mut Writer, op: WalOp) -> Result<()> {
         let seq = w.next_seq;
         w.wal.append(seq, &op)?;
@@ -1069,6 +1107,7 @@ impl Collection {
                         let e = st.slots[key as usize].take();
                         st.payload_bytes -= held(e.and_then(|e| e.payload).as_ref());
                         st.index.remove(key);
+                        self.recall.changed(1);
                     }
                 }
                 self.live.store(st.ids.len(), Ordering::SeqCst);
@@ -1082,6 +1121,7 @@ impl Collection {
         let end = u32::try_from(first as usize + points.len())
             .map_err(|_| EngineError::Index("collection key space exhausted".into()))?;
         w.next_key = end;
+        self.recall.changed(points.len());
         let keys: Vec<u32> = (first..end).collect();
         if end as usize > self.read().index.capacity() {
             self.write().index.reserve(end as usize);
@@ -1454,7 +1494,7 @@ impl Collection {
     }
 
     fn quick_in(&self, st: &State, req: &SearchRequest) -> bool {
-        let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
+        let ef = req.ef.unwrap_or_else(|| self.default_ef(req));
         let beam = ef.max(req.limit);
         let cost = (beam * 2 * self.config.hnsw.m + st.unindexed.len()) * self.config.dimension;
         self.light_shape(req)
@@ -1471,7 +1511,7 @@ impl Collection {
     /// opposed to a scan. Without the lock this instant, the backlog is
     /// taken as empty.
     pub fn search_is_light(&self, req: &SearchRequest) -> bool {
-        let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
+        let ef = req.ef.unwrap_or_else(|| self.default_ef(req));
         let beam = ef.max(req.limit);
         let backlog = self.state.try_read().map_or(0, |st| st.unindexed.len());
         let cost = (beam * 2 * self.config.hnsw.m + backlog) * self.config.dimension;
@@ -1481,7 +1521,7 @@ impl Collection {
     /// No filter, no vectors back, a beam and a limit of at most
     /// [`QUICK_EF`].
     fn light_shape(&self, req: &SearchRequest) -> bool {
-        let ef = req.ef.unwrap_or(self.ef_search.load(Ordering::Relaxed));
+        let ef = req.ef.unwrap_or_else(|| self.default_ef(req));
         !req.exact
             && req.filter.as_ref().is_none_or(Filter::is_empty)
             && !req.with_vector
@@ -1581,10 +1621,7 @@ impl Collection {
         if live == 0 {
             return Ok(Vec::new());
         }
-        let ef = req
-            .ef
-            .unwrap_or(self.ef_search.load(Ordering::Relaxed))
-            .max(k);
+        let ef = req.ef.unwrap_or_else(|| self.default_ef(req)).max(k);
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
         // Candidates from the payload indexes (and `has_id`): a superset of
         // the matches, known exactly in number.
@@ -1629,7 +1666,10 @@ impl Collection {
         let in_graph = live.saturating_sub(pending_live);
         let graph = match filter {
             _ if in_graph == 0 => Vec::new(),
-            None => st.index.search(&req.vector, k, ef, None),
+            None => {
+                self.recall.record(&req.vector);
+                st.index.search(&req.vector, k, ef, None)
+            }
             Some(f) => {
                 // A walk through sparse matches can visit much of the
                 // graph: once the deadline passes, every node fails the
@@ -1661,6 +1701,7 @@ impl Collection {
         if short {
             return self.exact(st, everything(), &req.vector, k, filter, deadline);
         }
+        self.schedule_tuning();
         Ok(self.merge(graph, pending, k))
     }
 

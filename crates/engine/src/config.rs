@@ -147,6 +147,30 @@ pub struct CollectionConfig {
     /// Payload fields (dotted paths) indexed for filters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payload_index: Vec<String>,
+    /// The recall@10 searches without `ef` aim for: the collection measures
+    /// its own recall and picks the search breadth that meets it. `None`:
+    /// searches use `hnsw.ef_search`. Absent from files written before it
+    /// existed: [`DEFAULT_TARGET_RECALL`].
+    #[serde(default = "default_target_recall")]
+    pub target_recall: Option<f64>,
+}
+
+/// The target recall of a collection that does not name one.
+pub const DEFAULT_TARGET_RECALL: f64 = 0.95;
+
+fn default_target_recall() -> Option<f64> {
+    Some(DEFAULT_TARGET_RECALL)
+}
+
+/// Checks a target recall: between 0.5 and 0.999 (a search breadth can
+/// meet neither a coin toss nor certainty).
+pub fn validate_target_recall(t: Option<f64>) -> Result<(), EngineError> {
+    match t {
+        Some(t) if !(0.5..=0.999).contains(&t) => Err(EngineError::InvalidConfig(
+            "target_recall must be between 0.5 and 0.999 (or null: no target)".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Most payload fields one collection indexes.
@@ -159,6 +183,7 @@ impl CollectionConfig {
             metric,
             hnsw: HnswParams::default(),
             payload_index: Vec::new(),
+            target_recall: default_target_recall(),
         }
     }
 
@@ -181,6 +206,7 @@ impl CollectionConfig {
                 )));
             }
         }
+        validate_target_recall(self.target_recall)?;
         self.hnsw.validate()
     }
 }

@@ -96,6 +96,9 @@ pub struct Listing {
     pub memory_bytes: u64,
     /// Points waiting to be linked (0 when closed: none is closed with any).
     pub unindexed: u64,
+    /// Its last recall measurement (none when closed: measured again once
+    /// open).
+    pub recall: Option<crate::collection::RecallReport>,
 }
 
 /// A namespace's usage now.
@@ -166,6 +169,11 @@ impl Database {
                 linker,
                 live: Mutex::default(),
                 commits: Mutex::default(),
+                // One thread, at the linkers' low priority, its work paced
+                // to `tuning_cpu_share` (see `collection/recall.rs`).
+                tuner: (options.background && options.tuning_cpu_share > 0.0)
+                    .then(|| Arc::new(LinkPool::named(1, "tune"))),
+                tunings: Default::default(),
             }),
             root,
             options,
@@ -297,6 +305,7 @@ impl Database {
             loaded: open.is_some(),
             memory_bytes: 0,
             unindexed: 0,
+            recall: None,
             name,
         };
         if let Some(c) = open {
@@ -307,6 +316,7 @@ impl Database {
             l.unindexed = c.unindexed() as u64;
             l.config = c.info_config();
             l.metadata = c.metadata();
+            l.recall = c.recall();
         }
         l
     }

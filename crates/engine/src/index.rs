@@ -86,11 +86,12 @@ fn row_words(dim: usize, m0: usize) -> usize {
     m0 + 1 + dim + 1
 }
 
-/// A candidate: distance (smaller is closer) and node.
+/// A candidate: distance (smaller is closer) and node; ordered by
+/// distance, then node.
 #[derive(Clone, Copy, Debug)]
-struct Cand {
-    d: f32,
-    id: u32,
+pub(crate) struct Cand {
+    pub(crate) d: f32,
+    pub(crate) id: u32,
 }
 
 impl PartialEq for Cand {
@@ -419,6 +420,12 @@ impl VectorIndex {
         self.score(self.query_dist::<false>(prepared, key))
     }
 
+    /// The internal distance (smaller is closer) of a stored key from a
+    /// prepared query, as graph search orders candidates.
+    pub fn distance_key(&self, prepared: &[f32], key: u32) -> f32 {
+        self.query_dist::<false>(prepared, key)
+    }
+
     /// The score the API reports for an internal distance.
     fn score(&self, d: f32) -> f32 {
         match self.metric {
@@ -505,7 +512,6 @@ impl VectorIndex {
         true
     }
 
-    /// Whether `key` is fully linked into the graph.
     /// Whether `key` names a published, not deleted node: one a point
     /// of the table must name.
     pub fn is_live(&self, key: u32) -> bool {
@@ -515,6 +521,7 @@ impl VectorIndex {
         }
     }
 
+    /// Whether `key` is fully linked into the graph.
     pub fn is_linked(&self, key: u32) -> bool {
         (key as usize) < self.capacity() && self.state(key) & LINKED != 0
     }
@@ -555,7 +562,7 @@ impl VectorIndex {
             id: entry as u32,
         };
         for layer in (level + 1..=top).rev() {
-            cur = self.greedy::<true>(&q, cur, layer);
+            cur = self.greedy::<true>(&q, cur, layer, u32::MAX);
         }
         for layer in (0..=level.min(top)).rev() {
             let found = with_visited(self.capacity(), |vis| {
@@ -734,7 +741,14 @@ impl VectorIndex {
         kept
     }
 
-    fn greedy<const BUILD: bool>(&self, q: &[f32], mut cur: Cand, layer: usize) -> Cand {
+    /// Greedy descent on one layer, never moving to `avoid`.
+    fn greedy<const BUILD: bool>(
+        &self,
+        q: &[f32],
+        mut cur: Cand,
+        layer: usize,
+        avoid: u32,
+    ) -> Cand {
         loop {
             let mut changed = false;
             let list = self.links(cur.id, layer);
@@ -746,7 +760,7 @@ impl VectorIndex {
             for x in nbrs {
                 let id = x.load(Ordering::Acquire);
                 let d = self.query_dist::<BUILD>(q, id);
-                if d < cur.d {
+                if d < cur.d && id != avoid {
                     cur = Cand { d, id };
                     changed = true;
                 }
@@ -834,6 +848,21 @@ impl VectorIndex {
         ef: usize,
         accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(u32, f32)> {
+        self.search_avoiding(query, k, ef, accept, None)
+    }
+
+    /// [`search`](Self::search) as if `avoid` were not in the graph: it is
+    /// neither returned nor walked through (a stored point held out of its
+    /// own query, when measuring recall).
+    pub fn search_avoiding(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        accept: Option<&dyn Fn(u32) -> bool>,
+        avoid: Option<u32>,
+    ) -> Vec<(u32, f32)> {
+        let avoid = avoid.unwrap_or(u32::MAX);
         let entry = self.entry.load(Ordering::Acquire);
         if entry == u64::MAX {
             return Vec::new();
@@ -844,15 +873,20 @@ impl VectorIndex {
             id: entry as u32,
         };
         for layer in (1..=(entry >> 32) as usize).rev() {
-            cur = self.greedy::<false>(&q, cur, layer);
+            cur = self.greedy::<false>(&q, cur, layer, avoid);
         }
         let ef = ef.max(k);
         let live = |id: u32| self.state(id) & VISIBLE != 0;
-        let found = with_visited(self.capacity(), |vis| match accept {
-            Some(f) => {
-                self.search_layer::<false, _>(&q, &[cur], ef, 0, vis, |id| live(id) && f(id))
+        let found = with_visited(self.capacity(), |vis| {
+            if avoid != u32::MAX && cur.id != avoid {
+                vis.first(avoid);
             }
-            None => self.search_layer::<false, _>(&q, &[cur], ef, 0, vis, live),
+            match accept {
+                Some(f) => {
+                    self.search_layer::<false, _>(&q, &[cur], ef, 0, vis, |id| live(id) && f(id))
+                }
+                None => self.search_layer::<false, _>(&q, &[cur], ef, 0, vis, live),
+            }
         });
         found
             .into_iter()

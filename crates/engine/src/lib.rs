@@ -25,8 +25,8 @@ mod snapshot;
 pub mod wal;
 
 pub use collection::{
-    CollectionInfo, EngineOptions, PayloadChange, Record, ScoredPoint, SearchRequest, Selection,
-    With,
+    CollectionInfo, EngineOptions, PayloadChange, RecallReport, RecallSource, Record, ScoredPoint,
+    SearchRequest, Selection, With,
 };
 pub use config::{CollectionConfig, HnswParams, Limits, Metric};
 pub use database::{Database, Listing, Residency, Staged, Usage};

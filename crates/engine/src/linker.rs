@@ -38,6 +38,11 @@ pub struct LinkPool {
 
 impl LinkPool {
     pub fn new(threads: usize) -> LinkPool {
+        LinkPool::named(threads, "link")
+    }
+
+    /// A pool whose threads are named `{name}-{n}`.
+    pub fn named(threads: usize, name: &str) -> LinkPool {
         let inner = Arc::new(Inner {
             state: Mutex::default(),
             ready: Condvar::new(),
@@ -45,13 +50,37 @@ impl LinkPool {
         for n in 0..threads.max(1) {
             let inner = inner.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("link-{n}"))
+                .name(format!("{name}-{n}"))
                 .spawn(move || inner.work());
             if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a linking thread");
+                tracing::error!(error = %e, pool = name, "could not start a background thread");
             }
         }
         LinkPool { inner }
+    }
+}
+
+impl LinkPool {
+    /// [`Linker::submit`] unless the queue's lock is held this instant:
+    /// then the job is handed back, unrun.
+    pub fn try_submit(&self, collection: &str, job: LinkJob) -> Result<(), LinkJob> {
+        let Ok(st) = self.inner.state.try_lock() else {
+            return Err(job);
+        };
+        self.push(st, collection, job);
+        Ok(())
+    }
+
+    fn push(&self, mut st: std::sync::MutexGuard<'_, State>, collection: &str, job: LinkJob) {
+        let ns = crate::catalog::namespace(collection).to_owned();
+        let q = st.queues.entry(ns.clone()).or_default();
+        let first = q.is_empty();
+        q.push_back(job);
+        if first {
+            st.turn.push_back(ns);
+        }
+        drop(st);
+        self.inner.ready.notify_one();
     }
 }
 
@@ -87,16 +116,7 @@ impl Inner {
 
 impl Linker for LinkPool {
     fn submit(&self, collection: &str, job: LinkJob) {
-        let ns = crate::catalog::namespace(collection).to_owned();
-        let mut st = self.inner.lock();
-        let q = st.queues.entry(ns.clone()).or_default();
-        let first = q.is_empty();
-        q.push_back(job);
-        if first {
-            st.turn.push_back(ns);
-        }
-        drop(st);
-        self.inner.ready.notify_one();
+        self.push(self.inner.lock(), collection, job);
     }
 
     fn queued(&self) -> usize {

@@ -66,6 +66,8 @@ pub fn state(cfg: &Config) -> Result<AppState, String> {
         max_open_collections: Some(cfg.storage.max_open_collections),
         memory_budget_bytes: (cfg.storage.memory_budget_bytes > 0)
             .then_some(cfg.storage.memory_budget_bytes),
+        default_target_recall: cfg.search.target_recall,
+        tuning_cpu_share: cfg.search.tuning_cpu_share,
     };
     let service = Service::open(options).map_err(|e| match e {
         vectorizer_engine::EngineError::InUse(_) => e.to_string(),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{LazyLock, Mutex};
 
+use vectorizer_engine::RecallReport;
 use vectorizer_service::quota::Amount;
 
 use crate::app::AppState;
@@ -327,6 +328,8 @@ pub fn render(state: &AppState) -> String {
         r.link_queue,
     );
 
+    recall(&mut out, state.service.recall_reports(), r.tunings);
+
     let backups = state.service.backup_stats();
     family(
         &mut out,
@@ -427,6 +430,60 @@ pub fn render(state: &AppState) -> String {
 }
 
 /// A gauge family of per-tenant figures: name, help, the figure.
+/// A recall gauge: name, help, and its value in a measurement.
+type RecallFamily = (&'static str, &'static str, fn(&RecallReport) -> f64);
+
+/// Collections given series of their own in the recall gauges.
+const RECALL_LABELS: usize = 20;
+
+/// Recall tuning: tunings done, open collections below their target, and
+/// per collection the measurement of the [`RECALL_LABELS`] furthest below
+/// (or least above) their targets, so the label set stays bounded.
+fn recall(out: &mut String, mut reports: Vec<(String, RecallReport)>, tunings: u64) {
+    single(
+        out,
+        "vectorizer_recall_tunings_total",
+        "counter",
+        "Measurements of a collection's recall (each picks its default search breadth).",
+        tunings,
+    );
+    single(
+        out,
+        "vectorizer_recall_below_target_collections",
+        "gauge",
+        "Open collections whose last measured recall is below their target.",
+        reports
+            .iter()
+            .filter(|(_, r)| r.estimate < r.target)
+            .count(),
+    );
+    reports.sort_by(|a, b| (a.1.estimate - a.1.target).total_cmp(&(b.1.estimate - b.1.target)));
+    reports.truncate(RECALL_LABELS);
+    let label = |name: &str| format!("collection=\"{}\"", esc(name));
+    let families: [RecallFamily; 4] = [
+        (
+            "vectorizer_recall_estimate",
+            "Last measured recall@10 at the chosen breadth.",
+            |r| r.estimate,
+        ),
+        ("vectorizer_recall_target", "Recall target.", |r| r.target),
+        (
+            "vectorizer_recall_ef",
+            "Search breadth chosen for the target.",
+            |r| r.ef as f64,
+        ),
+        (
+            "vectorizer_recall_measured_at_seconds",
+            "When the recall was last measured (Unix time).",
+            |r| r.measured_at_ms as f64 / 1000.0,
+        ),
+    ];
+    for (name, help, value) in families {
+        let samples = reports.iter().map(|(n, r)| (label(n), value(r)));
+        family(out, name, "gauge", help, samples);
+    }
+}
+
 type Family = (&'static str, &'static str, fn(&Amount) -> u64);
 
 /// Per-tenant gauges: the `cap` largest tenants by vectors, the rest as one

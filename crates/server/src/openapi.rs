@@ -289,6 +289,23 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
         "ef_search",
         json!({"minimum": 1, "maximum": MAX_EF}),
     );
+    // A number in range, or null (no target).
+    for owner in ["CreateCollection", "UpdateCollection"] {
+        set(
+            schemas,
+            owner,
+            "target_recall",
+            json!({"minimum": 0.5, "maximum": 0.999}),
+        );
+    }
+    // At least one change; `hnsw`, if given, is an object.
+    set(schemas, "UpdateCollection", "", json!({"minProperties": 1}));
+    if let Some(hnsw) = schemas
+        .get_mut("UpdateCollection")
+        .and_then(|u| u.pointer_mut("/properties/hnsw"))
+    {
+        *hnsw = json!({"$ref": "#/components/schemas/UpdateHnsw"});
+    }
     set(schemas, "CreatePayloadIndex", "field", field.clone());
     set(
         schemas,

@@ -91,6 +91,44 @@ pub struct CreateCollection {
     /// conditions on them find their candidates without scanning.
     #[serde(default)]
     pub payload_index: Vec<String>,
+    /// The recall@10 searches without `ef` aim for (0.5 to 0.999): the
+    /// collection measures its own recall and picks the search breadth
+    /// that meets it. Leave out for the server's default (0.95 unless
+    /// configured); `null` for none (searches use `hnsw.ef_search`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_recall: Option<Option<f64>>,
+}
+
+/// A field that may be absent (`None`) or a value, but not `null`.
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl CreateCollection {
+    /// The collection's config; `target_recall` is `default_target` when
+    /// the request leaves it out.
+    pub fn config(&self, default_target: Option<f64>) -> vectorizer_engine::CollectionConfig {
+        vectorizer_engine::CollectionConfig {
+            dimension: self.dimension,
+            metric: self.metric,
+            hnsw: self.hnsw.unwrap_or_default(),
+            payload_index: self.payload_index.clone(),
+            target_recall: self.target_recall.unwrap_or(default_target),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -141,6 +179,62 @@ pub struct CollectionDetail {
     /// opening: false.
     #[serde(default)]
     pub loaded: bool,
+    /// The recall@10 searches without `ef` aim for; `null`: none.
+    #[serde(default)]
+    pub target_recall: Option<f64>,
+    /// The collection's last measurement of its own recall, and the search
+    /// breadth chosen from it; `null` until measured (a collection
+    /// measures once it holds more than 256 points, all linked, and again
+    /// after it is opened) or without a target.
+    #[serde(default)]
+    pub recall: Option<Box<RecallMeasure>>,
+}
+
+/// A collection's measurement of its own recall.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecallMeasure {
+    /// The target the breadth was chosen for.
+    pub target: f64,
+    /// Mean recall@10 of the measured queries at `ef`.
+    pub estimate: f64,
+    /// The breadth searches without `ef` use.
+    pub ef: usize,
+    /// Queries measured.
+    pub queries: usize,
+    /// `queries`: searches the collection answered; `stored_points`:
+    /// stored points held out of their own answers (before enough
+    /// searches were seen).
+    #[schemars(with = "RecallSourceSchema")]
+    pub source: vectorizer_engine::RecallSource,
+    /// Points in the collection when measured.
+    pub points: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub measured_at_ms: u64,
+    /// How long the measurement took, in milliseconds.
+    pub took_ms: u64,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum RecallSourceSchema {
+    Queries,
+    StoredPoints,
+}
+
+impl From<vectorizer_engine::RecallReport> for RecallMeasure {
+    fn from(r: vectorizer_engine::RecallReport) -> Self {
+        RecallMeasure {
+            target: r.target,
+            estimate: r.estimate,
+            ef: r.ef,
+            queries: r.queries,
+            source: r.source,
+            points: r.points,
+            measured_at_ms: r.measured_at_ms,
+            took_ms: r.took_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -252,10 +346,25 @@ pub struct UpdateHnsw {
     pub ef_search: usize,
 }
 
+/// What may change after creation: at least one of the two.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCollection {
-    pub hnsw: UpdateHnsw,
+    /// Absent, or an object (`null` is refused, as the schema says).
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hnsw: Option<UpdateHnsw>,
+    /// A new recall target (0.5 to 0.999), measured for anew; `null`: none
+    /// (searches use `hnsw.ef_search`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_recall: Option<Option<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

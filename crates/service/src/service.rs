@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use vectorizer_engine::collection::Collection;
-use vectorizer_engine::{CollectionConfig, Database, EngineOptions, Limits};
+use vectorizer_engine::{Database, EngineOptions, Limits};
 use vectorizer_hub::HubClient;
 
 use crate::caller::{Caller, Permission};
@@ -98,6 +98,11 @@ pub struct ServiceOptions {
     /// Memory the open collections may hold (the engine's default, half
     /// the machine's memory, if unset).
     pub memory_budget_bytes: Option<u64>,
+    /// The recall target of a collection created without one (`None`: no
+    /// target).
+    pub default_target_recall: Option<f64>,
+    /// Share of one core recall tuning may use (0: none).
+    pub tuning_cpu_share: f64,
 }
 
 impl ServiceOptions {
@@ -110,6 +115,8 @@ impl ServiceOptions {
             backups: crate::backup::BackupOptions::default(),
             max_open_collections: None,
             memory_budget_bytes: None,
+            default_target_recall: Some(vectorizer_engine::config::DEFAULT_TARGET_RECALL),
+            tuning_cpu_share: EngineOptions::default().tuning_cpu_share,
         }
     }
 }
@@ -230,6 +237,7 @@ impl Service {
             linker: Some(vectorizer_engine::collection::LinkerHandle(Arc::new(
                 crate::share::ShareLinker(Arc::downgrade(&share)),
             ))),
+            tuning_cpu_share: options.tuning_cpu_share,
             ..defaults
         };
         let db = Database::open(&options.data_dir, engine)?;
@@ -367,6 +375,8 @@ impl Service {
             unindexed_points: info.unindexed,
             created_at_ms: info.created_at_ms,
             loaded: true,
+            target_recall: info.config.target_recall,
+            recall: info.recall.map(|r| Box::new(r.into())),
         }
     }
 
@@ -384,6 +394,8 @@ impl Service {
             unindexed_points: l.unindexed,
             created_at_ms: l.created_at_ms,
             loaded: l.loaded,
+            target_recall: l.config.target_recall,
+            recall: l.recall.clone().map(|r| Box::new(r.into())),
         }
     }
 
@@ -434,6 +446,11 @@ impl Service {
     /// Open collections, opens, evictions and the linking queue (metrics).
     pub fn residency(&self) -> vectorizer_engine::Residency {
         self.db.residency()
+    }
+
+    /// The open collections' last recall measurements, by full name.
+    pub fn recall_reports(&self) -> Vec<(String, vectorizer_engine::RecallReport)> {
+        self.db.recall_reports()
     }
 
     /// Each tenant's exact usage, by user id, most vectors first (for
@@ -654,14 +671,14 @@ impl Service {
         extra: BTreeMap<String, String>,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        // The default is settled where the request arrives, so that every
+        // replica of a cluster creates the same collection.
+        let mut req = req;
+        req.target_recall
+            .get_or_insert(self.options.default_target_recall);
         crate::service::routed!(self, caller, Op::CreateCollection { req }, detail);
         validate_short_name(&req.name)?;
-        let config = CollectionConfig {
-            dimension: req.dimension,
-            metric: req.metric,
-            hnsw: req.hnsw.unwrap_or_default(),
-            payload_index: req.payload_index,
-        };
+        let config = req.config(self.options.default_target_recall);
         config.validate()?;
         let full = self.resolve(caller, &req.name)?;
         let _name = self.names.lock(&full).await;
@@ -969,7 +986,8 @@ impl Service {
             .await
     }
 
-    /// Changes a collection's search parameters (the default `ef_search`).
+    /// Changes a collection's search parameters: the default `ef_search`,
+    /// the recall target, or both.
     pub async fn update_collection(
         self: &Arc<Self>,
         call: &Call,
@@ -977,6 +995,15 @@ impl Service {
         req: UpdateCollection,
     ) -> Result<CollectionDetail> {
         let (caller, ticket) = call.enter(Permission::Write)?;
+        if req.hnsw.is_none() && req.target_recall.is_none() {
+            return Err(ServiceError::invalid(
+                "invalid_body",
+                "name what changes: `hnsw` ({\"ef_search\": n}), `target_recall`, or both",
+            ));
+        }
+        if let Some(t) = req.target_recall {
+            vectorizer_engine::config::validate_target_recall(t)?;
+        }
         crate::service::routed!(
             self,
             caller,
@@ -990,7 +1017,12 @@ impl Service {
         let name = name.to_owned();
         ticket
             .run(move |_| {
-                c.set_ef_search(req.hnsw.ef_search)?;
+                if let Some(hnsw) = &req.hnsw {
+                    c.set_ef_search(hnsw.ef_search)?;
+                }
+                if let Some(t) = req.target_recall {
+                    c.set_target_recall(t)?;
+                }
                 Ok(Self::detail(&name, &c))
             })
             .await

@@ -93,6 +93,66 @@ pub fn gaussian_mixture(
     (vectors, labels)
 }
 
+/// Hard data for graph search: `clusters` anisotropic Gaussian clusters of
+/// very different sizes (weights falling as 1/rank), each stretched along
+/// its own axes with its own spectrum, the whole under one random rotation
+/// (so no axis is special). `shape` fixes the clusters; `draw` the sample:
+/// the same `shape` with another `draw` gives fresh points of the same
+/// distribution (queries apart from the stored points).
+pub fn hard_mixture(n: usize, dim: usize, clusters: usize, shape: u64, draw: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(shape);
+    let centres: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| (0..dim).map(|_| 0.25 * rng.normal()).collect())
+        .collect();
+    // Per cluster: a spread per axis, decaying at a cluster's own rate over
+    // a cluster's own order of the axes.
+    let spreads: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| {
+            let tau = dim as f64 * (0.3 + 0.7 * rng.unit());
+            let scale = 0.3 + 0.7 * rng.unit();
+            let mut s: Vec<f32> = (0..dim)
+                .map(|j| (scale * (-(j as f64) / tau).exp()) as f32)
+                .collect();
+            for i in (1..dim).rev() {
+                s.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            s
+        })
+        .collect();
+    let weights: Vec<f64> = (0..clusters).map(|c| 1.0 / (c + 1) as f64).collect();
+    let total: f64 = weights.iter().sum();
+    // A random rotation: Gram-Schmidt over Gaussian rows.
+    let mut rot: Vec<Vec<f64>> = Vec::with_capacity(dim);
+    while rot.len() < dim {
+        let mut v: Vec<f64> = (0..dim).map(|_| rng.normal() as f64).collect();
+        for r in &rot {
+            let d: f64 = v.iter().zip(r).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(r).for_each(|(a, b)| *a -= d * b);
+        }
+        let n: f64 = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if n > 1e-6 {
+            rot.push(v.into_iter().map(|a| a / n).collect());
+        }
+    }
+    let mut rng = Rng::new(draw ^ 0x0123_4567_89AB_CDEF);
+    (0..n)
+        .map(|_| {
+            let mut u = rng.unit() * total;
+            let mut c = 0;
+            while c + 1 < clusters && u >= weights[c] {
+                u -= weights[c];
+                c += 1;
+            }
+            let x: Vec<f64> = (0..dim)
+                .map(|j| (centres[c][j] + spreads[c][j] * rng.normal()) as f64)
+                .collect();
+            rot.iter()
+                .map(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>() as f32)
+                .collect()
+        })
+        .collect()
+}
+
 /// Distance kinds for the reference search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -24,6 +24,10 @@ pub(crate) struct Home {
     /// `live` that follows it, so that `known` takes each change once.
     /// Lock order: a collection's writer, then `commits`, then `live`.
     pub(crate) commits: Mutex<()>,
+    /// Where recall measurements run (none: not at all).
+    pub(crate) tuner: Option<super::recall::Tuner>,
+    /// Tunings done since the database opened.
+    pub(crate) tunings: std::sync::atomic::AtomicU64,
 }
 
 /// Namespace figures in memory.

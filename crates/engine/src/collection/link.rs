@@ -114,9 +114,17 @@ impl Collection {
             st.unindexed.drain(..done);
             st.claimed = st.claimed.saturating_sub(done);
         }
+        let complete = st.unindexed.is_empty();
         drop(st);
-        let _g = lock(&self.signal.m);
-        self.signal.progress.notify_all();
+        {
+            let _g = lock(&self.signal.m);
+            self.signal.progress.notify_all();
+        }
+        // Whoever links the last key (a job, or a thread waiting for the
+        // backlog) asks for a recall measurement.
+        if complete {
+            self.schedule_tuning();
+        }
         true
     }
 
@@ -140,6 +148,7 @@ impl Job {
         }
         drop(self);
         c.schedule_linking();
+        c.schedule_tuning();
     }
 }
 

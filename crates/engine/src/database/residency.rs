@@ -49,6 +49,8 @@ pub struct Residency {
     pub link_queue: usize,
     /// Memory the open collections hold.
     pub memory_bytes: u64,
+    /// Recall tunings done since the database opened.
+    pub tunings: u64,
 }
 
 impl Database {
@@ -319,6 +321,18 @@ impl Database {
             open_seconds: self.counters.open_micros.load(Ordering::Relaxed) as f64 / 1e6,
             link_queue: self.home.linker.queued(),
             memory_bytes: open.iter().map(|c| c.memory_estimate()).sum(),
+            tunings: self.home.tunings.load(Ordering::Relaxed),
         }
+    }
+
+    /// The open collections' last recall measurements, by name (skipping
+    /// any being opened or closed this instant).
+    pub fn recall_reports(&self) -> Vec<(String, crate::collection::RecallReport)> {
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|s| s.coll.try_lock().ok()?.clone())
+            .filter_map(|c| Some((c.name().to_owned(), c.recall()?)))
+            .collect()
     }
 }

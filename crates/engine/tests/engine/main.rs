@@ -11,3 +11,4 @@ mod model;
 mod payloads;
 mod recall;
 mod residency;
+mod tuning;

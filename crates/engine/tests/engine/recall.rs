@@ -59,11 +59,14 @@ fn check(dim: usize, metric: Metric, seed: u64) {
         .collect();
     let dir = TempDir::new("recall");
     let mut alive: HashSet<usize> = (0..N).collect();
+    // The graph at a fixed breadth (`tuning.rs` tests the target).
+    let config = CollectionConfig {
+        target_recall: None,
+        ..CollectionConfig::new(dim, metric)
+    };
     {
         let db = open(&dir);
-        let c = db
-            .create_collection("c", CollectionConfig::new(dim, metric), BTreeMap::new())
-            .unwrap();
+        let c = db.create_collection("c", config, BTreeMap::new()).unwrap();
         for (b, chunk) in base.chunks(1000).enumerate() {
             let pts = chunk
                 .iter()

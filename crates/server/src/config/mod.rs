@@ -16,6 +16,7 @@ pub use cluster::{ClusterConfig, ClusterNode};
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub search: SearchConfig,
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
@@ -221,6 +222,27 @@ pub struct StorageConfig {
     /// Memory the open collections may hold together before idle ones are
     /// closed; 0: half the machine's memory.
     pub memory_budget_bytes: u64,
+}
+
+/// How searches pick their breadth.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// The recall@10 a collection created without `target_recall` aims
+    /// for; `None`: no target (searches use `hnsw.ef_search`).
+    pub target_recall: Option<f64>,
+    /// Share of one core the background recall measurement may use; 0:
+    /// none.
+    pub tuning_cpu_share: f64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            target_recall: Some(vectorizer_engine::config::DEFAULT_TARGET_RECALL),
+            tuning_cpu_share: 0.25,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -551,6 +573,22 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(bad("storage.data_dir", "must not be empty"));
+        }
+        if self
+            .search
+            .target_recall
+            .is_some_and(|t| !(0.5..=0.999).contains(&t))
+        {
+            return Err(bad(
+                "search.target_recall",
+                "must be between 0.5 and 0.999, or null (no target)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.search.tuning_cpu_share) {
+            return Err(bad(
+                "search.tuning_cpu_share",
+                "must be between 0 and 1 (a share of one core)",
+            ));
         }
         let l = &self.limits;
         if !(1..=100_000).contains(&l.max_batch_points) {

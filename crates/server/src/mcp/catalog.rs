@@ -71,7 +71,7 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             Some("CreateCollection"),
             false,
             Some("CollectionDetail"),
-            "Create an empty collection of vectors of one fixed dimension. The name is 1 to 64 letters, digits, `_` or `-`, unique among your collections. Counts against your plan's collection quota.".into(),
+            "Create an empty collection of vectors of one fixed dimension. The name is 1 to 64 letters, digits, `_` or `-`, unique among your collections. `target_recall` (0.5 to 0.999; left out: the server's default, 0.95 unless configured; null: none) is the recall@10 that searches without `ef` aim for: the collection measures its own recall and picks the breadth that meets it. Counts against your plan's collection quota.".into(),
         ),
         s(
             "delete_collection",
@@ -140,7 +140,7 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             true,
             Some("SearchResults"),
             format!(
-                "Find the points nearest to a query vector (same dimension as the collection), best first: `limit` 1 to {}, optionally only among points matching a filter. Scores are cosine similarity or dot product (higher is closer), or euclidean or manhattan distance (lower is closer). `ef` (1 to 4096) trades speed for recall. {filter}",
+                "Find the points nearest to a query vector (same dimension as the collection), best first: `limit` 1 to {}, optionally only among points matching a filter. Scores are cosine similarity or dot product (higher is closer), or euclidean or manhattan distance (lower is closer). `ef` (1 to 4096) trades speed for recall; left out, the breadth the collection chose for its `target_recall`. {filter}",
                 e.max_limit
             ),
         ),
@@ -161,7 +161,7 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             Some("UpdateCollection"),
             true,
             Some("CollectionDetail"),
-            "Change a collection's search parameters: `hnsw.ef_search`, the default breadth of a search (higher finds more of the true nearest points, more slowly). Answers the collection.".into(),
+            "Change a collection's search parameters (at least one): `target_recall` (0.5 to 0.999, measured for anew; null: none), the recall@10 searches without `ef` aim for; `hnsw.ef_search`, the breadth of searches without `ef` while the collection has no target or has not measured yet (higher finds more of the true nearest points, more slowly). Answers the collection, with its last `recall` measurement.".into(),
         ),
         s(
             "set_payload",

@@ -251,6 +251,8 @@ pub async fn create(
         metric: metric_of(&params.distance)?,
         hnsw: hnsw_of(req.hnsw_config, params.hnsw_config),
         payload_index: Vec::new(),
+        // The server's default target: Qdrant's API has no such setting.
+        target_recall: None,
     };
     state.service.create_collection(&call, spec).await?;
     reply(&call, t, true).await

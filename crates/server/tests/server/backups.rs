@@ -132,6 +132,8 @@ async fn state_of(app: &TestApp, auth: &Header, name: &str, queries: &[Vec<f32>]
         "memory_bytes",
         "created_at_ms",
         "unindexed_points",
+        // Measured again by the restored collection.
+        "recall",
     ] {
         detail.as_object_mut().unwrap().remove(volatile);
     }
@@ -1436,14 +1438,12 @@ async fn quotas_hold_for_backups_and_restores() {
     );
     let (s, b) = restore(&app, &a, json!({"backup_id": id, "rename": {"c": "c2"}})).await;
     assert_eq!(s, 200, "{b}");
+    // The deletion reaches the Hub through the usage reporter, as the
+    // restore's registration does: both in their own time.
     let store = hub.store.clone();
     eventually(move || {
-        store
-            .user_collections(&u)
-            .unwrap()
-            .collections
-            .iter()
-            .any(|c| c.collection_name == "c2" && c.vector_count == 60)
+        let listed = store.user_collections(&u).unwrap().collections;
+        listed.len() == 1 && listed[0].collection_name == "c2" && listed[0].vector_count == 60
     })
     .await;
     assert_eq!(registered(&hub.store), ["c2"]);
@@ -1730,8 +1730,9 @@ fn offline_commands_never_create_a_data_directory() {
 }
 
 /// A manhattan collection whose payload indexes changed (one added, one
-/// dropped) restores with its metric, its indexes and the same exact and
-/// filtered answers, and the dialect reads it back alike.
+/// dropped) and whose recall target changed restores with its metric, its
+/// indexes, its target and the same exact and filtered answers, and the
+/// dialect reads it back alike.
 #[tokio::test]
 async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
     let app = TestApp::new();
@@ -1740,10 +1741,19 @@ async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
         "POST",
         "/collections",
         NONE,
-        Some(json!({"name": "m", "dimension": 2, "metric": "manhattan", "payload_index": ["g", "h"]})),
+        Some(json!({"name": "m", "dimension": 2, "metric": "manhattan", "payload_index": ["g", "h"], "target_recall": 0.9})),
     )
     .await;
     assert_eq!(s, 201, "{b}");
+    let (s, b) = send(
+        &app,
+        "PATCH",
+        "/collections/m",
+        NONE,
+        Some(json!({"target_recall": 0.97})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
     let points: Vec<Value> = (0..40)
         .map(|i| json!({"id": i, "vector": [i as f32, (i % 7) as f32], "payload": {"g": i % 3, "h": [i % 2, null]}}))
         .collect();
@@ -1776,13 +1786,14 @@ async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
                 c["metric"].clone(),
                 c["payload_index"].clone(),
                 r["results"].clone(),
+                c["target_recall"].clone(),
             )
         }
     };
     let before = ask("m").await;
     assert_eq!(
-        (before.0.clone(), before.1.clone()),
-        (json!("manhattan"), json!(["g"]))
+        (before.0.clone(), before.1.clone(), before.3.clone()),
+        (json!("manhattan"), json!(["g"]), json!(0.97))
     );
     assert_eq!(before.2.as_array().unwrap().len(), 5);
     let info = create(&app, &NONE, json!({"collections": ["m"]})).await;

@@ -129,6 +129,7 @@ impl TestApp {
             // reopened all the time.
             max_open_collections: Some(o.max_open_collections),
             memory_budget_bytes: None,
+            ..ServiceOptions::new(dir.path())
         };
         let service = Arc::new(Service::open(options).unwrap());
         if let Some(auth) = &o.auth {

@@ -18,3 +18,4 @@ mod migrate;
 mod newcomer;
 mod qdrant;
 mod readme;
+mod recall;

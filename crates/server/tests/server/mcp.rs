@@ -72,7 +72,7 @@ async fn tool(app: &TestApp, key: Option<&str>, name: &str, args: Value) -> Valu
 }
 
 /// A successful tool's structured answer.
-async fn ok(app: &TestApp, key: Option<&str>, name: &str, args: Value) -> Value {
+pub(crate) async fn ok(app: &TestApp, key: Option<&str>, name: &str, args: Value) -> Value {
     let r = tool(app, key, name, args).await;
     assert_eq!(r["isError"], false, "{name}: {r}");
     let text = r["content"][0]["text"].as_str().unwrap();

@@ -579,6 +579,8 @@ fn normalized(mut v: Value) -> Value {
                     "unindexed_points",
                     // Whether this replica has it open now.
                     "loaded",
+                    // Each replica measures its own graph's recall.
+                    "recall",
                 ] {
                     m.remove(k);
                 }
