@@ -138,7 +138,7 @@ impl Node {
     ) -> Result<Answer, ServiceError> {
         vectorizer_service::service::validate_short_name(&req.name)?;
         // Refused before anything is recorded.
-        req.config(None).validate()?;
+        req.config().validate()?;
         let made = meta_answer(
             self.submit(
                 META_GROUP,

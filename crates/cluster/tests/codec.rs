@@ -518,8 +518,8 @@ fn a_null_target_recall_stays_null() {
     let Op::CreateCollection { req: create } = s.op else {
         panic!("create")
     };
-    assert_eq!(create.config(Some(0.95)).target_recall, None);
+    assert_eq!(create.config().target_recall, None);
     let create: vectorizer_service::model::CreateCollection =
         from(json!({"name": "a", "dimension": 2, "metric": "dot"}));
-    assert_eq!(create.config(Some(0.95)).target_recall, Some(0.95));
+    assert_eq!(create.config().target_recall, Some(0.95));
 }

@@ -1014,31 +1014,42 @@ impl Collection {
     /// The beam width searches use by default from now on (validated like
     /// the config's), kept in `collection.json`.
     pub fn set_ef_search(&self, ef: usize) -> Result<()> {
-        let _w = self.lock_writer()?;
-        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
-        next.config.hnsw.ef_search = ef;
-        next.config.validate()?;
-        self.replace_meta(next)?;
-        self.ef_search.store(ef, Ordering::Relaxed);
-        self.sync_entry()
+        self.change_config(
+            |c| c.hnsw.ef_search = ef,
+            || self.ef_search.store(ef, Ordering::Relaxed),
+        )
     }
 
     /// The recall target searches without `ef` aim for from now on (`None`:
     /// they use `hnsw.ef_search`), kept in `collection.json`. A new target
     /// is measured for again.
     pub fn set_target_recall(&self, target: Option<f64>) -> Result<()> {
-        let _w = self.lock_writer()?;
-        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if next.config.target_recall == target {
+        if self.info_config().target_recall == target {
             return Ok(());
         }
-        next.config.target_recall = target;
-        next.config.validate()?;
-        self.replace_meta(next)?;
-        self.recall.set_target(target);
-        self.sync_entry()?;
+        self.change_config(
+            |c| c.target_recall = target,
+            || self.recall.set_target(target),
+        )?;
         self.schedule_tuning();
         Ok(())
+    }
+
+    /// Applies `change` to the config under the writer lock, validated and
+    /// kept in `collection.json` and the catalog; `then` makes it take
+    /// effect in memory once it is on disk.
+    fn change_config(
+        &self,
+        change: impl FnOnce(&mut CollectionConfig),
+        then: impl FnOnce(),
+    ) -> Result<()> {
+        let _w = self.lock_writer()?;
+        let mut next = self.meta.read().unwrap_or_else(|e| e.into_inner()).clone();
+        change(&mut next.config);
+        next.config.validate()?;
+        self.replace_meta(next)?;
+        then();
+        self.sync_entry()
     }
 
     fn log_locked(&self, w: &mut Writer, op: WalOp) -> Result<()> {

@@ -118,15 +118,19 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 impl CreateCollection {
-    /// The collection's config; `target_recall` is `default_target` when
-    /// the request leaves it out.
-    pub fn config(&self, default_target: Option<f64>) -> vectorizer_engine::CollectionConfig {
+    /// The collection's config. The service fills in the server's default
+    /// `target_recall` where a request arrives; one still without it (an
+    /// internal caller's) takes the engine's default, as a config file
+    /// without it does.
+    pub fn config(&self) -> vectorizer_engine::CollectionConfig {
         vectorizer_engine::CollectionConfig {
             dimension: self.dimension,
             metric: self.metric,
             hnsw: self.hnsw.unwrap_or_default(),
             payload_index: self.payload_index.clone(),
-            target_recall: self.target_recall.unwrap_or(default_target),
+            target_recall: self
+                .target_recall
+                .unwrap_or(Some(vectorizer_engine::config::DEFAULT_TARGET_RECALL)),
         }
     }
 }

@@ -678,7 +678,7 @@ impl Service {
             .get_or_insert(self.options.default_target_recall);
         crate::service::routed!(self, caller, Op::CreateCollection { req }, detail);
         validate_short_name(&req.name)?;
-        let config = req.config(self.options.default_target_recall);
+        let config = req.config();
         config.validate()?;
         let full = self.resolve(caller, &req.name)?;
         let _name = self.names.lock(&full).await;

@@ -121,7 +121,7 @@ impl Collection {
             self.signal.progress.notify_all();
         }
         // Whoever links the last key (a job, or a thread waiting for the
-        // backlog) asks for a recall measurement.
+        // backlog) asks for a recall measurement: the one place that does.
         if complete {
             self.schedule_tuning();
         }
@@ -148,7 +148,6 @@ impl Job {
         }
         drop(self);
         c.schedule_linking();
-        c.schedule_tuning();
     }
 }
 

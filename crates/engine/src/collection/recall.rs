@@ -269,7 +269,9 @@ impl Collection {
         if !self.options.background
             || self.len() <= EXACT_BELOW
             || self.dropped.load(Ordering::SeqCst)
-            || self.linking() > 0
+            // (A try: a search never waits here. Points still to link
+            // ask again when the last is linked.)
+            || !self.state.try_read().is_ok_and(|st| st.unindexed.is_empty())
             || self.recall.queued.swap(true, Ordering::SeqCst)
         {
             return;
