@@ -192,7 +192,7 @@ fn writes() -> Vec<(Req, bool)> {
                 Some(json!({
                     "name": "docs", "dimension": 4, "metric": "cosine",
                     "hnsw": {"m": 8, "ef_construction": 64, "ef_search": 64},
-                    "payload_index": ["color"]
+                    "payload_index": ["color"], "target_recall": 0.97
                 })),
             ),
             false,
@@ -200,7 +200,7 @@ fn writes() -> Vec<(Req, bool)> {
         (
             mcp(
                 "create_collection",
-                json!({"name": "mcp-docs", "dimension": 3, "metric": "euclidean"}),
+                json!({"name": "mcp-docs", "dimension": 3, "metric": "euclidean", "target_recall": 0.93}),
             ),
             false,
         ),
@@ -280,7 +280,7 @@ fn writes() -> Vec<(Req, bool)> {
         (
             mcp(
                 "update_collection",
-                json!({"collection": "mcp-docs", "hnsw": {"ef_search": 80}}),
+                json!({"collection": "mcp-docs", "hnsw": {"ef_search": 80}, "target_recall": null}),
             ),
             false,
         ),
@@ -310,7 +310,7 @@ fn writes() -> Vec<(Req, bool)> {
                 "update_collection",
                 "PATCH",
                 d,
-                Some(json!({"hnsw": {"ef_search": 100}})),
+                Some(json!({"hnsw": {"ef_search": 100}, "target_recall": 0.9})),
             ),
             false,
         ),
