@@ -91,8 +91,12 @@ impl Registration {
 
     /// Stops registering and removes the entry from the Hub.
     pub async fn deregister(&self, hub: &HubClient) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             task.abort();
+            // Ended before the entry is removed: a registration the loop
+            // had in flight would otherwise land after the removal.
+            let _ = task.await;
         }
         let id = self
             .server_id
