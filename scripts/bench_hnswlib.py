@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Runs the engine benchmark, then hnswlib (M=16, ef_construction=100) on the
 same vectors in the same run, and prints the ratio of single-thread QPS at
-equal recall, and of resident memory.
+equal recall, and of resident memory, for the engine's float and int8
+(quantized, rescored) collections, on each set (two Gaussian mixtures and
+the hard set: anisotropic clusters of very different sizes under a random
+rotation). It also prints what searches with defaults (no `ef`: the breadth
+each collection tuned for recall@10 = 0.95) get.
 
 Search speed on a shared machine drifts by tens of percent over seconds, so
 the head-to-head QPS figures are taken in turns: ROUNDS rounds, each
@@ -114,7 +118,7 @@ def search_engine(out_dir):
     rows = {}
     for line in subprocess.check_output(cmd, cwd=ROOT, text=True).splitlines():
         r = json.loads(line)
-        rows.setdefault(r["dataset"], []).append(r)
+        rows.setdefault((r["dataset"], r.get("variant", "plain")), []).append(r)
     return rows
 
 
@@ -164,11 +168,11 @@ def main():
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "vectorizer-bench"], cwd=ROOT)
     engine = json.load(open(os.path.join(args.out, "engine.json")))["engine"]
     hnsw = {ours["dataset"]: build_hnswlib(os.path.join(args.out, ours["dataset"], "data")) for ours in engine}
-    ours_best = {name: [] for name in hnsw}
+    ours_best = {(name, v): [] for name in hnsw for v in ("plain", "int8")}
     theirs_best = {name: [] for name in hnsw}
     for r in range(args.rounds):
-        for name, rows in search_engine(args.out).items():
-            ours_best[name] = keep_best(ours_best[name], rows)
+        for key, rows in search_engine(args.out).items():
+            ours_best[key] = keep_best(ours_best.get(key, []), rows)
         for name, h in hnsw.items():
             theirs_best[name] = keep_best(theirs_best[name], search_hnswlib(h))
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
@@ -180,7 +184,9 @@ def main():
         theirs = dict(hnsw[name])
         theirs["search"] = theirs_best[name]
         ours = dict(ours)
-        ours["search"] = ours_best[name]
+        ours["search"] = ours_best[(name, "plain")]
+        int8 = dict(ours.get("int8") or {})
+        int8["search"] = ours_best.get((name, "int8"), [])
         print(f"[{name}] build: vectorizer {ours['build_seconds']:.2f} s, hnswlib {theirs['build_seconds']:.2f} s (2 threads each)")
         print(f"[{name}]  ef  | vectorizer recall  QPS     | hnswlib recall  QPS     | QPS ratio")
         for a, b in zip(ours["search"], theirs["search"]):
@@ -197,6 +203,21 @@ def main():
         print(f"[{name}] resident memory after loading: vectorizer {ours['rss_bytes'] / 2**20:.1f} MiB, hnswlib {theirs['rss_bytes'] / 2**20:.1f} MiB: "
               f"ratio {ours['rss_bytes'] / max(theirs['rss_bytes'], 1):.2f}")
         print(f"[{name}] restart: vectorizer {ours['restart_seconds']:.3f} s, hnswlib load_index {theirs['restart_seconds']:.3f} s")
+        if int8["search"]:
+            print(f"[{name}]  ef  | int8 recall  QPS     | hnswlib recall  QPS     | QPS ratio")
+            for a, b in zip(int8["search"], theirs["search"]):
+                print(f"[{name}] {a['ef']:>4} | {a['recall']:.4f} {a['qps_1']:>9.0f} | {b['recall']:.4f} {b['qps_1']:>9.0f}   | {a['qps_1'] / b['qps_1']:.2f}")
+            qa, qb = qps_at(int8["search"], TARGET), qps_at(theirs["search"], TARGET)
+            if qa and qb:
+                print(f"[{name}] int8 interpolated at recall@10 = {TARGET}: {qa:.0f} QPS, hnswlib {qb:.0f} QPS: ratio {qa / qb:.2f}")
+            else:
+                print(f"[{name}] int8 or hnswlib never reached recall {TARGET}")
+            print(f"[{name}] int8 resident memory after loading: {int8['rss_bytes'] / 2**20:.1f} MiB "
+                  f"(vectors {int8['vector_bytes'] / 2**20:.1f} MiB), hnswlib {theirs['rss_bytes'] / 2**20:.1f} MiB: "
+                  f"ratio {int8['rss_bytes'] / max(theirs['rss_bytes'], 1):.2f}")
+        for variant, d in (ours.get("defaults") or {}).items():
+            print(f"[{name}] {variant} with defaults (no ef): tuned ef {d['ef']}, recall@10 {d['recall']:.4f} "
+                  f"(estimate {d['estimate']:.4f}), {d['qps_1']:.0f} QPS; tuned {d['tuned_after_seconds']:.1f} s after opening")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use vectorizer_engine::{
     CollectionConfig, Database, EngineOptions, Filter, HnswParams, Metric, Point, PointId,
-    SearchRequest,
+    Quantization, SearchRequest,
 };
-use vectorizer_testkit::{Kind, exact_top_k, gaussian_mixture, recall};
+use vectorizer_testkit::{Kind, exact_top_k, gaussian_mixture, hard_mixture, recall};
 
 use crate::sys::{rss_bytes, tree_size};
 
@@ -31,7 +31,7 @@ struct Dataset {
     truth: Vec<Vec<usize>>,
 }
 
-fn kind(m: Metric) -> Kind {
+pub(crate) fn kind(m: Metric) -> Kind {
     match m {
         Metric::Cosine => Kind::Cosine,
         Metric::Euclidean => Kind::Euclidean,
@@ -41,7 +41,7 @@ fn kind(m: Metric) -> Kind {
 }
 
 /// Exact top-k for every query, on two threads.
-fn ground_truth(
+pub(crate) fn ground_truth(
     metric: Metric,
     base: &[Vec<f32>],
     queries: &[Vec<f32>],
@@ -80,12 +80,22 @@ fn dataset(
     seed: u64,
 ) -> Dataset {
     let t = Instant::now();
-    let (base, _) = gaussian_mixture(n, dim, 100, 0.5, seed);
-    let (queries, _) = gaussian_mixture(nq, dim, 100, 0.5, seed);
-    let queries: Vec<Vec<f32>> = queries
-        .into_iter()
-        .map(|q| q.iter().map(|x| x * 1.01).collect())
-        .collect();
+    let (base, queries) = if name.starts_with("hard") {
+        // Anisotropic clusters of very different sizes under a rotation;
+        // queries drawn apart from the stored points.
+        (
+            hard_mixture(n, dim, 40, seed, 1),
+            hard_mixture(nq, dim, 40, seed, 2),
+        )
+    } else {
+        let (base, _) = gaussian_mixture(n, dim, 100, 0.5, seed);
+        let (queries, _) = gaussian_mixture(nq, dim, 100, 0.5, seed);
+        let queries = queries
+            .into_iter()
+            .map(|q| q.iter().map(|x| x * 1.01).collect())
+            .collect();
+        (base, queries)
+    };
     let truth = ground_truth(metric, &base, &queries, None);
     eprintln!(
         "[{name}] data and exact top-{K} ready in {:.1} s",
@@ -144,7 +154,7 @@ fn measure(
     db: &Database,
     coll: &str,
     ds: &Dataset,
-    ef: usize,
+    ef: Option<usize>,
     threads: usize,
     filter: Option<(&Filter, &[Vec<usize>])>,
     passes: usize,
@@ -159,7 +169,7 @@ fn measure_once(
     db: &Database,
     coll: &str,
     ds: &Dataset,
-    ef: usize,
+    ef: Option<usize>,
     threads: usize,
     filter: Option<(&Filter, &[Vec<usize>])>,
 ) -> (f64, f64) {
@@ -181,7 +191,7 @@ fn measure_once(
                             let req = SearchRequest {
                                 vector: q.clone(),
                                 limit: K,
-                                ef: Some(ef),
+                                ef,
                                 filter: filter.map(|f| f.0.clone()),
                                 ..Default::default()
                             };
@@ -209,6 +219,18 @@ fn measure_once(
 /// Builds collection `name`; with `payloads`, each point carries
 /// `{"sel": i % 100}`, and with `indexed` that field is indexed too.
 fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool, indexed: bool) -> (f64, f64) {
+    build_as(db, name, ds, payloads, indexed, None)
+}
+
+/// [`build`], with vectors quantized or not.
+fn build_as(
+    db: &Database,
+    name: &str,
+    ds: &Dataset,
+    payloads: bool,
+    indexed: bool,
+    quantization: Option<Quantization>,
+) -> (f64, f64) {
     let cfg = CollectionConfig {
         dimension: ds.dim,
         metric: ds.metric,
@@ -224,6 +246,7 @@ fn build(db: &Database, name: &str, ds: &Dataset, payloads: bool, indexed: bool)
         },
         // Figures at a fixed breadth, comparable with earlier runs.
         target_recall: None,
+        quantization,
     };
     let c = db.create_collection(name, cfg, BTreeMap::new()).unwrap();
     let t = Instant::now();
@@ -355,20 +378,49 @@ pub fn search_only(args: &[String]) -> i32 {
             queries: read_f32(&data.join("queries.f32"), dim),
             truth,
         };
-        let db = Database::open(dir.join(name).join("db-plain"), EngineOptions::default()).unwrap();
-        for ef in EFS {
-            let (q1, r1) = measure(&db, "c", &ds, ef, 1, None, passes);
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"dataset": name, "ef": ef, "recall": r1, "qps_1": q1})
-                );
-            } else {
-                println!("[{name}] ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}");
+        for variant in ["plain", "int8"] {
+            let at = dir.join(name).join(format!("db-{variant}"));
+            if !at.exists() {
+                continue;
+            }
+            let db = Database::open(at, EngineOptions::default()).unwrap();
+            for ef in EFS {
+                let (q1, r1) = measure(&db, "c", &ds, Some(ef), 1, None, passes);
+                if as_json {
+                    println!(
+                        "{}",
+                        json!({"dataset": name, "variant": variant, "ef": ef, "recall": r1, "qps_1": q1})
+                    );
+                } else {
+                    println!(
+                        "[{name} {variant}] ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}"
+                    );
+                }
             }
         }
     }
     0
+}
+
+/// With defaults (no `ef`): sets the collection's target to 0.95, waits
+/// for its first measurement of every point, and measures searches that
+/// name no breadth.
+fn with_defaults(db: &Database, ds: &Dataset) -> Value {
+    let c = db.collection("c").unwrap();
+    c.set_target_recall(Some(0.95)).unwrap();
+    let t = Instant::now();
+    while c.recall().is_none_or(|r| r.points != ds.base.len() as u64) {
+        assert!(
+            t.elapsed().as_secs() < 900,
+            "[{}] no tuning in 900 s",
+            ds.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let tuned = c.recall().unwrap();
+    let (q, r) = measure(db, "c", ds, None, 1, None, PASSES);
+    json!({"ef": tuned.ef, "estimate": tuned.estimate, "recall": r, "qps_1": q,
+        "tuned_after_seconds": t.elapsed().as_secs_f64()})
 }
 
 fn mib(b: u64) -> f64 {
@@ -393,8 +445,8 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
     result["insert_per_second"] = json!(rate);
     let mut rows = Vec::new();
     for ef in EFS {
-        let (q1, r1) = measure(&db, "c", ds, ef, 1, None, PASSES);
-        let (q2, _) = measure(&db, "c", ds, ef, 2, None, PASSES);
+        let (q1, r1) = measure(&db, "c", ds, Some(ef), 1, None, PASSES);
+        let (q2, _) = measure(&db, "c", ds, Some(ef), 2, None, PASSES);
         println!(
             "[{name}] ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}  2 threads {q2:>8.0}"
         );
@@ -424,6 +476,50 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
     result["restart_seconds"] = json!(open_s);
     result["rss_bytes"] = json!(rss);
 
+    // 1b. The same vectors quantized (int8, rescored).
+    let int8 = out.join(name).join("db-int8");
+    let _ = std::fs::remove_dir_all(&int8);
+    let db = Database::open(&int8, EngineOptions::default()).unwrap();
+    let (build_s, _) = build_as(&db, "c", ds, false, false, Some(Quantization::int8()));
+    let mut rows = Vec::new();
+    for ef in EFS {
+        let (q1, r1) = measure(&db, "c", ds, Some(ef), 1, None, PASSES);
+        println!("[{name}] int8 ef={ef:<4} recall@10 {r1:.4}  QPS 1 thread {q1:>8.0}");
+        rows.push(json!({"ef": ef, "recall": r1, "qps_1": q1}));
+    }
+    let c = db.collection("c").unwrap();
+    let vectors = c.vector_memory_bytes();
+    drop(c);
+    db.flush().unwrap();
+    drop(db);
+    let (open_s, rss) = reopen(&int8);
+    println!(
+        "[{name}] int8: build {build_s:.2} s; vectors in memory {:.1} MiB; restart {open_s:.3} s; resident after restart {:.1} MiB",
+        mib(vectors),
+        mib(rss)
+    );
+    result["int8"] = json!({"build_seconds": build_s, "search": rows, "rss_bytes": rss,
+        "vector_bytes": vectors, "restart_seconds": open_s});
+
+    // 1c. With defaults: no `ef`, the breadth each collection tuned itself.
+    let mut defaults = json!({});
+    for (variant, dir) in [("float", &plain), ("int8", &int8)] {
+        let db = Database::open(dir, EngineOptions::default()).unwrap();
+        let d = with_defaults(&db, ds);
+        println!(
+            "[{name}] {variant} with defaults: tuned to ef {} ({:.1} s after opening, estimate {:.4}): recall@10 {:.4}, QPS 1 thread {:.0}",
+            d["ef"],
+            d["tuned_after_seconds"].as_f64().unwrap(),
+            d["estimate"].as_f64().unwrap(),
+            d["recall"].as_f64().unwrap(),
+            d["qps_1"].as_f64().unwrap()
+        );
+        defaults[variant] = d;
+        // (Back to no target: `engine-search` measures at fixed breadths.)
+        db.collection("c").unwrap().set_target_recall(None).unwrap();
+    }
+    result["defaults"] = defaults;
+
     // 2. With payloads, for filtered search.
     let filt = out.join(name).join("db-filtered");
     let _ = std::fs::remove_dir_all(&filt);
@@ -448,7 +544,7 @@ fn bench_dataset(ds: &Dataset, out: &Path) -> Value {
         let truth = ground_truth(ds.metric, &ds.base, &ds.queries, Some(&allowed));
         for (coll, how) in [("c", "no index"), ("ci", "indexed")] {
             for ef in [64, 128] {
-                let (q, r) = measure(&db, coll, ds, ef, 1, Some((&f, &truth)), PASSES);
+                let (q, r) = measure(&db, coll, ds, Some(ef), 1, Some((&f, &truth)), PASSES);
                 println!(
                     "[{name}] filtered {label:<3} {how:<8} ef={ef:<4} recall@10 {r:.4}  QPS 1 thread {q:>8.0}"
                 );
@@ -497,6 +593,7 @@ pub fn run(args: &[String]) -> i32 {
     for (name, n, dim, metric, seed) in [
         ("l2-128", 100_000, 128, Metric::Euclidean, 1u64),
         ("cos-384", 50_000, 384, Metric::Cosine, 2),
+        ("hard-128", 50_000, 128, Metric::Euclidean, 3),
     ] {
         let ds = dataset(name, n / scale, dim, metric, nq, seed);
         results.push(bench_dataset(&ds, &out));

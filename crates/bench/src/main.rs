@@ -18,6 +18,9 @@
 //! - `tenants [--bin PATH] [--counts 1000,10000,100000] [--work DIR]`: memory, threads
 //!   and open files, start-up, first and warm search latency and Zipf
 //!   throughput of a server holding N collections of 100 vectors.
+//! - `tuning [--points N] [--dims 128,384]`: how soon a collection loaded
+//!   in bulk has tuned its search breadth to its target recall, and the
+//!   recall and QPS searches without `ef` then get, on hard data.
 
 mod backup;
 mod cluster;
@@ -26,6 +29,7 @@ mod http;
 mod noisy;
 mod sys;
 mod tenants;
+mod tuning;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,9 +42,10 @@ fn main() {
         Some("backup") => backup::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
         Some("tenants") => tenants::run(&args[1..]),
+        Some("tuning") => tuning::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N] | tenants [--bin PATH] [--counts 1000,10000,100000] [--work DIR]"
+                "usage: vectorizer-bench engine [--out DIR] [--quick] | engine-open DIR | engine-search DIR [--passes N] [--json] | http --url URL [--target vectorizer|chroma] | noisy [--bin PATH] [--seconds N] | backup [--bin PATH] | cluster [--bin PATH] [--seconds N] [--kills N] | tenants [--bin PATH] [--counts 1000,10000,100000] [--work DIR] | tuning [--points N] [--dims 128,384]"
             );
             2
         }

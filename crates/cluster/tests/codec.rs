@@ -101,7 +101,8 @@ fn next_op(prev: Option<&Op>) -> Option<Op> {
             req: from(json!({
                 "name": "docs", "dimension": 8, "metric": "dot",
                 "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 100},
-                "payload_index": ["color", "meta.lang"], "target_recall": 0.975
+                "payload_index": ["color", "meta.lang"], "target_recall": 0.975,
+                "quantization": {"type": "int8", "rescore": false, "oversampling": 1.5}
             })),
         },
         Some(Op::CreateCollection { .. }) => Op::DeleteCollection { name: name() },
@@ -263,7 +264,8 @@ fn answers() -> Vec<Answer> {
         "loaded": true, "target_recall": 0.9,
         "recall": {"target": 0.9, "estimate": 0.912_345_678_9, "ef": 96, "queries": 256,
             "source": "stored_points", "points": 30_000, "measured_at_ms": 1_700_000_000_001u64,
-            "took_ms": 4_321}
+            "took_ms": 4_321},
+        "quantization": {"type": "int8", "rescore": true, "oversampling": 3.0}
     });
     let all: Vec<Answer> = [
         json!({"answer": "detail", "body": detail}),

@@ -8,6 +8,7 @@
 //! and then publishes the whole batch under a short write lock: a search
 //! never waits for a batch's graph insertion, and never sees half a batch.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -416,7 +417,7 @@ impl Collection {
         let loaded = snapshot::load(dir)?;
         let (index, snap_seq, snapshot_bytes, slots, ids, payload_bytes) = match loaded {
             Some(l) => {
-                let index = VectorIndex::load(&config, &l.index_path)?;
+                let index = VectorIndex::load(&config, &l.index_path, dir)?;
                 // Every key names a node of the graph, once; every id is
                 // one point's. Checked before the slot table is sized by
                 // the keys, so a damaged table cannot size it.
@@ -450,7 +451,7 @@ impl Collection {
                 (index, l.seq, l.bytes, slots, ids, bytes)
             }
             None => (
-                VectorIndex::new(&config),
+                VectorIndex::new(&config, dir)?,
                 0,
                 0,
                 Vec::new(),
@@ -621,6 +622,12 @@ impl Collection {
     pub fn logical_bytes(&self) -> u64 {
         let payload = self.read().payload_bytes;
         self.len() as u64 * self.row_bytes() + payload
+    }
+
+    /// Of the memory the collection holds, the bytes that hold vectors
+    /// (a quantized collection's codes; its full vectors are on disk).
+    pub fn vector_memory_bytes(&self) -> u64 {
+        self.read().index.vector_bytes() as u64
     }
 
     fn memory_bytes_now(&self) -> u64 {
@@ -1229,19 +1236,16 @@ impl Collection {
                 .filter(|(_, e)| e.is_some())
                 .map(|(k, _)| k as u32)
                 .collect();
-            let mut index = VectorIndex::new(&self.config);
+            let mut index = VectorIndex::new(&self.config, &self.dir)?;
             index.reserve(order.len());
-            let work: Vec<(u32, &[f32])> = order
+            let work: Vec<(u32, u32)> = order
                 .iter()
                 .enumerate()
-                .map(|(new, old)| {
-                    (
-                        new as u32,
-                        st.index.get(*old).expect("a live point has a vector"),
-                    )
-                })
+                .map(|(new, old)| (new as u32, *old))
                 .collect();
-            add_batch(&index, &work, self.options.insert_threads)?;
+            let old = &st.index;
+            let vector = |key: u32| old.get(key).expect("a live point has a vector");
+            add_batch(&index, &work, &vector, self.options.insert_threads)?;
             (0..order.len() as u32).for_each(|k| index.publish(k));
             // Postings under the new keys, rid of removed ones, built here
             // so that the write lock below stays short.
@@ -1333,7 +1337,7 @@ impl Collection {
     }
 
     fn vector_of(&self, st: &State, key: u32) -> Vec<f32> {
-        st.index.get(key).map(<[f32]>::to_vec).unwrap_or_default()
+        st.index.get(key).map(Cow::into_owned).unwrap_or_default()
     }
 
     /// At most how many bytes of JSON the record of `key` takes in an
@@ -1530,10 +1534,12 @@ impl Collection {
     }
 
     /// No filter, no vectors back, a beam and a limit of at most
-    /// [`QUICK_EF`].
+    /// [`QUICK_EF`], and vectors in memory (a quantized collection reads
+    /// full vectors from disk, which an async runtime must not wait on).
     fn light_shape(&self, req: &SearchRequest) -> bool {
         let ef = req.ef.unwrap_or_else(|| self.default_ef(req));
-        !req.exact
+        self.config.quantization.is_none()
+            && !req.exact
             && req.filter.as_ref().is_none_or(Filter::is_empty)
             && !req.with_vector
             && ef.max(req.limit) <= QUICK_EF
@@ -1806,7 +1812,7 @@ impl Collection {
             if filter.is_some_and(|f| !f.matches(&e.id, e.payload.as_ref())) {
                 continue;
             }
-            if st.index.get(key).is_none() {
+            if !st.index.contains(key) {
                 continue;
             }
             heap.push(Hit(st.index.score_key(&prepared, key), key, hib));
@@ -1858,18 +1864,26 @@ fn current_len(dir: &Path) -> u64 {
     fs::metadata(dir.join("CURRENT")).map_or(0, |m| m.len())
 }
 
-/// Inserts `(key, vector)` pairs into the graph, on several threads when
-/// there are enough of them.
-fn add_batch(index: &VectorIndex, work: &[(u32, &[f32])], threads: usize) -> Result<()> {
+/// Inserts `(key, source)` pairs into the graph, each with the vector
+/// `vector(source)` (read as it is inserted: a quantized graph's full
+/// vectors are never all in memory), on several threads when there are
+/// enough of them.
+fn add_batch<'a>(
+    index: &VectorIndex,
+    work: &[(u32, u32)],
+    vector: &(dyn Fn(u32) -> Cow<'a, [f32]> + Sync),
+    threads: usize,
+) -> Result<()> {
     let threads = threads.max(1);
+    let add = |(k, from): &(u32, u32)| index.add(*k, &vector(*from));
     if work.len() < PARALLEL_ADD_MIN || threads == 1 {
-        return work.iter().try_for_each(|(k, v)| index.add(*k, v));
+        return work.iter().try_for_each(add);
     }
     let chunk = work.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = work
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().try_for_each(|(k, v)| index.add(*k, v))))
+            .map(|part| s.spawn(move || part.iter().try_for_each(add)))
             .collect();
         handles
             .into_iter()

@@ -153,6 +153,69 @@ pub struct CollectionConfig {
     /// existed: [`DEFAULT_TARGET_RECALL`].
     #[serde(default = "default_target_recall")]
     pub target_recall: Option<f64>,
+    /// Vectors kept in memory as 8-bit codes, the full ones on disk.
+    /// `None`: full vectors in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// Quantized vectors: the graph is built and searched on 8-bit codes held
+/// in memory (about a quarter of the floats' size), and the best
+/// `limit × oversampling` candidates of a search are rescored with the
+/// full vectors, which stay on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    #[serde(rename = "type")]
+    pub kind: QuantizationKind,
+    /// Rescore the best candidates with the full vectors (scores are then
+    /// exact); without it, scores are the codes' approximations.
+    #[serde(default = "yes")]
+    pub rescore: bool,
+    /// Candidates rescored, as a multiple of the search's `limit`.
+    #[serde(default = "default_oversampling")]
+    pub oversampling: f64,
+}
+
+/// Kinds of quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizationKind {
+    /// One signed byte per component, with one scale per vector.
+    Int8,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Candidates rescored per hit asked for, when a config names no number.
+pub const DEFAULT_OVERSAMPLING: f64 = 3.0;
+/// The most `oversampling` may be.
+pub const MAX_OVERSAMPLING: f64 = 16.0;
+
+fn default_oversampling() -> f64 {
+    DEFAULT_OVERSAMPLING
+}
+
+impl Quantization {
+    /// int8 with rescoring and the default oversampling.
+    pub fn int8() -> Quantization {
+        Quantization {
+            kind: QuantizationKind::Int8,
+            rescore: true,
+            oversampling: DEFAULT_OVERSAMPLING,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if !(1.0..=MAX_OVERSAMPLING).contains(&self.oversampling) {
+            return Err(EngineError::InvalidConfig(format!(
+                "quantization.oversampling must be between 1 and {MAX_OVERSAMPLING}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The target recall of a collection that does not name one.
@@ -184,6 +247,7 @@ impl CollectionConfig {
             hnsw: HnswParams::default(),
             payload_index: Vec::new(),
             target_recall: default_target_recall(),
+            quantization: None,
         }
     }
 
@@ -207,6 +271,9 @@ impl CollectionConfig {
             }
         }
         validate_target_recall(self.target_recall)?;
+        if let Some(q) = &self.quantization {
+            q.validate()?;
+        }
         self.hnsw.validate()
     }
 }

@@ -172,7 +172,7 @@ impl Database {
                 // One thread, at the linkers' low priority, its work paced
                 // to `tuning_cpu_share` (see `collection/recall.rs`).
                 tuner: (options.background && options.tuning_cpu_share > 0.0)
-                    .then(|| Arc::new(LinkPool::named(1, "tune"))),
+                    .then(crate::collection::recall::Tuner::new),
                 tunings: Default::default(),
             }),
             root,

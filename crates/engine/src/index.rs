@@ -12,7 +12,12 @@
 //! Removal marks a node deleted: it stays in the graph as a waypoint and
 //! leaves results. Keys are never reused; the collection rebuilds the graph
 //! when deleted nodes pile up.
+//!
+//! A quantized graph (`quantization` in the config) holds 8-bit codes in
+//! its rows instead of the floats, and keeps the floats in a file (see
+//! `index/quant.rs`); its snapshot file is the same as an unquantized one.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::{Ordering as Cmp, Reverse};
 use std::collections::BinaryHeap;
@@ -24,6 +29,10 @@ use std::sync::{Mutex, OnceLock};
 use crate::config::{CollectionConfig, Metric};
 use crate::error::{EngineError, Result};
 use crate::simd::{Kernel, kernels, prefetch};
+
+mod quant;
+
+use quant::{CodeKernel, FullStore};
 
 /// Nodes per chunk (a power of two).
 const CHUNK_SHIFT: u32 = 10;
@@ -50,7 +59,9 @@ struct Chunk {
     /// `[count, neighbours; m0]`, then the vector's floats, then 1/norm.
     /// A node's links sit next to its vector, so expanding a node whose
     /// distance was just computed mostly reads lines already fetched (and
-    /// cosine reads its norm with the vector's last line).
+    /// cosine reads its norm with the vector's last line). Quantized: the
+    /// links, then `dim` code bytes (padded to a word), the scale and one
+    /// more float (see [`VectorIndex::code_aux`]).
     rows: Box<[AtomicU32]>,
     /// Per node with level > 0: `[count, neighbours; m]` for each upper layer.
     upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
@@ -62,12 +73,12 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(dim: usize, m0: usize) -> Chunk {
+    fn new(row_words: usize) -> Chunk {
         fn boxed<T>(n: usize, f: impl Fn() -> T) -> Box<[T]> {
             (0..n).map(|_| f()).collect()
         }
         Chunk {
-            rows: boxed(CHUNK * row_words(dim, m0), || AtomicU32::new(0)),
+            rows: boxed(CHUNK * row_words, || AtomicU32::new(0)),
             upper: boxed(CHUNK, OnceLock::new),
             indeg: boxed(CHUNK, || AtomicU32::new(0)),
             levels: boxed(CHUNK, || AtomicU8::new(0)),
@@ -76,14 +87,37 @@ impl Chunk {
         }
     }
 
-    fn bytes(dim: usize, m0: usize) -> usize {
-        CHUNK * (row_words(dim, m0) * 4 + 4 + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>() + 3)
+    fn bytes(row_words: usize) -> usize {
+        CHUNK * (row_words * 4 + 4 + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>() + 3)
     }
 }
 
-/// Words in a node's row: the layer-0 list, the vector, its 1/norm.
-fn row_words(dim: usize, m0: usize) -> usize {
-    m0 + 1 + dim + 1
+/// Words in a node's row: the layer-0 list, the vector, its 1/norm; or
+/// quantized, the list, the codes, their scale and one more float.
+fn row_words(dim: usize, m0: usize, quantized: bool) -> usize {
+    if quantized {
+        m0 + 1 + dim.div_ceil(4) + 2
+    } else {
+        m0 + 1 + dim + 1
+    }
+}
+
+/// A quantized graph's parts.
+struct Quant {
+    full: FullStore,
+    dot: CodeKernel,
+    rescore: bool,
+    oversampling: f64,
+}
+
+/// A query as the graph compares it: its floats (normalised for cosine)
+/// and, for a quantized graph, their codes.
+struct Query {
+    f: Vec<f32>,
+    c: Vec<i8>,
+    s: f32,
+    /// Euclidean: the squared length; dot while building: 1/length.
+    aux: f32,
 }
 
 /// A candidate: distance (smaller is closer) and node; ordered by
@@ -158,6 +192,9 @@ impl Visited {
 pub struct VectorIndex {
     dim: usize,
     metric: Metric,
+    /// Bytes of a node's vector (or codes) in its row: what is prefetched.
+    vec_bytes: usize,
+    quant: Option<Quant>,
     m: usize,
     m0: usize,
     /// Words per node row in a chunk (see [`Chunk`]).
@@ -197,15 +234,28 @@ impl Drop for SpinGuard<'_> {
 }
 
 impl VectorIndex {
-    pub fn new(config: &CollectionConfig) -> VectorIndex {
+    /// An empty graph for `config`; a quantized one keeps its full vectors
+    /// in an unnamed file in `dir`.
+    pub fn new(config: &CollectionConfig, dir: &std::path::Path) -> Result<VectorIndex> {
         let (dot, l2) = kernels();
         let m = config.hnsw.m;
-        VectorIndex {
+        let quant = match &config.quantization {
+            None => None,
+            Some(q) => Some(Quant {
+                full: FullStore::create(dir, config.dimension)?,
+                dot: quant::kernel(),
+                rescore: q.rescore,
+                oversampling: q.oversampling,
+            }),
+        };
+        Ok(VectorIndex {
             dim: config.dimension,
             metric: config.metric,
+            vec_bytes: config.dimension * if quant.is_some() { 1 } else { 4 },
+            row_words: row_words(config.dimension, m * 2, quant.is_some()),
+            quant,
             m,
             m0: m * 2,
-            row_words: row_words(config.dimension, m * 2),
             ef_construction: config.hnsw.ef_construction,
             level_mult: 1.0 / (m as f64).ln(),
             chunks: Vec::new(),
@@ -218,13 +268,13 @@ impl VectorIndex {
             seed: AtomicU64::new(0x2545_F491_4F6C_DD1D),
             dot,
             l2,
-        }
+        })
     }
 
     /// Room for keys below `capacity`. Needs exclusive access.
     pub fn reserve(&mut self, capacity: usize) {
         while self.chunks.len() * CHUNK < capacity {
-            self.chunks.push(Chunk::new(self.dim, self.m0));
+            self.chunks.push(Chunk::new(self.row_words));
         }
     }
 
@@ -257,9 +307,14 @@ impl VectorIndex {
         self.deleted.load(Ordering::Relaxed)
     }
 
+    /// Of [`memory_usage`](Self::memory_usage), the bytes that hold vectors
+    /// (floats and norms, or codes and scales).
+    pub fn vector_bytes(&self) -> usize {
+        self.capacity() * (self.row_words - self.m0 - 1) * 4
+    }
+
     pub fn memory_usage(&self) -> usize {
-        self.chunks.len() * Chunk::bytes(self.dim, self.m0)
-            + self.upper_bytes.load(Ordering::Relaxed)
+        self.chunks.len() * Chunk::bytes(self.row_words) + self.upper_bytes.load(Ordering::Relaxed)
     }
 
     #[inline(always)]
@@ -287,16 +342,71 @@ impl VectorIndex {
         unsafe { (self.row(id).as_ptr() as *const f32).add(self.m0 + 1) }
     }
 
+    /// `id`'s floats (an unquantized graph only).
     #[inline(always)]
     fn vector(&self, id: u32) -> &[f32] {
+        debug_assert!(self.quant.is_none());
         // Safety: written before publication, immutable afterwards.
         unsafe { std::slice::from_raw_parts(self.vec_ptr(id), self.dim) }
     }
 
     #[inline(always)]
     fn inv_norm(&self, id: u32) -> f32 {
+        debug_assert!(self.quant.is_none());
         // Safety: the row holds dim + 1 floats.
         unsafe { *self.vec_ptr(id).add(self.dim) }
+    }
+
+    /// `id`'s codes (a quantized graph only).
+    #[inline(always)]
+    fn codes(&self, id: u32) -> &[i8] {
+        // Safety: the row holds `dim` code bytes after the link list,
+        // written before publication and immutable afterwards.
+        unsafe { std::slice::from_raw_parts(self.vec_ptr(id) as *const i8, self.dim) }
+    }
+
+    /// The words after `id`'s codes: their scale, then [`code_aux`].
+    #[inline(always)]
+    fn code_tail(&self, id: u32) -> *const f32 {
+        // Safety: the row holds dim.div_ceil(4) code words, then 2 floats.
+        unsafe { self.vec_ptr(id).add(self.dim.div_ceil(4)) }
+    }
+
+    #[inline(always)]
+    fn code_scale(&self, id: u32) -> f32 {
+        // Safety: see `code_tail`.
+        unsafe { *self.code_tail(id) }
+    }
+
+    /// Euclidean: the vector's squared length; cosine and dot: 1/length.
+    #[inline(always)]
+    fn code_aux(&self, id: u32) -> f32 {
+        // Safety: see `code_tail`.
+        unsafe { *self.code_tail(id).add(1) }
+    }
+
+    /// `id`'s full vector and 1/length, wherever they are kept.
+    fn with_full<R>(&self, id: u32, f: impl FnOnce(&[f32], f32) -> R) -> R {
+        let Some(q) = &self.quant else {
+            return f(self.vector(id), self.inv_norm(id));
+        };
+        thread_local! {
+            static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            b.resize(self.dim, 0.0);
+            // The file is this process's own, written before the key was
+            // published: failing to read it back is a failed disk.
+            q.full
+                .read(id, &mut b)
+                .expect("the full-vector file reads back");
+            let inv = match self.metric {
+                Metric::Cosine | Metric::Dot => self.code_aux(id),
+                _ => 0.0,
+            };
+            f(&b, inv)
+        })
     }
 
     #[inline(always)]
@@ -362,6 +472,19 @@ impl VectorIndex {
     /// (whose neighbourhoods track inner-product ones) and only searched by
     /// inner product.
     fn node_dist(&self, a: u32, b: u32) -> f32 {
+        if let Some(q) = &self.quant {
+            let (sa, sb) = (self.code_scale(a), self.code_scale(b));
+            if self.metric == Metric::Manhattan {
+                return quant::l1(self.codes(a), sa, self.codes(b), sb);
+            }
+            let dot = (q.dot)(self.codes(a), self.codes(b)) as f32 * sa * sb;
+            let (xa, xb) = (self.code_aux(a), self.code_aux(b));
+            return match self.metric {
+                Metric::Euclidean => xa + xb - 2.0 * dot,
+                Metric::Dot => 1.0 - dot * xa * xb,
+                _ => 1.0 - dot,
+            };
+        }
         let (va, vb) = (self.vector(a), self.vector(b));
         match self.metric {
             Metric::Euclidean => (self.l2)(va, vb),
@@ -374,38 +497,80 @@ impl VectorIndex {
     /// Distance from a prepared query (normalised for cosine) to a node;
     /// `BUILD` selects the construction distance (see [`node_dist`]).
     #[inline(always)]
-    fn query_dist<const BUILD: bool>(&self, q: &[f32], id: u32) -> f32 {
-        let v = self.vector(id);
-        match self.metric {
-            Metric::Euclidean => (self.l2)(q, v),
-            Metric::Manhattan => crate::distance::l1(q, v),
-            Metric::Dot if BUILD => 1.0 - (self.dot)(q, v) * self.inv_norm(id),
-            Metric::Dot => -(self.dot)(q, v),
-            Metric::Cosine => 1.0 - (self.dot)(q, v) * self.inv_norm(id),
+    fn query_dist<const BUILD: bool>(&self, q: &Query, id: u32) -> f32 {
+        match &self.quant {
+            None => self.full_dist::<BUILD>(&q.f, self.vector(id), self.inv_norm(id)),
+            Some(qt) => {
+                let s = self.code_scale(id);
+                if self.metric == Metric::Manhattan {
+                    return quant::l1(&q.c, q.s, self.codes(id), s);
+                }
+                let dot = (qt.dot)(&q.c, self.codes(id)) as f32 * q.s * s;
+                match self.metric {
+                    Metric::Euclidean => q.aux + self.code_aux(id) - 2.0 * dot,
+                    Metric::Dot if BUILD => 1.0 - dot * q.aux * self.code_aux(id),
+                    Metric::Dot => -dot,
+                    _ => 1.0 - dot,
+                }
+            }
         }
     }
 
+    /// Distance from prepared query floats to a full vector `v` with
+    /// 1/length `inv`; `BUILD` selects the construction distance.
+    #[inline(always)]
+    fn full_dist<const BUILD: bool>(&self, q: &[f32], v: &[f32], inv: f32) -> f32 {
+        match self.metric {
+            Metric::Euclidean => (self.l2)(q, v),
+            Metric::Manhattan => crate::distance::l1(q, v),
+            Metric::Dot if BUILD => 1.0 - (self.dot)(q, v) * inv,
+            Metric::Dot => -(self.dot)(q, v),
+            Metric::Cosine => 1.0 - (self.dot)(q, v) * inv,
+        }
+    }
+
+    /// Normalised for cosine.
     fn prepare(&self, q: &[f32]) -> Vec<f32> {
         match self.metric {
-            Metric::Cosine => {
-                let n = (self.dot)(q, q).sqrt();
-                let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
-                q.iter().map(|x| x * inv).collect()
-            }
+            Metric::Cosine => normalised(self.dot, q),
             _ => q.to_vec(),
         }
     }
 
-    /// A stored vector as a construction query: normalised for cosine and
-    /// for dot (whose graph is built by angle).
-    fn prepare_build(&self, q: &[f32]) -> Vec<f32> {
-        match self.metric {
-            Metric::Dot => {
-                let n = (self.dot)(q, q).sqrt();
-                let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
-                q.iter().map(|x| x * inv).collect()
-            }
-            _ => self.prepare(q),
+    /// A search query as the graph compares it.
+    fn query(&self, q: &[f32]) -> Query {
+        let f = self.prepare(q);
+        let mut c = Vec::new();
+        let (mut s, mut aux) = (0.0, 0.0);
+        if self.quant.is_some() {
+            c = vec![0; self.dim];
+            s = quant::encode(&f, &mut c);
+            aux = (self.dot)(&f, &f);
+        }
+        Query { f, c, s, aux }
+    }
+
+    /// A stored node as a construction query: normalised for cosine and
+    /// for dot (whose graph is built by angle); quantized, its own codes.
+    fn build_query(&self, key: u32) -> Query {
+        if self.quant.is_some() {
+            return Query {
+                f: Vec::new(),
+                c: self.codes(key).to_vec(),
+                s: self.code_scale(key),
+                aux: self.code_aux(key),
+            };
+        }
+        let v = self.vector(key);
+        let f = match self.metric {
+            Metric::Dot | Metric::Cosine => normalised(self.dot, v),
+            _ => v.to_vec(),
+        };
+        Query {
+            f,
+            c: Vec::new(),
+            s: 0.0,
+            aux: 0.0,
         }
     }
 
@@ -415,15 +580,42 @@ impl VectorIndex {
     }
 
     /// The score of a stored key for a prepared query, computed exactly as
-    /// graph search computes it, so both paths agree to the last bit.
+    /// graph search computes it (with full vectors, as a quantized graph
+    /// rescores), so both paths agree to the last bit.
     pub fn score_key(&self, prepared: &[f32], key: u32) -> f32 {
-        self.score(self.query_dist::<false>(prepared, key))
+        self.score(self.distance_key(prepared, key))
     }
 
     /// The internal distance (smaller is closer) of a stored key from a
     /// prepared query, as graph search orders candidates.
     pub fn distance_key(&self, prepared: &[f32], key: u32) -> f32 {
-        self.query_dist::<false>(prepared, key)
+        self.with_full(key, |v, inv| self.full_dist::<false>(prepared, v, inv))
+    }
+
+    /// [`distance_key`](Self::distance_key) for each of `prepared`, the
+    /// stored vector read once: `each(i, distance)`.
+    /// (`each` must not read vectors itself.)
+    pub(crate) fn distances_key(
+        &self,
+        prepared: &[Vec<f32>],
+        key: u32,
+        mut each: impl FnMut(usize, f32),
+    ) {
+        self.with_full(key, |v, inv| {
+            for (i, q) in prepared.iter().enumerate() {
+                each(i, self.full_dist::<false>(q, v, inv));
+            }
+        })
+    }
+
+    /// Whether a quantized graph rescores, and how many candidates for `k`
+    /// hits: `None` when scores come from the graph as found.
+    /// (At most [`MAX_EF`] beyond `k`: oversampling never widens a walk
+    /// past what a search may ask for.)
+    fn rescored(&self, k: usize) -> Option<usize> {
+        let q = self.quant.as_ref().filter(|q| q.rescore)?;
+        let want = (k as f64 * q.oversampling).ceil() as usize;
+        Some(want.min(crate::config::MAX_EF).max(k))
     }
 
     /// The score the API reports for an internal distance.
@@ -447,10 +639,21 @@ impl VectorIndex {
         ((-u.ln() * self.level_mult) as usize).min(MAX_LEVEL)
     }
 
-    /// The stored vector of `key`, if present.
-    pub fn get(&self, key: u32) -> Option<&[f32]> {
-        ((key as usize) < self.capacity() && self.state(key) & VISIBLE != 0)
-            .then(|| self.vector(key))
+    /// Whether `key` holds a published vector (deleted or not).
+    pub fn contains(&self, key: u32) -> bool {
+        (key as usize) < self.capacity() && self.state(key) & VISIBLE != 0
+    }
+
+    /// The stored vector of `key`, if present (read from disk in a
+    /// quantized graph).
+    pub fn get(&self, key: u32) -> Option<Cow<'_, [f32]>> {
+        if !self.contains(key) {
+            return None;
+        }
+        Some(match self.quant {
+            None => Cow::Borrowed(self.vector(key)),
+            Some(_) => Cow::Owned(self.with_full(key, |v, _| v.to_vec())),
+        })
     }
 
     /// Stores and links `vector` under `key` (see [`store`] and [`link`]).
@@ -475,14 +678,12 @@ impl VectorIndex {
             if c.states[i].load(Ordering::Acquire) != EMPTY {
                 return Err(index_err("key already used"));
             }
+            if let Some(q) = &self.quant {
+                q.full.write(key, vector)?;
+            }
             // Safety: the slot is EMPTY, so no reader can reach it, and the
             // caller hands each key to one thread only.
-            unsafe {
-                let dst = (c.rows[i * self.row_words].as_ptr() as *mut f32).add(self.m0 + 1);
-                std::ptr::copy_nonoverlapping(vector.as_ptr(), dst, self.dim);
-                let n = (self.dot)(vector, vector).sqrt();
-                *dst.add(self.dim) = if n > 0.0 { 1.0 / n } else { 0.0 };
-            }
+            unsafe { self.write_row(c, i, vector) };
             c.levels[i].store(level as u8, Ordering::Relaxed);
             if level > 0 {
                 let up: Box<[AtomicU32]> = (0..level * (self.m + 1))
@@ -496,6 +697,40 @@ impl VectorIndex {
         }
         self.high.fetch_max(key as usize + 1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes `vector` into slot `i` of chunk `c`: the floats and 1/length,
+    /// or quantized, the codes (of the normalised vector, for cosine), their
+    /// scale and [`code_aux`].
+    ///
+    /// # Safety
+    /// No reader may reach the slot yet, and no other writer touch it.
+    unsafe fn write_row(&self, c: &Chunk, i: usize, vector: &[f32]) {
+        let n = (self.dot)(vector, vector).sqrt();
+        let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
+        let start = c.rows[i * self.row_words..].as_ptr() as *mut f32;
+        // Safety (all writes): the row holds m0 + 1 link words, then the
+        // vector's words (see `row_words`).
+        unsafe {
+            let dst = start.add(self.m0 + 1);
+            if self.quant.is_none() {
+                std::ptr::copy_nonoverlapping(vector.as_ptr(), dst, self.dim);
+                *dst.add(self.dim) = inv;
+                return;
+            }
+            let codes = std::slice::from_raw_parts_mut(dst as *mut i8, self.dim);
+            let scale = match self.metric {
+                Metric::Cosine => quant::encode(&normalised(self.dot, vector), codes),
+                _ => quant::encode(vector, codes),
+            };
+            let tail = dst.add(self.dim.div_ceil(4));
+            *tail = scale;
+            *tail.add(1) = match self.metric {
+                Metric::Euclidean => n * n,
+                Metric::Manhattan => 0.0,
+                Metric::Cosine | Metric::Dot => inv,
+            };
+        }
     }
 
     /// Links a stored key into the graph. Returns false if another thread
@@ -555,8 +790,7 @@ impl VectorIndex {
             }
         }
         let top = (entry >> 32) as usize;
-        let q = self.vector(key).to_vec();
-        let q = self.prepare_build(&q);
+        let q = self.build_query(key);
         let mut cur = Cand {
             d: self.query_dist::<true>(&q, entry as u32),
             id: entry as u32,
@@ -744,7 +978,7 @@ impl VectorIndex {
     /// Greedy descent on one layer, never moving to `avoid`.
     fn greedy<const BUILD: bool>(
         &self,
-        q: &[f32],
+        q: &Query,
         mut cur: Cand,
         layer: usize,
         avoid: u32,
@@ -755,7 +989,7 @@ impl VectorIndex {
             let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
             let nbrs = &list[1..=n];
             for x in nbrs {
-                prefetch(self.vec_ptr(x.load(Ordering::Relaxed)), self.dim * 4);
+                prefetch(self.vec_ptr(x.load(Ordering::Relaxed)), self.vec_bytes);
             }
             for x in nbrs {
                 let id = x.load(Ordering::Acquire);
@@ -776,7 +1010,7 @@ impl VectorIndex {
     #[inline]
     fn search_layer<const BUILD: bool, F: Fn(u32) -> bool>(
         &self,
-        q: &[f32],
+        q: &Query,
         entry: &[Cand],
         ef: usize,
         layer: usize,
@@ -797,7 +1031,7 @@ impl VectorIndex {
         } else {
             f32::INFINITY
         };
-        let bytes = self.dim * 4;
+        let bytes = self.vec_bytes;
         let mut fresh = std::mem::take(&mut vis.fresh);
         while let Some(Reverse(c)) = next.pop() {
             if c.d > bound {
@@ -867,7 +1101,7 @@ impl VectorIndex {
         if entry == u64::MAX {
             return Vec::new();
         }
-        let q = self.prepare(query);
+        let q = self.query(query);
         let mut cur = Cand {
             d: self.query_dist::<false>(&q, entry as u32),
             id: entry as u32,
@@ -875,7 +1109,8 @@ impl VectorIndex {
         for layer in (1..=(entry >> 32) as usize).rev() {
             cur = self.greedy::<false>(&q, cur, layer, avoid);
         }
-        let ef = ef.max(k);
+        let rescored = self.rescored(k);
+        let ef = ef.max(rescored.unwrap_or(k));
         let live = |id: u32| self.state(id) & VISIBLE != 0;
         let found = with_visited(self.capacity(), |vis| {
             if avoid != u32::MAX && cur.id != avoid {
@@ -888,8 +1123,24 @@ impl VectorIndex {
                 None => self.search_layer::<false, _>(&q, &[cur], ef, 0, vis, live),
             }
         });
-        found
+        let Some(n) = rescored else {
+            return found
+                .into_iter()
+                .take(k)
+                .map(|c| (c.id, self.score(c.d)))
+                .collect();
+        };
+        // The best candidates by their codes, ordered by their full vectors.
+        let mut best: Vec<Cand> = found
             .into_iter()
+            .take(n)
+            .map(|c| Cand {
+                d: self.distance_key(&q.f, c.id),
+                id: c.id,
+            })
+            .collect();
+        best.sort_unstable();
+        best.into_iter()
             .take(k)
             .map(|c| (c.id, self.score(c.d)))
             .collect()
@@ -941,10 +1192,23 @@ impl VectorIndex {
             let state = c.states[i].load(Ordering::Acquire) & !CLAIMED;
             w.write_all(&[state, c.levels[i].load(Ordering::Acquire)])?;
         }
+        let zeros = vec![0f32; self.dim];
         for id in 0..n as u32 {
-            w.write_all(&self.inv_norm(id).to_le_bytes())?;
-            for x in self.vector(id) {
-                w.write_all(&x.to_le_bytes())?;
+            // (A quantized graph has nothing on disk for an empty slot.)
+            let stored = self.quant.is_none() || self.state(id) != EMPTY;
+            let mut write = |v: &[f32], _| -> std::io::Result<()> {
+                let len = (self.dot)(v, v).sqrt();
+                let inv = if len > 0.0 { 1.0 / len } else { 0.0 };
+                w.write_all(&inv.to_le_bytes())?;
+                for x in v {
+                    w.write_all(&x.to_le_bytes())?;
+                }
+                Ok(())
+            };
+            if stored {
+                self.with_full(id, write)?;
+            } else {
+                write(&zeros, 0.0)?;
             }
         }
         let empty = vec![0u8; (self.m0 + 1) * 4];
@@ -964,7 +1228,11 @@ impl VectorIndex {
     }
 
     /// Reads a graph written by [`save`] for the same configuration.
-    pub fn load(config: &CollectionConfig, path: &std::path::Path) -> Result<VectorIndex> {
+    pub fn load(
+        config: &CollectionConfig,
+        path: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> Result<VectorIndex> {
         let corrupt = || EngineError::Corrupt(format!("{} does not decode", path.display()));
         let f = File::open(path).map_err(EngineError::io("opening the index file"))?;
         let mut r = BufReader::with_capacity(1 << 20, f);
@@ -993,7 +1261,7 @@ impl VectorIndex {
         if (n as u64).saturating_mul(least as u64) > file_len || n > u32::MAX as usize {
             return Err(corrupt());
         }
-        let mut idx = VectorIndex::new(config);
+        let mut idx = VectorIndex::new(config, dir)?;
         idx.reserve(n.max(1));
         let mut read = |len: usize| -> Result<Vec<u8>> {
             let mut b = vec![0u8; len];
@@ -1023,11 +1291,13 @@ impl VectorIndex {
             live += (state & VISIBLE != 0) as usize;
             deleted += (state & DELETED != 0) as usize;
         }
+        // Node by node: a quantized graph never holds all the floats.
         let row = 4 + dim * 4;
-        let data = read(n * row)?;
+        let mut v = vec![0f32; dim];
+        let mut run = quant::FullRun::default();
         for id in 0..n {
             let (c, i) = idx.chunk(id as u32);
-            let b = &data[id * row..(id + 1) * row];
+            let b = read(row)?;
             let f = |k: usize| f32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
             if (1..=dim).any(|k| !f(k).is_finite()) {
                 return Err(corrupt());
@@ -1045,19 +1315,20 @@ impl VectorIndex {
             {
                 return Err(corrupt());
             }
-            // Safety: nothing else can see the index yet; the vector and
-            // its norm follow the link list in the row.
-            unsafe {
-                let dst = (c.rows[i * idx.row_words].as_ptr() as *mut f32).add(idx.m0 + 1);
-                for j in 0..dim {
-                    *dst.add(j) = f(1 + j);
-                }
-                let v = std::slice::from_raw_parts(dst as *const f32, dim);
-                let n = (idx.dot)(v, v).sqrt();
-                *dst.add(dim) = if n > 0.0 { 1.0 / n } else { 0.0 };
+            for (j, x) in v.iter_mut().enumerate() {
+                *x = f(1 + j);
+            }
+            // Safety: nothing else can see the index yet.
+            unsafe { idx.write_row(c, i, &v) };
+            if let Some(q) = &idx.quant
+                && stored
+            {
+                run.push(&q.full, id as u32, &v)?;
             }
         }
-        drop(data);
+        if let Some(q) = &idx.quant {
+            run.flush(&q.full)?;
+        }
         let list = idx.m0 + 1;
         let up_list = m + 1;
         let mut upper_bytes = 0;
@@ -1124,14 +1395,39 @@ impl VectorIndex {
     }
 }
 
+/// `v` scaled to length 1 (zero stays zero).
+fn normalised(dot: Kernel, v: &[f32]) -> Vec<f32> {
+    let n = dot(v, v).sqrt();
+    let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
+    v.iter().map(|x| x * inv).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A graph whose full vectors (if quantized) live under the temporary
+    /// directory.
+    pub(super) fn fresh(cfg: &CollectionConfig) -> VectorIndex {
+        VectorIndex::new(cfg, &std::env::temp_dir()).unwrap()
+    }
+
     #[test]
     fn add_search_remove_save_load() {
-        let cfg = CollectionConfig::new(4, Metric::Euclidean);
-        let mut idx = VectorIndex::new(&cfg);
+        add_search_remove_save_load_as(None);
+    }
+
+    #[test]
+    fn quantized_add_search_remove_save_load() {
+        add_search_remove_save_load_as(Some(crate::config::Quantization::int8()));
+    }
+
+    fn add_search_remove_save_load_as(quantization: Option<crate::config::Quantization>) {
+        let cfg = CollectionConfig {
+            quantization,
+            ..CollectionConfig::new(4, Metric::Euclidean)
+        };
+        let mut idx = fresh(&cfg);
         idx.reserve(3000);
         for k in 0..3000u32 {
             let f = k as f32;
@@ -1158,11 +1454,17 @@ mod tests {
         let hits = idx.search(&[1234.0, 0.0, 0.0, 1.0], 3, 32, None);
         assert!(hits.iter().all(|h| h.0 != 1234));
         assert_eq!(idx.size(), 2999);
-        let dir = std::env::temp_dir().join(format!("vz-idx-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "vz-idx-{}-{}",
+            std::process::id(),
+            cfg.quantization.is_some()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("i.bin");
         idx.save(&path).unwrap();
-        let back = VectorIndex::load(&cfg, &path).unwrap();
+        let back = VectorIndex::load(&cfg, &path, &dir).unwrap();
+        // The snapshot holds the full vectors, whichever way they are kept.
+        assert_eq!(&*back.get(1234 - 1).unwrap(), &*idx.get(1234 - 1).unwrap());
         assert_eq!(back.size(), 2999);
         assert_eq!(back.deleted(), 1);
         assert_eq!(back.get(7), idx.get(7));
@@ -1176,12 +1478,12 @@ mod tests {
     #[test]
     fn cosine_keeps_raw_vectors() {
         let cfg = CollectionConfig::new(3, Metric::Cosine);
-        let mut idx = VectorIndex::new(&cfg);
+        let mut idx = fresh(&cfg);
         idx.reserve(1);
         idx.add(0, &[3.0, 4.0, 0.0]).unwrap();
         assert!(idx.search(&[6.0, 8.0, 0.0], 1, 8, None).is_empty());
         idx.publish(0);
-        assert_eq!(idx.get(0).unwrap(), &[3.0, 4.0, 0.0]);
+        assert_eq!(&*idx.get(0).unwrap(), &[3.0, 4.0, 0.0]);
         let hits = idx.search(&[6.0, 8.0, 0.0], 1, 8, None);
         assert!((hits[0].1 - 1.0).abs() < 1e-5);
     }
@@ -1189,6 +1491,7 @@ mod tests {
 
 #[cfg(test)]
 mod reach_tests {
+    use super::tests::fresh;
     use super::*;
 
     /// Nodes nobody links to on layer 0, and nodes a search for their own
@@ -1215,7 +1518,7 @@ mod reach_tests {
         let n = 10_000u32;
         let (base, _) = vectorizer_testkit::gaussian_mixture(n as usize, 128, 100, 0.5, 1);
         let cfg = CollectionConfig::new(128, Metric::Euclidean);
-        let mut idx = VectorIndex::new(&cfg);
+        let mut idx = fresh(&cfg);
         idx.reserve(n as usize);
         for k in 0..n {
             idx.store(k, &base[k as usize]).unwrap();
@@ -1246,7 +1549,7 @@ mod reach_tests {
         // Every vector twice: twins must not end up linked only to each other.
         let (base, _) = vectorizer_testkit::gaussian_mixture(3_000, 32, 30, 0.5, 4);
         let cfg = CollectionConfig::new(32, Metric::Euclidean);
-        let mut idx = VectorIndex::new(&cfg);
+        let mut idx = fresh(&cfg);
         idx.reserve(6_000);
         for (k, v) in base.iter().chain(base.iter()).enumerate() {
             idx.add(k as u32, v).unwrap();
@@ -1269,7 +1572,7 @@ mod reach_tests {
         let n = 10_000u32;
         let (base, _) = vectorizer_testkit::gaussian_mixture(n as usize, 128, 100, 0.5, 1);
         let cfg = CollectionConfig::new(128, Metric::Euclidean);
-        let mut idx = VectorIndex::new(&cfg);
+        let mut idx = fresh(&cfg);
         idx.reserve(n as usize);
         for k in 0..n {
             idx.add(k, &base[k as usize]).unwrap();

@@ -28,7 +28,7 @@ pub use collection::{
     CollectionInfo, EngineOptions, PayloadChange, RecallReport, RecallSource, Record, ScoredPoint,
     SearchRequest, Selection, With,
 };
-pub use config::{CollectionConfig, HnswParams, Limits, Metric};
+pub use config::{CollectionConfig, HnswParams, Limits, Metric, Quantization, QuantizationKind};
 pub use database::{Database, Listing, Residency, Staged, Usage};
 pub use deadline::Deadline;
 pub use error::EngineError;

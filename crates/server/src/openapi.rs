@@ -298,6 +298,19 @@ fn bound(schemas: &mut Map<String, Value>, l: DocLimits) {
             json!({"minimum": 0.5, "maximum": 0.999}),
         );
     }
+    // Left out for the default; never null.
+    set(
+        schemas,
+        "QuantizationSchema",
+        "oversampling",
+        json!({"type": "number", "minimum": 1, "maximum": vectorizer_engine::config::MAX_OVERSAMPLING}),
+    );
+    set(
+        schemas,
+        "QuantizationSchema",
+        "rescore",
+        json!({"type": "boolean"}),
+    );
     // At least one change; `hnsw`, if given, is an object.
     set(schemas, "UpdateCollection", "", json!({"minProperties": 1}));
     if let Some(hnsw) = schemas

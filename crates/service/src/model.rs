@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use vectorizer_engine::{HnswParams, Metric, PointId};
+use vectorizer_engine::{HnswParams, Metric, PointId, Quantization};
 
 // A filter field holds the parsed filter: it is read (within the parser's
 // bounds) where the request arrives, and written back in the same shape
@@ -71,6 +71,27 @@ struct HnswSchema {
     ef_search: Option<usize>,
 }
 
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum QuantizationKindSchema {
+    Int8,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct QuantizationSchema {
+    /// `int8`: one signed byte per component, one scale per vector.
+    #[serde(rename = "type")]
+    kind: QuantizationKindSchema,
+    /// Rescore the best candidates with the full vectors, so that scores
+    /// are exact (default true).
+    rescore: Option<bool>,
+    /// Candidates rescored, as a multiple of `limit` (1 to 16; default 3).
+    oversampling: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
@@ -101,6 +122,14 @@ pub struct CreateCollection {
         skip_serializing_if = "Option::is_none"
     )]
     pub target_recall: Option<Option<f64>>,
+    /// Vectors kept in memory as 8-bit codes (about a quarter of the
+    /// memory) and the full vectors on disk, read to rescore each search's
+    /// best candidates: `{"type": "int8"}`, optionally with `rescore` and
+    /// `oversampling`. Fixed for the collection's life. Left out (or
+    /// null): full vectors in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<QuantizationSchema>")]
+    pub quantization: Option<Quantization>,
 }
 
 /// A field that may be absent (`None`) or a value, but not `null`.
@@ -131,6 +160,7 @@ impl CreateCollection {
             target_recall: self
                 .target_recall
                 .unwrap_or(Some(vectorizer_engine::config::DEFAULT_TARGET_RECALL)),
+            quantization: self.quantization,
         }
     }
 }
@@ -192,6 +222,10 @@ pub struct CollectionDetail {
     /// after it is opened) or without a target.
     #[serde(default)]
     pub recall: Option<Box<RecallMeasure>>,
+    /// How vectors are kept in memory; `null`: as full vectors.
+    #[serde(default)]
+    #[schemars(with = "Option<QuantizationSchema>")]
+    pub quantization: Option<Quantization>,
 }
 
 /// A collection's measurement of its own recall.

@@ -377,6 +377,7 @@ impl Service {
             loaded: true,
             target_recall: info.config.target_recall,
             recall: info.recall.map(|r| Box::new(r.into())),
+            quantization: info.config.quantization,
         }
     }
 
@@ -396,6 +397,7 @@ impl Service {
             loaded: l.loaded,
             target_recall: l.config.target_recall,
             recall: l.recall.clone().map(|r| Box::new(r.into())),
+            quantization: l.config.quantization,
         }
     }
 

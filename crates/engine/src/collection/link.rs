@@ -108,7 +108,7 @@ impl Collection {
         let done = st
             .unindexed
             .iter()
-            .take_while(|k| st.index.is_linked(**k) || st.index.get(**k).is_none())
+            .take_while(|k| st.index.is_linked(**k) || !st.index.contains(**k))
             .count();
         if done >= DRAIN || done == st.unindexed.len() {
             st.unindexed.drain(..done);

@@ -6,12 +6,17 @@
 //! graph holds every point, a job on the database's tuning thread measures
 //! (see `recall/measure.rs`) and the breadth it picks becomes the default
 //! of unfiltered searches of at most [`K`] hits. It is measured again once
-//! a tenth of the points changed, or the ring filled with queries the last
-//! measurement did not see. Past the first few after opening (which take
-//! the sample from stored points to a full ring of real queries), never
-//! sooner than ten times the last measurement's duration after it, so that
-//! however hard a tenant searches or writes, measuring takes at most a
-//! tenth of the tuning thread's time.
+//! a tenth of the points changed (or enough changed while it ran that it
+//! describes a graph still being loaded), or the ring filled with queries
+//! the last measurement did not see. Past the first few after opening
+//! (which take the sample from stored points to a full ring of real
+//! queries), a measurement asked for by queries comes no sooner than ten
+//! times the last one's duration after it, so that however hard a tenant
+//! searches, measuring takes at most a tenth of the tuning thread's time;
+//! one asked for by changes comes after the last one's duration (its cost
+//! is of the order of the linking the changes took). A measurement that
+//! must wait is asked for again when it may run (`recall/tuner.rs`), not
+//! only by the next search.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, Weak};
@@ -21,9 +26,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{Collection, EXACT_BELOW, SearchRequest, lock};
 use crate::filter::Filter;
-use crate::linker::LinkPool;
 
 mod measure;
+mod tuner;
+
+pub(crate) use tuner::Tuner;
 
 /// Queries a measurement takes at most (fewer for long vectors or large
 /// collections: see [`RING_BYTES`] and `measure.rs`).
@@ -38,9 +45,13 @@ pub const K: usize = 10;
 const RING_BYTES: usize = 1 << 20;
 /// A measurement is redone after this many points changed, or a tenth.
 const MIN_CHANGES: u64 = 100;
-/// Least time between two measurements, as a multiple of the last one's
-/// duration.
+/// Least time between two measurements asked for by queries, as a
+/// multiple of the last one's duration.
 const SPACING: u32 = 10;
+/// The same for one asked for by changed points (or before any completed).
+const CHANGES_SPACING: u32 = 1;
+/// Least time between two measurements, whatever asks.
+const MIN_SPACING: Duration = Duration::from_secs(1);
 /// Measurements after opening that are not spaced out: stored points, the
 /// first real queries, a full ring of them.
 const QUICK: u8 = 3;
@@ -114,8 +125,25 @@ pub(crate) struct Recall {
     /// `changes` and `recorded` past which the last measurement is stale.
     stale_changes: AtomicU64,
     stale_recorded: AtomicU64,
-    /// [`mono_ms`] before which no stale measurement is redone.
+    /// [`mono_ms`] before which no measurement is redone for queries
+    /// ([`SPACING`]), and for changes ([`CHANGES_SPACING`]).
     not_before: AtomicU64,
+    not_before_changes: AtomicU64,
+    /// The last measurement saw enough points change while it ran that
+    /// the graph it measured is gone: measured again (for changes).
+    provisional: AtomicBool,
+    /// The [`mono_ms`] time a wake-up is registered for (0: none), so that
+    /// searches asking again register it once.
+    wake_at: AtomicU64,
+}
+
+/// Whether a measurement may be queued.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Now,
+    /// Stale, but too soon: at this [`mono_ms`] time.
+    At(u64),
+    No,
 }
 
 impl Recall {
@@ -133,6 +161,9 @@ impl Recall {
             stale_changes: AtomicU64::new(0),
             stale_recorded: AtomicU64::new(MIN_REAL as u64),
             not_before: AtomicU64::new(0),
+            not_before_changes: AtomicU64::new(0),
+            provisional: AtomicBool::new(false),
+            wake_at: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +183,8 @@ impl Recall {
         self.tuned_ef.store(0, Ordering::Relaxed);
         self.quick.store(1, Ordering::Relaxed);
         self.not_before.store(0, Ordering::Relaxed);
+        self.not_before_changes.store(0, Ordering::Relaxed);
+        self.provisional.store(false, Ordering::Relaxed);
         *report = None;
         drop(report);
         if target.is_none() {
@@ -205,21 +238,44 @@ impl Recall {
         self.changes.fetch_add(points as u64, Ordering::Relaxed);
     }
 
-    /// Whether a measurement is missing, or stale and not too soon; false
-    /// while one is queued. Atomic loads only (searches ask).
-    fn due(&self) -> bool {
+    /// Whether a measurement is missing or stale, and when it may run;
+    /// [`Due::No`] while one is queued. Atomic loads only (searches ask).
+    fn due(&self) -> Due {
         if self.target().is_none() || self.queued.load(Ordering::Relaxed) {
-            return false;
+            return Due::No;
         }
-        let spaced = mono_ms() >= self.not_before.load(Ordering::Relaxed);
+        let when = |at: u64| {
+            if mono_ms() >= at {
+                Due::Now
+            } else {
+                Due::At(at)
+            }
+        };
+        let for_changes = self.not_before_changes.load(Ordering::Relaxed);
         if self.tuned_ef.load(Ordering::Relaxed) == 0 {
             // (An abandoned measurement spaces out the next try too.)
-            return spaced;
+            return when(for_changes);
         }
-        let stale = self.recorded.load(Ordering::Relaxed)
-            >= self.stale_recorded.load(Ordering::Relaxed)
+        let changed = self.provisional.load(Ordering::Relaxed)
             || self.changes.load(Ordering::Relaxed) >= self.stale_changes.load(Ordering::Relaxed);
-        stale && (self.quick.load(Ordering::Relaxed) > 0 || spaced)
+        let searched =
+            self.recorded.load(Ordering::Relaxed) >= self.stale_recorded.load(Ordering::Relaxed);
+        match (changed, searched) {
+            // (The first few after opening are for queries: see QUICK.)
+            (_, true) if self.quick.load(Ordering::Relaxed) > 0 => Due::Now,
+            (true, _) => when(for_changes),
+            (false, true) => when(self.not_before.load(Ordering::Relaxed)),
+            (false, false) => Due::No,
+        }
+    }
+
+    /// After a measurement that took `took` (completed, or abandoned after
+    /// real work), the next waits.
+    fn space(&self, took: Duration) {
+        let after = |n: u32| mono_ms() + (took * n).max(MIN_SPACING).as_millis() as u64;
+        self.not_before.store(after(SPACING), Ordering::Relaxed);
+        self.not_before_changes
+            .store(after(CHANGES_SPACING), Ordering::Relaxed);
     }
 }
 
@@ -257,31 +313,78 @@ impl Collection {
     /// measurement is missing or stale. Never waits for a lock: if the
     /// tuning queue is busy this instant, a later search asks again.
     pub(crate) fn schedule_tuning(&self) {
-        if !self.recall.due() {
-            return;
+        self.ask_tuning();
+    }
+
+    /// [`schedule_tuning`](Self::schedule_tuning) at a wake-up it asked
+    /// for: if a lock or the queue was busy this instant, asked again a
+    /// second later (no search may come to ask).
+    pub(crate) fn tuning_woken(&self) {
+        self.recall.wake_at.store(0, Ordering::Relaxed);
+        if self.ask_tuning() == Asked::Busy
+            && let (Some(home), Some(me)) = (self.home.as_ref(), self.this.get())
+            && let Some(tuner) = home.tuner.as_ref()
+        {
+            let at = mono_ms() + MIN_SPACING.as_millis() as u64;
+            self.recall.wake_at.store(at, Ordering::Relaxed);
+            tuner.wake(at, me.clone());
+        }
+    }
+
+    fn ask_tuning(&self) -> Asked {
+        let due = self.recall.due();
+        if due == Due::No {
+            return Asked::NotNow;
         }
         let (Some(home), Some(me)) = (self.home.as_ref(), self.this.get()) else {
-            return;
+            return Asked::NotNow;
         };
         let Some(tuner) = home.tuner.as_ref() else {
-            return;
+            return Asked::NotNow;
         };
         if !self.options.background
             || self.len() <= EXACT_BELOW
             || self.dropped.load(Ordering::SeqCst)
-            // (A try: a search never waits here. Points still to link
-            // ask again when the last is linked.)
-            || !self.state.try_read().is_ok_and(|st| st.unindexed.is_empty())
-            || self.recall.queued.swap(true, Ordering::SeqCst)
         {
-            return;
+            return Asked::NotNow;
+        }
+        if let Due::At(at) = due {
+            // Asked again then (once for each time: searches ask often).
+            if self.recall.wake_at.swap(at, Ordering::Relaxed) != at {
+                tuner.wake(at, me.clone());
+            }
+            return Asked::NotNow;
+        }
+        // (A try: a search never waits here. Points still to link ask
+        // again when the last is linked.)
+        match self.state.try_read() {
+            Err(_) => return Asked::Busy,
+            Ok(st) if !st.unindexed.is_empty() => return Asked::NotNow,
+            Ok(_) => {}
+        }
+        if self.recall.queued.swap(true, Ordering::SeqCst) {
+            return Asked::NotNow;
         }
         let job = Job(me.clone());
         let share = self.options.tuning_cpu_share;
         // Handed back when the queue is busy: dropped unrun, which clears
         // `queued`.
-        let _ = tuner.try_submit(&self.name, Box::new(move || job.run(&Pace { share })));
+        match tuner.try_submit(&self.name, Box::new(move || job.run(&Pace { share }))) {
+            Ok(()) => Asked::Queued,
+            Err(_) => Asked::Busy,
+        }
     }
+}
+
+/// What asking for a measurement did.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Queued,
+    /// Not due, not yet (a wake-up is registered), or someone else will
+    /// ask (the linker, when points wait to be linked).
+    NotNow,
+    /// A lock or the queue was busy this instant.
+    Busy,
 }
 
 /// A queued measurement. `queued` is cleared when it is dropped, run or
@@ -325,15 +428,11 @@ impl Job {
         };
         let r = &c.recall;
         let took = started.elapsed();
-        // Not sooner than ten times this one's duration (a second at least),
-        // measured or abandoned after real work (one abandoned at once, for
-        // points still waiting to be linked, is asked for again when they
-        // are).
+        // Measured or abandoned after real work, the next waits (one
+        // abandoned at once, for points still waiting to be linked, is
+        // asked for again when they are).
         if outcome.is_some() || took > Duration::from_millis(50) {
-            r.not_before.store(
-                mono_ms() + (took * SPACING).as_millis().max(1000) as u64,
-                Ordering::Relaxed,
-            );
+            r.space(took);
         }
         let Some(report) = outcome else {
             return false;
@@ -342,6 +441,14 @@ impl Job {
         if r.target() != Some(report.target) {
             return true;
         }
+        // Points changed while it ran: enough, and it measured a graph that
+        // is gone (a bulk load's last batches came meanwhile). Redone once:
+        // under steady writes, a redo that is provisional too waits for
+        // the tenth that makes any measurement stale.
+        let moved = r.changes.load(Ordering::Relaxed) - changes;
+        let provisional =
+            moved >= MIN_CHANGES.max(report.points / 100) && !r.provisional.load(Ordering::Relaxed);
+        r.provisional.store(provisional, Ordering::Relaxed);
         let report = RecallReport {
             took_ms: took.as_millis() as u64,
             ..report
@@ -387,6 +494,3 @@ impl Job {
         true
     }
 }
-
-/// The database's tuning pool.
-pub(crate) type Tuner = std::sync::Arc<LinkPool>;

@@ -154,3 +154,21 @@ pub fn kill_rounds(
     }
     done
 }
+
+/// Upserts `base` as points `0..n` (no payloads) in batches of 2,000, then
+/// waits until every one is linked into the graph.
+pub fn load_all(c: &Collection, base: &[Vec<f32>]) {
+    for (b, chunk) in base.chunks(2000).enumerate() {
+        let pts = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| vectorizer_engine::Point {
+                id: PointId::Num((b * 2000 + i) as u64),
+                vector: v.clone(),
+                payload: None,
+            })
+            .collect();
+        c.upsert(pts).unwrap();
+    }
+    c.wait_indexed();
+}

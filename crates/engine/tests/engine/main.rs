@@ -9,6 +9,7 @@ mod filter_model;
 mod filtered;
 mod model;
 mod payloads;
+mod quantized;
 mod recall;
 mod residency;
 mod tuning;

@@ -71,7 +71,7 @@ fn specs(l: DocLimits) -> Vec<Spec> {
             Some("CreateCollection"),
             false,
             Some("CollectionDetail"),
-            "Create an empty collection of vectors of one fixed dimension. The name is 1 to 64 letters, digits, `_` or `-`, unique among your collections. `target_recall` (0.5 to 0.999; left out: the server's default, 0.95 unless configured; null: none) is the recall@10 that searches without `ef` aim for: the collection measures its own recall and picks the breadth that meets it. Counts against your plan's collection quota.".into(),
+            "Create an empty collection of vectors of one fixed dimension. The name is 1 to 64 letters, digits, `_` or `-`, unique among your collections. `target_recall` (0.5 to 0.999; left out: the server's default, 0.95 unless configured; null: none) is the recall@10 that searches without `ef` aim for: the collection measures its own recall and picks the breadth that meets it. `quantization: {\"type\": \"int8\"}` keeps vectors in memory as 8-bit codes (about a quarter of the memory), the full vectors on disk to rescore each search's best `oversampling × limit` candidates (default 3). Counts against your plan's collection quota.".into(),
         ),
         s(
             "delete_collection",

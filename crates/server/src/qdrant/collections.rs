@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vectorizer_engine::HnswParams;
+use vectorizer_engine::{HnswParams, Quantization};
 use vectorizer_service::ServiceError;
 use vectorizer_service::aliases::{AliasAction, AliasActions};
 use vectorizer_service::model::{CollectionDetail, CreateCollection, CreatePayloadIndex};
@@ -80,7 +80,9 @@ fn info_of(d: &CollectionDetail) -> Value {
                 "max_optimization_threads": null
             },
             "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
-            "quantization_config": null
+            "quantization_config": d.quantization.map(|_| json!({
+                "scalar": {"type": "int8", "quantile": null, "always_ram": true}
+            }))
         },
         "payload_schema": schema
     })
@@ -122,9 +124,52 @@ struct VectorParams {
     #[serde(default)]
     datatype: Option<String>,
     #[serde(default)]
-    quantization_config: Given,
+    quantization_config: Option<QuantizationConfig>,
     #[serde(default)]
     multivector_config: Given,
+}
+
+/// Qdrant's `quantization_config`: `scalar` int8 is served (as int8 codes
+/// with rescoring: its `quantile` and `always_ram` change nothing here,
+/// where each vector has its own scale and codes are always in memory);
+/// `product` and `binary` are refused.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+// (What `product` and `binary` hold is refused unread.)
+#[allow(dead_code)]
+enum QuantizationConfig {
+    Scalar(ScalarQuantization),
+    Product(Given),
+    Binary(Given),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScalarQuantization {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, rename = "quantile")]
+    _quantile: Given,
+    #[serde(default, rename = "always_ram")]
+    _always_ram: Given,
+}
+
+/// The quantization a Qdrant create asks for (the vector's own, else the
+/// collection's).
+fn quantization_of(
+    top: Option<QuantizationConfig>,
+    inner: Option<QuantizationConfig>,
+) -> Result<Option<Quantization>, ApiError> {
+    match inner.or(top) {
+        None => Ok(None),
+        Some(QuantizationConfig::Scalar(s)) if s.kind == "int8" => Ok(Some(Quantization::int8())),
+        Some(QuantizationConfig::Scalar(_)) => Err(bad(
+            "`quantization_config.scalar.type`: only int8 is supported",
+        )),
+        Some(QuantizationConfig::Product(_) | QuantizationConfig::Binary(_)) => Err(bad(
+            "only scalar quantization is supported: {\"scalar\": {\"type\": \"int8\"}}",
+        )),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -178,7 +223,7 @@ pub struct Create {
     #[serde(default)]
     sparse_vectors: Given,
     #[serde(default)]
-    quantization_config: Given,
+    quantization_config: Option<QuantizationConfig>,
     #[serde(default)]
     sharding_method: Given,
     #[serde(default)]
@@ -215,7 +260,6 @@ pub async fn create(
     let t = Instant::now();
     for (field, v) in [
         ("sparse_vectors", &req.sparse_vectors),
-        ("quantization_config", &req.quantization_config),
         ("sharding_method", &req.sharding_method),
         ("init_from", &req.init_from),
         ("strict_mode_config", &req.strict_mode_config),
@@ -239,8 +283,8 @@ pub async fn create(
             }
         },
     };
-    refuse_given("vectors.quantization_config", &params.quantization_config)?;
     refuse_given("vectors.multivector_config", &params.multivector_config)?;
+    let quantization = quantization_of(req.quantization_config, params.quantization_config)?;
     if params.datatype.as_deref().is_some_and(|d| d != "float32") {
         return Err(bad("`vectors.datatype`: only float32 is supported"));
     }
@@ -253,6 +297,7 @@ pub async fn create(
         payload_index: Vec::new(),
         // The server's default target: Qdrant's API has no such setting.
         target_recall: None,
+        quantization,
     };
     state.service.create_collection(&call, spec).await?;
     reply(&call, t, true).await

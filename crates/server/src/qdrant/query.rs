@@ -18,7 +18,8 @@ pub struct Params {
     pub hnsw_ef: Option<usize>,
     #[serde(default)]
     pub exact: Option<bool>,
-    // Accepted, no effect: there is no quantization or ACORN here.
+    // Accepted, no effect: a quantized collection searches as it was
+    // created to, and there is no ACORN here.
     #[serde(default, rename = "quantization")]
     _quantization: Given,
     #[serde(default, rename = "indexed_only")]

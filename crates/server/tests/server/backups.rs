@@ -1741,7 +1741,8 @@ async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
         "POST",
         "/collections",
         NONE,
-        Some(json!({"name": "m", "dimension": 2, "metric": "manhattan", "payload_index": ["g", "h"], "target_recall": 0.9})),
+        Some(json!({"name": "m", "dimension": 2, "metric": "manhattan", "payload_index": ["g", "h"], "target_recall": 0.9,
+            "quantization": {"type": "int8", "rescore": true, "oversampling": 2.5}})),
     )
     .await;
     assert_eq!(s, 201, "{b}");
@@ -1787,13 +1788,24 @@ async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
                 c["payload_index"].clone(),
                 r["results"].clone(),
                 c["target_recall"].clone(),
+                c["quantization"].clone(),
             )
         }
     };
     let before = ask("m").await;
     assert_eq!(
-        (before.0.clone(), before.1.clone(), before.3.clone()),
-        (json!("manhattan"), json!(["g"]), json!(0.97))
+        (
+            before.0.clone(),
+            before.1.clone(),
+            before.3.clone(),
+            before.4.clone()
+        ),
+        (
+            json!("manhattan"),
+            json!(["g"]),
+            json!(0.97),
+            json!({"type": "int8", "rescore": true, "oversampling": 2.5})
+        )
     );
     assert_eq!(before.2.as_array().unwrap().len(), 5);
     let info = create(&app, &NONE, json!({"collections": ["m"]})).await;
@@ -1810,5 +1822,9 @@ async fn manhattan_and_dropped_indexes_survive_a_round_trip() {
     assert_eq!(
         v["result"]["config"]["params"]["vectors"],
         json!({"size": 2, "distance": "Manhattan"})
+    );
+    assert_eq!(
+        v["result"]["config"]["quantization_config"]["scalar"]["type"],
+        json!("int8")
     );
 }

@@ -17,5 +17,6 @@ mod mcp;
 mod migrate;
 mod newcomer;
 mod qdrant;
+mod quantized;
 mod readme;
 mod recall;

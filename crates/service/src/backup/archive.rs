@@ -686,3 +686,87 @@ pub fn read_manifest(path: &Path, caps: ReadCaps) -> Result<Manifest> {
         .map_err(|e| corrupt(format!("reading manifest.json: {e}")))?;
     parse_manifest(&body, caps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> ReadCaps {
+        ReadCaps {
+            max_entries: 100,
+            max_file_bytes: 1 << 30,
+            max_total_bytes: 1 << 31,
+            max_ratio: 1000,
+        }
+    }
+
+    /// A manifest with every optional field present reads back as written,
+    /// and one written before `target_recall` and `quantization` existed
+    /// still reads (with the defaults a config file without them takes).
+    #[test]
+    fn manifests_round_trip_with_every_field() {
+        let hex = "ab".repeat(32);
+        let full = serde_json::json!({
+            "format_version": FORMAT_VERSION,
+            "user_id": "user-1",
+            // (As written: with milliseconds.)
+            "created_at": "2026-12-07T23:00:00.000Z",
+            "created_at_ms": 1_796_684_400_000u64,
+            "label": "nightly",
+            "collections": [{
+                "name": "docs",
+                "config": {
+                    "dimension": 8, "metric": "manhattan",
+                    "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 100},
+                    "payload_index": ["color", "meta.lang"],
+                    "target_recall": 0.97,
+                    "quantization": {"type": "int8", "rescore": false, "oversampling": 2.5}
+                },
+                "points": 12, "seq": 34,
+                "files": [
+                    {"name": "index.hnsw", "size": 1, "sha256": hex},
+                    {"name": "points.bin", "size": 2, "sha256": hex}
+                ]
+            }]
+        });
+        let m = parse_manifest(&serde_json::to_vec(&full).unwrap(), caps()).unwrap();
+        assert_eq!(serde_json::to_value(&m).unwrap(), full);
+        let config = &m.collections[0].config;
+        assert_eq!(config.target_recall, Some(0.97));
+        assert_eq!(
+            config.quantization.map(|q| (q.rescore, q.oversampling)),
+            Some((false, 2.5))
+        );
+        let mut old = full.clone();
+        let c = old["collections"][0]["config"].as_object_mut().unwrap();
+        c.remove("target_recall");
+        c.remove("quantization");
+        let m = parse_manifest(&serde_json::to_vec(&old).unwrap(), caps()).unwrap();
+        let config = &m.collections[0].config;
+        assert_eq!(
+            (config.target_recall, config.quantization),
+            (Some(vectorizer_engine::config::DEFAULT_TARGET_RECALL), None)
+        );
+    }
+
+    /// Settings no collection may have are refused in a manifest too.
+    #[test]
+    fn a_manifest_with_bad_quantization_is_refused() {
+        let hex = "ab".repeat(32);
+        for q in [
+            serde_json::json!({"type": "int8", "oversampling": 0.5}),
+            serde_json::json!({"type": "int4"}),
+        ] {
+            let body = serde_json::json!({
+                "format_version": FORMAT_VERSION, "user_id": null,
+                "created_at": "2026-12-07T23:00:00Z", "created_at_ms": 0, "label": null,
+                "collections": [{"name": "docs",
+                    "config": {"dimension": 8, "metric": "dot", "quantization": q},
+                    "points": 0, "seq": 0,
+                    "files": [{"name": "index.hnsw", "size": 1, "sha256": hex},
+                              {"name": "points.bin", "size": 2, "sha256": hex}]}]
+            });
+            assert!(parse_manifest(&serde_json::to_vec(&body).unwrap(), caps()).is_err());
+        }
+    }
+}

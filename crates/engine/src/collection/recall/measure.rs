@@ -161,14 +161,13 @@ fn exact_bounds(
                 if !st.index.is_live(key) {
                     continue;
                 }
-                for (i, q) in prepared.iter().enumerate() {
+                // (The vector read once for every query: a quantized
+                // graph reads it from disk.)
+                st.index.distances_key(prepared, key, |i, d| {
                     if s.queries[i].1 == Some(key) {
-                        continue;
+                        return;
                     }
-                    let near = Cand {
-                        d: st.index.distance_key(q, key),
-                        id: key,
-                    };
+                    let near = Cand { d, id: key };
                     let heap = &mut best[i];
                     if heap.len() < K {
                         heap.push(near);
@@ -176,7 +175,7 @@ fn exact_bounds(
                         heap.pop();
                         heap.push(near);
                     }
-                }
+                });
             }
         })?;
         from = to;

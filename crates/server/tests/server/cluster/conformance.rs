@@ -192,7 +192,8 @@ fn writes() -> Vec<(Req, bool)> {
                 Some(json!({
                     "name": "docs", "dimension": 4, "metric": "cosine",
                     "hnsw": {"m": 8, "ef_construction": 64, "ef_search": 64},
-                    "payload_index": ["color"], "target_recall": 0.97
+                    "payload_index": ["color"], "target_recall": 0.97,
+                    "quantization": {"type": "int8", "rescore": true, "oversampling": 2}
                 })),
             ),
             false,
@@ -200,7 +201,7 @@ fn writes() -> Vec<(Req, bool)> {
         (
             mcp(
                 "create_collection",
-                json!({"name": "mcp-docs", "dimension": 3, "metric": "euclidean", "target_recall": 0.93}),
+                json!({"name": "mcp-docs", "dimension": 3, "metric": "euclidean", "target_recall": 0.93, "quantization": {"type": "int8"}}),
             ),
             false,
         ),
