@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-EFS = [10, 16, 24, 32, 48, 64, 128, 256]
+EFS = [10, 16, 24, 32, 48, 64, 128, 256, 512]
 TARGET = 0.95
 
 
