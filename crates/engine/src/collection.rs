@@ -1142,7 +1142,7 @@ impl Collection {
         self.recall.changed(points.len());
         let keys: Vec<u32> = (first..end).collect();
         if end as usize > self.read().index.capacity() {
-            self.write().index.reserve(end as usize);
+            self.write().index.reserve(end as usize)?;
         }
         // Vectors are stored under keys no search resolves yet; linking
         // them into the graph is linking's work.
@@ -1237,7 +1237,7 @@ impl Collection {
                 .map(|(k, _)| k as u32)
                 .collect();
             let mut index = VectorIndex::new(&self.config, &self.dir)?;
-            index.reserve(order.len());
+            index.reserve(order.len())?;
             let work: Vec<(u32, u32)> = order
                 .iter()
                 .enumerate()

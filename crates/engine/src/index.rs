@@ -272,10 +272,14 @@ impl VectorIndex {
     }
 
     /// Room for keys below `capacity`. Needs exclusive access.
-    pub fn reserve(&mut self, capacity: usize) {
+    pub fn reserve(&mut self, capacity: usize) -> Result<()> {
         while self.chunks.len() * CHUNK < capacity {
             self.chunks.push(Chunk::new(self.row_words));
         }
+        if let Some(q) = &mut self.quant {
+            q.full.reserve(self.chunks.len() * CHUNK)?;
+        }
+        Ok(())
     }
 
     pub fn capacity(&self) -> usize {
@@ -390,23 +394,11 @@ impl VectorIndex {
         let Some(q) = &self.quant else {
             return f(self.vector(id), self.inv_norm(id));
         };
-        thread_local! {
-            static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-        }
-        BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            b.resize(self.dim, 0.0);
-            // The file is this process's own, written before the key was
-            // published: failing to read it back is a failed disk.
-            q.full
-                .read(id, &mut b)
-                .expect("the full-vector file reads back");
-            let inv = match self.metric {
-                Metric::Cosine | Metric::Dot => self.code_aux(id),
-                _ => 0.0,
-            };
-            f(&b, inv)
-        })
+        let inv = match self.metric {
+            Metric::Cosine | Metric::Dot => self.code_aux(id),
+            _ => 0.0,
+        };
+        f(q.full.vector(id), inv)
     }
 
     #[inline(always)]
@@ -594,7 +586,6 @@ impl VectorIndex {
 
     /// [`distance_key`](Self::distance_key) for each of `prepared`, the
     /// stored vector read once: `each(i, distance)`.
-    /// (`each` must not read vectors itself.)
     pub(crate) fn distances_key(
         &self,
         prepared: &[Vec<f32>],
@@ -650,10 +641,10 @@ impl VectorIndex {
         if !self.contains(key) {
             return None;
         }
-        Some(match self.quant {
-            None => Cow::Borrowed(self.vector(key)),
-            Some(_) => Cow::Owned(self.with_full(key, |v, _| v.to_vec())),
-        })
+        Some(Cow::Borrowed(match &self.quant {
+            None => self.vector(key),
+            Some(q) => q.full.vector(key),
+        }))
     }
 
     /// Stores and links `vector` under `key` (see [`store`] and [`link`]).
@@ -1262,7 +1253,7 @@ impl VectorIndex {
             return Err(corrupt());
         }
         let mut idx = VectorIndex::new(config, dir)?;
-        idx.reserve(n.max(1));
+        idx.reserve(n.max(1))?;
         let mut read = |len: usize| -> Result<Vec<u8>> {
             let mut b = vec![0u8; len];
             r.read_exact(&mut b).map_err(|_| corrupt())?;
@@ -1428,7 +1419,7 @@ mod tests {
             ..CollectionConfig::new(4, Metric::Euclidean)
         };
         let mut idx = fresh(&cfg);
-        idx.reserve(3000);
+        idx.reserve(3000).unwrap();
         for k in 0..3000u32 {
             let f = k as f32;
             idx.add(k, &[f, (f * 0.37).sin(), (f * 0.11).cos(), 1.0])
@@ -1479,7 +1470,7 @@ mod tests {
     fn cosine_keeps_raw_vectors() {
         let cfg = CollectionConfig::new(3, Metric::Cosine);
         let mut idx = fresh(&cfg);
-        idx.reserve(1);
+        idx.reserve(1).unwrap();
         idx.add(0, &[3.0, 4.0, 0.0]).unwrap();
         assert!(idx.search(&[6.0, 8.0, 0.0], 1, 8, None).is_empty());
         idx.publish(0);
@@ -1519,7 +1510,7 @@ mod reach_tests {
         let (base, _) = vectorizer_testkit::gaussian_mixture(n as usize, 128, 100, 0.5, 1);
         let cfg = CollectionConfig::new(128, Metric::Euclidean);
         let mut idx = fresh(&cfg);
-        idx.reserve(n as usize);
+        idx.reserve(n as usize).unwrap();
         for k in 0..n {
             idx.store(k, &base[k as usize]).unwrap();
             idx.publish(k);
@@ -1550,7 +1541,7 @@ mod reach_tests {
         let (base, _) = vectorizer_testkit::gaussian_mixture(3_000, 32, 30, 0.5, 4);
         let cfg = CollectionConfig::new(32, Metric::Euclidean);
         let mut idx = fresh(&cfg);
-        idx.reserve(6_000);
+        idx.reserve(6_000).unwrap();
         for (k, v) in base.iter().chain(base.iter()).enumerate() {
             idx.add(k as u32, v).unwrap();
             idx.publish(k as u32);
@@ -1573,7 +1564,7 @@ mod reach_tests {
         let (base, _) = vectorizer_testkit::gaussian_mixture(n as usize, 128, 100, 0.5, 1);
         let cfg = CollectionConfig::new(128, Metric::Euclidean);
         let mut idx = fresh(&cfg);
-        idx.reserve(n as usize);
+        idx.reserve(n as usize).unwrap();
         for k in 0..n {
             idx.add(k, &base[k as usize]).unwrap();
             idx.publish(k);

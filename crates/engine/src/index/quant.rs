@@ -8,7 +8,9 @@
 //! is created unlinked when the graph is built or loaded, written as
 //! vectors are stored, and gone with the process. So it needs no recovery
 //! of its own, and nothing of it ever reaches a snapshot, an archive or
-//! another node.
+//! another node. It is read through a shared read-only mapping (no system
+//! call per vector; the pages read are the page cache's, which the kernel
+//! may drop and read again), advised as randomly accessed.
 
 use std::fs::File;
 use std::path::Path;
@@ -84,10 +86,29 @@ unsafe fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
-/// The full vectors of a quantized graph, by key, in an unlinked file.
+/// The full vectors of a quantized graph, by key, in an unlinked file,
+/// mapped for reading.
 pub(crate) struct FullStore {
     file: File,
     dim: usize,
+    /// The mapping of the file's first `len` bytes (null while empty).
+    map: *const u8,
+    len: usize,
+}
+
+// Safety: the mapping is read-only and only replaced through `&mut self`
+// (the graph's exclusive access while it grows); vectors are written with
+// `pwrite` before their key is published, and read only after.
+unsafe impl Send for FullStore {}
+unsafe impl Sync for FullStore {}
+
+impl Drop for FullStore {
+    fn drop(&mut self) {
+        if !self.map.is_null() {
+            // Safety: `map` and `len` are what `mmap` returned and mapped.
+            unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
+        }
+    }
 }
 
 impl FullStore {
@@ -95,7 +116,62 @@ impl FullStore {
     /// must not live in memory, as a temporary directory may).
     pub(crate) fn create(dir: &Path, dim: usize) -> Result<FullStore> {
         let file = unlinked(dir).map_err(EngineError::io("creating the full-vector file"))?;
-        Ok(FullStore { file, dim })
+        Ok(FullStore {
+            file,
+            dim,
+            map: std::ptr::null(),
+            len: 0,
+        })
+    }
+
+    /// Room for keys below `keys`: the file is extended (sparse) and mapped
+    /// anew. Needs exclusive access: no vector borrowed from the old
+    /// mapping may outlive this.
+    pub(crate) fn reserve(&mut self, keys: usize) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let len = keys * self.dim * 4;
+        if len <= self.len {
+            return Ok(());
+        }
+        const WHAT: &str = "mapping the full-vector file";
+        self.file
+            .set_len(len as u64)
+            .map_err(EngineError::io(WHAT))?;
+        // Safety: a fresh shared read-only mapping of the file's first
+        // `len` bytes, which the file now has.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                self.file.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(EngineError::io(WHAT)(std::io::Error::last_os_error()));
+        }
+        // Safety: advice on the mapping just made. (Without it the kernel
+        // reads ahead around every vector touched.)
+        unsafe { libc::madvise(map, len, libc::MADV_RANDOM) };
+        if !self.map.is_null() {
+            // Safety: the old mapping; `&mut self` means nothing borrows it.
+            unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
+        }
+        self.map = map as *const u8;
+        self.len = len;
+        Ok(())
+    }
+
+    /// `key`'s vector (a key below the reserved room, written before).
+    pub(crate) fn vector(&self, key: u32) -> &[f32] {
+        let at = self.at(key) as usize;
+        assert!(at + self.dim * 4 <= self.len, "a key within the mapping");
+        // Safety: within the mapping (checked), 4-byte aligned (the mapping
+        // is page-aligned and every offset a multiple of 4); any bits are
+        // a valid f32; the pages stay mapped while `&self` is held.
+        unsafe { std::slice::from_raw_parts(self.map.add(at) as *const f32, self.dim) }
     }
 
     fn at(&self, key: u32) -> u64 {
@@ -109,25 +185,6 @@ impl FullStore {
         self.file
             .write_all_at(&bytes, self.at(key))
             .map_err(EngineError::io("writing the full-vector file"))
-    }
-
-    /// Reads `key`'s vector into `out` (`dim` long).
-    pub(crate) fn read(&self, key: u32, out: &mut [f32]) -> Result<()> {
-        self.read_run(key, out)
-    }
-
-    /// Reads the vectors of consecutive keys from `first` into `out` (a
-    /// multiple of `dim` long), in one call.
-    pub(crate) fn read_run(&self, first: u32, out: &mut [f32]) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        // Safety: any bit pattern is a valid `f32`, and a `u8` slice has no
-        // alignment to keep; the view covers exactly `out`.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, std::mem::size_of_val(out))
-        };
-        self.file
-            .read_exact_at(bytes, self.at(first))
-            .map_err(EngineError::io("reading the full-vector file"))
     }
 }
 
@@ -235,15 +292,18 @@ mod tests {
     fn the_store_reads_back_what_it_wrote() {
         let dir = std::env::temp_dir().join(format!("vz-fullstore-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let s = FullStore::create(&dir, 3).unwrap();
+        let mut s = FullStore::create(&dir, 3).unwrap();
+        s.reserve(3).unwrap();
         s.write(2, &[1.0, 2.0, 3.0]).unwrap();
         s.write(0, &[-1.0, 0.5, 9.0]).unwrap();
-        let mut out = [0f32; 3];
-        s.read(2, &mut out).unwrap();
-        assert_eq!(out, [1.0, 2.0, 3.0]);
-        let mut run = [0f32; 9];
-        s.read_run(0, &mut run).unwrap();
-        assert_eq!(&run[..3], &[-1.0, 0.5, 9.0]);
+        assert_eq!(s.vector(2), &[1.0, 2.0, 3.0]);
+        // Never written: zeros.
+        assert_eq!(s.vector(1), &[0.0; 3]);
+        // Growing maps anew; what was written stays.
+        s.reserve(5000).unwrap();
+        s.write(4999, &[7.0, 8.0, 9.0]).unwrap();
+        assert_eq!(s.vector(0), &[-1.0, 0.5, 9.0]);
+        assert_eq!(s.vector(4999), &[7.0, 8.0, 9.0]);
         // Nothing is left in the directory.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         std::fs::remove_dir_all(&dir).ok();
