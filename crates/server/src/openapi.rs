@@ -101,17 +101,19 @@ pub fn document_with(routes: &[Route], limits: DocLimits) -> Value {
         if let Some(req) = r.request {
             let schema = req(&mut generator).to_value();
             // A body whose fields are all optional may be left out (it
-            // reads as `{}`).
+            // reads as `{}`), unless `{}` itself is refused: an update
+            // names at least one change (`minProperties`, set below).
             let name = schema["$ref"]
                 .as_str()
                 .and_then(|r| r.rsplit('/').next())
                 .unwrap_or("");
-            let needed = generator
-                .definitions()
-                .get(name)
-                .and_then(|d| d.get("required"))
-                .and_then(Value::as_array)
-                .is_some_and(|r| !r.is_empty());
+            let needed = name == "UpdateCollection"
+                || generator
+                    .definitions()
+                    .get(name)
+                    .and_then(|d| d.get("required"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| !r.is_empty());
             op["requestBody"] = json!({
                 "required": needed,
                 "content": {"application/json": {"schema": schema}}
