@@ -52,6 +52,11 @@ const SPACING: u32 = 10;
 const CHANGES_SPACING: u32 = 1;
 /// Least time between two measurements, whatever asks.
 const MIN_SPACING: Duration = Duration::from_secs(1);
+/// Points changed within this long (milliseconds) mean writes are going
+/// on: a measurement asked for by changes then waits as one asked for by
+/// queries does, or until they stop (a bulk load is measured once, at its
+/// end, not at every tenth of its growth).
+const QUIET_MS: u64 = 1000;
 /// Measurements after opening that are not spaced out: stored points, the
 /// first real queries, a full ring of them.
 const QUICK: u8 = 3;
@@ -135,6 +140,8 @@ pub(crate) struct Recall {
     /// The [`mono_ms`] time a wake-up is registered for (0: none), so that
     /// searches asking again register it once.
     wake_at: AtomicU64,
+    /// [`mono_ms`] of the last change.
+    last_change: AtomicU64,
 }
 
 /// Whether a measurement may be queued.
@@ -164,6 +171,7 @@ impl Recall {
             not_before_changes: AtomicU64::new(0),
             provisional: AtomicBool::new(false),
             wake_at: AtomicU64::new(0),
+            last_change: AtomicU64::new(0),
         }
     }
 
@@ -236,6 +244,7 @@ impl Recall {
 
     pub(crate) fn changed(&self, points: usize) {
         self.changes.fetch_add(points as u64, Ordering::Relaxed);
+        self.last_change.store(mono_ms(), Ordering::Relaxed);
     }
 
     /// Whether a measurement is missing or stale, and when it may run;
@@ -263,7 +272,20 @@ impl Recall {
         match (changed, searched) {
             // (The first few after opening are for queries: see QUICK.)
             (_, true) if self.quick.load(Ordering::Relaxed) > 0 => Due::Now,
-            (true, _) => when(for_changes),
+            (true, _) => {
+                let quiet = self.last_change.load(Ordering::Relaxed) + QUIET_MS;
+                if mono_ms() >= quiet {
+                    when(for_changes)
+                } else {
+                    // Writes going on: spaced as for queries, or asked
+                    // again once they stop.
+                    when(
+                        self.not_before
+                            .load(Ordering::Relaxed)
+                            .min(quiet.max(for_changes)),
+                    )
+                }
+            }
             (false, true) => when(self.not_before.load(Ordering::Relaxed)),
             (false, false) => Due::No,
         }
