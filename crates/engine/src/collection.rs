@@ -8,7 +8,6 @@
 //! and then publishes the whole batch under a short write lock: a search
 //! never waits for a batch's graph insertion, and never sees half a batch.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1238,14 +1237,17 @@ impl Collection {
                 .collect();
             let mut index = VectorIndex::new(&self.config, &self.dir)?;
             index.reserve(order.len())?;
-            let work: Vec<(u32, u32)> = order
+            let work: Vec<(u32, &[f32])> = order
                 .iter()
                 .enumerate()
-                .map(|(new, old)| (new as u32, *old))
+                .map(|(new, old)| {
+                    (
+                        new as u32,
+                        st.index.get(*old).expect("a live point has a vector"),
+                    )
+                })
                 .collect();
-            let old = &st.index;
-            let vector = |key: u32| old.get(key).expect("a live point has a vector");
-            add_batch(&index, &work, &vector, self.options.insert_threads)?;
+            add_batch(&index, &work, self.options.insert_threads)?;
             (0..order.len() as u32).for_each(|k| index.publish(k));
             // Postings under the new keys, rid of removed ones, built here
             // so that the write lock below stays short.
@@ -1337,7 +1339,7 @@ impl Collection {
     }
 
     fn vector_of(&self, st: &State, key: u32) -> Vec<f32> {
-        st.index.get(key).map(Cow::into_owned).unwrap_or_default()
+        st.index.get(key).map(<[f32]>::to_vec).unwrap_or_default()
     }
 
     /// At most how many bytes of JSON the record of `key` takes in an
@@ -1864,26 +1866,18 @@ fn current_len(dir: &Path) -> u64 {
     fs::metadata(dir.join("CURRENT")).map_or(0, |m| m.len())
 }
 
-/// Inserts `(key, source)` pairs into the graph, each with the vector
-/// `vector(source)` (read as it is inserted: a quantized graph's full
-/// vectors are never all in memory), on several threads when there are
-/// enough of them.
-fn add_batch<'a>(
-    index: &VectorIndex,
-    work: &[(u32, u32)],
-    vector: &(dyn Fn(u32) -> Cow<'a, [f32]> + Sync),
-    threads: usize,
-) -> Result<()> {
+/// Inserts `(key, vector)` pairs into the graph, on several threads when
+/// there are enough of them.
+fn add_batch(index: &VectorIndex, work: &[(u32, &[f32])], threads: usize) -> Result<()> {
     let threads = threads.max(1);
-    let add = |(k, from): &(u32, u32)| index.add(*k, &vector(*from));
     if work.len() < PARALLEL_ADD_MIN || threads == 1 {
-        return work.iter().try_for_each(add);
+        return work.iter().try_for_each(|(k, v)| index.add(*k, v));
     }
     let chunk = work.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = work
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().try_for_each(add)))
+            .map(|part| s.spawn(move || part.iter().try_for_each(|(k, v)| index.add(*k, v))))
             .collect();
         handles
             .into_iter()

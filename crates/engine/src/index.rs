@@ -17,7 +17,6 @@
 //! its rows instead of the floats, and keeps the floats in a file (see
 //! `index/quant.rs`); its snapshot file is the same as an unquantized one.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::{Ordering as Cmp, Reverse};
 use std::collections::BinaryHeap;
@@ -389,16 +388,18 @@ impl VectorIndex {
         unsafe { *self.code_tail(id).add(1) }
     }
 
-    /// `id`'s full vector and 1/length, wherever they are kept.
-    fn with_full<R>(&self, id: u32, f: impl FnOnce(&[f32], f32) -> R) -> R {
+    /// `id`'s full vector and 1/length (as cosine and dot use it),
+    /// wherever they are kept.
+    #[inline(always)]
+    fn full(&self, id: u32) -> (&[f32], f32) {
         let Some(q) = &self.quant else {
-            return f(self.vector(id), self.inv_norm(id));
+            return (self.vector(id), self.inv_norm(id));
         };
         let inv = match self.metric {
             Metric::Cosine | Metric::Dot => self.code_aux(id),
             _ => 0.0,
         };
-        f(q.full.vector(id), inv)
+        (q.full.vector(id), inv)
     }
 
     #[inline(always)]
@@ -581,22 +582,8 @@ impl VectorIndex {
     /// The internal distance (smaller is closer) of a stored key from a
     /// prepared query, as graph search orders candidates.
     pub fn distance_key(&self, prepared: &[f32], key: u32) -> f32 {
-        self.with_full(key, |v, inv| self.full_dist::<false>(prepared, v, inv))
-    }
-
-    /// [`distance_key`](Self::distance_key) for each of `prepared`, the
-    /// stored vector read once: `each(i, distance)`.
-    pub(crate) fn distances_key(
-        &self,
-        prepared: &[Vec<f32>],
-        key: u32,
-        mut each: impl FnMut(usize, f32),
-    ) {
-        self.with_full(key, |v, inv| {
-            for (i, q) in prepared.iter().enumerate() {
-                each(i, self.full_dist::<false>(q, v, inv));
-            }
-        })
+        let (v, inv) = self.full(key);
+        self.full_dist::<false>(prepared, v, inv)
     }
 
     /// Whether a quantized graph rescores, and how many candidates for `k`
@@ -635,16 +622,10 @@ impl VectorIndex {
         (key as usize) < self.capacity() && self.state(key) & VISIBLE != 0
     }
 
-    /// The stored vector of `key`, if present (read from disk in a
-    /// quantized graph).
-    pub fn get(&self, key: u32) -> Option<Cow<'_, [f32]>> {
-        if !self.contains(key) {
-            return None;
-        }
-        Some(Cow::Borrowed(match &self.quant {
-            None => self.vector(key),
-            Some(q) => q.full.vector(key),
-        }))
+    /// The stored vector of `key`, if present (a quantized graph's from
+    /// its file's mapping).
+    pub fn get(&self, key: u32) -> Option<&[f32]> {
+        self.contains(key).then(|| self.full(key).0)
     }
 
     /// Stores and links `vector` under `key` (see [`store`] and [`link`]).
@@ -1185,21 +1166,17 @@ impl VectorIndex {
         }
         let zeros = vec![0f32; self.dim];
         for id in 0..n as u32 {
-            // (A quantized graph has nothing on disk for an empty slot.)
-            let stored = self.quant.is_none() || self.state(id) != EMPTY;
-            let mut write = |v: &[f32], _| -> std::io::Result<()> {
-                let len = (self.dot)(v, v).sqrt();
-                let inv = if len > 0.0 { 1.0 / len } else { 0.0 };
-                w.write_all(&inv.to_le_bytes())?;
-                for x in v {
-                    w.write_all(&x.to_le_bytes())?;
-                }
-                Ok(())
+            // (An empty slot of a quantized graph has nothing in its file.
+            // The 1/length is recomputed at load: a float graph's is
+            // written as kept, a quantized one's as zero.)
+            let (v, inv) = match &self.quant {
+                None => (self.vector(id), self.inv_norm(id)),
+                Some(_) if self.state(id) == EMPTY => (&zeros[..], 0.0),
+                Some(_) => (self.full(id).0, 0.0),
             };
-            if stored {
-                self.with_full(id, write)?;
-            } else {
-                write(&zeros, 0.0)?;
+            w.write_all(&inv.to_le_bytes())?;
+            for x in v {
+                w.write_all(&x.to_le_bytes())?;
             }
         }
         let empty = vec![0u8; (self.m0 + 1) * 4];
@@ -1254,12 +1231,13 @@ impl VectorIndex {
         }
         let mut idx = VectorIndex::new(config, dir)?;
         idx.reserve(n.max(1))?;
-        let mut read = |len: usize| -> Result<Vec<u8>> {
-            let mut b = vec![0u8; len];
-            r.read_exact(&mut b).map_err(|_| corrupt())?;
-            Ok(b)
+        // Into a buffer kept between reads (one per node below).
+        let mut read = |b: &mut Vec<u8>, len: usize| -> Result<()> {
+            b.resize(len, 0);
+            r.read_exact(b).map_err(|_| corrupt())
         };
-        let meta = read(n * 2)?;
+        let mut meta = Vec::new();
+        read(&mut meta, n * 2)?;
         let (mut live, mut deleted) = (0, 0);
         for id in 0..n {
             let (c, i) = idx.chunk(id as u32);
@@ -1285,10 +1263,11 @@ impl VectorIndex {
         // Node by node: a quantized graph never holds all the floats.
         let row = 4 + dim * 4;
         let mut v = vec![0f32; dim];
+        let mut b = Vec::new();
         let mut run = quant::FullRun::default();
         for id in 0..n {
             let (c, i) = idx.chunk(id as u32);
-            let b = read(row)?;
+            read(&mut b, row)?;
             let f = |k: usize| f32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
             if (1..=dim).any(|k| !f(k).is_finite()) {
                 return Err(corrupt());
@@ -1331,7 +1310,7 @@ impl VectorIndex {
             } else {
                 c.levels[i].load(Ordering::Relaxed) as usize
             };
-            let b = read(list * 4 + level * up_list * 4)?;
+            read(&mut b, list * 4 + level * up_list * 4)?;
             let word = |k: usize| u32::from_le_bytes(b[k * 4..k * 4 + 4].try_into().unwrap());
             for k in 0..list {
                 c.rows[i * idx.row_words + k].store(word(k), Ordering::Relaxed);
@@ -1455,7 +1434,7 @@ mod tests {
         idx.save(&path).unwrap();
         let back = VectorIndex::load(&cfg, &path, &dir).unwrap();
         // The snapshot holds the full vectors, whichever way they are kept.
-        assert_eq!(&*back.get(1234 - 1).unwrap(), &*idx.get(1234 - 1).unwrap());
+        assert_eq!(back.get(1234 - 1).unwrap(), idx.get(1234 - 1).unwrap());
         assert_eq!(back.size(), 2999);
         assert_eq!(back.deleted(), 1);
         assert_eq!(back.get(7), idx.get(7));
@@ -1474,7 +1453,7 @@ mod tests {
         idx.add(0, &[3.0, 4.0, 0.0]).unwrap();
         assert!(idx.search(&[6.0, 8.0, 0.0], 1, 8, None).is_empty());
         idx.publish(0);
-        assert_eq!(&*idx.get(0).unwrap(), &[3.0, 4.0, 0.0]);
+        assert_eq!(idx.get(0).unwrap(), &[3.0, 4.0, 0.0]);
         let hits = idx.search(&[6.0, 8.0, 0.0], 1, 8, None);
         assert!((hits[0].1 - 1.0).abs() < 1e-5);
     }

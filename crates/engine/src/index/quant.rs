@@ -129,10 +129,14 @@ impl FullStore {
     /// mapping may outlive this.
     pub(crate) fn reserve(&mut self, keys: usize) -> Result<()> {
         use std::os::fd::AsRawFd;
-        let len = keys * self.dim * 4;
-        if len <= self.len {
+        let needed = keys * self.dim * 4;
+        if needed <= self.len {
             return Ok(());
         }
+        // Doubled at least (the file is sparse, and the mapping costs
+        // address space only): a graph growing a chunk at a time maps
+        // anew a logarithmic number of times.
+        let len = needed.max(self.len * 2);
         const WHAT: &str = "mapping the full-vector file";
         self.file
             .set_len(len as u64)
@@ -181,11 +185,17 @@ impl FullStore {
     /// Writes `key`'s vector (once, before the key is published).
     pub(crate) fn write(&self, key: u32, v: &[f32]) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
         self.file
-            .write_all_at(&bytes, self.at(key))
+            .write_all_at(as_bytes(v), self.at(key))
             .map_err(EngineError::io("writing the full-vector file"))
     }
+}
+
+/// `v`'s bytes in native order (as the file holds them).
+fn as_bytes(v: &[f32]) -> &[u8] {
+    // Safety: a `u8` view of the same memory, of its exact size; `u8` has
+    // no alignment to keep.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 /// Vectors of consecutive keys gathered for one write (while loading).
@@ -204,7 +214,7 @@ impl FullRun {
         if self.bytes.is_empty() {
             self.first = key;
         }
-        self.bytes.extend(v.iter().flat_map(|x| x.to_ne_bytes()));
+        self.bytes.extend_from_slice(as_bytes(v));
         if self.bytes.len() >= 1 << 20 {
             self.flush(store)?;
         }

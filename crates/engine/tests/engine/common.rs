@@ -172,3 +172,37 @@ pub fn load_all(c: &Collection, base: &[Vec<f32>]) {
     }
     c.wait_indexed();
 }
+
+/// The numeric ids of `hits`, in order.
+pub fn hit_ids(hits: &[vectorizer_engine::ScoredPoint]) -> Vec<usize> {
+    hits.iter()
+        .map(|h| match h.id {
+            PointId::Num(n) => n as usize,
+            PointId::Uuid(_) => unreachable!("the tests' points have numeric ids"),
+        })
+        .collect()
+}
+
+/// Mean recall@10 of `queries` (exact answers `truth`) searched with `ef`
+/// (`None`: the collection's default).
+pub fn mean_recall(
+    c: &Collection,
+    queries: &[Vec<f32>],
+    truth: &[Vec<usize>],
+    ef: Option<usize>,
+) -> f64 {
+    let total: f64 = queries
+        .iter()
+        .zip(truth)
+        .map(|(q, t)| {
+            let req = vectorizer_engine::SearchRequest {
+                vector: q.clone(),
+                limit: 10,
+                ef,
+                ..Default::default()
+            };
+            vectorizer_testkit::recall(t, &hit_ids(&c.search(&req).unwrap()))
+        })
+        .sum();
+    total / queries.len() as f64
+}

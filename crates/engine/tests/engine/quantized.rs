@@ -12,9 +12,9 @@ use vectorizer_engine::collection::Collection;
 use vectorizer_engine::{
     CollectionConfig, Database, EngineOptions, Metric, PointId, Quantization, SearchRequest, With,
 };
-use vectorizer_testkit::{exact_top_k, gaussian_mixture, hard_mixture, recall};
+use vectorizer_testkit::{exact_top_k, gaussian_mixture, hard_mixture};
 
-use crate::common::{TempDir, kind, load_all, open_with};
+use crate::common::{TempDir, kind, load_all, mean_recall, open_with};
 
 const K: usize = 10;
 
@@ -22,36 +22,6 @@ fn load(db: &Database, name: &str, config: CollectionConfig, base: &[Vec<f32>]) 
     let c = db.create_collection(name, config, BTreeMap::new()).unwrap();
     load_all(&c, base);
     c
-}
-
-fn ids(c: &Collection, q: &[f32], ef: Option<usize>) -> Vec<usize> {
-    c.search(&SearchRequest {
-        vector: q.to_vec(),
-        limit: K,
-        ef,
-        ..Default::default()
-    })
-    .unwrap()
-    .iter()
-    .map(|h| match h.id {
-        PointId::Num(n) => n as usize,
-        PointId::Uuid(_) => unreachable!(),
-    })
-    .collect()
-}
-
-fn mean_recall(
-    c: &Collection,
-    queries: &[Vec<f32>],
-    truth: &[Vec<usize>],
-    ef: Option<usize>,
-) -> f64 {
-    queries
-        .iter()
-        .zip(truth)
-        .map(|(q, t)| recall(t, &ids(c, q, ef)))
-        .sum::<f64>()
-        / queries.len() as f64
 }
 
 fn against_float(n: usize, dim: usize, metric: Metric, seed: u64) {

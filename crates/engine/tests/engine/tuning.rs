@@ -6,26 +6,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use vectorizer_engine::collection::Collection;
-use vectorizer_engine::{
-    CollectionConfig, EngineOptions, Metric, PointId, RecallSource, SearchRequest,
-};
-use vectorizer_testkit::{exact_top_k, hard_mixture, recall};
+use vectorizer_engine::{CollectionConfig, EngineOptions, Metric, RecallSource, SearchRequest};
+use vectorizer_testkit::{exact_top_k, hard_mixture};
 
-use crate::common::{TempDir, kind, load_all, open_with};
+use crate::common::{TempDir, kind, load_all, mean_recall, open_with};
 
 const N: usize = 20_000;
 const QUERIES: usize = 256;
 const K: usize = 10;
 const CLUSTERS: usize = 40;
-
-fn ids(hits: &[vectorizer_engine::ScoredPoint]) -> Vec<usize> {
-    hits.iter()
-        .map(|h| match h.id {
-            PointId::Num(n) => n as usize,
-            PointId::Uuid(_) => unreachable!(),
-        })
-        .collect()
-}
 
 /// Mean recall@10 of `queries` searched with `ef` (`None`: the default).
 fn measured(
@@ -35,20 +24,11 @@ fn measured(
     queries: &[Vec<f32>],
     ef: Option<usize>,
 ) -> f64 {
-    let total: f64 = queries
+    let truth: Vec<Vec<usize>> = queries
         .iter()
-        .map(|q| {
-            let truth = exact_top_k(kind(metric), base, q, K, None);
-            let req = SearchRequest {
-                vector: q.clone(),
-                limit: K,
-                ef,
-                ..Default::default()
-            };
-            recall(&truth, &ids(&c.search(&req).unwrap()))
-        })
-        .sum();
-    total / queries.len() as f64
+        .map(|q| exact_top_k(kind(metric), base, q, K, None))
+        .collect();
+    mean_recall(c, queries, &truth, ef)
 }
 
 /// Waits (without a time limit of its own: the test harness's applies)

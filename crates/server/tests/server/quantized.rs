@@ -8,6 +8,7 @@ use vectorizer_testkit::Rng;
 
 use crate::common::TestApp;
 use crate::hub_auth::{auth, bearer, hub, key, send};
+use crate::recall::upsert_vectors;
 
 type Header = Option<(&'static str, String)>;
 
@@ -21,25 +22,6 @@ fn vectors(n: usize) -> Vec<Vec<f32>> {
 async fn create(app: &TestApp, h: &Header, body: Value) -> (u16, Value) {
     let (s, b) = send(app, "POST", "/collections", h.clone(), Some(body)).await;
     (s, b)
-}
-
-async fn fill(app: &TestApp, h: &Header, name: &str, vs: &[Vec<f32>]) {
-    for (c, chunk) in vs.chunks(100).enumerate() {
-        let points: Vec<Value> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| json!({"id": c * 100 + i, "vector": v}))
-            .collect();
-        let (s, b) = send(
-            app,
-            "POST",
-            &format!("/collections/{name}/points"),
-            h.clone(),
-            Some(json!({"points": points})),
-        )
-        .await;
-        assert_eq!(s, 200, "{b}");
-    }
 }
 
 async fn search(app: &TestApp, h: &Header, name: &str, body: Value) -> Vec<Value> {
@@ -77,8 +59,8 @@ async fn walk(app: &TestApp, h: &Header, key: Option<&str>) {
     // (Two collections within a plan's 1,000 vectors; past 256 points each,
     // so searches walk the graph.)
     let vs = vectors(450);
-    fill(app, h, "q", &vs).await;
-    fill(app, h, "f", &vs).await;
+    upsert_vectors(app, h, "q", &vs).await;
+    upsert_vectors(app, h, "f", &vs).await;
     // Graph search rescored with the full vectors: the exact scan's scores,
     // to the bit, and the float collection's.
     for q in &vs[..5] {

@@ -14,9 +14,19 @@ type Header = Option<(&'static str, String)>;
 /// `n` random points of dimension 16, in batches.
 async fn fill(app: &TestApp, h: &Header, name: &str, n: usize) {
     let mut rng = Rng::new(7);
-    for start in (0..n).step_by(100) {
-        let points: Vec<Value> = (start..(start + 100).min(n))
-            .map(|i| json!({"id": i, "vector": (0..16).map(|_| rng.normal()).collect::<Vec<_>>()}))
+    let vs: Vec<Vec<f32>> = (0..n)
+        .map(|_| (0..16).map(|_| rng.normal()).collect())
+        .collect();
+    upsert_vectors(app, h, name, &vs).await;
+}
+
+/// `vs` as points `0..` (no payloads), in batches of 100.
+pub(crate) async fn upsert_vectors(app: &TestApp, h: &Header, name: &str, vs: &[Vec<f32>]) {
+    for (c, chunk) in vs.chunks(100).enumerate() {
+        let points: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json!({"id": c * 100 + i, "vector": v}))
             .collect();
         let (s, b) = send(
             app,

@@ -161,13 +161,14 @@ fn exact_bounds(
                 if !st.index.is_live(key) {
                     continue;
                 }
-                // (The vector read once for every query: a quantized
-                // graph reads it from disk.)
-                st.index.distances_key(prepared, key, |i, d| {
+                for (i, q) in prepared.iter().enumerate() {
                     if s.queries[i].1 == Some(key) {
-                        return;
+                        continue;
                     }
-                    let near = Cand { d, id: key };
+                    let near = Cand {
+                        d: st.index.distance_key(q, key),
+                        id: key,
+                    };
                     let heap = &mut best[i];
                     if heap.len() < K {
                         heap.push(near);
@@ -175,7 +176,7 @@ fn exact_bounds(
                         heap.pop();
                         heap.push(near);
                     }
-                });
+                }
             }
         })?;
         from = to;
